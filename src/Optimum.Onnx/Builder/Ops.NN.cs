@@ -1,0 +1,189 @@
+namespace Optimum.Onnx;
+
+// Neural-network ops: MatMul, Gemm, normalisations, dropout, losses, convolution and pooling.
+public sealed partial class GraphBuilder
+{
+    /// <summary>Numpy matmul: (..., m, k) @ (..., k, n) with broadcast batch dims; 1-D operands as numpy treats them.</summary>
+    public Value MatMul(Value a, Value b) => Emit("MatMul", [a, b], null, n =>
+    {
+        if (a.Type != b.Type) throw Error("MatMul", n, $"Element types differ: {a.Type.Name()}{a.Shape} and {b.Type.Name()}{b.Shape}");
+        if (a.Rank == 0 || b.Rank == 0) throw Error("MatMul", n, $"Cannot multiply scalars {a.Shape} and {b.Shape}");
+        var sa = a.Rank == 1 ? Shape.Of(1, a.Shape[0]) : a.Shape;
+        var sb = b.Rank == 1 ? Shape.Of(b.Shape[0], 1) : b.Shape;
+        Dim ka = sa[^1], kb = sb[^2];
+        if (ka.IsKnown && kb.IsKnown && ka != kb)
+            throw Error("MatMul", n, $"Inner dims differ: {a.Shape} @ {b.Shape}");
+        var batch = Broadcast("MatMul", n, new Shape(sa.Take(sa.Rank - 2)), new Shape(sb.Take(sb.Rank - 2)));
+        var dims = batch.ToList();
+        if (a.Rank > 1) dims.Add(sa[^2]);
+        if (b.Rank > 1) dims.Add(sb[^1]);
+        return [(a.Type, new Shape(dims))];
+    })[0];
+
+    /// <summary><c>alpha * A' @ B' + beta * C</c> for 2-D A and B (optionally transposed).</summary>
+    public Value Gemm(Value a, Value b, Value? c = null, float alpha = 1f, float beta = 1f, bool transA = false, bool transB = false)
+    {
+        var attrs = new Dictionary<string, AttrValue> { ["alpha"] = alpha, ["beta"] = beta, ["transA"] = transA ? 1L : 0L, ["transB"] = transB ? 1L : 0L };
+        return Emit("Gemm", c is null ? [a, b] : [a, b, c], attrs, n =>
+        {
+            if (a.Rank != 2 || b.Rank != 2) throw Error("Gemm", n, $"A and B must be 2-D, got {a.Shape} and {b.Shape}");
+            Dim m = transA ? a.Shape[1] : a.Shape[0], ka = transA ? a.Shape[0] : a.Shape[1];
+            Dim kb = transB ? b.Shape[1] : b.Shape[0], nn = transB ? b.Shape[0] : b.Shape[1];
+            if (ka.IsKnown && kb.IsKnown && ka != kb) throw Error("Gemm", n, $"Inner dims differ: A {a.Shape} (transA={transA}) and B {b.Shape} (transB={transB})");
+            var y = Shape.Of(m, nn);
+            if (c is not null && !Broadcast("Gemm", n, y, c.Shape).Equals(y))
+                throw Error("Gemm", n, $"C {c.Shape} does not broadcast to {y}");
+            return [(a.Type, y)];
+        })[0];
+    }
+
+    /// <summary>
+    /// ONNX LayerNormalization over the dims from <paramref name="axis"/> on. The node also
+    /// outputs the mean and inverse standard deviation, which its gradient reuses.
+    /// </summary>
+    public Value LayerNormalization(Value x, Value scale, Value? bias = null, long axis = -1, float epsilon = 1e-5f)
+    {
+        var attrs = new Dictionary<string, AttrValue> { ["axis"] = axis, ["epsilon"] = epsilon };
+        return Emit("LayerNormalization", bias is null ? [x, scale] : [x, scale, bias], attrs, n =>
+        {
+            int a = x.Shape.Axis(axis, "LayerNormalization");
+            var norm = new Shape(x.Shape.Skip(a));
+            foreach (var p in bias is null ? [scale] : new[] { scale, bias })
+                if (!Broadcast("LayerNormalization", n, norm, p.Shape).Equals(norm))
+                    throw Error("LayerNormalization", n, $"Scale/bias {p.Shape} does not match normalized shape {norm} of {x.Shape}");
+            var stats = new Shape(x.Shape.Take(a).Concat(Enumerable.Repeat(Dim.Of(1), x.Rank - a)));
+            var statType = x.Type == DType.Double ? DType.Double : DType.Float;
+            return [(x.Type, x.Shape), (statType, stats), (statType, stats)];
+        })[0];
+    }
+
+    /// <summary>
+    /// Dropout with probability <paramref name="ratio"/>. In training the node also outputs its mask
+    /// (the gradient reuses it); outside training it is the identity and adds no node.
+    /// </summary>
+    public Value Dropout(Value x, double ratio, bool training, long? seed = null)
+    {
+        if (ratio < 0 || ratio >= 1) throw new ArgumentOutOfRangeException(nameof(ratio), ratio, "Dropout ratio must be in [0, 1).");
+        if (!training) return x;
+        Dictionary<string, AttrValue>? attrs = seed is { } s ? new() { ["seed"] = s } : null;
+        return Emit("Dropout", [x, Scalar(ratio, x.Type), Constant(TensorData.FromBools([true]), null)], attrs,
+            _ => [(x.Type, x.Shape), (DType.Bool, x.Shape)])[0];
+    }
+
+    /// <summary>
+    /// ONNX SoftmaxCrossEntropyLoss: <paramref name="scores"/> (N, C, d...) and integer
+    /// <paramref name="labels"/> (N, d...); labels equal to <paramref name="ignoreIndex"/> count for nothing.
+    /// Returns the loss (scalar unless <paramref name="reduction"/> is "none"); the node also outputs log-probabilities.
+    /// </summary>
+    public Value SoftmaxCrossEntropyLoss(Value scores, Value labels, Value? weights = null, string reduction = "mean", long? ignoreIndex = null)
+    {
+        var attrs = new Dictionary<string, AttrValue> { ["reduction"] = reduction };
+        if (ignoreIndex is { } ii) attrs["ignore_index"] = ii;
+        return Emit("SoftmaxCrossEntropyLoss", weights is null ? [scores, labels] : [scores, labels, weights], attrs, n =>
+        {
+            if (reduction is not ("mean" or "sum" or "none")) throw Error("SoftmaxCrossEntropyLoss", n, $"Unknown reduction '{reduction}'");
+            if (scores.Rank < 2) throw Error("SoftmaxCrossEntropyLoss", n, $"Scores must be (N, C, ...), got {scores.Shape}");
+            if (labels.Type is not (DType.Int64 or DType.Int32)) throw Error("SoftmaxCrossEntropyLoss", n, $"Labels must be int32 or int64, got {labels.Type.Name()}");
+            var expected = new Shape(scores.Shape.Where((_, i) => i != 1));
+            if (labels.Rank != expected.Rank || Enumerable.Range(0, expected.Rank).Any(i => labels.Shape[i].IsKnown && expected[i].IsKnown && labels.Shape[i] != expected[i]))
+                throw Error("SoftmaxCrossEntropyLoss", n, $"Labels {labels.Shape} do not match scores {scores.Shape} (expected {expected})");
+            if (weights is not null && (weights.Rank != 1 || (weights.Shape[0].IsKnown && scores.Shape[1].IsKnown && weights.Shape[0] != scores.Shape[1])))
+                throw Error("SoftmaxCrossEntropyLoss", n, $"Weights {weights.Shape} must be (C,) for scores {scores.Shape}");
+            return [(scores.Type, reduction == "none" ? labels.Shape : Shape.Scalar), (scores.Type, scores.Shape)];
+        })[0];
+    }
+
+    /// <summary>N-d convolution (N, C, spatial...) with weights (M, C/group, kernel...), explicit pads [begins..., ends...].</summary>
+    public Value Conv(Value x, Value w, Value? b = null, long[]? strides = null, long[]? pads = null, long[]? dilations = null, long group = 1)
+    {
+        int sp = x.Rank - 2;
+        strides ??= Ones(sp); dilations ??= Ones(sp); pads ??= new long[2 * sp];
+        var attrs = new Dictionary<string, AttrValue> { ["dilations"] = dilations, ["group"] = group, ["kernel_shape"] = w.Shape.Skip(2).Select(d => d.Value).ToArray(), ["pads"] = pads, ["strides"] = strides };
+        return Emit("Conv", b is null ? [x, w] : [x, w, b], attrs, n =>
+        {
+            CheckConv("Conv", n, x, w, strides, pads, dilations, group, x.Shape[1], w.Shape[1] * group);
+            var dims = new List<Dim> { x.Shape[0], w.Shape[0] };
+            for (int i = 0; i < sp; i++)
+            {
+                var L = x.Shape[2 + i];
+                long k = w.Shape[2 + i].Value;
+                dims.Add(L.IsStatic ? (L.Value + pads[i] + pads[sp + i] - dilations[i] * (k - 1) - 1) / strides[i] + 1 : Dim.Unknown);
+            }
+            return [(x.Type, new Shape(dims))];
+        })[0];
+    }
+
+    /// <summary>Transposed convolution; weights are (C, M/group, kernel...).</summary>
+    public Value ConvTranspose(Value x, Value w, Value? b = null, long[]? strides = null, long[]? pads = null, long[]? dilations = null, long group = 1, long[]? outputPadding = null)
+    {
+        int sp = x.Rank - 2;
+        strides ??= Ones(sp); dilations ??= Ones(sp); pads ??= new long[2 * sp]; outputPadding ??= new long[sp];
+        var attrs = new Dictionary<string, AttrValue> { ["dilations"] = dilations, ["group"] = group, ["kernel_shape"] = w.Shape.Skip(2).Select(d => d.Value).ToArray(), ["output_padding"] = outputPadding, ["pads"] = pads, ["strides"] = strides };
+        return Emit("ConvTranspose", b is null ? [x, w] : [x, w, b], attrs, n =>
+        {
+            CheckConv("ConvTranspose", n, x, w, strides, pads, dilations, group, x.Shape[1], w.Shape[0]);
+            var dims = new List<Dim> { x.Shape[0], w.Shape[1] * group };
+            for (int i = 0; i < sp; i++)
+            {
+                var L = x.Shape[2 + i];
+                long k = w.Shape[2 + i].Value;
+                dims.Add(L.IsStatic ? strides[i] * (L.Value - 1) + outputPadding[i] + dilations[i] * (k - 1) + 1 - pads[i] - pads[sp + i] : Dim.Unknown);
+            }
+            return [(x.Type, new Shape(dims))];
+        })[0];
+    }
+
+    private static long[] Ones(int n) => Enumerable.Repeat(1L, n).ToArray();
+
+    private static void CheckConv(string op, string n, Value x, Value w, long[] strides, long[] pads, long[] dilations, long group, Dim xChannels, Dim wChannels)
+    {
+        int sp = x.Rank - 2;
+        if (sp < 1 || w.Rank != x.Rank) throw Error(op, n, $"Input {x.Shape} and weight {w.Shape} must both be (N, C, spatial...)");
+        if (!w.Shape.IsStatic) throw Error(op, n, $"Weight shape {w.Shape} must be static");
+        if (strides.Length != sp || dilations.Length != sp || pads.Length != 2 * sp)
+            throw Error(op, n, $"strides/dilations need {sp} values and pads {2 * sp} for {x.Shape}");
+        if (group < 1 || (xChannels.IsStatic && xChannels.Value % group != 0)) throw Error(op, n, $"group {group} does not divide the channels of {x.Shape}");
+        if (xChannels.IsKnown && wChannels.IsKnown && xChannels != wChannels)
+            throw Error(op, n, $"Input channels of {x.Shape} do not match weight {w.Shape} with group {group}");
+    }
+
+    /// <summary>Max pooling; the node also outputs the flat indices of the maxima, which its gradient reuses.</summary>
+    public Value MaxPool(Value x, long[] kernel, long[]? strides = null, long[]? pads = null, long[]? dilations = null, bool ceilMode = false)
+    {
+        int sp = kernel.Length;
+        strides ??= Ones(sp); dilations ??= Ones(sp); pads ??= new long[2 * sp];
+        var attrs = new Dictionary<string, AttrValue> { ["ceil_mode"] = ceilMode ? 1L : 0L, ["dilations"] = dilations, ["kernel_shape"] = kernel, ["pads"] = pads, ["strides"] = strides };
+        return Emit("MaxPool", [x], attrs, n =>
+        {
+            if (x.Rank != sp + 2) throw Error("MaxPool", n, $"Kernel [{string.Join(", ", kernel)}] does not fit input {x.Shape}");
+            var dims = new List<Dim> { x.Shape[0], x.Shape[1] };
+            for (int i = 0; i < sp; i++)
+            {
+                var L = x.Shape[2 + i];
+                if (!L.IsStatic) { dims.Add(Dim.Unknown); continue; }
+                double q = (L.Value + pads[i] + pads[sp + i] - dilations[i] * (kernel[i] - 1) - 1) / (double)strides[i];
+                dims.Add((long)(ceilMode ? Math.Ceiling(q) : Math.Floor(q)) + 1);
+            }
+            var s = new Shape(dims);
+            return [(x.Type, s), (DType.Int64, s)];
+        })[0];
+    }
+
+    /// <summary>
+    /// BatchNormalization over (N, C, ...). In training it normalises with batch statistics and
+    /// returns the updated running mean and variance as well: [Y, runningMean, runningVar];
+    /// otherwise it uses <paramref name="mean"/> and <paramref name="var"/> and returns [Y].
+    /// </summary>
+    public Value[] BatchNormalization(Value x, Value scale, Value bias, Value mean, Value var, bool training, float epsilon = 1e-5f, float momentum = 0.9f)
+    {
+        var attrs = new Dictionary<string, AttrValue> { ["epsilon"] = epsilon, ["momentum"] = momentum, ["training_mode"] = training ? 1L : 0L };
+        return Emit("BatchNormalization", [x, scale, bias, mean, var], attrs, n =>
+        {
+            if (x.Rank < 2) throw Error("BatchNormalization", n, $"Input must be (N, C, ...), got {x.Shape}");
+            foreach (var p in new[] { scale, bias, mean, var })
+                if (p.Rank != 1 || (p.Shape[0].IsKnown && x.Shape[1].IsKnown && p.Shape[0] != x.Shape[1]))
+                    throw Error("BatchNormalization", n, $"Per-channel input '{p.Name}' {p.Shape} does not match channels of {x.Shape}");
+            return training ? [(x.Type, x.Shape), (mean.Type, mean.Shape), (var.Type, var.Shape)] : [(x.Type, x.Shape)];
+        });
+    }
+}
