@@ -98,7 +98,9 @@ public sealed partial class GraphBuilder
     {
         int sp = x.Rank - 2;
         strides ??= Ones(sp); dilations ??= Ones(sp); pads ??= new long[2 * sp];
-        var attrs = new Dictionary<string, AttrValue> { ["dilations"] = dilations, ["group"] = group, ["kernel_shape"] = w.Shape.Skip(2).Select(d => d.Value).ToArray(), ["pads"] = pads, ["strides"] = strides };
+        var attrs = new Dictionary<string, AttrValue> { ["dilations"] = dilations, ["group"] = group, ["pads"] = pads, ["strides"] = strides };
+        // The kernel may be data (Conv's own weight gradient convolves with dy); its shape is then read at run time.
+        if (w.Shape.Skip(2).All(d => d.IsStatic)) attrs["kernel_shape"] = w.Shape.Skip(2).Select(d => d.Value).ToArray();
         return Emit("Conv", b is null ? [x, w] : [x, w, b], attrs, n =>
         {
             CheckConv("Conv", n, x, w, strides, pads, dilations, group, x.Shape[1], w.Shape[1] * group);
@@ -106,8 +108,8 @@ public sealed partial class GraphBuilder
             for (int i = 0; i < sp; i++)
             {
                 var L = x.Shape[2 + i];
-                long k = w.Shape[2 + i].Value;
-                dims.Add(L.IsStatic ? (L.Value + pads[i] + pads[sp + i] - dilations[i] * (k - 1) - 1) / strides[i] + 1 : Dim.Unknown);
+                var k = w.Shape[2 + i];
+                dims.Add(L.IsStatic && k.IsStatic ? (L.Value + pads[i] + pads[sp + i] - dilations[i] * (k.Value - 1) - 1) / strides[i] + 1 : Dim.Unknown);
             }
             return [(x.Type, new Shape(dims))];
         })[0];
@@ -118,6 +120,7 @@ public sealed partial class GraphBuilder
     {
         int sp = x.Rank - 2;
         strides ??= Ones(sp); dilations ??= Ones(sp); pads ??= new long[2 * sp]; outputPadding ??= new long[sp];
+        if (!w.Shape.IsStatic) throw new GraphBuildException($"ConvTranspose needs a static weight shape, got {w}.");
         var attrs = new Dictionary<string, AttrValue> { ["dilations"] = dilations, ["group"] = group, ["kernel_shape"] = w.Shape.Skip(2).Select(d => d.Value).ToArray(), ["output_padding"] = outputPadding, ["pads"] = pads, ["strides"] = strides };
         return Emit("ConvTranspose", b is null ? [x, w] : [x, w, b], attrs, n =>
         {
@@ -139,7 +142,6 @@ public sealed partial class GraphBuilder
     {
         int sp = x.Rank - 2;
         if (sp < 1 || w.Rank != x.Rank) throw Error(op, n, $"Input {x.Shape} and weight {w.Shape} must both be (N, C, spatial...)");
-        if (!w.Shape.IsStatic) throw Error(op, n, $"Weight shape {w.Shape} must be static");
         if (strides.Length != sp || dilations.Length != sp || pads.Length != 2 * sp)
             throw Error(op, n, $"strides/dilations need {sp} values and pads {2 * sp} for {x.Shape}");
         if (group < 1 || (xChannels.IsStatic && xChannels.Value % group != 0)) throw Error(op, n, $"group {group} does not divide the channels of {x.Shape}");

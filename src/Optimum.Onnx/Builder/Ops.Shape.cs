@@ -331,4 +331,13 @@ public sealed partial class GraphBuilder
             return [(data.Type, data.Shape)];
         })[0];
     }
+
+    /// <summary>Constant padding by <paramref name="pads"/> = [begins..., ends...] (non-negative).</summary>
+    public Value Pad(Value x, long[] pads, double value = 0) => Emit("Pad", [x, Ints(pads), Scalar(value, x.Type)], null, n =>
+    {
+        if (pads.Length != 2 * x.Rank || pads.Any(p => p < 0))
+            throw Error("Pad", n, $"pads [{string.Join(", ", pads)}] must be {2 * x.Rank} non-negative values for {x.Shape}");
+        var dims = x.Shape.Select((d, i) => pads[i] + pads[x.Rank + i] == 0 ? d : d.IsStatic ? Dim.Of(d.Value + pads[i] + pads[x.Rank + i]) : Dim.Unknown);
+        return [(x.Type, new Shape(dims))];
+    })[0];
 }

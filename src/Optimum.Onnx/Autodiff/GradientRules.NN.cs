@@ -1,0 +1,205 @@
+namespace Optimum.Onnx;
+
+// The longer rules for neural-network ops, in op-type order.
+public static partial class GradientRules
+{
+    private static Value?[] BatchNormalization(GradContext c)
+    {
+        if (c.DyOf(1) is not null || c.DyOf(2) is not null)
+            throw new NotSupportedException($"{c.Node}: gradients through the running mean/variance outputs are not defined.");
+        var g = c.G;
+        var (x, scale) = (c.X(0), c.X(1));
+        float eps = c.Node.GetFloat("epsilon", 1e-5f);
+        var axes = new long[] { 0 }.Concat(Enumerable.Range(2, x.Rank - 2).Select(i => (long)i)).ToArray();
+        Value PerChannel(Value v) => g.Reshape(v, new long[] { 1, -1 }.Concat(Enumerable.Repeat(1L, x.Rank - 2)).ToArray());
+        var dy = c.Dy;
+        Value invStd, xhat;
+        bool training = c.Node.GetInt("training_mode", 0) == 1;
+        if (training)
+        {
+            var xc = x - g.ReduceMean(x, axes);
+            invStd = g.Reciprocal(g.Sqrt(g.ReduceMean(xc * xc, axes) + (double)eps));
+            xhat = xc * invStd;
+        }
+        else
+        {
+            invStd = g.Reciprocal(g.Sqrt(PerChannel(c.X(4)) + (double)eps));
+            xhat = (x - PerChannel(c.X(3))) * invStd;
+        }
+        Value? dx = null;
+        if (c.Needs(0))
+        {
+            var dxhat = dy * PerChannel(scale);
+            dx = training
+                ? invStd * (dxhat - g.ReduceMean(dxhat, axes) - xhat * g.ReduceMean(dxhat * xhat, axes))
+                : dxhat * invStd;
+        }
+        return [dx,
+            c.Needs(1) ? g.ReduceSum(dy * xhat, axes, keepDims: false) : null,
+            c.Needs(2) ? g.ReduceSum(dy, axes, keepDims: false) : null,
+            null, null];
+    }
+
+    private static Value?[] Conv(GradContext c)
+    {
+        var g = c.G;
+        var (x, w) = (c.X(0), c.X(1));
+        int sp = x.Rank - 2;
+        if (c.Node.GetString("auto_pad", "NOTSET") != "NOTSET")
+            throw new NotSupportedException($"{c.Node}: gradients need explicit pads (auto_pad NOTSET).");
+        var strides = c.Node.GetInts("strides") ?? Enumerable.Repeat(1L, sp).ToArray();
+        var dilations = c.Node.GetInts("dilations") ?? Enumerable.Repeat(1L, sp).ToArray();
+        var pads = c.Node.GetInts("pads") ?? new long[2 * sp];
+        long group = c.Node.GetInt("group", 1);
+        var kernel = w.Shape.ToStatic().Skip(2).ToArray();
+        var dy = c.Dy;
+        Value? dx = null, dw = null, db = null;
+        if (c.Needs(0))
+        {
+            var outPad = new long[sp];
+            for (int i = 0; i < sp; i++)
+            {
+                if (strides[i] == 1) continue;
+                if (!x.Shape[2 + i].IsStatic || !dy.Shape[2 + i].IsStatic)
+                    throw new NotSupportedException($"{c.Node}: strided convolution gradients need static spatial dims, got {x.Shape}.");
+                outPad[i] = x.Shape[2 + i].Value - (strides[i] * (dy.Shape[2 + i].Value - 1) + dilations[i] * (kernel[i] - 1) + 1 - pads[i] - pads[sp + i]);
+            }
+            dx = g.ConvTranspose(dy, w, null, strides, pads, dilations, group, outPad);
+        }
+        if (c.Needs(1))
+        {
+            // dW[o, c, k] = sum_n,t dy[n, o, t] * xpad[n, c, t*s + k*d]: a convolution of x (channels as batch)
+            // with dy (batch as channels), stride and dilation swapped, cut to the kernel size.
+            long cg = w.Shape[1].Value, og = w.Shape[0].Value / group;
+            var swap = new long[] { 1, 0 }.Concat(Enumerable.Range(2, sp).Select(i => (long)i)).ToArray();
+            var xs = group == 1 ? [x] : g.Split(x, 1, Enumerable.Repeat(cg, (int)group).ToArray());
+            var dys = group == 1 ? [dy] : g.Split(dy, 1, Enumerable.Repeat(og, (int)group).ToArray());
+            var parts = new Value[group];
+            for (int i = 0; i < group; i++)
+            {
+                var full = g.Conv(g.Transpose(xs[i], swap), g.Transpose(dys[i], swap), null, dilations, pads, strides);
+                var cut = g.Slice(full, new long[sp], kernel, Enumerable.Range(2, sp).Select(a => (long)a).ToArray());
+                parts[i] = g.Reshape(g.Transpose(cut, swap), new[] { og, cg }.Concat(kernel).ToArray());
+            }
+            dw = group == 1 ? parts[0] : g.Concat(0, parts);
+        }
+        if (c.Needs(2))
+            db = g.ReduceSum(dy, new long[] { 0 }.Concat(Enumerable.Range(2, sp).Select(i => (long)i)).ToArray(), keepDims: false);
+        return c.InputCount == 3 ? [dx, dw, db] : [dx, dw];
+    }
+
+    private static Value?[] Gemm(GradContext c)
+    {
+        var g = c.G;
+        var (a, b) = (c.X(0), c.X(1));
+        float alpha = c.Node.GetFloat("alpha", 1f), beta = c.Node.GetFloat("beta", 1f);
+        bool ta = c.Node.GetInt("transA", 0) == 1, tb = c.Node.GetInt("transB", 0) == 1;
+        var dy = c.Dy;
+        Value? da = null, db = null, dc = null;
+        if (c.Needs(0)) da = ta ? g.Gemm(b, dy, null, alpha, 1, tb, true) : g.Gemm(dy, b, null, alpha, 1, false, !tb);
+        if (c.Needs(1)) db = tb ? g.Gemm(dy, a, null, alpha, 1, true, ta) : g.Gemm(a, dy, null, alpha, 1, !ta, false);
+        if (c.InputCount > 2 && c.Needs(2)) dc = c.SumTo(beta == 1f ? dy : dy * beta, c.X(2));
+        return c.InputCount > 2 ? [da, db, dc] : [da, db];
+    }
+
+    private static Value?[] LayerNormalization(GradContext c)
+    {
+        if (c.DyOf(1) is not null || c.DyOf(2) is not null)
+            throw new NotSupportedException($"{c.Node}: gradients through the mean/inverse-std outputs are not defined.");
+        var g = c.G;
+        var (x, scale) = (c.X(0), c.X(1));
+        int axis = x.Shape.Axis(c.Node.GetInt("axis", -1), "LayerNormalization");
+        var norm = Enumerable.Range(axis, x.Rank - axis).Select(i => (long)i).ToArray();
+        Value Stat(int i) => c.Y(i).Type == x.Type ? c.Y(i) : g.Cast(c.Y(i), x.Type);
+        var invStd = Stat(2);
+        var xhat = (x - Stat(1)) * invStd;
+        var dy = c.Dy;
+        Value? dx = null;
+        if (c.Needs(0))
+        {
+            var dxhat = dy * scale;
+            dx = invStd * (dxhat - g.ReduceMean(dxhat, norm) - xhat * g.ReduceMean(dxhat * xhat, norm));
+        }
+        var dscale = c.Needs(1) ? c.SumTo(dy * xhat, scale) : null;
+        return c.InputCount > 2 ? [dx, dscale, c.Needs(2) ? c.SumTo(dy, c.X(2)) : null] : [dx, dscale];
+    }
+
+    private static Value?[] MatMul(GradContext c)
+    {
+        var g = c.G;
+        var (a, b) = (c.X(0), c.X(1));
+        // Promote 1-D operands as numpy does, so the rule only sees (..., m, k) @ (..., k, n).
+        var a2 = a.Rank == 1 ? g.Unsqueeze(a, 0) : a;
+        var b2 = b.Rank == 1 ? g.Unsqueeze(b, -1) : b;
+        var dy = c.Dy;
+        if (a.Rank == 1) dy = g.Unsqueeze(dy, dy.Rank - 1);
+        if (b.Rank == 1) dy = g.Unsqueeze(dy, dy.Rank);
+        Value T(Value v) => g.Transpose(v, Enumerable.Range(0, v.Rank - 2).Select(i => (long)i).Concat([v.Rank - 1, v.Rank - 2]).ToArray());
+        Value? da = null, db = null;
+        if (c.Needs(0))
+        {
+            da = c.SumTo(g.MatMul(dy, T(b2)), a2);
+            if (a.Rank == 1) da = g.Squeeze(da, 0);
+        }
+        if (c.Needs(1))
+        {
+            // A weight shared across the batch: one (k, M) @ (M, n) product instead of a batch of them and a sum.
+            db = b2.Rank == 2 && a2.Rank > 2
+                ? g.Gemm(g.Flatten(a2, a2.Rank - 1), g.Flatten(dy, dy.Rank - 1), null, 1, 1, transA: true)
+                : c.SumTo(g.MatMul(T(a2), dy), b2);
+            if (b.Rank == 1) db = g.Squeeze(db, -1);
+        }
+        return [da, db];
+    }
+
+    private static Value?[] MaxPool(GradContext c)
+    {
+        var x = c.X(0);
+        if (c.Node.Outputs.Count < 2 || c.Node.GetInt("storage_order", 0) != 0)
+            throw new NotSupportedException($"{c.Node}: the gradient needs the Indices output in row-major storage order.");
+        var g = c.G;
+        // Indices are flat positions in the whole input tensor; scatter-add dy back to them.
+        var numel = g.ReduceProd(c.ShapeOf(x), [0], keepDims: true);
+        var flat = g.ScatterND(g.ConstantOfShape(numel, 0, x.Type), g.Reshape(c.Y(1), -1, 1), g.Reshape(c.Dy, -1), "add");
+        return [c.ReshapeLike(flat, x)];
+    }
+
+    private static Value?[] SoftmaxCrossEntropyLoss(GradContext c)
+    {
+        var g = c.G;
+        var (scores, labels) = (c.X(0), c.X(1));
+        var type = scores.Type;
+        var logp = c.Node.Outputs.Count > 1 ? c.Y(1) : g.LogSoftmax(scores, 1);
+        var p = g.Exp(logp);
+        Value? dScores = null;
+        if (c.DyOf(0) is { } dl)
+        {
+            if (labels.Type != DType.Int64) labels = g.Cast(labels, DType.Int64);
+            Value? valid = null;
+            var safe = labels;
+            if (c.Node.Attributes.ContainsKey("ignore_index"))
+            {
+                valid = g.Not(g.Equal(labels, g.Scalar(c.Node.GetInt("ignore_index", 0), DType.Int64)));
+                safe = g.Where(valid, labels, g.Scalar(0, DType.Int64));
+            }
+            // One-hot targets by comparing labels (N, 1, d...) with class ids (1, C, 1...).
+            var classShape = new long[] { 1, -1 }.Concat(Enumerable.Repeat(1L, scores.Rank - 2)).ToArray();
+            var classes = scores.Shape[1].IsStatic
+                ? g.Ints(Enumerable.Range(0, (int)scores.Shape[1].Value).Select(i => (long)i).ToArray())
+                : g.Range(g.Scalar(0, DType.Int64), g.Squeeze(c.SizeAlong(scores, 1), 0), g.Scalar(1, DType.Int64));
+            var onehot = g.Cast(g.Equal(g.Unsqueeze(safe, 1), g.Reshape(classes, classShape)), type);
+            Value? w = c.Node.Input(2) is { } weights ? g.Gather(weights, safe) : null;
+            if (valid is not null) w = w is null ? g.Cast(valid, type) : w * g.Cast(valid, type);
+            var coef = w is null ? dl : dl * w;
+            if (c.Node.GetString("reduction", "mean") == "mean")
+                coef = coef / (w is null ? c.CountOf(labels, Enumerable.Range(0, labels.Rank)) : g.ReduceSum(w, [], keepDims: false));
+            dScores = (p - onehot) * (coef.Rank == 0 ? coef : g.Unsqueeze(coef, 1));
+        }
+        if (c.DyOf(1) is { } dlp)
+        {
+            var viaLogp = dlp - p * g.ReduceSum(dlp, [1], keepDims: true);
+            dScores = dScores is null ? viaLogp : dScores + viaLogp;
+        }
+        return c.InputCount > 2 ? [dScores, null, null] : [dScores, null];
+    }
+}
