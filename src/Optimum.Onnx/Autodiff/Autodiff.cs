@@ -55,9 +55,10 @@ public static class Autodiff
             Value?[] dxs;
             using (g.Scope("grad/" + node.Name))
                 dxs = rule(new GradContext(g, node, dys, needs));
-            if (dxs.Length != node.Inputs.Count)
+            // Rules may describe every optional input; entries past the node's inputs must be null.
+            if (dxs.Length < node.Inputs.Count || dxs.Skip(node.Inputs.Count).Any(d => d is not null))
                 throw new InvalidOperationException($"Gradient rule for {node} returned {dxs.Length} gradients for {node.Inputs.Count} inputs.");
-            for (int k = 0; k < dxs.Length; k++)
+            for (int k = 0; k < node.Inputs.Count; k++)
             {
                 if (!needs[k]) continue;
                 var x = node.Inputs[k]!;

@@ -22,6 +22,7 @@ public sealed partial class GraphBuilder
     private readonly Dictionary<string, Value> _constantCache = new(StringComparer.Ordinal);
     private readonly Stack<string> _scopes = new();
     private int _counter;
+    private int _fresh;
 
     /// <param name="name">Graph name written to the model.</param>
     public GraphBuilder(string name = "main") => Name = name;
@@ -130,7 +131,10 @@ public sealed partial class GraphBuilder
     {
         foreach (var i in inputs) Own(i, op);
         var name = NextName(op);
-        var specs = infer(name);
+        // Sizes inference cannot express get a fresh symbol, so values derived from them (through
+        // Shape, Reshape, ...) still compare equal and gradients can undo broadcasting exactly.
+        var specs = infer(name).Select(s => (Type: s.Type, Shape: s.Shape.All(d => d.IsKnown) ? s.Shape
+            : new Shape(s.Shape.Select(d => d.IsKnown ? d : Dim.Sym($"?{_fresh++}"))))).ToArray();
         var node = new Node(op, name, inputs, attrs ?? []) { Domain = domain };
         var outs = new Value[specs.Length];
         for (int i = 0; i < specs.Length; i++)

@@ -18,8 +18,8 @@ public sealed partial class GraphBuilder
                 var d = s[j];
                 if (r is null || r.Value == d || (r.Value.IsStatic && r.Value.Value == 1)) r = d;
                 else if (d.IsStatic && d.Value == 1) { }
-                else if (!d.IsKnown) { }
-                else if (!r.Value.IsKnown) r = d;
+                else if (!d.IsKnown || d.IsAnonymous) { }
+                else if (!r.Value.IsKnown || r.Value.IsAnonymous) r = d;
                 else throw Error(op, node, $"Cannot broadcast {string.Join(" with ", shapes.Select(x => x.ToString()))}");
             }
             dims[i] = r!.Value;
@@ -111,6 +111,8 @@ public sealed partial class GraphBuilder
     public Value Relu(Value x) => Unary("Relu", x);
     public Value Softplus(Value x) => Unary("Softplus", x);
     public Value Floor(Value x) => Unary("Floor", x);
+    public Value Sin(Value x) => Unary("Sin", x);
+    public Value Cos(Value x) => Unary("Cos", x);
     public Value Elu(Value x, float alpha = 1f) => Unary("Elu", x, new() { ["alpha"] = alpha });
     public Value Not(Value x) => Unary("Not", x, floatOnly: false);
 

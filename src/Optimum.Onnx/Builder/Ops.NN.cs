@@ -52,8 +52,8 @@ public sealed partial class GraphBuilder
                 if (!Broadcast("LayerNormalization", n, norm, p.Shape).Equals(norm))
                     throw Error("LayerNormalization", n, $"Scale/bias {p.Shape} does not match normalized shape {norm} of {x.Shape}");
             var stats = new Shape(x.Shape.Take(a).Concat(Enumerable.Repeat(Dim.Of(1), x.Rank - a)));
-            var statType = x.Type == DType.Double ? DType.Double : DType.Float;
-            return [(x.Type, x.Shape), (statType, stats), (statType, stats)];
+            // stash_type 1: statistics are float whatever the input type.
+            return [(x.Type, x.Shape), (DType.Float, stats), (DType.Float, stats)];
         })[0];
     }
 

@@ -56,6 +56,11 @@ public readonly struct Dim : IEquatable<Dim>
     public bool IsKnown => _known;
     public bool IsStatic => _known && _symbols is null;
     public bool IsSymbolic => _known && _symbols is not null;
+    /// <summary>
+    /// A symbol the builder made up for a size it could not express (e.g. <c>n - 2</c>), named <c>?k</c>:
+    /// equal only to itself, and broadcast-compatible with anything.
+    /// </summary>
+    public bool IsAnonymous => _symbols is not null && _symbols.Any(s => s.StartsWith('?'));
 
     /// <summary>The static size; throws when the dimension is symbolic or unknown.</summary>
     public long Value => IsStatic ? _coeff : throw new InvalidOperationException($"Dimension '{this}' is not static.");

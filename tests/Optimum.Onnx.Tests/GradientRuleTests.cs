@@ -1,0 +1,49 @@
+using Optimum.Onnx;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Optimum.Onnx.Tests;
+
+/// <summary>Every gradient rule against central finite differences, run through ONNX Runtime.</summary>
+public sealed class GradientRuleTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> Cases()
+    {
+        var d = new TheoryData<string>();
+        foreach (var c in GradientRuleCases.All) d.Add(c.Label);
+        return d;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Rule_MatchesCentralFiniteDifferences(string label)
+    {
+        var c = GradientRuleCases.All.Single(x => x.Label == label);
+        var r = GradCheck.Run(c);
+        var (eps, atol, rtol) = GradCheck.Tolerance(c.Type);
+        output.WriteLine($"GRADCHECK\t{c.Op}\t{c.Label}\t{c.Type.Name()}\tmax_abs={r.MaxAbsError:E2}\tmax_rel={r.MaxRelError:E2}\tn={r.Checked}\teps={eps}");
+        Assert.True(r.Checked > 0, $"{label}: nothing was checked");
+        Assert.True(r.WorstRatio <= 1, $"{label}: max |analytic - fd| = {r.MaxAbsError:E3} exceeds {atol} + {rtol}*|fd| (ratio {r.WorstRatio:F2})");
+    }
+
+    [Fact]
+    public void EveryRuleInTheTable_HasAFiniteDifferenceCase()
+    {
+        var covered = GradientRuleCases.All.Select(c => c.Op).ToHashSet();
+        var missing = GradientRules.Table.Keys.Where(k => !covered.Contains(k)).ToArray();
+        Assert.True(missing.Length == 0, "Rules without a finite-difference case: " + string.Join(", ", missing));
+        var unknown = covered.Where(k => !GradientRules.Table.ContainsKey(k)).ToArray();
+        Assert.True(unknown.Length == 0, "Cases for ops without a rule: " + string.Join(", ", unknown));
+    }
+
+    [Fact]
+    public void EveryCase_ExercisesTheRuleItNames()
+    {
+        foreach (var c in GradientRuleCases.All)
+        {
+            var data = c.Inputs.Select(i => i.Values ?? new double[i.Dims.Aggregate(1L, (a, b) => a * b)]).ToArray();
+            var g = GradCheck.Graph(c, data, withGradients: false);
+            Assert.True(g.Nodes.Any(n => n.OpType == c.Op), $"Case '{c.Label}' has no {c.Op} node.");
+        }
+    }
+}

@@ -1,0 +1,67 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Optimum.Onnx;
+
+namespace Optimum.Onnx.Tests;
+
+/// <summary>A tensor fed to or read from ONNX Runtime in tests: values as doubles plus the element type.</summary>
+internal sealed record HostTensor(double[] Values, long[] Dims, DType Type = DType.Double);
+
+/// <summary>An ORT session over an emitted graph, for tests. Owns the session.</summary>
+internal sealed class OrtModel : IDisposable
+{
+    private readonly InferenceSession _session;
+
+    public OrtModel(GraphBuilder graph) : this(ModelWriter.ToBytes(graph)) { }
+
+    public OrtModel(byte[] model)
+    {
+        using var options = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        _session = new InferenceSession(model, options);
+    }
+
+    public IReadOnlyList<string> OutputNames => _session.OutputNames;
+
+    public Dictionary<string, double[]> Run(IReadOnlyDictionary<string, HostTensor> feeds, IEnumerable<string>? outputs = null)
+    {
+        var names = feeds.Keys.ToArray();
+        var values = names.Select(n => ToOrt(feeds[n])).ToArray();
+        try
+        {
+            var outNames = (outputs ?? _session.OutputNames).ToArray();
+            using var results = _session.Run(new RunOptions(), names, values, outNames);
+            var r = new Dictionary<string, double[]>();
+            for (int i = 0; i < outNames.Length; i++) r[outNames[i]] = FromOrt(results[i]);
+            return r;
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    private static OrtValue ToOrt(HostTensor t) => t.Type switch
+    {
+        DType.Double => OrtValue.CreateTensorValueFromMemory(t.Values.ToArray(), t.Dims),
+        DType.Float => OrtValue.CreateTensorValueFromMemory(t.Values.Select(v => (float)v).ToArray(), t.Dims),
+        DType.Int64 => OrtValue.CreateTensorValueFromMemory(t.Values.Select(v => (long)v).ToArray(), t.Dims),
+        _ => throw new NotSupportedException(t.Type.ToString()),
+    };
+
+    private static double[] FromOrt(OrtValue v) => v.GetTensorTypeAndShape().ElementDataType switch
+    {
+        TensorElementType.Double => v.GetTensorDataAsSpan<double>().ToArray(),
+        TensorElementType.Float => v.GetTensorDataAsSpan<float>().ToArray().Select(f => (double)f).ToArray(),
+        TensorElementType.Int64 => v.GetTensorDataAsSpan<long>().ToArray().Select(f => (double)f).ToArray(),
+        TensorElementType.Bool => v.GetTensorDataAsSpan<bool>().ToArray().Select(f => f ? 1.0 : 0.0).ToArray(),
+        var t => throw new NotSupportedException(t.ToString()),
+    };
+
+    public void Dispose() => _session.Dispose();
+}
+
+/// <summary>Seeded random numbers for test inputs.</summary>
+internal static class Rand
+{
+    public static double Normal(Random r) => Math.Sqrt(-2 * Math.Log(1 - r.NextDouble())) * Math.Cos(2 * Math.PI * r.NextDouble());
+}
