@@ -22,7 +22,7 @@ public sealed class BuilderTests
         var att = g.MatMul(t, g.Transpose(t, 0, 1, 3, 2));
         Assert.Equal(Shape.Of("batch", 12, "seq", "seq"), att.Shape);
         Assert.Equal(Shape.Of("batch", "seq", 1), g.ReduceMean(x, [-1]).Shape);
-        Assert.Equal(Shape.Of("batch", "seq"), g.Gather(g.Input("wte", DType.Float, Shape.Of(50, 8)), g.Input("ids", DType.Int64, Shape.Of("batch", "seq"))).Shape.Take(2).ToArray() is var s ? new Shape(s) : null);
+        Assert.Equal(Shape.Of("batch", "seq", 8), g.Gather(g.Input("wte", DType.Float, Shape.Of(50, 8)), g.Input("ids", DType.Int64, Shape.Of("batch", "seq"))).Shape);
     }
 
     [Fact]

@@ -1,0 +1,100 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Optimum.Onnx;
+
+namespace Optimum.Models;
+
+/// <summary>A parameter as listed in an artifact folder's config.json.</summary>
+public sealed record ParameterInfo(string Name, long[] Shape)
+{
+    public long Count => Shape.Aggregate(1L, (a, b) => a * b);
+}
+
+/// <summary>
+/// One model's artifact folder (see DESIGN.md): <c>config.json</c> (the model config plus an
+/// <c>optimum</c> section with versions, parameter order and graph signatures), <c>training.onnx</c>
+/// and <c>eval.onnx</c>. Writing is deterministic: same definition, same bytes.
+/// </summary>
+public static class Artifacts
+{
+    public const string ConfigFile = "config.json";
+    public const string TrainingFile = "training.onnx";
+    public const string EvalFile = "eval.onnx";
+
+    /// <summary>Builds both graphs from <paramref name="define"/> and writes the folder (each file atomically).</summary>
+    public static void Write(string dir, string modelType, JsonObject config, Func<GraphBuilder, bool, ModelOutputs> define)
+    {
+        var train = TrainingGraph.BuildTraining(modelType + "_training", define);
+        var eval = TrainingGraph.BuildEval(modelType + "_eval", define);
+        var cfg = (JsonObject)config.DeepClone();
+        cfg["model_type"] = modelType;
+        cfg["optimum"] = new JsonObject
+        {
+            ["ir_version"] = OnnxVersions.IrVersion,
+            ["opset"] = OnnxVersions.Opset,
+            ["parameters"] = new JsonArray(train.Parameters.Select(p => (JsonNode)new JsonObject
+            {
+                ["name"] = p.Name,
+                ["shape"] = new JsonArray(p.Shape.Select(d => (JsonNode)d.Value).ToArray()),
+            }).ToArray()),
+            ["training"] = Signature(train),
+            ["eval"] = Signature(eval),
+        };
+        Directory.CreateDirectory(dir);
+        AtomicFile.Write(Path.Combine(dir, ConfigFile), System.Text.Encoding.UTF8.GetBytes(cfg.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n"));
+        ModelWriter.Save(train, Path.Combine(dir, TrainingFile));
+        ModelWriter.Save(eval, Path.Combine(dir, EvalFile));
+    }
+
+    private static JsonObject Signature(GraphBuilder g)
+    {
+        static JsonNode Io(Value v) => new JsonObject
+        {
+            ["name"] = v.Name,
+            ["type"] = v.Type.Name(),
+            ["shape"] = new JsonArray(v.Shape.Select(d => d.IsStatic ? (JsonNode)d.Value : d.ToString()).ToArray()),
+        };
+        return new JsonObject
+        {
+            ["inputs"] = new JsonArray(g.Inputs.Where(i => i.Kind == ValueKind.Input).Select(Io).ToArray()),
+            ["outputs"] = new JsonArray(g.Outputs.Select(Io).ToArray()),
+        };
+    }
+
+    /// <summary>Reads the parameter list of an artifact folder, refusing a missing or malformed config with its path.</summary>
+    public static IReadOnlyList<ParameterInfo> ReadParameters(string dir)
+    {
+        var path = Path.Combine(dir, ConfigFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"Model folder '{dir}' has no {ConfigFile}.", path);
+        try
+        {
+            var root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new InvalidDataException("empty document");
+            var ps = root["optimum"]?["parameters"]?.AsArray() ?? throw new InvalidDataException("missing optimum.parameters");
+            return ps.Select(p => new ParameterInfo(
+                p!["name"]!.GetValue<string>(),
+                p["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray())).ToArray();
+        }
+        catch (Exception e) when (e is JsonException or InvalidDataException or InvalidOperationException or NullReferenceException)
+        {
+            throw new InvalidDataException($"'{path}' is not a valid artifact config: {e.Message}", e);
+        }
+    }
+
+    /// <summary>The default artifacts committed under models/, by folder name.</summary>
+    public static IReadOnlyDictionary<string, Action<string>> Defaults { get; } = new SortedDictionary<string, Action<string>>(StringComparer.Ordinal)
+    {
+        ["mlp-digits"] = dir =>
+        {
+            var c = new MlpConfig();
+            var json = new JsonObject
+            {
+                ["input_size"] = c.InputSize,
+                ["hidden_sizes"] = new JsonArray(c.HiddenSizes.Select(h => (JsonNode)h).ToArray()),
+                ["num_classes"] = c.NumClasses,
+                ["activation"] = c.Activation,
+                ["dropout"] = c.Dropout,
+            };
+            Write(dir, "mlp", json, (g, training) => Mlp.Define(g, training, c));
+        },
+    };
+}

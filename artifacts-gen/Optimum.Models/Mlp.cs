@@ -1,0 +1,76 @@
+using Optimum.Onnx;
+
+namespace Optimum.Models;
+
+/// <summary>A multi-layer perceptron classifier; the defaults fit the bundled 8x8 digits.</summary>
+public sealed record MlpConfig
+{
+    /// <summary>Features per example (64 = 8x8 pixels).</summary>
+    public int InputSize { get; init; } = 64;
+    /// <summary>Widths of the hidden layers.</summary>
+    public IReadOnlyList<int> HiddenSizes { get; init; } = [64];
+    /// <summary>Number of classes (10 digits).</summary>
+    public int NumClasses { get; init; } = 10;
+    /// <summary>relu, tanh or gelu (exact, through Erf).</summary>
+    public string Activation { get; init; } = "relu";
+    /// <summary>Dropout after each hidden layer, in training only.</summary>
+    public double Dropout { get; init; } = 0.1;
+
+    /// <summary>Refuses configurations the definition cannot build, naming the field.</summary>
+    public void Validate()
+    {
+        if (InputSize < 1) throw new ArgumentException($"{nameof(InputSize)} must be positive, got {InputSize}.");
+        if (NumClasses < 2) throw new ArgumentException($"{nameof(NumClasses)} must be at least 2, got {NumClasses}.");
+        if (HiddenSizes.Any(h => h < 1)) throw new ArgumentException($"{nameof(HiddenSizes)} must be positive, got [{string.Join(", ", HiddenSizes)}].");
+        if (Activation is not ("relu" or "tanh" or "gelu")) throw new ArgumentException($"{nameof(Activation)} '{Activation}' is not one of relu, tanh, gelu.");
+        if (Dropout is < 0 or >= 1) throw new ArgumentException($"{nameof(Dropout)} must be in [0, 1), got {Dropout}.");
+    }
+}
+
+/// <summary>The MLP in the graph-builder DSL: <c>layers.{i}</c> then <c>head</c>, weights laid out (in, out).</summary>
+public static class Mlp
+{
+    public static ModelOutputs Define(GraphBuilder g, bool training, MlpConfig c)
+    {
+        c.Validate();
+        var x = g.Input("pixels", DType.Float, Shape.Of("batch", c.InputSize));
+        var labels = g.Input("labels", DType.Int64, Shape.Of("batch"));
+        var h = x;
+        long width = c.InputSize;
+        for (int i = 0; i < c.HiddenSizes.Count; i++)
+        {
+            using var _ = g.Scope($"layers.{i}");
+            h = Activation(g, Linear(g, h, $"layers.{i}", width, c.HiddenSizes[i]), c.Activation);    // (B, H)
+            h = g.Dropout(h, c.Dropout, training, seed: 1 + i);
+            width = c.HiddenSizes[i];
+        }
+        var logits = Linear(g, h, "head", width, c.NumClasses);                                         // (B, classes)
+        var loss = g.SoftmaxCrossEntropyLoss(logits, labels, ignoreIndex: -100);
+        return new ModelOutputs(loss, [new("logits", logits)]);
+    }
+
+    private static Value Linear(GraphBuilder g, Value x, string p, long fanIn, long fanOut) =>
+        g.MatMul(x, g.Parameter($"{p}.weight", Shape.Of(fanIn, fanOut))) + g.Parameter($"{p}.bias", Shape.Of(fanOut));
+
+    private static Value Activation(GraphBuilder g, Value x, string name) => name switch
+    {
+        "relu" => g.Relu(x),
+        "tanh" => g.Tanh(x),
+        _ => x * 0.5 * (1.0 + g.Erf(x * (1 / Math.Sqrt(2)))),
+    };
+
+    /// <summary>
+    /// torch.nn.Linear's default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and
+    /// biases, drawn deterministically from <paramref name="seed"/> in parameter order.
+    /// </summary>
+    public static float[][] Initialize(IReadOnlyList<ParameterInfo> parameters, int seed)
+    {
+        var rng = new Random(seed);
+        return parameters.Select(p =>
+        {
+            var fanIn = p.Name.EndsWith(".weight", StringComparison.Ordinal) ? p.Shape[0] : parameters.First(q => q.Name == p.Name[..^4] + "weight").Shape[0];
+            var bound = 1 / Math.Sqrt(fanIn);
+            return Enumerable.Range(0, (int)p.Count).Select(_ => (float)((2 * rng.NextDouble() - 1) * bound)).ToArray();
+        }).ToArray();
+    }
+}

@@ -1,0 +1,61 @@
+using System.Globalization;
+using System.IO.Compression;
+
+namespace Optimum.Cli;
+
+/// <summary>The 8x8 handwritten digits (samples/data/digits.csv.gz): 64 pixels 0..16 then the label, per row.</summary>
+internal sealed record Digits(float[] Pixels, long[] Labels)
+{
+    public int Count => Labels.Length;
+    public const int Features = 64;
+
+    /// <summary>Reads the gzip CSV; a malformed row is refused naming the file, line and field.</summary>
+    public static Digits Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Digits data '{path}' does not exist (expected samples/data/digits.csv.gz).", path);
+        using var file = File.OpenRead(path);
+        using var gz = new GZipStream(file, CompressionMode.Decompress);
+        using var reader = new StreamReader(gz);
+        var pixels = new List<float>();
+        var labels = new List<long>();
+        string? line;
+        int lineNo = 0;
+        while ((line = reader.ReadLine()) is not null)
+        {
+            lineNo++;
+            if (line.Length == 0) continue;
+            var f = line.Split(',');
+            if (f.Length != Features + 1) throw new InvalidDataException($"{path}:{lineNo}: expected {Features + 1} fields, got {f.Length}.");
+            for (int i = 0; i <= Features; i++)
+            {
+                if (!int.TryParse(f[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) || v < 0 || v > (i < Features ? 16 : 9))
+                    throw new InvalidDataException($"{path}:{lineNo}: field {i + 1} is '{f[i]}', expected an integer in 0..{(i < Features ? 16 : 9)}.");
+                if (i < Features) pixels.Add(v / 16f); else labels.Add(v);
+            }
+        }
+        if (labels.Count == 0) throw new InvalidDataException($"{path}: no rows.");
+        return new Digits([.. pixels], [.. labels]);
+    }
+
+    /// <summary>Rows <paramref name="rows"/> as a new set.</summary>
+    public Digits Take(IReadOnlyList<int> rows)
+    {
+        var px = new float[rows.Count * Features];
+        var lb = new long[rows.Count];
+        for (int i = 0; i < rows.Count; i++)
+        {
+            Array.Copy(Pixels, rows[i] * Features, px, i * Features, Features);
+            lb[i] = Labels[rows[i]];
+        }
+        return new Digits(px, lb);
+    }
+
+    /// <summary>A seeded shuffle split into (train, validation).</summary>
+    public (Digits Train, Digits Validation) Split(double validationFraction, int seed)
+    {
+        var order = Enumerable.Range(0, Count).ToArray();
+        new Random(seed).Shuffle(order);
+        int nVal = (int)Math.Round(Count * validationFraction);
+        return (Take(order[nVal..]), Take(order[..nVal]));
+    }
+}
