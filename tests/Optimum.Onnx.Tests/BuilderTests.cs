@@ -103,6 +103,20 @@ public sealed class BuilderTests
     }
 
     [Fact]
+    public void UnknownOp_IsEmittedButNotDifferentiated()
+    {
+        var g = new GraphBuilder();
+        var w = g.Parameter("w", Shape.Of(2, 3));
+        var y = g.Op("FancyGelu", [w], [(DType.Float, w.Shape)], new Dictionary<string, AttrValue> { ["approximate"] = "tanh" }, domain: "com.example")[0];
+        var e = Assert.Throws<NotSupportedException>(() => Autodiff.Gradients(g.ReduceSum(y, [], false), [w]));
+        Assert.Contains("No gradient rule for FancyGelu (node 'FancyGelu_", e.Message);
+        g.Output(y, "y");
+        var m = ModelWriter.ToProto(g);
+        Assert.Contains(m.OpsetImport, o => o.Domain == "com.example");
+        Assert.Equal("tanh", m.Graph.Node[0].Attribute[0].S.ToStringUtf8());
+    }
+
+    [Fact]
     public void Autodiff_DifferentiatesOnlyBetweenParametersAndLoss()
     {
         var g = new GraphBuilder();

@@ -148,6 +148,18 @@ public sealed partial class GraphBuilder
         return outs;
     }
 
+    /// <summary>
+    /// Adds any operator the builder has no method for, with the output types and shapes given by
+    /// the caller (nothing is inferred). Autodiff refuses it unless a rule for its op type exists.
+    /// </summary>
+    public Value[] Op(string opType, Value?[] inputs, (DType Type, Shape Shape)[] outputs,
+        IDictionary<string, AttrValue>? attributes = null, string domain = "")
+    {
+        if (string.IsNullOrWhiteSpace(opType)) throw new GraphBuildException("An op type cannot be empty.");
+        if (outputs.Length == 0) throw new GraphBuildException($"{opType} needs at least one output.");
+        return Emit(opType, inputs, attributes is null ? null : new Dictionary<string, AttrValue>(attributes), _ => outputs, domain: domain);
+    }
+
     /// <summary>Adds an already-built node (used by <see cref="ModelReader"/>).</summary>
     internal Value[] AddRaw(string op, string name, string domain, Value?[] inputs, Dictionary<string, AttrValue> attrs,
         (string Name, DType Type, Shape Shape)[] outputs)
