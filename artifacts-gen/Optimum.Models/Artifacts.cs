@@ -20,15 +20,25 @@ public static class Artifacts
     public const string ConfigFile = "config.json";
     public const string TrainingFile = "training.onnx";
     public const string EvalFile = "eval.onnx";
+    public const string InferenceFile = "inference.onnx";
+    public const string WeightsFile = "model.safetensors";
 
-    /// <summary>Builds both graphs from <paramref name="define"/> and writes the folder (each file atomically).</summary>
-    public static void Write(string dir, string modelType, JsonObject config, Func<GraphBuilder, bool, ModelOutputs> define)
+    /// <summary>Builds the training and eval graphs from <paramref name="define"/> and writes the folder (each file atomically).</summary>
+    public static void Write(string dir, string modelType, JsonObject config, Func<GraphBuilder, bool, ModelOutputs> define) =>
+        Write(dir, modelType, config, define, []);
+
+    /// <summary>
+    /// As <see cref="Write(string, string, JsonObject, Func{GraphBuilder, bool, ModelOutputs})"/>, plus
+    /// more graphs (e.g. the inference decoder) as (file name, signature key, graph).
+    /// </summary>
+    public static void Write(string dir, string modelType, JsonObject config, Func<GraphBuilder, bool, ModelOutputs> define,
+        IReadOnlyList<(string File, string Key, GraphBuilder Graph)> extra)
     {
         var train = TrainingGraph.BuildTraining(modelType + "_training", define);
         var eval = TrainingGraph.BuildEval(modelType + "_eval", define);
         var cfg = (JsonObject)config.DeepClone();
         cfg["model_type"] = modelType;
-        cfg["optimum"] = new JsonObject
+        var optimum = new JsonObject
         {
             ["ir_version"] = OnnxVersions.IrVersion,
             ["opset"] = OnnxVersions.Opset,
@@ -40,10 +50,13 @@ public static class Artifacts
             ["training"] = Signature(train),
             ["eval"] = Signature(eval),
         };
+        foreach (var (_, key, graph) in extra) optimum[key] = Signature(graph);
+        cfg["optimum"] = optimum;
         Directory.CreateDirectory(dir);
         AtomicFile.Write(Path.Combine(dir, ConfigFile), System.Text.Encoding.UTF8.GetBytes(cfg.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n"));
         ModelWriter.Save(train, Path.Combine(dir, TrainingFile));
         ModelWriter.Save(eval, Path.Combine(dir, EvalFile));
+        foreach (var (file, _, graph) in extra) ModelWriter.Save(graph, Path.Combine(dir, file));
     }
 
     private static JsonObject Signature(GraphBuilder g)
@@ -96,5 +109,6 @@ public static class Artifacts
             };
             Write(dir, "mlp", json, (g, training) => Mlp.Define(g, training, c));
         },
+        ["gpt2-mini"] = dir => Gpt2Artifacts.Write(dir, Gpt2Artifacts.Mini),
     };
 }

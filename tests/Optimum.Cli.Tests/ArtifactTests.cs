@@ -2,6 +2,8 @@ using Optimum.Models;
 using Optimum.Onnx;
 using Xunit;
 
+using Optimum.Tests;
+
 namespace Optimum.Cli.Tests;
 
 public sealed class ArtifactTests

@@ -1,6 +1,8 @@
 using System.IO.Compression;
 using Xunit;
 
+using Optimum.Tests;
+
 namespace Optimum.Cli.Tests;
 
 public sealed class MlpDemoTests

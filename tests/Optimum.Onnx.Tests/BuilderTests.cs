@@ -1,4 +1,5 @@
 using Optimum.Onnx;
+using Optimum.Tests;
 using Xunit;
 
 namespace Optimum.Onnx.Tests;

@@ -1,4 +1,5 @@
 using Optimum.Onnx;
+using Optimum.Tests;
 using static Optimum.Onnx.Tests.In;
 
 namespace Optimum.Onnx.Tests;

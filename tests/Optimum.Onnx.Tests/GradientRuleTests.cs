@@ -1,4 +1,5 @@
 using Optimum.Onnx;
+using Optimum.Tests;
 using Xunit;
 using Xunit.Abstractions;
 

@@ -1,4 +1,5 @@
 using Optimum.Onnx;
+using Optimum.Tests;
 using Optimum.Onnx.Proto;
 using Xunit;
 

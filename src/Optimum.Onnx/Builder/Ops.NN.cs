@@ -11,7 +11,7 @@ public sealed partial class GraphBuilder
         var sa = a.Rank == 1 ? Shape.Of(1, a.Shape[0]) : a.Shape;
         var sb = b.Rank == 1 ? Shape.Of(b.Shape[0], 1) : b.Shape;
         Dim ka = sa[^1], kb = sb[^2];
-        if (ka.IsKnown && kb.IsKnown && ka != kb)
+        if (!Dim.MaybeEqual(ka, kb))
             throw Error("MatMul", n, $"Inner dims differ: {a.Shape} @ {b.Shape}");
         var batch = Broadcast("MatMul", n, new Shape(sa.Take(sa.Rank - 2)), new Shape(sb.Take(sb.Rank - 2)));
         var dims = batch.ToList();
@@ -29,7 +29,7 @@ public sealed partial class GraphBuilder
             if (a.Rank != 2 || b.Rank != 2) throw Error("Gemm", n, $"A and B must be 2-D, got {a.Shape} and {b.Shape}");
             Dim m = transA ? a.Shape[1] : a.Shape[0], ka = transA ? a.Shape[0] : a.Shape[1];
             Dim kb = transB ? b.Shape[1] : b.Shape[0], nn = transB ? b.Shape[0] : b.Shape[1];
-            if (ka.IsKnown && kb.IsKnown && ka != kb) throw Error("Gemm", n, $"Inner dims differ: A {a.Shape} (transA={transA}) and B {b.Shape} (transB={transB})");
+            if (!Dim.MaybeEqual(ka, kb)) throw Error("Gemm", n, $"Inner dims differ: A {a.Shape} (transA={transA}) and B {b.Shape} (transB={transB})");
             var y = Shape.Of(m, nn);
             if (c is not null && !Broadcast("Gemm", n, y, c.Shape).Equals(y))
                 throw Error("Gemm", n, $"C {c.Shape} does not broadcast to {y}");
@@ -85,9 +85,9 @@ public sealed partial class GraphBuilder
             if (scores.Rank < 2) throw Error("SoftmaxCrossEntropyLoss", n, $"Scores must be (N, C, ...), got {scores.Shape}");
             if (labels.Type is not (DType.Int64 or DType.Int32)) throw Error("SoftmaxCrossEntropyLoss", n, $"Labels must be int32 or int64, got {labels.Type.Name()}");
             var expected = new Shape(scores.Shape.Where((_, i) => i != 1));
-            if (labels.Rank != expected.Rank || Enumerable.Range(0, expected.Rank).Any(i => labels.Shape[i].IsKnown && expected[i].IsKnown && labels.Shape[i] != expected[i]))
+            if (labels.Rank != expected.Rank || Enumerable.Range(0, expected.Rank).Any(i => !Dim.MaybeEqual(labels.Shape[i], expected[i])))
                 throw Error("SoftmaxCrossEntropyLoss", n, $"Labels {labels.Shape} do not match scores {scores.Shape} (expected {expected})");
-            if (weights is not null && (weights.Rank != 1 || (weights.Shape[0].IsKnown && scores.Shape[1].IsKnown && weights.Shape[0] != scores.Shape[1])))
+            if (weights is not null && (weights.Rank != 1 || !Dim.MaybeEqual(weights.Shape[0], scores.Shape[1])))
                 throw Error("SoftmaxCrossEntropyLoss", n, $"Weights {weights.Shape} must be (C,) for scores {scores.Shape}");
             return [(scores.Type, reduction == "none" ? labels.Shape : Shape.Scalar), (scores.Type, scores.Shape)];
         })[0];
@@ -145,7 +145,7 @@ public sealed partial class GraphBuilder
         if (strides.Length != sp || dilations.Length != sp || pads.Length != 2 * sp)
             throw Error(op, n, $"strides/dilations need {sp} values and pads {2 * sp} for {x.Shape}");
         if (group < 1 || (xChannels.IsStatic && xChannels.Value % group != 0)) throw Error(op, n, $"group {group} does not divide the channels of {x.Shape}");
-        if (xChannels.IsKnown && wChannels.IsKnown && xChannels != wChannels)
+        if (!Dim.MaybeEqual(xChannels, wChannels))
             throw Error(op, n, $"Input channels of {x.Shape} do not match weight {w.Shape} with group {group}");
     }
 
@@ -183,7 +183,7 @@ public sealed partial class GraphBuilder
         {
             if (x.Rank < 2) throw Error("BatchNormalization", n, $"Input must be (N, C, ...), got {x.Shape}");
             foreach (var p in new[] { scale, bias, mean, var })
-                if (p.Rank != 1 || (p.Shape[0].IsKnown && x.Shape[1].IsKnown && p.Shape[0] != x.Shape[1]))
+                if (p.Rank != 1 || !Dim.MaybeEqual(p.Shape[0], x.Shape[1]))
                     throw Error("BatchNormalization", n, $"Per-channel input '{p.Name}' {p.Shape} does not match channels of {x.Shape}");
             return training ? [(x.Type, x.Shape), (mean.Type, mean.Shape), (var.Type, var.Shape)] : [(x.Type, x.Shape)];
         });

@@ -139,7 +139,7 @@ public sealed partial class GraphBuilder
                 for (int i = 0; i < dims.Length; i++)
                 {
                     if (i == a) continue;
-                    if (dims[i] != x.Shape[i] && dims[i].IsKnown && x.Shape[i].IsKnown)
+                    if (!Dim.MaybeEqual(dims[i], x.Shape[i]))
                         throw Error("Concat", n, $"Cannot concatenate {first.Shape} with {x.Shape} along axis {axis}");
                 }
             }

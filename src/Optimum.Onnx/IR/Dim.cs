@@ -65,6 +65,9 @@ public readonly struct Dim : IEquatable<Dim>
     /// <summary>The static size; throws when the dimension is symbolic or unknown.</summary>
     public long Value => IsStatic ? _coeff : throw new InvalidOperationException($"Dimension '{this}' is not static.");
 
+    /// <summary>False only when the two dims are known to differ (anonymous and unknown dims may equal anything).</summary>
+    public static bool MaybeEqual(Dim a, Dim b) => !a.IsKnown || !b.IsKnown || a.IsAnonymous || b.IsAnonymous || a == b;
+
     public static Dim operator *(Dim a, Dim b)
     {
         if (!a._known || !b._known) return Unknown;

@@ -2,13 +2,13 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Optimum.Onnx;
 
-namespace Optimum.Onnx.Tests;
+namespace Optimum.Tests;
 
 /// <summary>A tensor fed to or read from ONNX Runtime in tests: values as doubles plus the element type.</summary>
-internal sealed record HostTensor(double[] Values, long[] Dims, DType Type = DType.Double);
+public sealed record HostTensor(double[] Values, long[] Dims, DType Type = DType.Double);
 
 /// <summary>An ORT session over an emitted graph, for tests. Owns the session.</summary>
-internal sealed class OrtModel : IDisposable
+public sealed class OrtModel : IDisposable
 {
     private readonly InferenceSession _session;
 
@@ -61,7 +61,38 @@ internal sealed class OrtModel : IDisposable
 }
 
 /// <summary>Seeded random numbers for test inputs.</summary>
-internal static class Rand
+public static class Rand
 {
     public static double Normal(Random r) => Math.Sqrt(-2 * Math.Log(1 - r.NextDouble())) * Math.Cos(2 * Math.PI * r.NextDouble());
+}
+
+/// <summary>Paths in the repository checkout and the shared fixtures beside it.</summary>
+public static class Repo
+{
+    public static string Root { get; } = Find();
+
+    private static string Find()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(System.IO.Path.Combine(d.FullName, "Optimum.Net.sln"))) return d.FullName;
+        throw new DirectoryNotFoundException($"No Optimum.Net.sln above {AppContext.BaseDirectory}.");
+    }
+
+    public static string Path(params string[] parts) => System.IO.Path.Combine([Root, .. parts]);
+
+    /// <summary>A Hugging Face fixture folder (../shared/fixtures/hf/NAME, or $OPTIMUM_FIXTURES/NAME); missing fixtures fail the test.</summary>
+    public static string Fixture(string name)
+    {
+        var root = Environment.GetEnvironmentVariable("OPTIMUM_FIXTURES") ?? System.IO.Path.Combine(Root, "..", "shared", "fixtures", "hf");
+        var dir = System.IO.Path.GetFullPath(System.IO.Path.Combine(root, name));
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"Fixture folder '{dir}' is missing; the tests expect ../shared/fixtures/hf beside the checkout (or OPTIMUM_FIXTURES).");
+        return dir;
+    }
+
+    public static string TempDir()
+    {
+        var d = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "optimum-tests-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(d);
+        return d;
+    }
 }

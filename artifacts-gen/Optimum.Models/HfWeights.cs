@@ -1,0 +1,82 @@
+using Optimum.Hub;
+
+namespace Optimum.Models;
+
+/// <summary>Moving parameters between flat float arrays (graph parameter order) and HF safetensors checkpoints.</summary>
+public static class HfWeights
+{
+    /// <summary>Buffers some HF checkpoints carry that are not parameters (old GPT-2 causal masks).</summary>
+    private static bool IsBuffer(string name) => name.EndsWith(".attn.bias", StringComparison.Ordinal) || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal);
+
+    /// <summary>
+    /// Reads the parameters <paramref name="parameters"/> from an HF checkpoint, converting F16/BF16 to
+    /// float. Keys saved from the base model (without the <c>transformer.</c> prefix) are accepted. A
+    /// missing tensor or a wrong shape is refused naming the file and the tensor. Returns the names of
+    /// checkpoint tensors that were not used (other than known buffers) in <paramref name="unused"/>.
+    /// </summary>
+    public static float[][] Load(string path, IReadOnlyList<ParameterInfo> parameters, out IReadOnlyList<string> unused)
+    {
+        using var f = SafeTensorsFile.Open(path);
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        var result = parameters.Select(p =>
+        {
+            var key = f.Contains(p.Name) ? p.Name
+                : p.Name.StartsWith("transformer.", StringComparison.Ordinal) && f.Contains(p.Name["transformer.".Length..]) ? p.Name["transformer.".Length..]
+                : throw new InvalidDataException($"{path}: checkpoint has no tensor '{p.Name}'.");
+            var (type, shape) = f.Info(key);
+            if (!shape.SequenceEqual(p.Shape))
+                throw new InvalidDataException($"{path}: tensor '{key}' has shape [{string.Join(", ", shape)}], the model needs [{string.Join(", ", p.Shape)}].");
+            used.Add(key);
+            return f.Read(key).ToFloats();
+        }).ToArray();
+        unused = f.Names.Where(n => !used.Contains(n) && !IsBuffer(n)).ToArray();
+        return result;
+    }
+
+    /// <summary>Writes parameters as an F32 safetensors checkpoint with HF names (atomically), skipping <paramref name="skip"/>.</summary>
+    public static void Save(string path, IReadOnlyList<ParameterInfo> parameters, IReadOnlyList<float[]> weights, Func<string, bool>? skip = null)
+    {
+        if (weights.Count != parameters.Count) throw new ArgumentException($"{weights.Count} weight arrays for {parameters.Count} parameters.");
+        var tensors = parameters.Select((p, i) =>
+        {
+            if (weights[i].LongLength != p.Count) throw new ArgumentException($"Parameter '{p.Name}' has {weights[i].LongLength} values, expected {p.Count}.");
+            return SafeTensor.FromFloats(p.Name, weights[i], p.Shape);
+        }).Where(t => skip is null || !skip(t.Name));
+        SafeTensorsFile.Write(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
+    }
+
+    /// <summary>Standard normal samples from a seeded generator (Box-Muller), scaled by <paramref name="std"/>.</summary>
+    internal static float[] Normal(Random rng, long count, double std)
+    {
+        var r = new float[count];
+        for (long i = 0; i < count; i += 2)
+        {
+            double u1 = 1 - rng.NextDouble(), u2 = rng.NextDouble(), m = Math.Sqrt(-2 * Math.Log(u1)) * std;
+            r[i] = (float)(m * Math.Cos(2 * Math.PI * u2));
+            if (i + 1 < count) r[i + 1] = (float)(m * Math.Sin(2 * Math.PI * u2));
+        }
+        return r;
+    }
+}
+
+/// <summary>GPT-2's initialisation as HF's GPT2PreTrainedModel._init_weights does it, from a seed.</summary>
+public static class Gpt2Init
+{
+    /// <summary>
+    /// Weights and embeddings ~ N(0, initializer_range), the residual projections (<c>c_proj.weight</c>)
+    /// ~ N(0, initializer_range / sqrt(2 n_layer)), biases 0, LayerNorm weights 1. Deterministic in
+    /// <paramref name="seed"/> and the parameter order.
+    /// </summary>
+    public static float[][] Initialize(IReadOnlyList<ParameterInfo> parameters, Gpt2Config c, int seed)
+    {
+        var rng = new Random(seed);
+        return parameters.Select(p =>
+        {
+            bool ln = p.Name.Contains(".ln_", StringComparison.Ordinal);
+            if (p.Name.EndsWith(".bias", StringComparison.Ordinal)) return new float[p.Count];
+            if (ln) return Enumerable.Repeat(1f, (int)p.Count).ToArray();
+            var std = p.Name.EndsWith("c_proj.weight", StringComparison.Ordinal) ? c.InitializerRange / Math.Sqrt(2.0 * c.NLayer) : c.InitializerRange;
+            return HfWeights.Normal(rng, p.Count, std);
+        }).ToArray();
+    }
+}
