@@ -37,6 +37,30 @@ artifacts.SetAction(r => Cli.Guard(() =>
 }));
 root.Subcommands.Add(artifacts);
 
+// export: an HF GPT-2 folder (or a preset) to an artifact folder.
+var exportSrc = new Argument<string?>("hf-folder") { Description = "HF folder with config.json (+ model.safetensors); omit with --preset.", Arity = ArgumentArity.ZeroOrOne };
+var exportDst = new Option<string>("--out", "-o") { Description = "Artifact folder to write.", Required = true };
+var preset = new Option<string?>("--preset") { Description = "Built-in config instead of an HF folder: gpt2-mini." };
+var exportSeed = new Option<int>("--seed") { Description = "Initialisation seed when there is no checkpoint.", DefaultValueFactory = _ => 0 };
+var export = new Command("export", "Write training/eval/inference graphs, config.json and model.safetensors for a GPT-2 config.") { exportSrc, exportDst, preset, exportSeed };
+export.SetAction(r => Cli.Guard(() =>
+{
+    string src = r.GetValue(exportSrc) ?? "", dst = r.GetValue(exportDst)!, name = r.GetValue(preset) ?? "";
+    if ((src == "") == (name == "")) throw new ArgumentException("Give either an HF folder or --preset, not both or neither.");
+    if (name != "")
+    {
+        if (name != "gpt2-mini") throw new ArgumentException($"Unknown preset '{name}'; presets: gpt2-mini.");
+        Gpt2Artifacts.WritePreset(dst, Gpt2Artifacts.Mini, r.GetValue(exportSeed));
+        Console.WriteLine($"wrote {dst} (preset {name}, weights from seed {r.GetValue(exportSeed)})");
+        return 0;
+    }
+    var unused = Gpt2Artifacts.Export(src, dst, r.GetValue(exportSeed));
+    foreach (var u in unused) Console.Error.WriteLine($"warning: checkpoint tensor '{u}' is not a parameter of the model and was ignored");
+    Console.WriteLine($"wrote {dst} from {src}");
+    return 0;
+}));
+root.Subcommands.Add(export);
+
 // inspect: what an ONNX file holds.
 var file = new Argument<string>("file") { Description = "An .onnx model." };
 var inspect = new Command("inspect", "Print an ONNX model's inputs, outputs and op counts.") { file };

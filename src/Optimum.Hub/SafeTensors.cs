@@ -131,7 +131,7 @@ public sealed class SafeTensorsFile : IDisposable
             string Where(string field) => $"tensor '{p.Name}': {field}";
             if (t.ValueKind != JsonValueKind.Object) throw Bad(path, Where("entry is not an object"));
             if (!t.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String || !Types.TryGetValue(dt.GetString()!, out var type))
-                throw Bad(path, Where($"dtype {(t.TryGetProperty("dtype", out var d) ? d.ToString() : "missing")} is not one of {string.Join(", ", Types.Keys)}"));
+                throw Bad(path, Where($"dtype {(t.TryGetProperty("dtype", out var d) ? d.GetRawText() : "missing")} is not one of {string.Join(", ", Types.Keys)}"));
             if (!t.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array || sh.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.Number || !x.TryGetInt64(out var v) || v < 0))
                 throw Bad(path, Where("shape is not an array of non-negative integers"));
             var shape = sh.EnumerateArray().Select(x => x.GetInt64()).ToArray();

@@ -184,9 +184,9 @@ public static partial class GradientRules
             }
             // One-hot targets by comparing labels (N, 1, d...) with class ids (1, C, 1...).
             var classShape = new long[] { 1, -1 }.Concat(Enumerable.Repeat(1L, scores.Rank - 2)).ToArray();
-            var classes = scores.Shape[1].IsStatic
-                ? g.Ints(Enumerable.Range(0, (int)scores.Shape[1].Value).Select(i => (long)i).ToArray())
-                : g.Range(g.Scalar(0, DType.Int64), g.Squeeze(c.SizeAlong(scores, 1), 0), g.Scalar(1, DType.Int64));
+            // A Range node rather than a constant: a 50k-class vocabulary would otherwise add 400 KB to the file.
+            var numClasses = scores.Shape[1].IsStatic ? g.Scalar(scores.Shape[1].Value, DType.Int64) : g.Squeeze(c.SizeAlong(scores, 1), 0);
+            var classes = g.Range(g.Scalar(0, DType.Int64), numClasses, g.Scalar(1, DType.Int64));
             var onehot = g.Cast(g.Equal(g.Unsqueeze(safe, 1), g.Reshape(classes, classShape)), type);
             Value? w = c.Node.Input(2) is { } weights ? g.Gather(weights, safe) : null;
             if (valid is not null) w = w is null ? g.Cast(valid, type) : w * g.Cast(valid, type);

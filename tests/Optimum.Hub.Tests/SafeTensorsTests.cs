@@ -1,0 +1,105 @@
+using System.Buffers.Binary;
+using System.Text;
+using Optimum.Hub;
+using Optimum.Onnx;
+using Optimum.Tests;
+using Xunit;
+
+namespace Optimum.Hub.Tests;
+
+public sealed class SafeTensorsTests : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+    private string F(string name) => Path.Combine(_dir, name);
+
+    [Fact]
+    public void WriteRead_RoundTripsEveryDtype()
+    {
+        var half = new[] { (Half)1.5f, (Half)(-2f), (Half)0.25f };
+        var bf16 = new float[] { 1f, -3.5f, 0.15625f }.SelectMany(f => BitConverter.GetBytes((ushort)(BitConverter.SingleToInt32Bits(f) >> 16))).ToArray();
+        var tensors = new[]
+        {
+            SafeTensor.FromFloats("a.weight", [1f, 2f, 3f, 4f, 5f, 6f], 2, 3),
+            SafeTensor.FromInt64s("ids", [7, -1, 42], 3),
+            new SafeTensor("h", DType.Float16, [3], half.SelectMany(h => BitConverter.GetBytes(h)).ToArray()),
+            new SafeTensor("b", DType.BFloat16, [3], bf16),
+            SafeTensor.FromFloats("scalar", [9f]),
+        };
+        SafeTensorsFile.Write(F("t.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        using var f = SafeTensorsFile.Open(F("t.safetensors"));
+        Assert.Equal("pt", f.Metadata["format"]);
+        Assert.Equal([1f, 2f, 3f, 4f, 5f, 6f], f.Read("a.weight").ToFloats());
+        Assert.Equal([2L, 3L], f.Info("a.weight").Shape);
+        Assert.Equal([7L, -1L, 42L], f.Read("ids").ToInt64s());
+        Assert.Equal([1.5f, -2f, 0.25f], f.Read("h").ToFloats());
+        Assert.Equal([1f, -3.5f, 0.15625f], f.Read("b").ToFloats());
+        Assert.Empty(f.Info("scalar").Shape);
+        Assert.Equal(0UL, BinaryPrimitives.ReadUInt64LittleEndian(File.ReadAllBytes(F("t.safetensors"))) % 8);
+        var again = F("u.safetensors");
+        SafeTensorsFile.Write(again, tensors.Reverse(), new Dictionary<string, string> { ["format"] = "pt" });
+        Assert.Equal(File.ReadAllBytes(F("t.safetensors")), File.ReadAllBytes(again));     // order-independent, deterministic
+    }
+
+    [Fact]
+    public void HuggingFaceFile_ReadsAndRewritesByteIdentically()
+    {
+        var src = Path.Combine(Repo.Fixture("gpt2-tiny"), "model.safetensors");
+        using var f = SafeTensorsFile.Open(src);
+        Assert.Equal(28, f.Names.Count);
+        SafeTensorsFile.Write(F("copy.safetensors"), f.Names.Select(f.Read), f.Metadata);
+        Assert.Equal(File.ReadAllBytes(src), File.ReadAllBytes(F("copy.safetensors")));
+    }
+
+    private string Raw(string name, string header, int dataBytes, int? claimedLength = null)
+    {
+        var h = Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + h.Length + dataBytes];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)(claimedLength ?? h.Length));
+        h.CopyTo(bytes, 8);
+        File.WriteAllBytes(F(name), bytes);
+        return F(name);
+    }
+
+    [Theory]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "tensor 'w': data_offsets end 8 exceeds the 4 data bytes")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "tensor 'w': data_offsets span 8 bytes but F32[3] needs 12")]
+    [InlineData("{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "tensor 'w': dtype \"Q4\" is not one of")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, "tensor 'w': shape is not an array of non-negative integers")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "tensor 'w': data_offsets begin 4 should be 0")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, "the data section has 8 bytes but the tensors cover 4")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "tensor 'w': data_offsets is not")]
+    [InlineData("{\"w\": [1, 2", 0, "header is not valid JSON")]
+    [InlineData("[1, 2]", 0, "header is not a JSON object")]
+    public void InvalidFiles_AreRefusedNamingFileAndField(string header, int dataBytes, string expected)
+    {
+        var path = Raw("bad.safetensors", header, dataBytes);
+        var e = Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Open(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void TruncatedOrTinyFiles_AreRefused()
+    {
+        var ok = F("ok.safetensors");
+        SafeTensorsFile.Write(ok, [SafeTensor.FromFloats("w", new float[64], 8, 8)]);
+        var bytes = File.ReadAllBytes(ok);
+        File.WriteAllBytes(F("cut.safetensors"), bytes[..^10]);
+        var e = Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Open(F("cut.safetensors")));
+        Assert.Contains("tensor 'w': data_offsets end 256 exceeds the 246 data bytes (truncated file?)", e.Message);
+        File.WriteAllBytes(F("tiny.safetensors"), [1, 2, 3]);
+        Assert.Contains("too short for a header", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Open(F("tiny.safetensors"))).Message);
+        var huge = Raw("huge.safetensors", "{}", 0, claimedLength: 1 << 30);
+        Assert.Contains("header length 1073741824 exceeds", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Open(huge)).Message);
+        Assert.Throws<FileNotFoundException>(() => SafeTensorsFile.Open(F("missing.safetensors")));
+    }
+
+    [Fact]
+    public void Write_RefusesInconsistentTensorsAndLeavesNoFile()
+    {
+        var bad = new SafeTensor("w", DType.Float, [3], new byte[8]);
+        Assert.Throws<ArgumentException>(() => SafeTensorsFile.Write(F("x.safetensors"), [bad]));
+        Assert.Empty(Directory.GetFiles(_dir));
+    }
+}
