@@ -43,6 +43,26 @@ public sealed class BuilderTests
     }
 
     [Fact]
+    public void ShapeInference_EdgeCasesMatchOnnxSemantics()
+    {
+        var g = new GraphBuilder();
+        var x = g.Input("x", DType.Float, Shape.Of(5));
+        var runtimeStep = g.Input("step", DType.Int64, Shape.Of(1));
+        Assert.False(g.Slice(x, g.Ints(0), g.Ints(5), g.Ints(0), runtimeStep).Shape[0].IsStatic);        // step unknown: size unknown
+        Assert.Equal(Shape.Of(1), g.Slice(x, [-7], [long.MinValue], [0], [-1]).Shape);                   // start clamps to 0 for negative steps
+        Assert.Equal(Shape.Of(5), g.Slice(x, [-1], [long.MinValue], [0], [-1]).Shape);
+        var p = g.Input("p", DType.Float, Shape.Of(1, 1, 4));
+        Assert.Equal(Shape.Of(1, 1, 2), g.MaxPool(p, [2], strides: [2], pads: [0, 1], ceilMode: true).Shape);   // last window would start in padding
+        Assert.Equal(Shape.Of(1, 1, 3), g.MaxPool(g.Input("q", DType.Float, Shape.Of(1, 1, 5)), [2], strides: [2], ceilMode: true).Shape);
+        var a = g.Constant(TensorData.FromInt64s([1, 2], 2, 1));
+        var b = g.Constant(TensorData.FromInt64s([3, 4], 1, 2));
+        Assert.Null((a * b).Known);                                                                         // (2,1)*(1,2) is not elementwise
+        var r = g.Reshape(g.Input("y", DType.Float, Shape.Of(2, 4)), g.Input("shape", DType.Int64, Shape.Of(2)));
+        Assert.True(r.Shape[1].IsAnonymous);
+        Assert.Equal(r.Shape, g.LayerNormalization(r, g.Parameter("ln.w", Shape.Of(4))).Shape);               // made-up dims may equal 4
+    }
+
+    [Fact]
     public void ShapeMismatch_NamesOpNodeAndBothShapes()
     {
         var g = new GraphBuilder();

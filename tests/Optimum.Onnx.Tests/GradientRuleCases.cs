@@ -21,6 +21,10 @@ internal static class GradientRuleCases
             (g, x) => [g.BatchNormalization(x[0], x[1], x[2], x[3], x[4], training: true)[0]]),
         new("BatchNormalization", "BatchNormalization (inference)", [P(4, 3, 2, 2), P(3), P(3), Const(P(3)), Const(Pos(3))],
             (g, x) => [g.BatchNormalization(x[0], x[1], x[2], x[3], x[4], training: false)[0]]),
+        new("BatchNormalization", "BatchNormalization (inference, running stats as parameters)", [P(3, 2, 4), P(2), P(2), P(2), Pos(2)],
+            (g, x) => [g.BatchNormalization(x[0], x[1], x[2], x[3], x[4], training: false)[0]]),
+        new("BatchNormalization", "BatchNormalization (training, running stats as parameters)", [P(3, 2, 4), P(2), P(2), P(2), Pos(2)],
+            (g, x) => [g.BatchNormalization(x[0], x[1], x[2], x[3], x[4], training: true)[0]]),
         new("Cast", "Cast (float to double)", [P(2, 3)], (g, x) => [g.Cast(x[0], DType.Double) * g.Cast(x[0], DType.Double) * 1.5], F),
         new("Concat", "Concat", [P(2, 3), P(2, 2)], (g, x) => [g.Concat(1, x[0], x[1])]),
         new("Concat", "Concat (symbolic sizes)", [P(2, 3).As(2, "p"), P(2, 2).As(2, "q")], (g, x) => [g.Concat(-1, x[0], x[1])]),
@@ -28,6 +32,8 @@ internal static class GradientRuleCases
             (g, x) => [g.Conv(x[0], x[1], x[2], strides: [2], pads: [1, 1], group: 2)], F),
         new("Conv", "Conv2d (dilation, pads)", [P(1, 2, 5, 5), P(3, 2, 2, 2)],
             (g, x) => [g.Conv(x[0], x[1], null, pads: [1, 0, 1, 1], dilations: [2, 1])], F),
+        new("Conv", "Conv1d twice (symbolic batch and length)", [P(2, 2, 6).As("n", 2, "len"), P(3, 2, 3), P(2, 3, 2)],
+            (g, x) => [g.Conv(g.Relu(g.Conv(x[0], x[1], pads: [1, 1])), x[2], pads: [0, 1])], F),
         new("Div", "Div (broadcast)", [P(2, 3), Pos(3)], (g, x) => [x[0] / x[1]]),
         new("Dropout", "Dropout (training, via mask)", [P(4, 5)], (g, x) => [g.Dropout(x[0], 0.5, training: true, seed: 7)], FreshSessions: true),
         new("Elu", "Elu", [Away(3, 4)], (g, x) => [g.Elu(x[0], 0.7f)]),
@@ -56,6 +62,7 @@ internal static class GradientRuleCases
         new("Pad", "Pad (constant)", [P(2, 3)], (g, x) => [g.Pad(x[0], [0, 1, 1, 2])]),
         new("Pow", "Pow (constant exponent)", [Pos(2, 3)], (g, x) => [g.Pow(x[0], 3)]),
         new("Pow", "Pow (tensor exponent)", [Pos(2, 3), P(3)], (g, x) => [g.Pow(x[0], x[1])]),
+        new("Pow", "Pow (zero base, tensor exponent)", [Const(new In([2, 3], Values: [0, 0.5, 1.2, 0, 2, 0.7])), Pos(2, 3)], (g, x) => [g.Pow(x[0], x[1])]),
         new("Reciprocal", "Reciprocal", [Pos(3, 4)], (g, x) => [g.Reciprocal(x[0])]),
         new("ReduceMax", "ReduceMax (axis 1)", [P(2, 4, 3)], (g, x) => [g.ReduceMax(x[0], [1], keepDims: false)]),
         new("ReduceMean", "ReduceMean (axes 0, 2)", [P(2, 3, 4)], (g, x) => [g.ReduceMean(x[0], [0, 2])]),
@@ -78,6 +85,12 @@ internal static class GradientRuleCases
             (g, x) => [g.SoftmaxCrossEntropyLoss(x[0], x[1], x[2], ignoreIndex: -1)]),
         new("Softplus", "Softplus", [P(3, 4)], (g, x) => [g.Softplus(x[0])]),
         new("Split", "Split (unused output)", [P(2, 6)], (g, x) => { var s = g.Split(x[0], 1, 1, 2, 3); return [s[0], s[2] * s[2]]; }),
+        new("Split", "Split (runtime sizes of symbolic dims)", [P(2, 3).As(2, "p"), P(2, 2).As(2, "q")], (g, x) =>
+        {
+            Value Len(Value v) => g.Slice(g.ShapeOf(v), g.Ints(1), g.Ints(2), g.Ints(0));
+            var s = g.Split(g.Concat(1, x[0], x[1]) * 2.0, 1, g.Concat(0, Len(x[0]), Len(x[1])));
+            return [s[0] * s[0], s[1]];
+        }),
         new("Sqrt", "Sqrt", [Pos(3, 4)], (g, x) => [g.Sqrt(x[0])]),
         new("Squeeze", "Squeeze", [P(2, 1, 3)], (g, x) => [g.Squeeze(x[0], 1) * g.Squeeze(x[0])]),
         new("Sub", "Sub (broadcast)", [P(2, 3), P(2, 1)], (g, x) => [x[0] - x[1]]),

@@ -56,6 +56,31 @@ public sealed class SerializationTests
     }
 
     [Fact]
+    public void ReadGraph_KeepsMetadataAndCanBeExtended()
+    {
+        var g = new GraphBuilder("m") { DocString = "a doc" };
+        g.Metadata["author"] = "tests";
+        var x = g.Input("x", DType.Float, Shape.Of("batch", 4));
+        var w = g.Parameter("w", Shape.Of(4));
+        g.Output(g.LayerNormalization(x, w), "y");
+        var bytes = ModelWriter.ToBytes(g);
+        var r = ModelReader.FromBytes(bytes);
+        Assert.Equal("tests", r.Metadata["author"]);
+        Assert.Equal(bytes, ModelWriter.ToBytes(r));
+        var again = r.LayerNormalization(r.Outputs[0], r.Parameters[0]);        // names of read nodes are reserved
+        Assert.Equal(Shape.Of("batch", 4), again.Shape);
+    }
+
+    [Fact]
+    public void OtherOpsets_AreRefusedRatherThanConverted()
+    {
+        var m = ModelWriter.ToProto(AllCaseGraphs(false).First());
+        m.OpsetImport[0].Version = 13;
+        var e = Assert.Throws<GraphBuildException>(() => ModelReader.FromProto(m));
+        Assert.Contains("opset 13", e.Message);
+    }
+
+    [Fact]
     public void Writer_DropsNodesOutputsDoNotNeed()
     {
         var g = new GraphBuilder();

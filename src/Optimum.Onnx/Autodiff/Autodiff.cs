@@ -65,6 +65,11 @@ public static class Autodiff
                 var dx = dxs[k] ?? throw new NotSupportedException(
                     $"{node} has no gradient for input {k} ('{x.Name}'), which depends on a differentiated value.");
                 Check(node, x, dx);
+                // A rule may produce made-up dims (?k) where x has others; give dx x's runtime shape so that
+                // the gradient carries x's symbols further down.
+                if (!dx.Shape.Equals(x.Shape))
+                    using (g.Scope("grad/" + node.Name))
+                        dx = g.Reshape(dx, x.Shape.IsStatic ? g.Ints(x.Shape.ToStatic()) : g.ShapeOf(x));
                 if (!contributions.TryGetValue(x, out var list)) contributions[x] = list = [];
                 list.Add(dx);
             }
@@ -99,7 +104,7 @@ public static class Autodiff
         if (dx.Type != x.Type)
             throw new InvalidOperationException($"Gradient rule for {node} produced {dx.Type.Name()} for input '{x.Name}' of type {x.Type.Name()}.");
         bool comparable = x.Shape.Rank == dx.Shape.Rank
-            ? Enumerable.Range(0, x.Rank).All(i => !x.Shape[i].IsKnown || !dx.Shape[i].IsKnown || x.Shape[i] == dx.Shape[i])
+            ? Enumerable.Range(0, x.Rank).All(i => Dim.MaybeEqual(x.Shape[i], dx.Shape[i]))
             : false;
         if (!comparable)
             throw new InvalidOperationException($"Gradient rule for {node} produced shape {dx.Shape} for input '{x.Name}' of shape {x.Shape}.");

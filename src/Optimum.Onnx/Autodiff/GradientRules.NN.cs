@@ -34,10 +34,22 @@ public static partial class GradientRules
                 ? invStd * (dxhat - g.ReduceMean(dxhat, axes) - xhat * g.ReduceMean(dxhat * xhat, axes))
                 : dxhat * invStd;
         }
+        Value? dmean = null, dvar = null;
+        if (c.Needs(3) || c.Needs(4))
+        {
+            // In training Y does not depend on the running statistics; in inference it does through (x - mean) / sqrt(var + eps).
+            if (training) (dmean, dvar) = (c.ZerosLike(c.X(3)), c.ZerosLike(c.X(4)));
+            else
+            {
+                var invStdC = g.Reciprocal(g.Sqrt(c.X(4) + (double)eps));                                 // (C,)
+                dmean = -(g.ReduceSum(dy, axes, keepDims: false) * scale * invStdC);
+                dvar = g.ReduceSum(dy * (x - PerChannel(c.X(3))), axes, keepDims: false) * scale * (invStdC * invStdC * invStdC) * -0.5;
+            }
+        }
         return [dx,
             c.Needs(1) ? g.ReduceSum(dy * xhat, axes, keepDims: false) : null,
             c.Needs(2) ? g.ReduceSum(dy, axes, keepDims: false) : null,
-            null, null];
+            dmean, dvar];
     }
 
     private static Value?[] Conv(GradContext c)

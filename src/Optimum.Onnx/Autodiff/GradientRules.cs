@@ -136,14 +136,20 @@ public static partial class GradientRules
     {
         var (a, b) = (c.X(0), c.X(1));
         Value? da = null, db = null;
+        var g = c.G;
         if (c.Needs(0))
         {
             da = b is { Data: { Count: 1 } d }
-                ? c.Dy * (c.G.Pow(a, d.ToDoubles()[0] - 1) * d.ToDoubles()[0])
-                : c.Dy * c.G.Pow(a, b - 1.0) * (b.Type == a.Type ? b : c.G.Cast(b, a.Type));
+                ? d.ToDoubles()[0] == 0 ? c.ZerosLike(c.Dy) : c.Dy * (g.Pow(a, d.ToDoubles()[0] - 1) * d.ToDoubles()[0])
+                : c.Dy * g.Pow(a, b - 1.0) * (b.Type == a.Type ? b : g.Cast(b, a.Type));
             da = c.SumTo(da, a);
         }
-        if (c.Needs(1)) db = c.SumTo(c.Dy * c.Y() * c.G.Log(a), b);
+        if (c.Needs(1))
+        {
+            // d(a^b)/db = a^b log a; where a == 0 PyTorch takes 0 rather than 0 * -inf = NaN.
+            var logA = g.Where(g.Equal(a, g.Scalar(0, a.Type)), g.Scalar(0, a.Type), g.Log(a));
+            db = c.SumTo(c.Dy * c.Y() * logA, b);
+        }
         return [da, db];
     }
 
@@ -170,6 +176,7 @@ public static partial class GradientRules
         var x = c.X(0);
         var axes = ReducedAxes(c).Select(a => (long)a).ToArray();
         var mask = c.G.Cast(c.G.Equal(x, KeepDims(c, c.Y())), x.Type);
+        if (axes.Length == 0) return [c.Dy * mask, null];                  // noop_with_empty_axes: identity
         var share = mask / c.G.ReduceSum(mask, axes, keepDims: true);   // ties share the gradient evenly
         return [KeepDims(c, c.Dy) * share, null];
     }

@@ -28,6 +28,12 @@ public sealed partial class GraphBuilder
     public GraphBuilder(string name = "main") => Name = name;
 
     public string Name { get; }
+    /// <summary>Model metadata written as <c>metadata_props</c> (sorted by key).</summary>
+    public SortedDictionary<string, string> Metadata { get; } = new(StringComparer.Ordinal);
+    /// <summary>The model's doc string.</summary>
+    public string DocString { get; set; } = "";
+    /// <summary>Opset versions of non-default domains used by <see cref="Op"/> nodes (1 when not set).</summary>
+    public SortedDictionary<string, long> DomainVersions { get; } = new(StringComparer.Ordinal);
     /// <summary>Graph inputs, parameters included, in declaration order.</summary>
     public IReadOnlyList<Value> Inputs => _inputs;
     /// <summary>Parameters (trainable graph inputs) in declaration order.</summary>
@@ -166,6 +172,11 @@ public sealed partial class GraphBuilder
     {
         var node = new Node(op, name, inputs, attrs) { Domain = domain };
         var outs = outputs.Select((o, i) => new Value(this, Reserve(o.Name), o.Type, o.Shape, ValueKind.Intermediate) { Producer = node, OutputIndex = i }).ToArray();
+        _names.Add(name);
+        // Made-up dims read back must not collide with the ones this builder makes up next.
+        foreach (var d in outputs.SelectMany(o => o.Shape).Where(d => d.IsAnonymous))
+            foreach (var part in d.ToString().Split('*').Where(p => p.StartsWith('?')))
+                if (int.TryParse(part.AsSpan(1), out var k)) _fresh = Math.Max(_fresh, k + 1);
         node.Outputs = outs;
         _nodes.Add(node);
         return outs;

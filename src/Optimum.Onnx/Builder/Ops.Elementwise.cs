@@ -27,6 +27,15 @@ public sealed partial class GraphBuilder
         return new Shape(dims);
     }
 
+    /// <summary>True when <paramref name="small"/> broadcasts to exactly <paramref name="target"/> (anonymous dims may match anything).</summary>
+    internal static bool BroadcastsTo(Shape small, Shape target) =>
+        small.Rank <= target.Rank && Enumerable.Range(0, small.Rank).All(i =>
+        {
+            var d = small[i];
+            var t = target[target.Rank - small.Rank + i];
+            return (d.IsStatic && d.Value == 1) || Dim.MaybeEqual(d, t);
+        });
+
     private Value Binary(string op, Value a, Value b, DType? resultType = null)
     {
         var outs = Emit(op, [a, b], null, n =>
@@ -35,7 +44,7 @@ public sealed partial class GraphBuilder
             return [(resultType ?? a.Type, Broadcast(op, n, a.Shape, b.Shape))];
         });
         var y = outs[0];
-        if (a.Known is { } ka && b.Known is { } kb && (ka.Count == kb.Count || ka.Count == 1 || kb.Count == 1))
+        if (a.Known is { } ka && b.Known is { } kb && a.Rank <= 1 && b.Rank <= 1 && (ka.Count == kb.Count || ka.Count == 1 || kb.Count == 1))
             y.Known = FoldKnown(op, ka, kb);
         return y;
     }

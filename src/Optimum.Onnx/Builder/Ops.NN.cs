@@ -31,7 +31,7 @@ public sealed partial class GraphBuilder
             Dim kb = transB ? b.Shape[1] : b.Shape[0], nn = transB ? b.Shape[0] : b.Shape[1];
             if (!Dim.MaybeEqual(ka, kb)) throw Error("Gemm", n, $"Inner dims differ: A {a.Shape} (transA={transA}) and B {b.Shape} (transB={transB})");
             var y = Shape.Of(m, nn);
-            if (c is not null && !Broadcast("Gemm", n, y, c.Shape).Equals(y))
+            if (c is not null && !BroadcastsTo(c.Shape, y))
                 throw Error("Gemm", n, $"C {c.Shape} does not broadcast to {y}");
             return [(a.Type, y)];
         })[0];
@@ -49,7 +49,7 @@ public sealed partial class GraphBuilder
             int a = x.Shape.Axis(axis, "LayerNormalization");
             var norm = new Shape(x.Shape.Skip(a));
             foreach (var p in bias is null ? [scale] : new[] { scale, bias })
-                if (!Broadcast("LayerNormalization", n, norm, p.Shape).Equals(norm))
+                if (!BroadcastsTo(p.Shape, norm))
                     throw Error("LayerNormalization", n, $"Scale/bias {p.Shape} does not match normalized shape {norm} of {x.Shape}");
             var stats = new Shape(x.Shape.Take(a).Concat(Enumerable.Repeat(Dim.Of(1), x.Rank - a)));
             // stash_type 1: statistics are float whatever the input type.
@@ -164,7 +164,10 @@ public sealed partial class GraphBuilder
                 var L = x.Shape[2 + i];
                 if (!L.IsStatic) { dims.Add(Dim.Unknown); continue; }
                 double q = (L.Value + pads[i] + pads[sp + i] - dilations[i] * (kernel[i] - 1) - 1) / (double)strides[i];
-                dims.Add((long)(ceilMode ? Math.Ceiling(q) : Math.Floor(q)) + 1);
+                long outLen = (long)(ceilMode ? Math.Ceiling(q) : Math.Floor(q)) + 1;
+                // With ceil_mode, a last window that would start inside the end padding is dropped (ONNX >= 1.16, ORT).
+                if (ceilMode && (outLen - 1) * strides[i] >= L.Value + pads[i]) outLen--;
+                dims.Add(outLen);
             }
             var s = new Shape(dims);
             return [(x.Type, s), (DType.Int64, s)];

@@ -207,14 +207,14 @@ public sealed partial class GraphBuilder
                 int a = x.Shape.Axis(ax[i].Value, "Slice");
                 var st = starts.Known?[i];
                 var en = ends.Known?[i];
-                long step = steps?.Known is { } sk ? sk[i].Value : 1;
+                long? step = steps is null ? 1 : steps.Known is { } sk && sk[i].IsStatic ? sk[i].Value : null;
                 if (step == 0) throw Error("Slice", n, "Step cannot be 0");
-                dims[a] = SliceDim(x.Shape[a], st, en, step);
+                dims[a] = step is { } known ? SliceDim(x.Shape[a], st, en, known) : Dim.Unknown;
             }
             return [(x.Type, new Shape(dims))];
         })[0];
         if (x.Known is { } kx && x.Rank == 1 && starts.Known is { } s0 && ends.Known is { } e0 && s0[0].IsStatic && e0[0].IsStatic
-            && (steps?.Known is null || steps.Known[0] == 1))
+            && (steps is null || steps.Known is [{ IsStatic: true, Value: 1 }]))
         {
             long len = kx.Count, s = Clamp(s0[0].Value, len), e = Clamp(e0[0].Value, len);
             y.Known = kx.Skip((int)s).Take((int)Math.Max(0, e - s)).ToArray();
@@ -235,8 +235,9 @@ public sealed partial class GraphBuilder
                 long b = Clamp(s.Value, len), f = Clamp(e.Value, len);
                 return Math.Max(0, (f - b + step - 1) / step);
             }
+            if (len == 0) return 0;
             long bb = s.Value < 0 ? s.Value + len : s.Value, ee = e.Value < 0 ? e.Value + len : e.Value;
-            bb = Math.Clamp(bb, -1, len - 1);
+            bb = Math.Clamp(bb, 0, len - 1);
             ee = Math.Clamp(ee, -1, len - 1);
             return Math.Max(0, (bb - ee + (-step) - 1) / (-step));
         }

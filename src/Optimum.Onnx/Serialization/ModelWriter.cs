@@ -22,7 +22,7 @@ public static class OnnxVersions
 public static class ModelWriter
 {
     /// <summary>Converts the graph; <paramref name="metadata"/> entries are written sorted by key.</summary>
-    public static ModelProto ToProto(GraphBuilder graph, IReadOnlyDictionary<string, string>? metadata = null, string docString = "")
+    public static ModelProto ToProto(GraphBuilder graph, IReadOnlyDictionary<string, string>? metadata = null)
     {
         if (graph.Outputs.Count == 0) throw new GraphBuildException($"Graph '{graph.Name}' has no outputs.");
         var nodes = LiveNodes(graph);
@@ -46,13 +46,15 @@ public static class ModelWriter
             IrVersion = OnnxVersions.IrVersion,
             ProducerName = "Optimum.Net",
             ProducerVersion = "0.1",
-            DocString = docString,
+            DocString = graph.DocString,
             Graph = g,
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = OnnxVersions.Opset });
         foreach (var d in nodes.Select(n => n.Domain).Where(d => d != "").Distinct().Order(StringComparer.Ordinal))
-            model.OpsetImport.Add(new OperatorSetIdProto { Domain = d, Version = 1 });
-        foreach (var (k, v) in (metadata ?? new Dictionary<string, string>()).OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = d, Version = graph.DomainVersions.GetValueOrDefault(d, 1) });
+        var meta = new SortedDictionary<string, string>(graph.Metadata, StringComparer.Ordinal);
+        foreach (var (k, v) in metadata ?? new Dictionary<string, string>()) meta[k] = v;
+        foreach (var (k, v) in meta)
             model.MetadataProps.Add(new StringStringEntryProto { Key = k, Value = v });
         return model;
     }
