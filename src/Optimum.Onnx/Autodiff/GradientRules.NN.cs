@@ -194,18 +194,16 @@ public static partial class GradientRules
                 valid = g.Not(g.Equal(labels, g.Scalar(c.Node.GetInt("ignore_index", 0), DType.Int64)));
                 safe = g.Where(valid, labels, g.Scalar(0, DType.Int64));
             }
-            // One-hot targets by comparing labels (N, 1, d...) with class ids (1, C, 1...).
-            var classShape = new long[] { 1, -1 }.Concat(Enumerable.Repeat(1L, scores.Rank - 2)).ToArray();
-            // A Range node rather than a constant: a 50k-class vocabulary would otherwise add 400 KB to the file.
-            var numClasses = scores.Shape[1].IsStatic ? g.Scalar(scores.Shape[1].Value, DType.Int64) : g.Squeeze(c.SizeAlong(scores, 1), 0);
-            var classes = g.Range(g.Scalar(0, DType.Int64), numClasses, g.Scalar(1, DType.Int64));
-            var onehot = g.Cast(g.Equal(g.Unsqueeze(safe, 1), g.Reshape(classes, classShape)), type);
             Value? w = c.Node.Input(2) is { } weights ? g.Gather(weights, safe) : null;
             if (valid is not null) w = w is null ? g.Cast(valid, type) : w * g.Cast(valid, type);
-            var coef = w is null ? dl : dl * w;
+            var coef = w is null ? dl : dl * w;                                                  // (N, d...) or scalar
             if (c.Node.GetString("reduction", "mean") == "mean")
                 coef = coef / (w is null ? c.CountOf(labels, Enumerable.Range(0, labels.Rank)) : g.ReduceSum(w, [], keepDims: false));
-            dScores = (p - onehot) * (coef.Rank == 0 ? coef : g.Unsqueeze(coef, 1));
+            // (softmax - onehot) * coef without a one-hot: scale the probabilities, then scatter-add -coef
+            // at each label. For a 50k vocabulary a one-hot would be a second (N, V) temporary per step.
+            var scaled = p * (coef.Rank == 0 ? coef : g.Unsqueeze(coef, 1));
+            var perLabel = coef.Rank == 0 ? g.Expand(coef, c.ShapeOf(labels)) : coef;
+            dScores = g.ScatterElements(scaled, g.Unsqueeze(safe, 1), g.Unsqueeze(-perLabel, 1), axis: 1, reduction: "add");
         }
         if (c.DyOf(1) is { } dlp)
         {
