@@ -15,6 +15,7 @@ public sealed class Gpt2
     private readonly DType dt;
     private readonly bool training;
     private readonly Dictionary<string, Value> _params = [];
+    private Value? _dropoutSeed;
 
     private Gpt2(GraphBuilder g, Gpt2Config c, DType dtype, bool training)
     {
@@ -35,11 +36,19 @@ public sealed class Gpt2
         var mask = g.Input("attention_mask", DType.Int64, Shape.Of("batch", "seq"));
         var labels = g.Input("labels", DType.Int64, Shape.Of("batch", "seq"));
         var m = new Gpt2(g, c, dtype, training);
+        if (training && Math.Max(c.EmbdPdrop, Math.Max(c.AttnPdrop, c.ResidPdrop)) > 0)
+            m._dropoutSeed = g.Input(DropoutSeedInput, DType.Int64, Shape.Scalar);
         var seq = g.Squeeze(g.Slice(g.ShapeOf(ids), g.Ints(1), g.Ints(2), g.Ints(0)), 0);
         var positions = g.Unsqueeze(g.Range(g.Scalar(0, DType.Int64), seq, g.Scalar(1, DType.Int64)), 0);   // (1, T)
         var (logits, _) = m.Forward(ids, positions, mask, past: null);
         return new ModelOutputs(m.CausalLmLoss(logits, labels), [new("logits", logits)]);
     }
+
+    /// <summary>
+    /// Name of the training graph's int64 scalar input that seeds every dropout mask of a step
+    /// (present only when a dropout probability is positive); the same seed gives the same masks.
+    /// </summary>
+    public const string DropoutSeedInput = "dropout_seed";
 
     /// <summary>
     /// The inference decoder: input_ids, position_ids (batch, seq), attention_mask (batch, past + seq)
@@ -74,7 +83,7 @@ public sealed class Gpt2
     {
         var wte = P("transformer.wte.weight", c.VocabSize, c.NEmbd);
         var x = g.Gather(wte, ids) + g.Gather(P("transformer.wpe.weight", c.NPositions, c.NEmbd), positions);   // (B, T, C)
-        x = g.Dropout(x, c.EmbdPdrop, training, seed: 1);
+        x = Dropout(x, c.EmbdPdrop, salt: 1);
         var allowed = AttentionMask(ids, mask, past?[0].Key);                                                     // (B, 1, T, S)
         var present = new (Value, Value)[c.NLayer];
         for (int i = 0; i < c.NLayer; i++)
@@ -110,17 +119,20 @@ public sealed class Gpt2
         if (c.ScaleAttnWeights) att = att / Math.Sqrt(hs);
         if (c.ScaleAttnByInverseLayerIdx) att = att / (layer + 1.0);
         att = g.Where(allowed, att, g.Scalar(dt == DType.Double ? double.MinValue : float.MinValue, dt));
-        att = g.Dropout(g.Softmax(att, -1), c.AttnPdrop, training, seed: 100 + layer);
+        att = Dropout(g.Softmax(att, -1), c.AttnPdrop, salt: 100 + layer);
         var y = g.Reshape(g.Transpose(g.MatMul(att, v), 0, 2, 1, 3), 0, 0, C);              // (B, T, C)
-        y = g.Dropout(Conv1D(y, $"{p}.c_proj", C, C), c.ResidPdrop, training, seed: 200 + layer);
+        y = Dropout(Conv1D(y, $"{p}.c_proj", C, C), c.ResidPdrop, salt: 200 + layer);
         return (y, (k, v));
     }
 
     private Value Mlp(Value x, string p, int layer)
     {
         var h = Activation(Conv1D(x, $"{p}.c_fc", c.NEmbd, c.Inner));                       // (B, T, inner)
-        return g.Dropout(Conv1D(h, $"{p}.c_proj", c.Inner, c.NEmbd), c.ResidPdrop, training, seed: 300 + layer);
+        return Dropout(Conv1D(h, $"{p}.c_proj", c.Inner, c.NEmbd), c.ResidPdrop, salt: 300 + layer);
     }
+
+    private Value Dropout(Value x, double p, long salt) =>
+        _dropoutSeed is { } seed && p > 0 ? g.Dropout(x, p, training: true, seed, salt) : x;
 
     /// <summary>HF's Conv1D: x @ W + b with W stored (in, out).</summary>
     private Value Conv1D(Value x, string p, long nIn, long nOut) => g.MatMul(x, P($"{p}.weight", nIn, nOut)) + P($"{p}.bias", nOut);

@@ -118,11 +118,21 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
     {
         var cfg = WideRelu with { EmbdPdrop = 0.1, AttnPdrop = 0.1, ResidPdrop = 0.2 };
         using var h = new Gpt2Harness(cfg);
-        Assert.Equal(1 + 3 * cfg.NLayer, h.Training.Nodes.Count(n => n.OpType == "Dropout"));
-        Assert.DoesNotContain(h.Eval.Nodes, n => n.OpType == "Dropout");
-        Assert.DoesNotContain(h.Decoder.Nodes, n => n.OpType == "Dropout");
-        var r = h.TrainModel.Run(h.LmFeeds([1, 2, 3, 4, 5, 6], 2));
-        Assert.InRange(r["loss"][0], 0.5 * Math.Log(97), 2 * Math.Log(97));
+        // Seeded dropout: masks are hashes of the dropout_seed input (Mod nodes), absent from eval and inference.
+        Assert.Contains(h.Training.Inputs, i => i.Name == Gpt2.DropoutSeedInput);
+        Assert.Equal(4 * (1 + 3 * cfg.NLayer), h.Training.Nodes.Count(n => n.OpType == "Mod"));
+        Assert.DoesNotContain(h.Eval.Nodes, n => n.OpType is "Mod" or "Dropout");
+        Assert.DoesNotContain(h.Decoder.Nodes, n => n.OpType is "Mod" or "Dropout");
+        var feeds = h.LmFeeds([1, 2, 3, 4, 5, 6], 2);
+        double LossWithSeed(long seed)
+        {
+            feeds[Gpt2.DropoutSeedInput] = new HostTensor([seed], [], DType.Int64);
+            return h.TrainModel.Run(feeds)["loss"][0];
+        }
+        var a = LossWithSeed(1);
+        Assert.InRange(a, 0.5 * Math.Log(97), 2 * Math.Log(97));
+        Assert.Equal(a, LossWithSeed(1));          // same seed, same masks
+        Assert.NotEqual(a, LossWithSeed(2));
     }
 
     [Fact]

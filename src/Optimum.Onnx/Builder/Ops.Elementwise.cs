@@ -77,6 +77,8 @@ public sealed partial class GraphBuilder
     public Value Pow(Value a, Value b) => Emit("Pow", [a, b], null, n => [(a.Type, Broadcast("Pow", n, a.Shape, b.Shape))])[0];
     public Value Pow(Value a, double exponent) => Pow(a, Scalar(exponent, a.Type));
     public Value Max(Value a, Value b) => Binary("Max", a, b);
+    /// <summary>Integer remainder with the sign of the divisor (ONNX Mod, fmod = 0).</summary>
+    public Value Mod(Value a, Value b) => Binary("Mod", a, b);
     public Value Min(Value a, Value b) => Binary("Min", a, b);
     public Value Equal(Value a, Value b) => Binary("Equal", a, b, DType.Bool);
     public Value Less(Value a, Value b) => Binary("Less", a, b, DType.Bool);

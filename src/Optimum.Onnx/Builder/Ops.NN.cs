@@ -71,6 +71,31 @@ public sealed partial class GraphBuilder
     }
 
     /// <summary>
+    /// Dropout whose mask is a counter-based hash of (<paramref name="seed"/>, <paramref name="salt"/>,
+    /// element index) built from standard int64 ops, so the same seed gives the same mask: training
+    /// with a per-step seed input resumes exactly, which ORT's stateful Dropout cannot. Outside
+    /// training it is the identity. <paramref name="seed"/> is an int64 scalar in [0, 2^31).
+    /// </summary>
+    public Value Dropout(Value x, double ratio, bool training, Value seed, long salt)
+    {
+        if (ratio < 0 || ratio >= 1) throw new ArgumentOutOfRangeException(nameof(ratio), ratio, "Dropout ratio must be in [0, 1).");
+        if (!training || ratio == 0) return x;
+        if (seed.Type != DType.Int64 || seed.Rank != 0) throw new GraphBuildException($"Dropout seed must be an int64 scalar, got {seed}.");
+        const long P = 2147483647;                                   // 2^31 - 1: products of two residues fit in int64
+        var p = Scalar(P, DType.Int64);
+        Value I(long v) => Scalar(v, DType.Int64);
+        var shape = ShapeOf(x);
+        var idx = Reshape(Range(I(0), ReduceProd(shape, [0], keepDims: false), I(1)), shape);
+        var s = Mod(seed * I(1000003) + I(salt * 7919 + 12345), p);
+        var h = Mod(idx * I(48271) + s, p);                          // idx < 2^40 keeps this below 2^63
+        h = Mod(h * h + s, p);
+        h = Mod(h * I(16807) + I(salt + 1), p);
+        h = Mod(h * h + I(7), p);
+        var u = Cast(h, x.Type) * (1.0 / P);                         // ~U[0, 1)
+        return Where(GreaterOrEqual(u, Scalar(ratio, x.Type)), x * (1 / (1 - ratio)), Scalar(0, x.Type));
+    }
+
+    /// <summary>
     /// ONNX SoftmaxCrossEntropyLoss: <paramref name="scores"/> (N, C, d...) and integer
     /// <paramref name="labels"/> (N, d...); labels equal to <paramref name="ignoreIndex"/> count for nothing.
     /// Returns the loss (scalar unless <paramref name="reduction"/> is "none"); the node also outputs log-probabilities.
