@@ -120,7 +120,7 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
         using var h = new Gpt2Harness(cfg);
         // Seeded dropout: masks are hashes of the dropout_seed input (Mod nodes), absent from eval and inference.
         Assert.Contains(h.Training.Inputs, i => i.Name == Gpt2.DropoutSeedInput);
-        Assert.Equal(4 * (1 + 3 * cfg.NLayer), h.Training.Nodes.Count(n => n.OpType == "Mod"));
+        Assert.Equal(5 * (1 + 3 * cfg.NLayer), h.Training.Nodes.Count(n => n.OpType == "Mod"));   // 5 per dropout site
         Assert.DoesNotContain(h.Eval.Nodes, n => n.OpType is "Mod" or "Dropout");
         Assert.DoesNotContain(h.Decoder.Nodes, n => n.OpType is "Mod" or "Dropout");
         var feeds = h.LmFeeds([1, 2, 3, 4, 5, 6], 2);
