@@ -1,14 +1,9 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Optimum.Hub;
 using Optimum.Onnx;
 
 namespace Optimum.Models;
-
-/// <summary>A parameter as listed in an artifact folder's config.json.</summary>
-public sealed record ParameterInfo(string Name, long[] Shape)
-{
-    public long Count => Shape.Aggregate(1L, (a, b) => a * b);
-}
 
 /// <summary>
 /// One model's artifact folder (see DESIGN.md): <c>config.json</c> (the model config plus an
@@ -17,11 +12,14 @@ public sealed record ParameterInfo(string Name, long[] Shape)
 /// </summary>
 public static class Artifacts
 {
-    public const string ConfigFile = "config.json";
-    public const string TrainingFile = "training.onnx";
-    public const string EvalFile = "eval.onnx";
-    public const string InferenceFile = "inference.onnx";
-    public const string WeightsFile = "model.safetensors";
+    public const string ConfigFile = ModelFolder.ConfigFile;
+    public const string TrainingFile = ModelFolder.TrainingFile;
+    public const string EvalFile = ModelFolder.EvalFile;
+    public const string InferenceFile = ModelFolder.InferenceFile;
+    public const string WeightsFile = ModelFolder.WeightsFile;
+
+    /// <summary>Reads the parameter list of an artifact folder (see <see cref="ModelFolder.ReadParameters"/>).</summary>
+    public static IReadOnlyList<ParameterInfo> ReadParameters(string dir) => ModelFolder.ReadParameters(dir);
 
     /// <summary>Builds the training and eval graphs from <paramref name="define"/> and writes the folder (each file atomically).</summary>
     public static void Write(string dir, string modelType, JsonObject config, Func<GraphBuilder, bool, ModelOutputs> define) =>
@@ -72,25 +70,6 @@ public static class Artifacts
             ["inputs"] = new JsonArray(g.Inputs.Where(i => i.Kind == ValueKind.Input).Select(Io).ToArray()),
             ["outputs"] = new JsonArray(g.Outputs.Select(Io).ToArray()),
         };
-    }
-
-    /// <summary>Reads the parameter list of an artifact folder, refusing a missing or malformed config with its path.</summary>
-    public static IReadOnlyList<ParameterInfo> ReadParameters(string dir)
-    {
-        var path = Path.Combine(dir, ConfigFile);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Model folder '{dir}' has no {ConfigFile}.", path);
-        try
-        {
-            var root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new InvalidDataException("empty document");
-            var ps = root["optimum"]?["parameters"]?.AsArray() ?? throw new InvalidDataException("missing optimum.parameters");
-            return ps.Select(p => new ParameterInfo(
-                p!["name"]!.GetValue<string>(),
-                p["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray())).ToArray();
-        }
-        catch (Exception e) when (e is JsonException or InvalidDataException or InvalidOperationException or NullReferenceException)
-        {
-            throw new InvalidDataException($"'{path}' is not a valid artifact config: {e.Message}", e);
-        }
     }
 
     /// <summary>The default artifacts committed under models/, by folder name.</summary>

@@ -1,3 +1,4 @@
+using Optimum.Hub;
 using Optimum.Onnx;
 
 namespace Optimum.Models;

@@ -1,3 +1,4 @@
+using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Onnx;
 using Optimum.Tests;

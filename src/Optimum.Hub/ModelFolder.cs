@@ -1,0 +1,75 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Optimum.Onnx;
+
+namespace Optimum.Hub;
+
+/// <summary>A parameter as listed in a model folder's config.json: HF name and static shape.</summary>
+public sealed record ParameterInfo(string Name, long[] Shape)
+{
+    public long Count => Shape.Aggregate(1L, (a, b) => a * b);
+}
+
+/// <summary>
+/// The layout of a model (artifact) folder, see DESIGN.md: <c>config.json</c> (the HF config plus an
+/// <c>optimum</c> section: versions, parameter order, graph signatures), <c>training.onnx</c>,
+/// <c>eval.onnx</c>, <c>inference.onnx</c> and <c>model.safetensors</c> (HF names).
+/// </summary>
+public static class ModelFolder
+{
+    public const string ConfigFile = "config.json";
+    public const string TrainingFile = "training.onnx";
+    public const string EvalFile = "eval.onnx";
+    public const string InferenceFile = "inference.onnx";
+    public const string WeightsFile = "model.safetensors";
+
+    /// <summary>The folder's config.json; a missing file names the folder.</summary>
+    public static HfConfig ReadConfig(string dir)
+    {
+        var path = Path.Combine(dir, ConfigFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"Model folder '{dir}' has no {ConfigFile}.", path);
+        return HfConfig.Load(path);
+    }
+
+    /// <summary>The parameters in graph order, refusing a missing or malformed config with its path.</summary>
+    public static IReadOnlyList<ParameterInfo> ReadParameters(string dir)
+    {
+        var c = ReadConfig(dir);
+        try
+        {
+            var ps = c.Json["optimum"]?["parameters"]?.AsArray() ?? throw new InvalidDataException("missing optimum.parameters");
+            return ps.Select(p => new ParameterInfo(
+                p!["name"]!.GetValue<string>(),
+                p["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray())).ToArray();
+        }
+        catch (Exception e) when (e is JsonException or InvalidDataException or InvalidOperationException or NullReferenceException)
+        {
+            throw new InvalidDataException($"'{c.Source}' is not a valid model folder config: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Data inputs (not parameters) of one graph signature ("training", "eval", "inference"): name, type and shape as written.</summary>
+    public static IReadOnlyList<(string Name, DType Type, string[] Shape)> ReadInputs(string dir, string graph)
+    {
+        var c = ReadConfig(dir);
+        var inputs = c.Json["optimum"]?[graph]?["inputs"]?.AsArray()
+            ?? throw new InvalidDataException($"'{c.Source}' has no optimum.{graph}.inputs.");
+        return inputs.Select(i => (
+            i!["name"]!.GetValue<string>(),
+            Enum.Parse<DType>(i["type"]!.GetValue<string>(), ignoreCase: true),
+            i["shape"]!.AsArray().Select(d => d!.ToString()).ToArray())).ToArray();
+    }
+
+    /// <summary>
+    /// Writes an HF folder (config.json without the optimum section, model.safetensors with HF names,
+    /// F32) for the weights of a model folder's parameters; both files are written atomically.
+    /// </summary>
+    public static void ExportHf(string modelDir, IReadOnlyList<ParameterInfo> parameters, IReadOnlyList<float[]> weights, string outDir)
+    {
+        var cfg = (JsonObject)ReadConfig(modelDir).Json.DeepClone();
+        cfg.Remove("optimum");
+        Directory.CreateDirectory(outDir);
+        HfWeights.Save(Path.Combine(outDir, WeightsFile), parameters, weights);
+        AtomicFile.Write(Path.Combine(outDir, ConfigFile), System.Text.Encoding.UTF8.GetBytes(cfg.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n"));
+    }
+}
