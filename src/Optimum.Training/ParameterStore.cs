@@ -1,0 +1,116 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Optimum.Hub;
+
+namespace Optimum.Training;
+
+/// <summary>
+/// All parameters in one 64-byte-aligned native float buffer and all gradients in another, laid
+/// out identically: parameter i occupies [Offset(i), Offset(i) + Count(i)), each start aligned to 16
+/// floats. Each parameter and gradient has an <see cref="OrtValue"/> that is a view into the buffer,
+/// so ONNX Runtime reads parameters and writes gradients in place. The total length is padded to a
+/// multiple of 16 × <c>shards</c> so the buffer splits into equal aligned shards (ZeRO-1).
+/// The store owns the buffers and the views; dispose it after every session that bound them.
+/// </summary>
+public sealed unsafe class ParameterStore : IDisposable
+{
+    /// <summary>Floats per alignment unit (64 bytes).</summary>
+    public const int AlignFloats = 16;
+
+    private readonly long[] _offsets;
+    private readonly float* _params;
+    private readonly float* _grads;
+    private readonly OrtValue[] _paramViews;
+    private readonly OrtValue[] _gradViews;
+    private bool _disposed;
+
+    public ParameterStore(IReadOnlyList<ParameterInfo> parameters, int shards = 1)
+    {
+        if (parameters.Count == 0) throw new ArgumentException("A model needs at least one parameter.", nameof(parameters));
+        if (shards < 1) throw new ArgumentOutOfRangeException(nameof(shards), shards, "Shard count must be positive.");
+        Parameters = parameters;
+        _offsets = new long[parameters.Count];
+        long at = 0;
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            _offsets[i] = at;
+            at += RoundUp(parameters[i].Count, AlignFloats);
+        }
+        Used = at;
+        Length = RoundUp(Math.Max(at, 1), (long)AlignFloats * shards);
+        Shards = shards;
+        nuint bytes = (nuint)(Length * sizeof(float));
+        _params = (float*)NativeMemory.AlignedAlloc(bytes, 64);
+        _grads = (float*)NativeMemory.AlignedAlloc(bytes, 64);
+        NativeMemory.Clear(_params, bytes);
+        NativeMemory.Clear(_grads, bytes);
+        _paramViews = new OrtValue[parameters.Count];
+        _gradViews = new OrtValue[parameters.Count];
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            long len = parameters[i].Count * sizeof(float);
+            _paramViews[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, parameters[i].Shape, (nint)(_params + _offsets[i]), len);
+            _gradViews[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, parameters[i].Shape, (nint)(_grads + _offsets[i]), len);
+        }
+    }
+
+    private static long RoundUp(long n, long m) => (n + m - 1) / m * m;
+
+    public IReadOnlyList<ParameterInfo> Parameters { get; }
+    /// <summary>Buffer length in floats (padded).</summary>
+    public long Length { get; }
+    /// <summary>Floats up to the end of the last parameter's aligned slot.</summary>
+    public long Used { get; }
+    public int Shards { get; }
+    /// <summary>Floats per shard.</summary>
+    public long ShardLength => Length / Shards;
+    public long Offset(int i) => _offsets[i];
+
+    public float* ParamsPtr => _params;
+    public float* GradsPtr => _grads;
+    public Span<float> AllParams => new(_params, checked((int)Length));
+    public Span<float> AllGrads => new(_grads, checked((int)Length));
+    public Span<float> Param(int i) => new(_params + _offsets[i], checked((int)Parameters[i].Count));
+    public Span<float> Grad(int i) => new(_grads + _offsets[i], checked((int)Parameters[i].Count));
+
+    /// <summary>The view of parameter <paramref name="i"/>; owned by the store.</summary>
+    public OrtValue ParamValue(int i) => _paramViews[i];
+    /// <summary>The view of gradient <paramref name="i"/>; owned by the store.</summary>
+    public OrtValue GradValue(int i) => _gradViews[i];
+
+    /// <summary>Copies weights in (graph order); sizes are checked against the parameter list.</summary>
+    public void Load(IReadOnlyList<float[]> weights)
+    {
+        if (weights.Count != Parameters.Count) throw new ArgumentException($"{weights.Count} weight arrays for {Parameters.Count} parameters.");
+        for (int i = 0; i < weights.Count; i++)
+        {
+            if (weights[i].LongLength != Parameters[i].Count)
+                throw new ArgumentException($"Parameter '{Parameters[i].Name}' needs {Parameters[i].Count} values, got {weights[i].LongLength}.");
+            weights[i].CopyTo(Param(i));
+        }
+    }
+
+    /// <summary>A copy of the weights (graph order).</summary>
+    public float[][] Export() => Enumerable.Range(0, Parameters.Count).Select(i => Param(i).ToArray()).ToArray();
+
+    /// <summary>Index of the parameters overlapping [begin, end) of the flat buffer, with the overlap.</summary>
+    public IEnumerable<(int Index, long Begin, long End)> Segments(long begin, long end)
+    {
+        for (int i = 0; i < Parameters.Count; i++)
+        {
+            long b = Math.Max(begin, _offsets[i]), e = Math.Min(end, _offsets[i] + Parameters[i].Count);
+            if (b < e) yield return (i, b, e);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var v in _paramViews) v.Dispose();
+        foreach (var v in _gradViews) v.Dispose();
+        NativeMemory.AlignedFree(_params);
+        NativeMemory.AlignedFree(_grads);
+    }
+}

@@ -1,0 +1,167 @@
+using Microsoft.ML.OnnxRuntime;
+using Optimum.Hub;
+using Optimum.Onnx;
+
+namespace Optimum.Training;
+
+/// <summary>One named tensor of a batch; the array is bound in place (reuse it across steps to avoid rebinding).</summary>
+public sealed record BatchTensor(Array Data, long[] Shape);
+
+/// <summary>The data inputs of one step by graph input name (e.g. input_ids, attention_mask, labels).</summary>
+public sealed class Batch : Dictionary<string, BatchTensor>
+{
+    /// <summary>Tokens (or examples) the batch trains on, for throughput figures.</summary>
+    public long Tokens { get; set; }
+}
+
+/// <summary>How ONNX Runtime sessions are configured.</summary>
+public sealed record SessionSettings
+{
+    public int IntraOpThreads { get; init; } = Environment.ProcessorCount;
+    public int InterOpThreads { get; init; } = 1;
+    public GraphOptimizationLevel Optimization { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
+    /// <summary>When set, ORT's profiler writes a JSON trace with this path prefix.</summary>
+    public string? ProfilePrefix { get; init; }
+
+    internal SessionOptions Create()
+    {
+        var o = new SessionOptions
+        {
+            IntraOpNumThreads = IntraOpThreads,
+            InterOpNumThreads = InterOpThreads,
+            GraphOptimizationLevel = Optimization,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        if (ProfilePrefix is not null)
+        {
+            o.EnableProfiling = true;
+            o.ProfileOutputPathPrefix = ProfilePrefix;
+        }
+        return o;
+    }
+}
+
+/// <summary>
+/// Runs a model folder's training and eval graphs with plain <see cref="InferenceSession"/>s.
+/// Parameters and gradients are the <see cref="ParameterStore"/>'s views, bound once with
+/// <see cref="OrtIoBinding"/>; a step copies nothing but the batch arrays' binding and the loss.
+/// The session does not own the store; dispose the session first.
+/// </summary>
+public sealed class TrainingSession : IDisposable
+{
+    /// <summary>Name of the optional per-step dropout seed input.</summary>
+    public const string DropoutSeedInput = "dropout_seed";
+
+    private readonly ParameterStore _store;
+    private readonly InferenceSession _train;
+    private readonly InferenceSession _eval;
+    private readonly OrtIoBinding _trainBinding;
+    private readonly OrtIoBinding _evalBinding;
+    private readonly RunOptions _run = new();
+    private readonly float[] _trainLoss = new float[1];
+    private readonly float[] _evalLoss = new float[1];
+    private readonly long[] _seed = new long[1];
+    private readonly List<OrtValue> _owned = [];
+    private readonly Dictionary<(bool, string), (Array Data, long[] Shape, OrtValue Value)> _bound = [];
+
+    public TrainingSession(string modelDir, ParameterStore store, SessionSettings? settings = null)
+    {
+        _store = store;
+        settings ??= new SessionSettings();
+        var declared = ModelFolder.ReadParameters(modelDir);
+        if (!declared.Select(p => (p.Name, string.Join(",", p.Shape))).SequenceEqual(store.Parameters.Select(p => (p.Name, string.Join(",", p.Shape)))))
+            throw new InvalidDataException($"'{modelDir}' declares parameters that differ from the store's.");
+        TrainInputs = ModelFolder.ReadInputs(modelDir, "training").Select(i => i.Name).ToArray();
+        EvalInputs = ModelFolder.ReadInputs(modelDir, "eval").Select(i => i.Name).ToArray();
+        using var options = settings.Create();
+        _train = Open(Path.Combine(modelDir, ModelFolder.TrainingFile), options);
+        _eval = Open(Path.Combine(modelDir, ModelFolder.EvalFile), options);
+        _trainBinding = _train.CreateIoBinding();
+        _evalBinding = _eval.CreateIoBinding();
+        for (int i = 0; i < store.Parameters.Count; i++)
+        {
+            var name = store.Parameters[i].Name;
+            _trainBinding.BindInput(name, store.ParamValue(i));
+            _trainBinding.BindOutput(TrainingGraph.GradPrefix + name, store.GradValue(i));
+            _evalBinding.BindInput(name, store.ParamValue(i));
+        }
+        _trainBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_trainLoss, [])));
+        _evalBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_evalLoss, [])));
+        if (TrainInputs.Contains(DropoutSeedInput))
+            _trainBinding.BindInput(DropoutSeedInput, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
+    }
+
+    private static InferenceSession Open(string path, SessionOptions options)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Graph '{path}' does not exist.", path);
+        return new InferenceSession(path, options);
+    }
+
+    private OrtValue Own(OrtValue v)
+    {
+        _owned.Add(v);
+        return v;
+    }
+
+    /// <summary>Data inputs of the training graph (parameters excluded).</summary>
+    public IReadOnlyList<string> TrainInputs { get; }
+    public IReadOnlyList<string> EvalInputs { get; }
+    /// <summary>True when the training graph takes a per-step dropout seed.</summary>
+    public bool UsesDropoutSeed => TrainInputs.Contains(DropoutSeedInput);
+
+    /// <summary>
+    /// One forward + backward: the gradients land in the store's gradient buffer. Returns the loss.
+    /// <paramref name="dropoutSeed"/> (in [0, 2^31)) fixes every dropout mask of the step.
+    /// </summary>
+    public float TrainStep(Batch batch, long dropoutSeed = 0)
+    {
+        Bind(_trainBinding, training: true, TrainInputs, batch);
+        _seed[0] = dropoutSeed;
+        _train.RunWithBinding(_run, _trainBinding);
+        return _trainLoss[0];
+    }
+
+    /// <summary>The eval graph's loss on <paramref name="batch"/> (no gradients).</summary>
+    public float EvalLoss(Batch batch)
+    {
+        Bind(_evalBinding, training: false, EvalInputs, batch);
+        _eval.RunWithBinding(_run, _evalBinding);
+        return _evalLoss[0];
+    }
+
+    private void Bind(OrtIoBinding binding, bool training, IReadOnlyList<string> inputs, Batch batch)
+    {
+        foreach (var name in inputs)
+        {
+            if (name == DropoutSeedInput) continue;
+            if (!batch.TryGetValue(name, out var t))
+                throw new ArgumentException($"The batch lacks '{name}', an input of the {(training ? "training" : "eval")} graph (it has: {string.Join(", ", batch.Keys)}).");
+            var key = (training, name);
+            if (_bound.TryGetValue(key, out var b) && ReferenceEquals(b.Data, t.Data) && b.Shape.AsSpan().SequenceEqual(t.Shape)) continue;
+            if (b.Value is not null) b.Value.Dispose();
+            var value = t.Data switch
+            {
+                long[] l => OrtValue.CreateTensorValueFromMemory(l, t.Shape),
+                float[] f => OrtValue.CreateTensorValueFromMemory(f, t.Shape),
+                _ => throw new ArgumentException($"Batch tensor '{name}' must be long[] or float[], got {t.Data.GetType().Name}."),
+            };
+            binding.BindInput(name, value);
+            _bound[key] = (t.Data, t.Shape.ToArray(), value);
+        }
+    }
+
+    /// <summary>Stops ORT's profiler (when enabled) and returns the trace files written.</summary>
+    public IReadOnlyList<string> EndProfiling() => [_train.EndProfiling(), _eval.EndProfiling()];
+
+    public void Dispose()
+    {
+        _trainBinding.Dispose();
+        _evalBinding.Dispose();
+        _train.Dispose();
+        _eval.Dispose();
+        _run.Dispose();
+        foreach (var v in _owned) v.Dispose();
+        foreach (var b in _bound.Values) b.Value.Dispose();
+    }
+}
