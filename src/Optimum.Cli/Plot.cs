@@ -1,7 +1,7 @@
 namespace Optimum.Cli;
 
 /// <summary>PNG charts of training runs.</summary>
-internal static class Plot
+public static class Plot
 {
     /// <summary>Train and validation loss per epoch, with validation accuracy in the legend; written atomically.</summary>
     public static void Losses(IReadOnlyList<(double Train, double Val, double Acc)> history, string path)
@@ -12,6 +12,37 @@ internal static class Plot
         plt.Add.Scatter(epochs, history.Select(h => h.Val).ToArray()).LegendText = $"validation loss (final accuracy {history[^1].Acc:P1})";
         plt.Title("MLP on 8x8 digits, trained through ONNX Runtime");
         plt.XLabel("epoch");
+        plt.YLabel("cross-entropy");
+        plt.ShowLegend(ScottPlot.Alignment.UpperRight);
+        var tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileNameWithoutExtension(path)}.{Environment.ProcessId}.png");
+        plt.SavePng(tmp, 900, 540);
+        File.Move(tmp, path, overwrite: true);
+    }
+
+    /// <summary>Training loss per step (and its running mean) with validation losses; written atomically.</summary>
+    public static void TrainingCurve(IReadOnlyList<Optimum.Training.StepMetrics> steps, IReadOnlyList<Optimum.Training.EvalMetrics> evals, string path, string title)
+    {
+        var plt = new ScottPlot.Plot();
+        var xs = steps.Select(m => (double)m.Step).ToArray();
+        var ys = steps.Select(m => m.Loss).ToArray();
+        var raw = plt.Add.Scatter(xs, ys);
+        raw.LegendText = "train loss";
+        raw.MarkerSize = 0;
+        raw.LineWidth = 1;
+        int w = Math.Max(1, steps.Count / 25);
+        var smooth = ys.Select((_, i) => ys.Skip(Math.Max(0, i - w + 1)).Take(Math.Min(w, i + 1)).Average()).ToArray();
+        var s = plt.Add.Scatter(xs, smooth);
+        s.LegendText = $"train loss (mean of {w})";
+        s.MarkerSize = 0;
+        s.LineWidth = 2;
+        if (evals.Count > 0)
+        {
+            var v = plt.Add.Scatter(evals.Select(e => (double)e.Step).ToArray(), evals.Select(e => e.ValidationLoss).ToArray());
+            v.LegendText = $"validation loss (last {evals[^1].ValidationLoss:F3})";
+            v.MarkerSize = 7;
+        }
+        plt.Title(title);
+        plt.XLabel("step");
         plt.YLabel("cross-entropy");
         plt.ShowLegend(ScottPlot.Alignment.UpperRight);
         var tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileNameWithoutExtension(path)}.{Environment.ProcessId}.png");

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Optimum.Cli;
 using Optimum.Models;
 using Optimum.Onnx;
+using Optimum.Training;
 
 var root = new RootCommand("optimum-net: train and serve transformer models on ONNX Runtime.");
 
@@ -61,6 +62,79 @@ export.SetAction(r => Cli.Guard(() =>
 }));
 root.Subcommands.Add(export);
 
+// train: a model folder on text files.
+var tModel = new Option<string>("--model") { Description = "Model folder (config.json, training.onnx, eval.onnx; model.safetensors optional).", DefaultValueFactory = _ => "models/gpt2-mini" };
+var tData = new Option<string[]>("--data") { Description = "Text files or folders (*.txt); each file is one document.", Required = true, AllowMultipleArgumentsPerToken = true };
+var tOut = new Option<string>("--out") { Description = "Output folder: checkpoints/, metrics.jsonl, loss.png, final/, hf/.", DefaultValueFactory = _ => "out/train" };
+var tSteps = new Option<long>("--steps") { Description = "Optimizer updates.", DefaultValueFactory = _ => 200 };
+var tBatch = new Option<int>("--batch-size") { Description = "Sequences per micro-batch.", DefaultValueFactory = _ => 8 };
+var tSeq = new Option<int>("--seq-len") { Description = "Tokens per sequence.", DefaultValueFactory = _ => 128 };
+var tLr = new Option<double>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 1e-3 };
+var tWarm = new Option<long>("--warmup") { Description = "Linear warmup updates.", DefaultValueFactory = _ => 20 };
+var tSched = new Option<string>("--schedule") { Description = "constant, linear or cosine.", DefaultValueFactory = _ => "cosine" };
+var tAccum = new Option<int>("--grad-accum") { Description = "Micro-batches per update.", DefaultValueFactory = _ => 1 };
+var tClip = new Option<double>("--clip") { Description = "Global gradient-norm clip (0 = off).", DefaultValueFactory = _ => 1.0 };
+var tEval = new Option<int>("--eval-every") { Description = "Validate every N updates (0 = at the end).", DefaultValueFactory = _ => 50 };
+var tEvalN = new Option<int>("--eval-samples") { Description = "Validation sequences per evaluation (0 = all).", DefaultValueFactory = _ => 64 };
+var tSave = new Option<int>("--save-every") { Description = "Checkpoint every N updates (0 = at the end).", DefaultValueFactory = _ => 100 };
+var tKeep = new Option<int>("--keep") { Description = "Checkpoints kept.", DefaultValueFactory = _ => 2 };
+var tResume = new Option<string?>("--resume") { Description = "Checkpoint folder, or 'latest' under --out." };
+var tSeed = new Option<int>("--seed") { Description = "Seed of initialisation, data order and dropout.", DefaultValueFactory = _ => 0 };
+var tOpt = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
+var tWd = new Option<double>("--weight-decay") { Description = "Weight decay (not applied to biases and LayerNorm weights).", DefaultValueFactory = _ => 0.01 };
+var tThreads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads.", DefaultValueFactory = _ => Environment.ProcessorCount };
+var tSkip = new Option<bool>("--skip-nonfinite") { Description = "Skip updates with a non-finite loss or gradient norm instead of stopping." };
+var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
+{
+    tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tSeed, tOpt, tWd, tThreads, tSkip,
+};
+train.SetAction(r => Cli.Guard(() =>
+{
+    var options = new TrainerOptions
+    {
+        ModelDir = r.GetValue(tModel)!, OutputDir = r.GetValue(tOut)!, Steps = r.GetValue(tSteps), BatchSize = r.GetValue(tBatch),
+        GradAccum = r.GetValue(tAccum), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm), Schedule = r.GetValue(tSched)!, ClipNorm = r.GetValue(tClip),
+        EvalEvery = r.GetValue(tEval), EvalSamples = r.GetValue(tEvalN), SaveEvery = r.GetValue(tSave), KeepCheckpoints = r.GetValue(tKeep),
+        Resume = r.GetValue(tResume), Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
+        Optimizer = new OptimizerConfig { Kind = r.GetValue(tOpt)!, WeightDecay = r.GetValue(tWd) },
+        Session = new SessionSettings { IntraOpThreads = r.GetValue(tThreads) },
+    };
+    using var cts = new CancellationTokenSource();
+    ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
+    Console.CancelKeyPress += onCancel;
+    try
+    {
+        var result = TrainCommand.Run(new TrainCommandOptions(options, r.GetValue(tData)!, r.GetValue(tSeq)), cts.Token);
+        return result.Interrupted ? 130 : 0;
+    }
+    finally { Console.CancelKeyPress -= onCancel; }
+}));
+root.Subcommands.Add(train);
+
+// generate: text from a model folder with weights.
+var gModel = new Option<string>("--model") { Description = "Model folder with inference.onnx and model.safetensors.", Required = true };
+var gPrompt = new Option<string>("--prompt") { Description = "Text to continue.", Required = true };
+var gMax = new Option<int>("--max-new-tokens") { Description = "Tokens to add.", DefaultValueFactory = _ => 40 };
+var gTemp = new Option<double>("--temperature") { Description = "0 = greedy.", DefaultValueFactory = _ => 0.8 };
+var gTopK = new Option<int>("--top-k") { Description = "Sample among the k most likely (0 = all).", DefaultValueFactory = _ => 40 };
+var gTopP = new Option<double>("--top-p") { Description = "Nucleus sampling mass.", DefaultValueFactory = _ => 1.0 };
+var gSeed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
+var generate = new Command("generate", "Continue a prompt with a trained causal LM (KV cache).") { gModel, gPrompt, gMax, gTemp, gTopK, gTopP, gSeed };
+generate.SetAction(r => Cli.Guard(() =>
+{
+    var tok = Optimum.Hub.Gpt2Tokenizer.Create();
+    using var lm = new Optimum.Inference.CausalLm(r.GetValue(gModel)!);
+    var prompt = r.GetValue(gPrompt)!;
+    var ids = lm.Generate(tok.Encode(prompt), new Optimum.Inference.GenerationOptions
+    {
+        MaxNewTokens = r.GetValue(gMax), Temperature = r.GetValue(gTemp), TopK = r.GetValue(gTopK), TopP = r.GetValue(gTopP),
+        Seed = r.GetValue(gSeed), EosTokenId = Optimum.Hub.Gpt2Tokenizer.EndOfText,
+    });
+    Console.WriteLine(prompt + tok.Decode(ids));
+    return 0;
+}));
+root.Subcommands.Add(generate);
+
 // inspect: what an ONNX file holds.
 var file = new Argument<string>("file") { Description = "An .onnx model." };
 var inspect = new Command("inspect", "Print an ONNX model's inputs, outputs and op counts.") { file };
@@ -80,13 +154,13 @@ return root.Parse(args).Invoke();
 
 namespace Optimum.Cli
 {
-    internal static class Cli
+    public static class Cli
     {
         /// <summary>Runs a command; expected failures (bad files, bad options) print one clear line and exit 1.</summary>
         public static int Guard(Func<int> body)
         {
             try { return body(); }
-            catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or GraphBuildException or UnauthorizedAccessException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
+            catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or GraphBuildException or UnauthorizedAccessException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException or Optimum.Training.TrainingDivergedException)
             {
                 Console.Error.WriteLine($"error: {e.Message}");
                 return 1;

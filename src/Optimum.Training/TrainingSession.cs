@@ -23,7 +23,8 @@ public sealed record SessionSettings
     /// <summary>When set, ORT's profiler writes a JSON trace with this path prefix.</summary>
     public string? ProfilePrefix { get; init; }
 
-    internal SessionOptions Create()
+    /// <summary>New ORT session options from these settings; the caller disposes them.</summary>
+    public SessionOptions CreateOptions()
     {
         var o = new SessionOptions
         {
@@ -74,7 +75,7 @@ public sealed class TrainingSession : IDisposable
             throw new InvalidDataException($"'{modelDir}' declares parameters that differ from the store's.");
         TrainInputs = ModelFolder.ReadInputs(modelDir, "training").Select(i => i.Name).ToArray();
         EvalInputs = ModelFolder.ReadInputs(modelDir, "eval").Select(i => i.Name).ToArray();
-        using var options = settings.Create();
+        using var options = settings.CreateOptions();
         _train = Open(Path.Combine(modelDir, ModelFolder.TrainingFile), options);
         _eval = Open(Path.Combine(modelDir, ModelFolder.EvalFile), options);
         _trainBinding = _train.CreateIoBinding();
