@@ -106,6 +106,8 @@ public sealed class Trainer : IDisposable
     public event Action<EvalMetrics>? Evaluated;
     public event Action<string>? Log;
 
+    private static readonly JsonSerializerOptions MetricsJson = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
     private long SamplesPerStep => (long)_o.BatchSize * _o.GradAccum;
 
     public TrainResult Run(CancellationToken cancel = default)
@@ -151,13 +153,13 @@ public sealed class Trainer : IDisposable
             var dt = clock.Elapsed.TotalSeconds - t0;
             var m = new StepMetrics(step + 1, _o.Steps, loss, lr, norm, tokens / dt, dt, optSeconds, bad, clock.Elapsed.TotalSeconds);
             history.Add(m);
-            metrics.WriteLine(JsonSerializer.Serialize(new { step = m.Step, loss = m.Loss, lr = m.Lr, grad_norm = m.GradNorm, tokens_per_s = m.TokensPerSecond, step_s = m.StepSeconds, optimizer_s = m.OptimizerSeconds, skipped = m.Skipped }));
+            metrics.WriteLine(JsonSerializer.Serialize(new { step = m.Step, loss = m.Loss, lr = m.Lr, grad_norm = m.GradNorm, tokens_per_s = m.TokensPerSecond, step_s = m.StepSeconds, optimizer_s = m.OptimizerSeconds, skipped = m.Skipped }, MetricsJson));
             StepCompleted?.Invoke(m);
             if ((_o.EvalEvery > 0 && (step + 1) % _o.EvalEvery == 0) || step + 1 == _o.Steps)
             {
                 var e = new EvalMetrics(step + 1, Evaluate());
                 evals.Add(e);
-                metrics.WriteLine(JsonSerializer.Serialize(new { step = e.Step, val_loss = e.ValidationLoss }));
+                metrics.WriteLine(JsonSerializer.Serialize(new { step = e.Step, val_loss = e.ValidationLoss }, MetricsJson));
                 Evaluated?.Invoke(e);
             }
             metrics.Flush();
