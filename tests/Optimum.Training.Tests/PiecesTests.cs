@@ -1,0 +1,136 @@
+using Optimum.Hub;
+using Optimum.Tests;
+using Optimum.Training.Data;
+using Xunit;
+
+namespace Optimum.Training.Tests;
+
+/// <summary>Schedules, optimizers and clipping against closed forms; the data pipeline.</summary>
+public sealed class PiecesTests : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    [Fact]
+    public void Schedules_MatchHuggingFaceClosedForms()
+    {
+        var lin = new LrSchedule("linear", 1.0, 10, 110);
+        Assert.Equal([0, 0.5, 1, 0.5, 0], new[] { 0L, 5, 10, 60, 110 }.Select(lin.At));
+        var cos = new LrSchedule("cosine", 2.0, 0, 100);
+        Assert.Equal(2.0, cos.At(0), 12);
+        Assert.Equal(1.0, cos.At(50), 12);
+        Assert.Equal(2.0 * 0.5 * (1 + Math.Cos(Math.PI * 0.25)), cos.At(25), 12);
+        Assert.Equal(0.0, cos.At(100), 12);
+        var flat = new LrSchedule("constant", 3.0, 4, 50);
+        Assert.Equal([0, 1.5, 3, 3], new[] { 0L, 2, 4, 49 }.Select(flat.At));
+        Assert.Throws<ArgumentException>(() => new LrSchedule("step", 1, 0, 10).Validate());
+        Assert.Throws<ArgumentException>(() => new LrSchedule("linear", 1, 20, 10).Validate());
+    }
+
+    private static ParameterStore Store(params float[][] values)
+    {
+        var s = new ParameterStore(values.Select((v, i) => new ParameterInfo(i == 0 ? "w.weight" : "w.bias", [v.Length])).ToArray());
+        s.Load(values);
+        return s;
+    }
+
+    [Fact]
+    public void Sgd_MatchesTorchWithMomentumNesterovAndDecay()
+    {
+        using var s = Store([1f, -2f], [0.5f]);
+        using var opt = Optimizer.Create(s, new OptimizerConfig { Kind = "sgd", Momentum = 0.9, WeightDecay = 0.1 });
+        float[] g1 = [0.3f, 0.1f], g2 = [-0.2f, 0.4f];
+        g1.CopyTo(s.Grad(0)); s.Grad(1)[0] = 1f;
+        opt.Step(1, 0.1);
+        // step 1: d = g + wd*p; buf = d; p -= lr*buf. The bias is not decayed.
+        float d0 = 0.3f + 0.1f * 1f, d1 = 0.1f + 0.1f * -2f;
+        Assert.Equal(1f - 0.1f * d0, s.Param(0)[0], 6);
+        Assert.Equal(-2f - 0.1f * d1, s.Param(0)[1], 6);
+        Assert.Equal(0.5f - 0.1f * 1f, s.Param(1)[0], 6);
+        float p0 = s.Param(0)[0];
+        g2.CopyTo(s.Grad(0));
+        opt.Step(2, 0.1);
+        float e0 = -0.2f + 0.1f * p0, buf0 = 0.9f * d0 + e0;
+        Assert.Equal(p0 - 0.1f * buf0, s.Param(0)[0], 6);
+        Assert.Equal(1L * s.Length * sizeof(float), opt.StateBytes);
+    }
+
+    [Fact]
+    public void AdamW_FirstStepMovesEachWeightByLrTimesSign()
+    {
+        // With bias correction, step 1 of Adam is lr * g / (|g| + eps'): a move of ~lr against the gradient's sign.
+        using var s = Store([1f, -1f, 0.25f], [2f]);
+        using var opt = Optimizer.Create(s, new OptimizerConfig { WeightDecay = 0.5 });
+        float[] g = [3f, -0.001f, 0f];
+        g.CopyTo(s.Grad(0)); s.Grad(1)[0] = -7f;
+        opt.Step(1, 0.01);
+        Assert.Equal(1f * (1 - 0.01f * 0.5f) - 0.01f, s.Param(0)[0], 5);
+        Assert.Equal(-1f * (1 - 0.01f * 0.5f) + 0.01f * 0.001f / (0.001f + 1e-8f), s.Param(0)[1], 5);
+        Assert.Equal(0.25f * (1 - 0.01f * 0.5f), s.Param(0)[2], 6);
+        Assert.Equal(2f + 0.01f, s.Param(1)[0], 5);   // bias: no decay
+        Assert.Equal(2L * s.Length * sizeof(float), opt.StateBytes);
+    }
+
+    [Fact]
+    public void ClippingScalesTheGlobalNorm()
+    {
+        float[] g = Enumerable.Range(0, 1000).Select(i => (float)Math.Sin(i)).ToArray();
+        double norm = Math.Sqrt(VectorMath.SumSquares(g));
+        Assert.Equal(Math.Sqrt(g.Sum(x => (double)x * x)), norm, 5);   // float lanes, double across blocks
+        VectorMath.Scale(g, (float)(0.5 / norm));
+        Assert.Equal(0.5, Math.Sqrt(VectorMath.SumSquares(g)), 5);
+    }
+
+    [Fact]
+    public void SampleIndex_IsASeededPermutationPerEpoch()
+    {
+        var a = new SampleIndex(10, 25, 3);
+        var b = new SampleIndex(10, 25, 3);
+        Assert.Equal(a.Slice(0, 25).ToArray(), b.Slice(0, 25).ToArray());
+        Assert.Equal(Enumerable.Range(0, 10), a.Slice(0, 10).ToArray().Order());
+        Assert.Equal(Enumerable.Range(0, 10), a.Slice(10, 10).ToArray().Order());
+        Assert.NotEqual(a.Slice(0, 10).ToArray(), a.Slice(10, 10).ToArray());
+        Assert.NotEqual(a.Slice(0, 10).ToArray(), new SampleIndex(10, 25, 4).Slice(0, 10).ToArray());
+    }
+
+    [Fact]
+    public void TokenCorpus_SeparatesDocumentsKeepsLiteralSpecialTextAndCaches()
+    {
+        var docs = Path.Combine(_dir, "docs");
+        Directory.CreateDirectory(docs);
+        File.WriteAllText(Path.Combine(docs, "a.txt"), "Call me Ishmael.");
+        File.WriteAllText(Path.Combine(docs, "b.txt"), "Text with <|endoftext|> inside.");
+        File.WriteAllText(Path.Combine(docs, "notes.md"), "ignored: not *.txt");
+        var cache = Path.Combine(_dir, "cache");
+        var c = TokenCorpus.Load([docs], cache);
+        Assert.False(c.FromCache);
+        Assert.Equal(2, c.Documents);
+        Assert.Equal(1, c.Tokens.Count(t => t == Gpt2Tokenizer.EndOfText));          // only between the two documents
+        Assert.Equal([14134, 502, 1148, 21720, 417, 13, Gpt2Tokenizer.EndOfText], c.Tokens.Take(7));
+        Assert.Equal("Text with <|endoftext|> inside.", Gpt2Tokenizer.Create().Decode(c.Tokens.Skip(7)));
+        var again = TokenCorpus.Load([docs], cache);
+        Assert.True(again.FromCache);
+        Assert.Equal(c.Tokens, again.Tokens);
+        File.AppendAllText(Path.Combine(docs, "a.txt"), " Some years ago");
+        var changed = TokenCorpus.Load([docs], cache);
+        Assert.False(changed.FromCache);
+        Assert.True(changed.Tokens.Length > c.Tokens.Length);
+        Assert.Throws<FileNotFoundException>(() => TokenCorpus.Load([Path.Combine(_dir, "nope")], cache));
+    }
+
+    [Fact]
+    public void LmData_WindowsAndValidationSplit()
+    {
+        var tokens = Enumerable.Range(0, 1000).ToArray();
+        var d = new LmData(tokens, 10, 0.2);
+        Assert.Equal(80, d.TrainSamples);
+        Assert.Equal(20, d.ValidationSamples);
+        var b = new Batch();
+        d.FillTrain([3, 0], b);
+        Assert.Equal(Enumerable.Range(30, 10).Concat(Enumerable.Range(0, 10)).Select(i => (long)i), (long[])b["input_ids"].Data);
+        Assert.Same(b["input_ids"].Data, b["labels"].Data);
+        d.FillValidation(1, 1, b);
+        Assert.Equal(Enumerable.Range(810, 10).Select(i => (long)i), (long[])b["input_ids"].Data);
+        Assert.Throws<InvalidDataException>(() => new LmData(new int[5], 10));
+    }
+}
