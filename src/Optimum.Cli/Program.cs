@@ -135,6 +135,29 @@ generate.SetAction(r => Cli.Guard(() =>
 }));
 root.Subcommands.Add(generate);
 
+// bench train: throughput against ORT's MatMul peak (and optionally TorchSharp).
+var bJson = new Option<bool>("--json") { Description = "One JSON object per measurement." };
+var bThreads = new Option<int>("--threads") { Description = "Intra-op threads.", DefaultValueFactory = _ => 2 };
+var bSteps = new Option<int>("--steps") { Description = "Measured steps (after 2 warm-up steps).", DefaultValueFactory = _ => 5 };
+var bLayers = new Option<int>("--layers") { DefaultValueFactory = _ => 6 };
+var bWidth = new Option<int>("--width") { DefaultValueFactory = _ => 384 };
+var bHeads = new Option<int>("--heads") { DefaultValueFactory = _ => 6 };
+var bSeq = new Option<int>("--seq") { DefaultValueFactory = _ => 256 };
+var bVocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 50257 };
+var bBatch = new Option<int>("--batch") { DefaultValueFactory = _ => 8 };
+var bProfile = new Option<bool>("--profile") { Description = "Also print ORT's profile by op type." };
+var bTorch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratio." };
+var bTorchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => "../shared/tools/torch-ref/run.sh" };
+var benchTrain = new Command("train", "Training throughput of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
+{
+    bJson, bThreads, bSteps, bLayers, bWidth, bHeads, bSeq, bVocab, bBatch, bProfile, bTorch, bTorchPath,
+};
+benchTrain.SetAction(r => Cli.Guard(() => BenchCommand.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), r.GetValue(bSeq),
+    r.GetValue(bVocab), r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson), r.GetValue(bProfile),
+    r.GetValue(bTorch) ? r.GetValue(bTorchPath) : null), Console.Out)));
+var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain };
+root.Subcommands.Add(bench);
+
 // inspect: what an ONNX file holds.
 var file = new Argument<string>("file") { Description = "An .onnx model." };
 var inspect = new Command("inspect", "Print an ONNX model's inputs, outputs and op counts.") { file };

@@ -25,6 +25,8 @@ public sealed record TrainerOptions
     public double ClipNorm { get; init; } = 1.0;
     /// <summary>Evaluate every N updates (0 = only at the end).</summary>
     public int EvalEvery { get; init; } = 50;
+    /// <summary>Also evaluate before the first update of a fresh run (the baseline the curve falls from).</summary>
+    public bool EvalAtStart { get; init; } = true;
     /// <summary>Validation samples per evaluation (0 = all).</summary>
     public int EvalSamples { get; init; } = 64;
     /// <summary>Checkpoint every N updates (0 = only at the end and on interrupt).</summary>
@@ -129,6 +131,13 @@ public sealed class Trainer : IDisposable
         var evals = new List<EvalMetrics>();
         string? last = null;
         using var metrics = new StreamWriter(Path.Combine(_o.OutputDir, "metrics.jsonl"), append: start > 0);
+        if (start == 0 && _o.EvalAtStart)
+        {
+            var e0 = new EvalMetrics(0, Evaluate());
+            evals.Add(e0);
+            metrics.WriteLine(JsonSerializer.Serialize(new { step = 0, val_loss = e0.ValidationLoss }, MetricsJson));
+            Evaluated?.Invoke(e0);
+        }
         var clock = Stopwatch.StartNew();
         bool interrupted = false;
         long step = start;

@@ -1,0 +1,39 @@
+// Trains models/gpt2-mini (4 layers, width 128, GPT-2's 50,257-token BPE) on Moby-Dick from its
+// emitted ONNX training graph, then continues a few prompts with the trained model.
+// Usage: dotnet run -c Release --project samples/MobyDick [-- --steps N --out DIR]
+using Optimum.Cli;
+using Optimum.Hub;
+using Optimum.Inference;
+using Optimum.Training;
+
+long steps = 300;
+string outDir = "out/moby-dick";
+for (int i = 0; i + 1 < args.Length; i += 2)
+{
+    if (args[i] == "--steps") steps = long.Parse(args[i + 1]);
+    else if (args[i] == "--out") outDir = args[i + 1];
+    else { Console.Error.WriteLine($"error: unknown option {args[i]} (use --steps N, --out DIR)"); return 2; }
+}
+
+var options = new TrainerOptions
+{
+    ModelDir = "models/gpt2-mini", OutputDir = outDir, Steps = steps, BatchSize = 8, Lr = 2e-3, Warmup = Math.Min(30, steps),
+    Schedule = "cosine", ClipNorm = 1.0, EvalEvery = Math.Max(1, (int)steps / 6), EvalSamples = 64, SaveEvery = 0, Seed = 0,
+    Optimizer = new OptimizerConfig { WeightDecay = 0.1, Beta2 = 0.99 },
+};
+var result = Cli.Guard(() =>
+{
+    var r = TrainCommand.Run(new TrainCommandOptions(options, ["samples/data/moby-dick.txt"], SeqLen: 128));
+    Console.WriteLine($"validation loss: {r.Evals[0].ValidationLoss:F3} at step {r.Evals[0].Step} -> {r.Evals[^1].ValidationLoss:F3} at step {r.Evals[^1].Step}");
+    return r.Interrupted ? 130 : 0;
+});
+if (result != 0) return result;
+
+var tok = Gpt2Tokenizer.Create();
+using var lm = new CausalLm(Path.Combine(outDir, "final"));
+foreach (var (prompt, seed) in new[] { ("Call me Ishmael.", 1), ("The whale", 2), ("Captain Ahab said", 3) })
+{
+    var ids = lm.Generate(tok.Encode(prompt), new GenerationOptions { MaxNewTokens = 40, Temperature = 0.8, TopK = 40, Seed = seed, EosTokenId = Gpt2Tokenizer.EndOfText });
+    Console.WriteLine($"> {prompt}{tok.Decode(ids).ReplaceLineEndings(" ")}");
+}
+return 0;

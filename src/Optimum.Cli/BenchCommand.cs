@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.ML.OnnxRuntime;
+using Optimum.Hub;
+using Optimum.Models;
+using Optimum.Onnx;
+using Optimum.Training;
+using TrainingSession = Optimum.Training.TrainingSession;
+
+namespace Optimum.Cli;
+
+/// <summary>Options of <c>optimum-net bench train</c>.</summary>
+public sealed record BenchOptions(int Layers = 6, int Width = 384, int Heads = 6, int Seq = 256, int Vocab = 50257, int Batch = 8,
+    int Threads = 2, int Steps = 5, int Warmup = 2, bool Json = false, bool Profile = false, string? TorchRef = null, string WorkDir = "out/bench");
+
+/// <summary>
+/// Training throughput of a GPT-2 through ONNX Runtime: tokens/s, model FLOPs per step
+/// (6·params·tokens + 12·layers·seq·width·tokens, as the TorchSharp reference counts them), achieved
+/// GFLOP/s against the peak of ORT's own MatMul measured in the same run, the optimizer's share of
+/// the step, and optionally ORT's profile by op type and the TorchSharp reference.
+/// </summary>
+public static class BenchCommand
+{
+    public static int Run(BenchOptions o, TextWriter output)
+    {
+        var results = new List<Dictionary<string, object>>();
+        void Emit(Dictionary<string, object> r)
+        {
+            results.Add(r);
+            if (o.Json) output.WriteLine(JsonSerializer.Serialize(r));
+        }
+        var peak = MatMulPeak(o.Threads, Emit);
+        var cfg = new Gpt2Config
+        {
+            VocabSize = o.Vocab, NPositions = o.Seq, NEmbd = o.Width, NLayer = o.Layers, NHead = o.Heads, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
+        };
+        var dir = Path.Combine(o.WorkDir, $"gpt2-{o.Layers}x{o.Width}-v{o.Vocab}-s{o.Seq}");
+        Gpt2Artifacts.Write(dir, cfg);
+        var ps = ModelFolder.ReadParameters(dir);
+        long parameters = ps.Sum(p => p.Count);
+        using var store = new ParameterStore(ps);
+        store.Load(Gpt2Init.Initialize(ps, cfg, 0));
+        var settings = new SessionSettings { IntraOpThreads = o.Threads, ProfilePrefix = o.Profile ? Path.Combine(o.WorkDir, "ort-profile") : null };
+        using var session = new TrainingSession(dir, store, settings);
+        using var adam = Optimizer.Create(store, new OptimizerConfig { WeightDecay = 0.01, DecayAll = true });
+        var rng = new Random(0);
+        var ids = Enumerable.Range(0, o.Batch * o.Seq).Select(_ => (long)rng.Next(o.Vocab)).ToArray();
+        var batch = new Batch
+        {
+            ["input_ids"] = new(ids, [o.Batch, o.Seq]), ["labels"] = new(ids, [o.Batch, o.Seq]),
+            ["attention_mask"] = new(Enumerable.Repeat(1L, ids.Length).ToArray(), [o.Batch, o.Seq]),
+        };
+        double fwdBwd = 0, opt = 0, loss = 0;
+        for (int s = 0; s < o.Warmup + o.Steps; s++)
+        {
+            var t0 = Stopwatch.GetTimestamp();
+            loss = session.TrainStep(batch);
+            var t1 = Stopwatch.GetTimestamp();
+            adam.Step(s + 1, 3e-4);
+            var t2 = Stopwatch.GetTimestamp();
+            if (s < o.Warmup) continue;
+            fwdBwd += Stopwatch.GetElapsedTime(t0, t1).TotalSeconds;
+            opt += Stopwatch.GetElapsedTime(t1, t2).TotalSeconds;
+        }
+        double step = (fwdBwd + opt) / o.Steps, tokens = (double)o.Batch * o.Seq;
+        double flops = 6.0 * parameters * tokens + 12.0 * o.Layers * o.Seq * o.Width * tokens;
+        double gflops = flops / step / 1e9;
+        var train = new Dictionary<string, object>
+        {
+            ["bench"] = "train", ["engine"] = "optimum-net-ort", ["ort_version"] = OrtEnv.Instance().GetVersionString(),
+            ["layers"] = o.Layers, ["width"] = o.Width, ["heads"] = o.Heads, ["seq"] = o.Seq, ["vocab"] = o.Vocab, ["batch"] = o.Batch, ["threads"] = o.Threads,
+            ["parameters"] = parameters, ["step_ms"] = step * 1000, ["forward_backward_ms"] = fwdBwd / o.Steps * 1000, ["optimizer_ms"] = opt / o.Steps * 1000,
+            ["optimizer_share"] = opt / (fwdBwd + opt), ["tokens_per_s"] = tokens / step, ["model_gflop_per_step"] = flops / 1e9,
+            ["gflops_per_s"] = gflops, ["matmul_peak_gflops_per_s"] = peak, ["fraction_of_matmul_peak"] = gflops / peak, ["last_loss"] = loss,
+        };
+        Emit(train);
+        if (o.Profile)
+        {
+            var files = session.EndProfiling();
+            foreach (var (op, ms, share) in ProfileByOp(files[0], o.Warmup + o.Steps))
+                Emit(new Dictionary<string, object> { ["bench"] = "profile", ["op_type"] = op, ["ms_per_step"] = ms, ["share"] = share });
+        }
+        if (o.TorchRef is { } torch) RunTorch(torch, o, gflops, Emit);
+        if (!o.Json) PrintTable(results, output);
+        return 0;
+    }
+
+    /// <summary>The best GFLOP/s of ORT's MatMul over a few large shapes, with the same thread count.</summary>
+    private static double MatMulPeak(int threads, Action<Dictionary<string, object>> emit)
+    {
+        double best = 0;
+        foreach (var (m, k, n) in new[] { (2048, 2048, 2048), (2048, 384, 1536), (2048, 1536, 384) })
+        {
+            var g = new GraphBuilder("matmul");
+            var a = g.Input("a", DType.Float, Shape.Of(m, k));
+            var b = g.Input("b", DType.Float, Shape.Of(k, n));
+            g.Output(g.MatMul(a, b), "c");
+            using var options = new SessionSettings { IntraOpThreads = threads }.CreateOptions();
+            using var s = new InferenceSession(ModelWriter.ToBytes(g), options);
+            var rng = new Random(1);
+            var av = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble()).ToArray();
+            var bv = Enumerable.Range(0, k * n).Select(_ => (float)rng.NextDouble()).ToArray();
+            var cv = new float[m * n];
+            using var A = OrtValue.CreateTensorValueFromMemory(av, [m, k]);
+            using var B = OrtValue.CreateTensorValueFromMemory(bv, [k, n]);
+            using var C = OrtValue.CreateTensorValueFromMemory(cv, [m, n]);
+            using var binding = s.CreateIoBinding();
+            binding.BindInput("a", A);
+            binding.BindInput("b", B);
+            binding.BindOutput("c", C);
+            using var run = new RunOptions();
+            for (int i = 0; i < 2; i++) s.RunWithBinding(run, binding);
+            int reps = 5;
+            var t = Stopwatch.StartNew();
+            for (int i = 0; i < reps; i++) s.RunWithBinding(run, binding);
+            double gf = 2.0 * m * k * n * reps / t.Elapsed.TotalSeconds / 1e9;
+            emit(new Dictionary<string, object> { ["bench"] = "matmul", ["m"] = m, ["k"] = k, ["n"] = n, ["threads"] = threads, ["gflops_per_s"] = gf });
+            best = Math.Max(best, gf);
+        }
+        return best;
+    }
+
+    /// <summary>Milliseconds per step and share by op type from an ORT profile (kernel time of graph nodes).</summary>
+    public static IEnumerable<(string Op, double MsPerStep, double Share)> ProfileByOp(string path, int runs)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        var byOp = new Dictionary<string, double>();
+        foreach (var e in doc.RootElement.EnumerateArray())
+        {
+            if (!e.TryGetProperty("cat", out var cat) || cat.GetString() != "Node") continue;
+            if (!e.TryGetProperty("name", out var name) || !name.GetString()!.EndsWith("_kernel_time", StringComparison.Ordinal)) continue;
+            var op = e.GetProperty("args").TryGetProperty("op_name", out var o) ? o.GetString()! : "?";
+            byOp[op] = byOp.GetValueOrDefault(op) + e.GetProperty("dur").GetDouble();
+        }
+        double total = byOp.Values.Sum();
+        return byOp.OrderByDescending(kv => kv.Value).Take(20).Select(kv => (kv.Key, kv.Value / 1000 / runs, kv.Value / total)).ToArray();
+    }
+
+    private static void RunTorch(string script, BenchOptions o, double ours, Action<Dictionary<string, object>> emit)
+    {
+        if (!File.Exists(script)) throw new FileNotFoundException($"TorchSharp reference '{script}' does not exist.", script);
+        var psi = new ProcessStartInfo("bash", [script, "--layers", $"{o.Layers}", "--width", $"{o.Width}", "--heads", $"{o.Heads}", "--seq", $"{o.Seq}",
+            "--vocab", $"{o.Vocab}", "--batch", $"{o.Batch}", "--threads", $"{o.Threads}", "--steps", $"{o.Steps}", "--warmup", $"{o.Warmup}"])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEnd();
+        p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        var line = stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith('{'))
+            ?? throw new InvalidDataException($"The TorchSharp reference printed no result (exit {p.ExitCode}).");
+        using var doc = JsonDocument.Parse(line);
+        var torch = doc.RootElement.GetProperty("gflops_per_s").GetDouble();
+        emit(new Dictionary<string, object>
+        {
+            ["bench"] = "train", ["engine"] = "torchsharp-libtorch", ["step_ms"] = doc.RootElement.GetProperty("step_ms").GetDouble(),
+            ["tokens_per_s"] = doc.RootElement.GetProperty("tokens_per_s").GetDouble(), ["gflops_per_s"] = torch, ["optimum_over_torch"] = ours / torch,
+        });
+    }
+
+    private static void PrintTable(List<Dictionary<string, object>> results, TextWriter w)
+    {
+        foreach (var r in results)
+        {
+            string F(string k, string fmt = "F1") => r.TryGetValue(k, out var v) ? Convert.ToDouble(v).ToString(fmt) : "";
+            switch (r["bench"])
+            {
+                case "matmul": w.WriteLine($"ORT MatMul {r["m"]}x{r["k"]}x{r["n"]} ({r["threads"]} threads): {F("gflops_per_s")} GFLOP/s"); break;
+                case "train" when (string)r["engine"] == "optimum-net-ort":
+                    w.WriteLine($"GPT-2 {r["layers"]}L/{r["width"]}/{r["heads"]}H seq {r["seq"]} vocab {r["vocab"]} batch {r["batch"]}, {r["parameters"]:N0} params, {r["threads"]} threads");
+                    w.WriteLine($"  step {F("step_ms")} ms (forward+backward {F("forward_backward_ms")} ms, optimizer {F("optimizer_ms")} ms = {F("optimizer_share", "P1")})");
+                    w.WriteLine($"  {F("tokens_per_s", "N0")} tokens/s, {F("model_gflop_per_step")} GFLOP/step, {F("gflops_per_s")} GFLOP/s = {F("fraction_of_matmul_peak", "P1")} of the MatMul peak {F("matmul_peak_gflops_per_s")}");
+                    break;
+                case "train": w.WriteLine($"TorchSharp (libtorch): step {F("step_ms")} ms, {F("gflops_per_s")} GFLOP/s; Optimum.Net / TorchSharp = {F("optimum_over_torch", "F2")}x"); break;
+                case "profile": w.WriteLine($"  {r["op_type"],-28} {F("ms_per_step"),9} ms/step {F("share", "P1"),7}"); break;
+            }
+        }
+    }
+}
