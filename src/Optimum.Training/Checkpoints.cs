@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Optimum.Distributed;
 using Optimum.Hub;
 using Optimum.Onnx;
 
@@ -21,6 +22,8 @@ public sealed record TrainerState
     public int BatchSize { get; init; }
     public int GradAccum { get; init; }
     public int WorldSize { get; init; } = 1;
+    /// <summary>Samples per update over all ranks (batch size x grad accum x world size): must match to resume.</summary>
+    public long GlobalBatch { get; init; }
     public string Optimizer { get; init; } = "";
     public string Schedule { get; init; } = "";
     public double Lr { get; init; }
@@ -48,35 +51,38 @@ public static class Checkpoints
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
     };
 
-    /// <summary>Writes checkpoint <paramref name="state"/>.Step under <paramref name="root"/>, prunes to the last <paramref name="keep"/>, returns its folder.</summary>
-    public static string Save(string root, ParameterStore store, Optimizer optimizer, TrainerState state, int keep)
+    /// <summary>
+    /// Writes checkpoint <paramref name="state"/>.Step under <paramref name="root"/> and prunes to the last
+    /// <paramref name="keep"/>; returns its folder. Every rank calls it: each writes its optimizer shard,
+    /// rank 0 the parameters and the trainer state, then renames the temporary folder into place.
+    /// </summary>
+    public static string Save(string root, ParameterStore store, Optimizer optimizer, TrainerState state, int keep, ICommunicator? comm = null)
     {
-        Directory.CreateDirectory(root);
+        comm ??= new SingleProcess();
         var final = Path.Combine(root, $"{Prefix}{state.Step:D7}");
-        var tmp = Path.Combine(root, $".{Prefix}{state.Step:D7}.tmp-{Environment.ProcessId}");
-        if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
-        Directory.CreateDirectory(tmp);
-        try
+        var tmp = Path.Combine(root, $".{Prefix}{state.Step:D7}.tmp");
+        if (comm.Rank == 0)
         {
-            HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, store.Export());
-            SafeTensorsFile.Write(Path.Combine(tmp, OptimizerFile), OptimizerTensors(store, optimizer),
-                new Dictionary<string, string> { ["optimizer"] = optimizer.Config.Kind });
-            var files = new SortedDictionary<string, string>(StringComparer.Ordinal)
-            {
-                [ModelFolder.WeightsFile] = Sha256(Path.Combine(tmp, ModelFolder.WeightsFile)),
-                [OptimizerFile] = Sha256(Path.Combine(tmp, OptimizerFile)),
-            };
-            var json = JsonSerializer.SerializeToUtf8Bytes(state with { Files = files }, Json);
-            AtomicFile.Write(Path.Combine(tmp, StateFile), json);
+            Directory.CreateDirectory(root);
+            foreach (var stale in Directory.GetDirectories(root, $".{Prefix}*.tmp")) Directory.Delete(stale, true);
+            Directory.CreateDirectory(tmp);
+        }
+        comm.Barrier();
+        var optFile = comm.Size == 1 ? OptimizerFile : $"optimizer-rank{comm.Rank:D3}-of-{comm.Size:D3}.safetensors";
+        var meta = new Dictionary<string, string> { ["optimizer"] = optimizer.Config.Kind };
+        SafeTensorsFile.Write(Path.Combine(tmp, optFile), OptimizerTensors(store, optimizer, meta), meta);
+        if (comm.Rank == 0) HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, store.Export());
+        comm.Barrier();
+        if (comm.Rank == 0)
+        {
+            var files = new SortedDictionary<string, string>(StringComparer.Ordinal);
+            foreach (var f in Directory.GetFiles(tmp).Order(StringComparer.Ordinal)) files[Path.GetFileName(f)] = Sha256(f);
+            AtomicFile.Write(Path.Combine(tmp, StateFile), JsonSerializer.SerializeToUtf8Bytes(state with { Files = files, WorldSize = comm.Size }, Json));
             if (Directory.Exists(final)) Directory.Delete(final, true);
             Directory.Move(tmp, final);
+            foreach (var old in List(root).SkipLast(Math.Max(1, keep))) Directory.Delete(old, true);
         }
-        catch
-        {
-            if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
-            throw;
-        }
-        foreach (var old in List(root).SkipLast(Math.Max(1, keep))) Directory.Delete(old, true);
+        comm.Barrier();
         return final;
     }
 
@@ -88,15 +94,22 @@ public static class Checkpoints
     /// <summary>The newest checkpoint under <paramref name="root"/>, or null.</summary>
     public static string? Latest(string root) => List(root).LastOrDefault();
 
-    private static IEnumerable<SafeTensor> OptimizerTensors(ParameterStore store, Optimizer opt)
+    /// <summary>
+    /// The optimizer's state per parameter (PyTorch names: exp_avg.&lt;param&gt;). A parameter cut by a
+    /// shard boundary is stored as a 1-D slice with its element offset in the metadata (offset.&lt;tensor&gt;).
+    /// </summary>
+    private static IEnumerable<SafeTensor> OptimizerTensors(ParameterStore store, Optimizer opt, Dictionary<string, string> meta)
     {
         foreach (var (i, b, e) in store.Segments(opt.Begin, opt.End))
         {
             var p = store.Parameters[i];
-            if (b != store.Offset(i) || e != store.Offset(i) + p.Count)
-                throw new InvalidOperationException($"Optimizer slice [{opt.Begin}, {opt.End}) holds part of '{p.Name}'; save sharded state per rank.");
+            bool whole = b == store.Offset(i) && e == store.Offset(i) + p.Count;
             for (int k = 0; k < opt.StateNames.Count; k++)
-                yield return SafeTensor.FromFloats($"{opt.StateNames[k]}.{p.Name}", opt.State(k).Slice((int)(b - opt.Begin), (int)(e - b)), p.Shape);
+            {
+                var name = $"{opt.StateNames[k]}.{p.Name}";
+                if (!whole) meta["offset." + name] = (b - store.Offset(i)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                yield return SafeTensor.FromFloats(name, opt.State(k).Slice((int)(b - opt.Begin), (int)(e - b)), whole ? p.Shape : [e - b]);
+            }
         }
     }
 
@@ -114,27 +127,58 @@ public static class Checkpoints
             if (!File.Exists(path)) throw new InvalidDataException($"Checkpoint '{dir}' lacks {file}.");
             if (Sha256(path) != hash) throw new InvalidDataException($"Checkpoint file '{path}' is corrupted: its SHA-256 differs from the one in {StateFile}.");
         }
-        if (!state.Files.ContainsKey(ModelFolder.WeightsFile) || !state.Files.ContainsKey(OptimizerFile))
-            throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}': files must list {ModelFolder.WeightsFile} and {OptimizerFile}.");
+        if (!state.Files.ContainsKey(ModelFolder.WeightsFile) || !state.Files.Keys.Any(f => f.StartsWith("optimizer", StringComparison.Ordinal)))
+            throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}': files must list {ModelFolder.WeightsFile} and the optimizer state.");
         store.Load(HfWeights.Load(Path.Combine(dir, ModelFolder.WeightsFile), store.Parameters, out var unused));
         if (unused.Count > 0)
             throw new InvalidDataException($"Checkpoint '{Path.Combine(dir, ModelFolder.WeightsFile)}' has tensors the model lacks: {string.Join(", ", unused)}.");
-        var optPath = Path.Combine(dir, OptimizerFile);
-        using var f = SafeTensorsFile.Open(optPath);
-        if (f.Metadata.TryGetValue("optimizer", out var kind) && kind != optimizer.Config.Kind)
-            throw new InvalidDataException($"'{optPath}' holds {kind} state but the run uses {optimizer.Config.Kind}.");
-        foreach (var (i, b, e) in store.Segments(optimizer.Begin, optimizer.End))
+        // Optimizer state may come from any number of rank files: index every slice, then copy ours (re-sharding).
+        var slices = new Dictionary<string, List<(string File, long Offset, long Length)>>(StringComparer.Ordinal);
+        foreach (var file in state.Files.Keys.Where(f => f.StartsWith("optimizer", StringComparison.Ordinal)))
         {
-            var p = store.Parameters[i];
-            for (int k = 0; k < optimizer.StateNames.Count; k++)
+            var path = Path.Combine(dir, file);
+            using var f = SafeTensorsFile.Open(path);
+            if (f.Metadata.TryGetValue("optimizer", out var kind) && kind != optimizer.Config.Kind)
+                throw new InvalidDataException($"'{path}' holds {kind} state but the run uses {optimizer.Config.Kind}.");
+            foreach (var name in f.Names)
             {
-                var name = $"{optimizer.StateNames[k]}.{p.Name}";
-                if (!f.Contains(name)) throw new InvalidDataException($"'{optPath}' has no tensor '{name}'.");
+                long offset = f.Metadata.TryGetValue("offset." + name, out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;
                 var (_, shape) = f.Info(name);
-                if (!shape.SequenceEqual(p.Shape)) throw new InvalidDataException($"'{optPath}': tensor '{name}' has shape [{string.Join(", ", shape)}], expected [{string.Join(", ", p.Shape)}].");
-                var values = f.Read(name).ToFloats();
-                values.AsSpan((int)(b - store.Offset(i)), (int)(e - b)).CopyTo(optimizer.State(k).Slice((int)(b - optimizer.Begin)));
+                if (!slices.TryGetValue(name, out var list)) slices[name] = list = [];
+                list.Add((path, offset, shape.Aggregate(1L, (a, d) => a * d)));
             }
+        }
+        var open = new Dictionary<string, SafeTensorsFile>();
+        try
+        {
+            foreach (var (i, b, e) in store.Segments(optimizer.Begin, optimizer.End))
+            {
+                var p = store.Parameters[i];
+                for (int k = 0; k < optimizer.StateNames.Count; k++)
+                {
+                    var name = $"{optimizer.StateNames[k]}.{p.Name}";
+                    long from = b - store.Offset(i), to = e - store.Offset(i), covered = 0;
+                    if (!slices.TryGetValue(name, out var parts)) throw new InvalidDataException($"Checkpoint '{dir}' has no optimizer tensor '{name}'.");
+                    foreach (var (file, offset, length) in parts)
+                    {
+                        long lo = Math.Max(from, offset), hi = Math.Min(to, offset + length);
+                        if (lo >= hi) continue;
+                        if (!open.TryGetValue(file, out var f)) open[file] = f = SafeTensorsFile.Open(file);
+                        var (_, shape) = f.Info(name);
+                        if (shape.Length > 1 && !shape.SequenceEqual(p.Shape))
+                            throw new InvalidDataException($"'{file}': tensor '{name}' has shape [{string.Join(", ", shape)}], expected [{string.Join(", ", p.Shape)}].");
+                        var values = f.Read(name).ToFloats();
+                        values.AsSpan((int)(lo - offset), (int)(hi - lo)).CopyTo(optimizer.State(k).Slice((int)(store.Offset(i) + lo - optimizer.Begin)));
+                        covered += hi - lo;
+                    }
+                    if (covered != to - from)
+                        throw new InvalidDataException($"Checkpoint '{dir}': the optimizer files cover {covered} of the {to - from} elements of '{name}' this rank needs.");
+                }
+            }
+        }
+        finally
+        {
+            foreach (var f in open.Values) f.Dispose();
         }
         return state;
     }

@@ -6,18 +6,16 @@ using Optimum.Hub;
 namespace Optimum.Training;
 
 /// <summary>
-/// All parameters in one 64-byte-aligned native float buffer and all gradients in another, laid
-/// out identically: parameter i occupies [Offset(i), Offset(i) + Count(i)), each start aligned to 16
-/// floats. Each parameter and gradient has an <see cref="OrtValue"/> that is a view into the buffer,
-/// so ONNX Runtime reads parameters and writes gradients in place. The total length is padded to a
-/// multiple of 16 × <c>shards</c> so the buffer splits into equal aligned shards (ZeRO-1).
-/// The store owns the buffers and the views; dispose it after every session that bound them.
+/// All parameters in one 64-byte-aligned native float buffer and all gradients in another, laid out
+/// identically and contiguously in graph order: parameter i occupies [Offset(i), Offset(i) + Count(i)).
+/// Each parameter and gradient has an <see cref="OrtValue"/> that is a view into the buffer, so ONNX
+/// Runtime reads parameters and writes gradients in place. For ZeRO-1 the buffer is cut into
+/// <c>shards</c> contiguous shards of ceil(P / shards) floats (the tail is zero padding), so the layout
+/// does not depend on the shard count and re-sharding is re-slicing. The store owns the buffers and
+/// the views; dispose it after every session that bound them.
 /// </summary>
 public sealed unsafe class ParameterStore : IDisposable
 {
-    /// <summary>Floats per alignment unit (64 bytes).</summary>
-    public const int AlignFloats = 16;
-
     private readonly long[] _offsets;
     private readonly float* _params;
     private readonly float* _grads;
@@ -35,10 +33,11 @@ public sealed unsafe class ParameterStore : IDisposable
         for (int i = 0; i < parameters.Count; i++)
         {
             _offsets[i] = at;
-            at += RoundUp(parameters[i].Count, AlignFloats);
+            at += parameters[i].Count;
         }
         Used = at;
-        Length = RoundUp(Math.Max(at, 1), (long)AlignFloats * shards);
+        ShardLength = (at + shards - 1) / shards;
+        Length = ShardLength * shards;
         Shards = shards;
         nuint bytes = (nuint)(Length * sizeof(float));
         _params = (float*)NativeMemory.AlignedAlloc(bytes, 64);
@@ -55,16 +54,16 @@ public sealed unsafe class ParameterStore : IDisposable
         }
     }
 
-    private static long RoundUp(long n, long m) => (n + m - 1) / m * m;
-
     public IReadOnlyList<ParameterInfo> Parameters { get; }
     /// <summary>Buffer length in floats (padded).</summary>
     public long Length { get; }
-    /// <summary>Floats up to the end of the last parameter's aligned slot.</summary>
+    /// <summary>Number of parameters P (floats before the padding).</summary>
     public long Used { get; }
     public int Shards { get; }
-    /// <summary>Floats per shard.</summary>
-    public long ShardLength => Length / Shards;
+    /// <summary>Floats per shard: ceil(P / shards).</summary>
+    public long ShardLength { get; }
+    /// <summary>Shard <paramref name="rank"/> as [begin, end) of the flat buffer.</summary>
+    public (long Begin, long End) Shard(int rank) => (rank * ShardLength, (rank + 1) * ShardLength);
     public long Offset(int i) => _offsets[i];
 
     public float* ParamsPtr => _params;

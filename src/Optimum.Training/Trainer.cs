@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Optimum.Distributed;
 using Optimum.Hub;
 using Optimum.Training.Data;
 
@@ -52,7 +53,7 @@ public sealed record TrainerOptions
 }
 
 public sealed record StepMetrics(long Step, long TotalSteps, double Loss, double Lr, double GradNorm, double TokensPerSecond,
-    double StepSeconds, double OptimizerSeconds, bool Skipped, double ElapsedSeconds);
+    double StepSeconds, double OptimizerSeconds, bool Skipped, double ElapsedSeconds, double CommSeconds = 0);
 public sealed record EvalMetrics(long Step, double ValidationLoss);
 public sealed record TrainResult(long Steps, bool Interrupted, string? LastCheckpoint, IReadOnlyList<StepMetrics> History,
     IReadOnlyList<EvalMetrics> Evals, long SkippedSteps);
@@ -64,7 +65,10 @@ public sealed class TrainingDivergedException(string message) : Exception(messag
 /// The training loop: batches from a seeded sample index, forward + backward in ONNX Runtime into
 /// the flat gradient buffer, gradient accumulation, global-norm clipping, a fused optimizer update,
 /// evaluation, atomic checkpoints, exact resume and a clean stop on cancellation (Ctrl-C).
-/// Owns its store, session and optimizer.
+/// With a communicator of N ranks it is ZeRO-1 data parallelism: each rank computes gradients on
+/// its own samples, a reduce-scatter leaves each rank the averaged gradient of its shard, each rank
+/// updates only its shard with only its shard's optimizer state, and an all-gather reassembles the
+/// parameters. Owns its store, session and optimizer (not the communicator).
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -77,18 +81,23 @@ public sealed class Trainer : IDisposable
     private readonly float[]? _accum;
     private readonly Batch _train = new();
     private readonly Batch _val = new();
+    private readonly ICommunicator _comm;
+    private readonly float[]? _shardGrads;
+    private double _commSeconds;
 
-    public Trainer(TrainerOptions options, IBatchSource data, IReadOnlyList<float[]> initialWeights)
+    public Trainer(TrainerOptions options, IBatchSource data, IReadOnlyList<float[]> initialWeights, ICommunicator? communicator = null)
     {
         options.Validate();
         _o = options;
         _data = data;
-        _store = new ParameterStore(ModelFolder.ReadParameters(options.ModelDir));
+        _comm = communicator ?? new SingleProcess();
+        _store = new ParameterStore(ModelFolder.ReadParameters(options.ModelDir), _comm.Size);
         try
         {
             _store.Load(initialWeights);
             _session = new TrainingSession(options.ModelDir, _store, options.Session);
-            _opt = Optimizer.Create(_store, options.Optimizer);
+            var (begin, end) = _store.Shard(_comm.Rank);
+            _opt = Optimizer.Create(_store, options.Optimizer, begin, end);
         }
         catch
         {
@@ -97,6 +106,19 @@ public sealed class Trainer : IDisposable
         }
         _schedule = new LrSchedule(options.Schedule, options.Lr, options.Warmup, options.Steps);
         if (options.GradAccum > 1) _accum = new float[_store.Length];
+        if (_comm.Size > 1) _shardGrads = new float[_store.ShardLength];
+    }
+
+    public ICommunicator Communicator => _comm;
+    private bool Lead => _comm.Rank == 0;
+
+    /// <summary>Times a collective so that steps report their communication share.</summary>
+    private T Timed<T>(Func<T> f)
+    {
+        var t = Stopwatch.GetTimestamp();
+        var r = f();
+        _commSeconds += Stopwatch.GetElapsedTime(t).TotalSeconds;
+        return r;
     }
 
     public ParameterStore Store => _store;
@@ -110,11 +132,13 @@ public sealed class Trainer : IDisposable
 
     private static readonly JsonSerializerOptions MetricsJson = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
-    private long SamplesPerStep => (long)_o.BatchSize * _o.GradAccum;
+    /// <summary>Samples per update over all ranks.</summary>
+    private long SamplesPerStep => (long)_o.BatchSize * _o.GradAccum * _comm.Size;
 
     public TrainResult Run(CancellationToken cancel = default)
     {
-        Directory.CreateDirectory(_o.OutputDir);
+        if (Lead) Directory.CreateDirectory(_o.OutputDir);
+        _comm.Barrier();
         long start = 0, skipped = 0;
         if (_o.Resume is { } r)
         {
@@ -122,7 +146,7 @@ public sealed class Trainer : IDisposable
             var state = Checkpoints.Load(dir, _store, _opt);
             CheckCompatible(state, dir);
             (start, skipped) = (state.Step, state.SkippedSteps);
-            Log?.Invoke($"resumed from {dir} at step {start}");
+            if (Lead) Log?.Invoke($"resumed from {dir} at step {start} ({state.WorldSize} rank(s) then, {_comm.Size} now)");
         }
         if (_data.TrainSamples < _o.BatchSize)
             throw new InvalidDataException($"The data has {_data.TrainSamples} training samples, fewer than one batch of {_o.BatchSize}.");
@@ -130,7 +154,7 @@ public sealed class Trainer : IDisposable
         var history = new List<StepMetrics>();
         var evals = new List<EvalMetrics>();
         string? last = null;
-        using var metrics = new StreamWriter(Path.Combine(_o.OutputDir, "metrics.jsonl"), append: start > 0);
+        using var metrics = Lead ? new StreamWriter(Path.Combine(_o.OutputDir, "metrics.jsonl"), append: start > 0) : StreamWriter.Null;
         if (start == 0 && _o.EvalAtStart)
         {
             var e0 = new EvalMetrics(0, Evaluate());
@@ -145,8 +169,21 @@ public sealed class Trainer : IDisposable
         {
             if (cancel.IsCancellationRequested) { interrupted = true; break; }
             var t0 = clock.Elapsed.TotalSeconds;
+            _commSeconds = 0;
             var (loss, tokens) = ForwardBackward(index, step);
-            double norm = Math.Sqrt(VectorMath.SumSquares(_store.AllGrads[..(int)_store.Used]));
+            var (sb, se) = _store.Shard(_comm.Rank);
+            var shard = _store.AllGrads[(int)sb..(int)se];
+            if (_shardGrads is not null)
+            {
+                // ZeRO-1: average the gradients and leave each rank its shard.
+                Timed(() => { _comm.ReduceScatterSum(_store.AllGrads, _shardGrads); return 0; });
+                _shardGrads.CopyTo(shard);
+                VectorMath.Scale(shard, 1f / _comm.Size);
+                loss = Timed(() => _comm.AllReduceSum(loss)) / _comm.Size;
+                tokens = (long)Timed(() => _comm.AllReduceSum(tokens));
+            }
+            double local = VectorMath.SumSquares(shard);
+            double norm = Math.Sqrt(_comm.Size > 1 ? Timed(() => _comm.AllReduceSum(local)) : local);
             bool bad = !double.IsFinite(loss) || !double.IsFinite(norm);
             if (bad && !_o.SkipNonFinite)
                 throw new TrainingDivergedException($"Step {step + 1}: the {(double.IsFinite(loss) ? "gradient norm" : "loss")} is {(double.IsFinite(loss) ? norm : loss)}; lower the learning rate or pass --skip-nonfinite.");
@@ -154,15 +191,16 @@ public sealed class Trainer : IDisposable
             if (bad) skipped++;
             else
             {
-                if (_o.ClipNorm > 0 && norm > _o.ClipNorm) VectorMath.Scale(_store.AllGrads, (float)(_o.ClipNorm / (norm + 1e-6)));
+                if (_o.ClipNorm > 0 && norm > _o.ClipNorm) VectorMath.Scale(shard, (float)(_o.ClipNorm / (norm + 1e-6)));
                 var o0 = clock.Elapsed.TotalSeconds;
                 _opt.Step(step + 1 - skipped, lr);
                 optSeconds = clock.Elapsed.TotalSeconds - o0;
+                if (_comm.Size > 1) Timed(() => { _comm.AllGather(_store.AllParams); return 0; });
             }
             var dt = clock.Elapsed.TotalSeconds - t0;
-            var m = new StepMetrics(step + 1, _o.Steps, loss, lr, norm, tokens / dt, dt, optSeconds, bad, clock.Elapsed.TotalSeconds);
+            var m = new StepMetrics(step + 1, _o.Steps, loss, lr, norm, tokens / dt, dt, optSeconds, bad, clock.Elapsed.TotalSeconds, _commSeconds);
             history.Add(m);
-            metrics.WriteLine(JsonSerializer.Serialize(new { step = m.Step, loss = m.Loss, lr = m.Lr, grad_norm = m.GradNorm, tokens_per_s = m.TokensPerSecond, step_s = m.StepSeconds, optimizer_s = m.OptimizerSeconds, skipped = m.Skipped }, MetricsJson));
+            metrics.WriteLine(JsonSerializer.Serialize(new { step = m.Step, loss = m.Loss, lr = m.Lr, grad_norm = m.GradNorm, tokens_per_s = m.TokensPerSecond, step_s = m.StepSeconds, optimizer_s = m.OptimizerSeconds, skipped = m.Skipped, comm_s = m.CommSeconds }, MetricsJson));
             StepCompleted?.Invoke(m);
             if ((_o.EvalEvery > 0 && (step + 1) % _o.EvalEvery == 0) || step + 1 == _o.Steps)
             {
@@ -175,7 +213,8 @@ public sealed class Trainer : IDisposable
             if (_o.SaveEvery > 0 && (step + 1) % _o.SaveEvery == 0 && step + 1 < _o.Steps) last = Save(step + 1, skipped);
         }
         if (step > start || interrupted) last = Save(step, skipped);
-        if (!interrupted && _o.Export) ExportFinal();
+        if (!interrupted && _o.Export && Lead) ExportFinal();
+        _comm.Barrier();
         return new TrainResult(step, interrupted, last, history, evals, skipped);
     }
 
@@ -186,8 +225,10 @@ public sealed class Trainer : IDisposable
         var grads = _store.AllGrads;
         for (int micro = 0; micro < _o.GradAccum; micro++)
         {
-            _data.FillTrain(index.Slice((step * _o.GradAccum + micro) * _o.BatchSize, _o.BatchSize), _train);
-            loss += _session.TrainStep(_train, Seeds.Derive(_o.Seed, step, micro, 0));
+            // Global samples of micro-batch (step, micro) are N consecutive batches; this rank takes its own.
+            long first = ((step * _o.GradAccum + micro) * _comm.Size + _comm.Rank) * _o.BatchSize;
+            _data.FillTrain(index.Slice(first, _o.BatchSize), _train);
+            loss += _session.TrainStep(_train, Seeds.Derive(_o.Seed, step, micro, _comm.Rank));
             tokens += _train.Tokens;
             if (_accum is not null)
             {
@@ -203,19 +244,21 @@ public sealed class Trainer : IDisposable
         return (loss / _o.GradAccum, tokens);
     }
 
-    /// <summary>Mean validation loss over the first EvalSamples validation samples (all when 0).</summary>
+    /// <summary>Mean validation loss over the first EvalSamples validation samples (all when 0); ranks share the batches.</summary>
     public double Evaluate()
     {
         long n = _o.EvalSamples == 0 ? _data.ValidationSamples : Math.Min(_o.EvalSamples, _data.ValidationSamples);
         if (n == 0) return double.NaN;
         double sum = 0;
-        for (long first = 0; first < n; first += _o.BatchSize)
+        long batchIndex = 0;
+        for (long first = 0; first < n; first += _o.BatchSize, batchIndex++)
         {
+            if (batchIndex % _comm.Size != _comm.Rank) continue;
             int count = (int)Math.Min(_o.BatchSize, n - first);
             _data.FillValidation(first, count, _val);
             sum += _session.EvalLoss(_val) * count;
         }
-        return sum / n;
+        return _comm.AllReduceSum(sum) / n;
     }
 
     private string Save(long step, long skipped)
@@ -224,9 +267,10 @@ public sealed class Trainer : IDisposable
         {
             Step = step, SamplesSeen = step * SamplesPerStep, SkippedSteps = skipped, Seed = _o.Seed, TotalSteps = _o.Steps,
             BatchSize = _o.BatchSize, GradAccum = _o.GradAccum, Optimizer = _o.Optimizer.Kind, Schedule = _o.Schedule, Lr = _o.Lr, Warmup = _o.Warmup,
+            WorldSize = _comm.Size, GlobalBatch = SamplesPerStep,
         };
-        var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints);
-        Log?.Invoke($"checkpoint {dir}");
+        var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm);
+        if (Lead) Log?.Invoke($"checkpoint {dir}");
         return dir;
     }
 
@@ -238,8 +282,8 @@ public sealed class Trainer : IDisposable
                 throw new InvalidDataException($"Checkpoint '{dir}' was made with {what} {saved}; this run has {now}. Resuming needs the same value.");
         }
         Same("seed", s.Seed, _o.Seed);
-        Same("batch size", s.BatchSize, _o.BatchSize);
-        Same("grad accum", s.GradAccum, _o.GradAccum);
+        // The data position depends on the global batch only, so a run may resume on another number of ranks.
+        Same("global batch (batch size x grad accum x ranks)", s.GlobalBatch == 0 ? (long)s.BatchSize * s.GradAccum * s.WorldSize : s.GlobalBatch, SamplesPerStep);
         Same("total steps", s.TotalSteps, _o.Steps);
         Same("optimizer", s.Optimizer, _o.Optimizer.Kind);
         if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{dir}' is at step {s.Step}, past the run's {_o.Steps} steps.");

@@ -163,7 +163,7 @@ public sealed class TrainerTests : IDisposable
 
         // Resuming with another batch size would change the data order: refused.
         using var t2 = new Trainer(Options(model, "ck", steps: 12) with { BatchSize = 4, Resume = "latest" }, Data(), Init(model));
-        Assert.Contains("batch size 3; this run has 4", Assert.Throws<InvalidDataException>(() => t2.Run()).Message);
+        Assert.Contains("global batch (batch size x grad accum x ranks) 6; this run has 8", Assert.Throws<InvalidDataException>(() => t2.Run()).Message);
     }
 
     private static void CopyDir(string from, string to)
