@@ -82,14 +82,20 @@ var tResume = new Option<string?>("--resume") { Description = "Checkpoint folder
 var tSeed = new Option<int>("--seed") { Description = "Seed of initialisation, data order and dropout.", DefaultValueFactory = _ => 0 };
 var tOpt = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
 var tWd = new Option<double>("--weight-decay") { Description = "Weight decay (not applied to biases and LayerNorm weights).", DefaultValueFactory = _ => 0.01 };
-var tThreads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads.", DefaultValueFactory = _ => Environment.ProcessorCount };
+var tThreads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads per rank (default: cores / ranks on this machine).", DefaultValueFactory = _ => 0 };
+var tRanks = new Option<int>("--ranks") { Description = "In-process ranks (threads) for ZeRO-1 without MPI; under mpirun the MPI world is used.", DefaultValueFactory = _ => 1 };
+var tStop = new Option<long?>("--stop-after") { Description = "Stop with a checkpoint after this many updates (continue later with --resume latest)." };
 var tSkip = new Option<bool>("--skip-nonfinite") { Description = "Skip updates with a non-finite loss or gradient norm instead of stopping." };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
-    tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tSeed, tOpt, tWd, tThreads, tSkip,
+    tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
 };
-train.SetAction(r => Cli.Guard(() =>
+train.SetAction(r =>
 {
+    // Under mpirun every process is one rank of the MPI world; a failing rank stops the whole job.
+    using var mpi = Optimum.Distributed.MpiCommunicator.LaunchedByMpirun ? new Optimum.Distributed.MpiCommunicator() : null;
+    int localRanks = mpi is null ? Math.Max(1, r.GetValue(tRanks)) : int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") ?? "1");
+    int threads = r.GetValue(tThreads) > 0 ? r.GetValue(tThreads) : Math.Max(1, Environment.ProcessorCount / localRanks);
     var options = new TrainerOptions
     {
         ModelDir = r.GetValue(tModel)!, OutputDir = r.GetValue(tOut)!, Steps = r.GetValue(tSteps), BatchSize = r.GetValue(tBatch),
@@ -97,18 +103,23 @@ train.SetAction(r => Cli.Guard(() =>
         EvalEvery = r.GetValue(tEval), EvalSamples = r.GetValue(tEvalN), SaveEvery = r.GetValue(tSave), KeepCheckpoints = r.GetValue(tKeep),
         Resume = r.GetValue(tResume), Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
         Optimizer = new OptimizerConfig { Kind = r.GetValue(tOpt)!, WeightDecay = r.GetValue(tWd) },
-        Session = new SessionSettings { IntraOpThreads = r.GetValue(tThreads) },
+        Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
     };
     using var cts = new CancellationTokenSource();
     ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
     Console.CancelKeyPress += onCancel;
     try
     {
-        var result = TrainCommand.Run(new TrainCommandOptions(options, r.GetValue(tData)!, r.GetValue(tSeq)), cts.Token);
-        return result.Interrupted ? 130 : 0;
+        var command = new TrainCommandOptions(options, r.GetValue(tData)!, r.GetValue(tSeq));
+        if (mpi is { Size: > 1 })
+        {
+            try { return TrainCommand.Run(command, cts.Token, mpi).Interrupted ? 130 : 0; }
+            catch (Exception e) { mpi.Abort($"{e.GetType().Name}: {e.Message}"); return 1; }
+        }
+        return Cli.Guard(() => TrainCommand.RunInProcess(command, localRanks, cts.Token).Interrupted ? 130 : 0);
     }
     finally { Console.CancelKeyPress -= onCancel; }
-}));
+});
 root.Subcommands.Add(train);
 
 // generate: text from a model folder with weights.
@@ -158,6 +169,16 @@ benchTrain.SetAction(r => Cli.Guard(() => BenchCommand.Run(new BenchOptions(r.Ge
 var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain };
 root.Subcommands.Add(bench);
 
+// mpi-check: verify the MPI setup (run under mpirun).
+var mcChunk = new Option<int>("--chunk") { Description = "Elements per MPI call (small values exercise the splitting of large counts).", DefaultValueFactory = _ => 333 };
+var mpiCheck = new Command("mpi-check", "Run every collective under mpirun and check the results on each rank.") { mcChunk };
+mpiCheck.SetAction(r =>
+{
+    using var c = new Optimum.Distributed.MpiCommunicator();
+    return MpiCheck.Run(c, r.GetValue(mcChunk));
+});
+root.Subcommands.Add(mpiCheck);
+
 // inspect: what an ONNX file holds.
 var file = new Argument<string>("file") { Description = "An .onnx model." };
 var inspect = new Command("inspect", "Print an ONNX model's inputs, outputs and op counts.") { file };
@@ -183,7 +204,7 @@ namespace Optimum.Cli
         public static int Guard(Func<int> body)
         {
             try { return body(); }
-            catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or GraphBuildException or UnauthorizedAccessException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException or Optimum.Training.TrainingDivergedException)
+            catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or GraphBuildException or UnauthorizedAccessException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException or Optimum.Training.TrainingDivergedException or InvalidOperationException)
             {
                 Console.Error.WriteLine($"error: {e.Message}");
                 return 1;

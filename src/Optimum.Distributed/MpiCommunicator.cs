@@ -30,7 +30,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     private bool _disposed;
 
     /// <summary>Largest element count passed to one MPI call (MPI counts are ints); lowered in tests to exercise chunking.</summary>
-    internal int MaxCount { get; set; } = int.MaxValue;
+    public int MaxCount { get; set; } = int.MaxValue;
 
     /// <summary>True when this process was started by mpirun (OpenMPI, or a PMI-based launcher).</summary>
     public static bool LaunchedByMpirun =>

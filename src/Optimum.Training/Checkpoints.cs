@@ -68,6 +68,7 @@ public static class Checkpoints
             Directory.CreateDirectory(tmp);
         }
         comm.Barrier();
+        FaultInjection.AtCheckpoint(comm.Rank);
         var optFile = comm.Size == 1 ? OptimizerFile : $"optimizer-rank{comm.Rank:D3}-of-{comm.Size:D3}.safetensors";
         var meta = new Dictionary<string, string> { ["optimizer"] = optimizer.Config.Kind };
         SafeTensorsFile.Write(Path.Combine(tmp, optFile), OptimizerTensors(store, optimizer, meta), meta);

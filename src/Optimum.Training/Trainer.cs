@@ -36,6 +36,8 @@ public sealed record TrainerOptions
     public int Seed { get; init; }
     /// <summary>Skip (and count) updates whose loss or gradient norm is not finite instead of stopping.</summary>
     public bool SkipNonFinite { get; init; }
+    /// <summary>Stop (with a checkpoint, as on Ctrl-C) once this many updates are done: time-boxed jobs continue with Resume.</summary>
+    public long? StopAfter { get; init; }
     /// <summary>A checkpoint folder to resume from, or "latest" for the newest under OutputDir/checkpoints.</summary>
     public string? Resume { get; init; }
     /// <summary>Write final/ (model folder with the trained weights) and hf/ (HF folder) at the end.</summary>
@@ -167,7 +169,11 @@ public sealed class Trainer : IDisposable
         long step = start;
         for (; step < _o.Steps; step++)
         {
-            if (cancel.IsCancellationRequested) { interrupted = true; break; }
+            // Every rank must stop at the same step, so a stop request on any rank is agreed on collectively.
+            bool stop = cancel.IsCancellationRequested || (_o.StopAfter is { } sa && step >= sa);
+            if (_comm.Size > 1) stop = _comm.AllReduceSum(stop ? 1.0 : 0.0) > 0;
+            if (stop) { interrupted = true; break; }
+            FaultInjection.AtStep(_comm.Rank, step + 1);
             var t0 = clock.Elapsed.TotalSeconds;
             _commSeconds = 0;
             var (loss, tokens) = ForwardBackward(index, step);
