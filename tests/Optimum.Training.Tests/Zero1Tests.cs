@@ -1,0 +1,198 @@
+using Optimum.Distributed;
+using Optimum.Hub;
+using Optimum.Models;
+using Optimum.Tests;
+using Optimum.Training.Data;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Optimum.Training.Tests;
+
+/// <summary>ZeRO-1 on the in-process backend: N = 1, 2, 3 against single-process training on the same global batch.</summary>
+public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static readonly Gpt2Config Tiny = new()
+    {
+        VocabSize = 61, NPositions = 16, NEmbd = 16, NLayer = 2, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
+    };
+    private const int GlobalBatch = 6;
+
+    private string Model()
+    {
+        var dir = Path.Combine(_dir, "model");
+        if (!Directory.Exists(dir)) Gpt2Artifacts.Write(dir, Tiny);
+        return dir;
+    }
+
+    private static LmData Data()
+    {
+        var rng = new Random(2);
+        return new LmData(Enumerable.Range(0, 3000).Select(i => rng.NextDouble() < 0.2 ? rng.Next(61) : (i * 5) % 61).ToArray(), 12, 0.1);
+    }
+
+    private TrainerOptions Options(int ranks, string outDir, long steps = 8) => new()
+    {
+        ModelDir = Model(), OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = GlobalBatch / ranks, Lr = 5e-3, Warmup = Math.Min(3, steps),
+        Schedule = "linear", ClipNorm = 0.3, Optimizer = new OptimizerConfig { Kind = "sgd", Momentum = 0.9 }, EvalEvery = 4, EvalSamples = 12, SaveEvery = 0, Seed = 5, Export = false,
+        Session = new SessionSettings { IntraOpThreads = 1 },
+    };
+
+    private float[][] Init() => Gpt2Init.Initialize(ModelFolder.ReadParameters(Model()), Tiny, 1);
+
+    private (float[][] Weights, TrainResult Result, long[] StateBytes) Train(int ranks, string outDir, long steps = 8, Func<TrainerOptions, TrainerOptions>? edit = null, CancellationToken cancel = default)
+    {
+        var o = edit is null ? Options(ranks, outDir, steps) : edit(Options(ranks, outDir, steps));
+        var world = new InProcessWorld(ranks);
+        var runs = world.Run(c =>
+        {
+            using var t = new Trainer(o, Data(), Init(), c);
+            var r = t.Run(cancel);
+            return (t.Store.Export(), r, t.Optimizer.StateBytes);
+        });
+        return (runs[0].Item1, runs[0].r, runs.Select(x => x.StateBytes).ToArray());
+    }
+
+    private static double NormRelativeDiff(float[][] a, float[][] b)
+    {
+        double worst = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            double d = 0, n = 0;
+            for (int k = 0; k < a[i].Length; k++) { d += Math.Pow(a[i][k] - b[i][k], 2); n += Math.Pow(a[i][k], 2); }
+            worst = Math.Max(worst, Math.Sqrt(d / Math.Max(n, 1e-30)));
+        }
+        return worst;
+    }
+
+    private static double MaxRelativeDiff(float[][] a, float[][] b)
+    {
+        double worst = 0;
+        for (int i = 0; i < a.Length; i++)
+            for (int k = 0; k < a[i].Length; k++)
+                worst = Math.Max(worst, Math.Abs(a[i][k] - b[i][k]) / Math.Max(Math.Abs(a[i][k]), 1e-3));
+        return worst;
+    }
+
+    /// <summary>
+    /// SGD with momentum, clipping and a schedule: the data-parallel result equals single-process
+    /// training within 1e-6 relative, element by element (only the order of float sums differs).
+    /// AdamW divides by sqrt(v), which turns the rounding of near-zero gradients into visible
+    /// differences of single elements, so there the whole tensors are compared (normwise).
+    /// </summary>
+    [Theory]
+    [InlineData("sgd")]
+    [InlineData("adamw")]
+    public void Zero1_OneTwoThreeRanksMatchSingleProcessOnTheSameGlobalBatch(string optimizer)
+    {
+        TrainerOptions Edit(TrainerOptions o) => o with { Optimizer = new OptimizerConfig { Kind = optimizer, Momentum = 0.9 } };
+        float[][] single;
+        TrainResult singleResult;
+        using (var t = new Trainer(Edit(Options(1, "single")), Data(), Init()))
+        {
+            singleResult = t.Run();
+            single = t.Store.Export();
+        }
+        Assert.True(singleResult.History.Any(m => m.GradNorm > 0.3), "clipping never engaged");
+        foreach (var n in new[] { 1, 2, 3 })
+        {
+            var (w, r, _) = Train(n, $"zero{n}-{optimizer}", edit: Edit);
+            double elementwise = MaxRelativeDiff(single, w), normwise = NormRelativeDiff(single, w);
+            output.WriteLine($"{optimizer} N={n}: max elementwise relative difference {elementwise:E2}, max normwise {normwise:E2}");
+            if (optimizer == "sgd") Assert.True(elementwise <= 1e-6, $"N={n}: parameters differ by {elementwise:E2} (relative, elementwise)");
+            else Assert.True(normwise <= 1e-4, $"N={n}: parameters differ by {normwise:E2} (relative, normwise)");
+            Assert.Equal(singleResult.Evals[^1].ValidationLoss, r.Evals[^1].ValidationLoss, 4);
+        }
+    }
+
+    [Fact]
+    public void Resume_OnTheSameNumberOfRanks_IsBitExact()
+    {
+        TrainerOptions Adam(TrainerOptions o) => o with { Optimizer = new OptimizerConfig() };
+        var (straight, _, _) = Train(2, "same-straight", steps: 8, Adam);
+        var (_, r1, _) = Train(2, "same-split", steps: 8, o => Adam(o) with { StopAfter = 4 });
+        Assert.True(r1.Interrupted);
+        var (resumed, _, _) = Train(2, "same-split", steps: 8, o => Adam(o) with { Resume = "latest" });
+        Assert.Equal(0, MaxRelativeDiff(straight, resumed));
+    }
+
+    [Fact]
+    public void OptimizerStatePerRank_IsCeilOfPOverNTimesEightBytes()
+    {
+        long p = ModelFolder.ReadParameters(Model()).Sum(q => q.Count);
+        foreach (var n in new[] { 1, 2, 3 })
+        {
+            var (_, _, bytes) = Train(n, $"bytes{n}", steps: 1, o => o with { Optimizer = new OptimizerConfig { Kind = "adamw" } });
+            Assert.All(bytes, b => Assert.Equal((p + n - 1) / n * 8, b));
+            output.WriteLine($"P = {p}, N = {n}: {bytes[0]} bytes of AdamW state per rank");
+        }
+    }
+
+    [Fact]
+    public void Resume_OnAnotherNumberOfRanks_ReshardsAndContinuesTheSameRun()
+    {
+        var (straight, _, _) = Train(1, "straight", steps: 10);
+        foreach (var (first, second) in new[] { (2, 3), (3, 1), (1, 2) })
+        {
+            var outDir = $"resume{first}to{second}";
+            var (_, r1, _) = Train(first, outDir, steps: 10, o => o with { StopAfter = 5 });
+            Assert.True(r1.Interrupted);
+            var (w, r2, _) = Train(second, outDir, steps: 10, o => o with { Resume = "latest" });
+            Assert.Equal(5, r2.History.Count);
+            double diff = MaxRelativeDiff(straight, w);
+            output.WriteLine($"N={first} then N={second}: max relative difference {diff:E2}");
+            Assert.True(diff <= 1e-6, $"N={first} -> N={second}: {diff:E2}");
+        }
+    }
+
+    private sealed class FailingData(IBatchSource inner, int failOnCall) : IBatchSource
+    {
+        private int _calls;
+        public long TrainSamples => inner.TrainSamples;
+        public long ValidationSamples => inner.ValidationSamples;
+        public void FillTrain(ReadOnlySpan<int> samples, Batch batch)
+        {
+            if (++_calls == failOnCall) throw new IOException("disk read failed");
+            inner.FillTrain(samples, batch);
+        }
+        public void FillValidation(long first, int count, Batch batch) => inner.FillValidation(first, count, batch);
+    }
+
+    [Fact]
+    public void AFailingRank_StopsEveryRankNamingIt()
+    {
+        var o = Options(2, "failing") with { SaveEvery = 2 };
+        var world = new InProcessWorld(2);
+        var e = Assert.Throws<AggregateException>(() => world.Run(c =>
+        {
+            using var t = new Trainer(o, c.Rank == 1 ? new FailingData(Data(), 4) : Data(), Init(), c);
+            return t.Run();
+        }));
+        Assert.Contains("Rank 1 of 2 failed: disk read failed", e.Message);
+        // The checkpoint of step 2 is complete; nothing half-written is listed.
+        Assert.Equal(["checkpoint-0000002"], Checkpoints.List(Path.Combine(_dir, "failing", "checkpoints")).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void InProcessCollectives_AreCorrect()
+    {
+        var world = new InProcessWorld(3);
+        world.Run(c =>
+        {
+            var x = Enumerable.Range(0, 9).Select(i => (float)(i * (c.Rank + 1))).ToArray();
+            c.AllReduceSum(x);
+            Assert.Equal(Enumerable.Range(0, 9).Select(i => (float)(i * 6)), x);
+            var recv = new float[3];
+            c.ReduceScatterSum(Enumerable.Range(0, 9).Select(i => (float)i).ToArray(), recv);
+            Assert.Equal(Enumerable.Range(3 * c.Rank, 3).Select(i => 3f * i), recv);
+            var all = new float[6];
+            all[2 * c.Rank] = c.Rank; all[2 * c.Rank + 1] = -c.Rank;
+            c.AllGather(all);
+            Assert.Equal([0f, 0f, 1f, -1f, 2f, -2f], all);
+            Assert.Equal(4.5, c.AllReduceSum(c.Rank + 0.5));
+            return 0;
+        });
+    }
+}
