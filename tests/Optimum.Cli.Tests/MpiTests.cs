@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using Optimum.Hub;
+using Optimum.Models;
+using Optimum.Tests;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Optimum.Cli.Tests;
+
+/// <summary>
+/// ZeRO-1 over OpenMPI: `mpirun -np 2 optimum-net train` against one process, resumes across rank
+/// counts, a failing rank, and the collectives. Skipped when mpirun is absent, unless
+/// OPTIMUM_REQUIRE_MPI=1 (as CI sets), which turns a missing mpirun into a failure.
+/// </summary>
+public sealed class MpiTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static string Cli => Path.Combine(AppContext.BaseDirectory, "optimum-net.dll");
+
+    private static string? Mpirun => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':')
+        .Select(d => Path.Combine(d, "mpirun")).FirstOrDefault(File.Exists);
+
+    private static void RequireMpi()
+    {
+        if (Mpirun is not null) return;
+        if (Environment.GetEnvironmentVariable("OPTIMUM_REQUIRE_MPI") == "1")
+            Assert.Fail("OPTIMUM_REQUIRE_MPI=1 but mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev).");
+        Skip.If(true, "mpirun is not installed");
+    }
+
+    private (int Code, string Out) Run(int ranks, string args, string? faultInject = null)
+    {
+        var psi = ranks == 0
+            ? new ProcessStartInfo("dotnet", $"{Cli} {args}")
+            : new ProcessStartInfo(Mpirun!, $"--allow-run-as-root --oversubscribe -np {ranks} dotnet {Cli} {args}");
+        psi.RedirectStandardOutput = psi.RedirectStandardError = psi.RedirectStandardInput = true;
+        psi.Environment["TERM"] = "dumb";
+        psi.Environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none";
+        if (faultInject is not null) psi.Environment["OPTIMUM_FAULT_INJECT"] = faultInject;
+        using var p = Process.Start(psi)!;
+        p.StandardInput.Close();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(180_000)) { p.Kill(true); Assert.Fail($"timed out: {args}"); }
+        var text = stdout.Result + stderr.Result;
+        output.WriteLine($"$ {(ranks == 0 ? "" : $"mpirun -np {ranks} ")}optimum-net {args}  -> exit {p.ExitCode}");
+        return (p.ExitCode, text);
+    }
+
+    private string Model()
+    {
+        var dir = Path.Combine(_dir, "model");
+        Gpt2Artifacts.Write(dir, new Gpt2Config
+        {
+            VocabSize = 50257, NPositions = 32, NEmbd = 8, NLayer = 1, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
+        });
+        return dir;
+    }
+
+    private string Data()
+    {
+        var path = Path.Combine(_dir, "text.txt");
+        File.WriteAllText(path, File.ReadAllText(Repo.Path("samples", "data", "moby-dick.txt"))[..40_000]);
+        return path;
+    }
+
+    private string Train(string model, string data, string outDir, int batch, string extra = "") =>
+        $"train --model {model} --data {data} --out {Path.Combine(_dir, outDir)} --steps 8 --batch-size {batch} --seq-len 16 --optimizer sgd " +
+        $"--lr 0.05 --warmup 2 --schedule linear --clip 0.5 --eval-every 4 --eval-samples 8 --seed 3 --threads 1 {extra}";
+
+    private float[][] Final(string outDir, IReadOnlyList<ParameterInfo> ps) =>
+        HfWeights.Load(Path.Combine(_dir, outDir, "final", "model.safetensors"), ps, out _);
+
+    /// <summary>The largest |a - b| / |a| over elements, with |a| floored at 1e-2 (values near zero compare absolutely).</summary>
+    private static double MaxRelativeDiff(float[][] a, float[][] b) =>
+        a.Zip(b).SelectMany(p => p.First.Zip(p.Second, (x, y) => Math.Abs(x - y) / Math.Max(Math.Abs(x), 1e-2))).Max();
+
+    [SkippableFact]
+    public void Mpirun_TwoRanksMatchOneProcess_AndResumeAcrossRankCounts()
+    {
+        RequireMpi();
+        var model = Model();
+        var data = Data();
+        var ps = ModelFolder.ReadParameters(model);
+        Assert.Equal(0, Run(0, Train(model, data, "one", 4)).Code);
+        var one = Final("one", ps);
+
+        var (code, text) = Run(2, Train(model, data, "two", 2));
+        Assert.True(code == 0, text);
+        Assert.Contains("ZeRO-1 over 2 ranks (mpi)", text);
+        var two = Final("two", ps);
+        output.WriteLine($"N=2 vs N=1: {MaxRelativeDiff(one, two):E2}");
+        Assert.True(MaxRelativeDiff(one, two) <= 1e-6, $"N=2 differs by {MaxRelativeDiff(one, two):E2}");
+        var ckpt = Directory.GetDirectories(Path.Combine(_dir, "two", "checkpoints")).Single();
+        Assert.True(File.Exists(Path.Combine(ckpt, "optimizer-rank001-of-002.safetensors")));
+
+        // Checkpoint at N=1, resume at N=2 ...
+        Assert.Equal(130, Run(0, Train(model, data, "1to2", 4, "--stop-after 4")).Code);
+        (code, text) = Run(2, Train(model, data, "1to2", 2, "--resume latest"));
+        Assert.True(code == 0, text);
+        Assert.Contains("1 rank(s) then, 2 now", text);
+        Assert.True(MaxRelativeDiff(one, Final("1to2", ps)) <= 1e-6, "resume N=1 -> N=2");
+        // ... and at N=2, resume at N=1.
+        Assert.Equal(130, Run(2, Train(model, data, "2to1", 2, "--stop-after 4")).Code);
+        (code, text) = Run(0, Train(model, data, "2to1", 4, "--resume latest"));
+        Assert.True(code == 0, text);
+        Assert.True(MaxRelativeDiff(one, Final("2to1", ps)) <= 1e-6, "resume N=2 -> N=1");
+    }
+
+    [SkippableFact]
+    public void Mpirun_AFailingRankStopsTheJobNamingIt_AndLeavesNoCheckpoint()
+    {
+        RequireMpi();
+        var (code, text) = Run(2, Train(Model(), Data(), "fail", 2, "--save-every 2"), faultInject: "rank=1,checkpoint");
+        Assert.NotEqual(0, code);
+        Assert.Contains("rank 1 of 2: InvalidOperationException: fault injected while writing a checkpoint", text);
+        var root = Path.Combine(_dir, "fail", "checkpoints");
+        Assert.Empty(Directory.GetDirectories(root, "checkpoint-*"));
+    }
+
+    [SkippableFact]
+    public void Mpirun_CollectivesAreCorrect_IncludingSplitCounts()
+    {
+        RequireMpi();
+        var (code, text) = Run(3, "mpi-check --chunk 333");
+        Assert.True(code == 0, text);
+        Assert.Equal(3, text.Split('\n').Count(l => l.Contains("all collectives correct")));
+    }
+}
