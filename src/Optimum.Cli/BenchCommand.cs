@@ -176,3 +176,81 @@ public static class BenchCommand
         }
     }
 }
+
+/// <summary>
+/// <c>optimum-net bench zero</c>: ZeRO-1 step time at N = 1 and N = 2 ranks (each run under mpirun
+/// when it is installed, else in-process threads), the share of the step spent in collectives, and
+/// the optimizer-state bytes per rank, for the benchmark GPT-2 with a fixed global batch.
+/// </summary>
+public static class BenchZero
+{
+    public static int Run(BenchOptions o, bool worker, TextWriter output)
+    {
+        if (worker)
+        {
+            using var mpi = Optimum.Distributed.MpiCommunicator.LaunchedByMpirun ? new Optimum.Distributed.MpiCommunicator() : null;
+            var r = Measure(o, mpi ?? (Optimum.Distributed.ICommunicator)new Optimum.Distributed.SingleProcess());
+            if (r is not null) output.WriteLine(JsonSerializer.Serialize(r));
+            return 0;
+        }
+        var mpirun = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, "mpirun")).FirstOrDefault(File.Exists);
+        var results = new List<Dictionary<string, JsonElement>>();
+        foreach (var n in new[] { 1, 2 })
+        {
+            string line;
+            if (mpirun is not null)
+            {
+                var self = Path.Combine(AppContext.BaseDirectory, "optimum-net.dll");
+                var psi = new ProcessStartInfo(mpirun, $"--allow-run-as-root --oversubscribe --bind-to none -np {n} dotnet {self} bench zero --worker --steps {o.Steps} --layers {o.Layers} --width {o.Width} --heads {o.Heads} --seq {o.Seq} --vocab {o.Vocab} --batch {o.Batch} --threads {o.Threads}")
+                { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+                psi.Environment["TERM"] = "dumb";
+                using var p = Process.Start(psi)!;
+                p.StandardInput.Close();
+                var text = p.StandardOutput.ReadToEnd();
+                var err = p.StandardError.ReadToEnd();
+                p.WaitForExit();
+                line = text.Split('\n').LastOrDefault(l => l.StartsWith('{')) ?? throw new InvalidOperationException($"bench zero at N={n} printed no result (exit {p.ExitCode}): {err}");
+            }
+            else
+            {
+                var world = new Optimum.Distributed.InProcessWorld(n);
+                line = JsonSerializer.Serialize(world.Run(c => Measure(o with { Threads = Math.Max(1, o.Threads / n) }, c))[0]);
+            }
+            var r = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(line)!;
+            results.Add(r);
+            if (o.Json) output.WriteLine(line);
+            else output.WriteLine($"ZeRO-1 N={r["ranks"]} ({r["backend"]}): step {r["step_ms"].GetDouble():F0} ms, communication {r["comm_share"].GetDouble():P1} ({r["comm_ms"].GetDouble():F0} ms), " +
+                $"{r["tokens_per_s"].GetDouble():N0} tokens/s, optimizer state {r["optimizer_state_bytes_per_rank"].GetInt64() / 1e6:F1} MB per rank (P = {r["parameters"].GetInt64():N0})");
+        }
+        return 0;
+    }
+
+    private static Dictionary<string, object>? Measure(BenchOptions o, Optimum.Distributed.ICommunicator comm)
+    {
+        var cfg = new Gpt2Config { VocabSize = o.Vocab, NPositions = o.Seq, NEmbd = o.Width, NLayer = o.Layers, NHead = o.Heads, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
+        var dir = Path.Combine(o.WorkDir, $"gpt2-{o.Layers}x{o.Width}-v{o.Vocab}-s{o.Seq}");
+        if (comm.Rank == 0) Gpt2Artifacts.Write(dir, cfg);
+        comm.Barrier();
+        var ps = ModelFolder.ReadParameters(dir);
+        var rng = new Random(0);
+        var tokens = Enumerable.Range(0, o.Seq * o.Batch * (o.Steps + 2) * 2).Select(_ => rng.Next(o.Vocab)).ToArray();
+        var options = new TrainerOptions
+        {
+            ModelDir = dir, OutputDir = Path.Combine(o.WorkDir, $"zero-{comm.Size}"), Steps = o.Steps + 2, BatchSize = o.Batch / comm.Size, Lr = 3e-4, Warmup = 0,
+            Schedule = "constant", ClipNorm = 1, EvalEvery = 0, EvalAtStart = false, EvalSamples = 1, SaveEvery = 0, Export = false,
+            Session = new SessionSettings { IntraOpThreads = Math.Max(1, o.Threads / comm.Size) },
+        };
+        using var t = new Trainer(options, new Optimum.Training.Data.LmData(tokens, o.Seq, 0.01), Gpt2Init.Initialize(ps, cfg, 0), comm);
+        var r = t.Run();
+        var measured = r.History.Skip(2).ToArray();            // ORT plans and allocates its memory during the first two runs
+        if (comm.Rank != 0) return null;
+        double step = measured.Average(m => m.StepSeconds), commS = measured.Average(m => m.CommSeconds);
+        return new Dictionary<string, object>
+        {
+            ["bench"] = "zero1", ["ranks"] = comm.Size, ["backend"] = comm.Backend, ["threads_per_rank"] = options.Session.IntraOpThreads,
+            ["global_batch"] = o.Batch, ["seq"] = o.Seq, ["parameters"] = ps.Sum(p => p.Count), ["step_ms"] = step * 1000, ["comm_ms"] = commS * 1000,
+            ["comm_share"] = commS / step, ["optimizer_ms"] = measured.Average(m => m.OptimizerSeconds) * 1000,
+            ["tokens_per_s"] = o.Batch * o.Seq / step, ["optimizer_state_bytes_per_rank"] = t.Optimizer.StateBytes,
+        };
+    }
+}

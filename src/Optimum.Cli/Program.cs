@@ -166,7 +166,14 @@ var benchTrain = new Command("train", "Training throughput of a GPT-2 (default 6
 benchTrain.SetAction(r => Cli.Guard(() => BenchCommand.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), r.GetValue(bSeq),
     r.GetValue(bVocab), r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson), r.GetValue(bProfile),
     r.GetValue(bTorch) ? r.GetValue(bTorchPath) : null), Console.Out)));
-var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain };
+var bzWorker = new Option<bool>("--worker") { Description = "Internal: one measurement, run by bench zero under mpirun.", Hidden = true };
+var benchZero = new Command("zero", "ZeRO-1 step time at N=1 and N=2 ranks, communication share and optimizer state per rank.")
+{
+    bJson, bThreads, bSteps, bLayers, bWidth, bHeads, bSeq, bVocab, bBatch, bzWorker,
+};
+benchZero.SetAction(r => Cli.Guard(() => BenchZero.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), r.GetValue(bSeq),
+    r.GetValue(bVocab), r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson)), r.GetValue(bzWorker), Console.Out)));
+var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero };
 root.Subcommands.Add(bench);
 
 // mpi-check: verify the MPI setup (run under mpirun).
