@@ -29,11 +29,11 @@ var result = Cli.Guard(() =>
 });
 if (result != 0) return result;
 
-var tok = Gpt2Tokenizer.Create();
 using var lm = new CausalLm(Path.Combine(outDir, "final"));
+var generator = new TextGenerator(lm, Gpt2Tokenizer.Create());
 foreach (var (prompt, seed) in new[] { ("Call me Ishmael.", 1), ("The whale", 2), ("Captain Ahab said", 3) })
 {
-    var ids = lm.Generate(tok.Encode(prompt), new GenerationOptions { MaxNewTokens = 40, Temperature = 0.8, TopK = 40, Seed = seed, EosTokenId = Gpt2Tokenizer.EndOfText });
-    Console.WriteLine($"> {prompt}{tok.Decode(ids).ReplaceLineEndings(" ")}");
+    var c = generator.Complete(prompt, new GenerationOptions { MaxNewTokens = 40, Temperature = 0.8, TopK = 40, RepetitionPenalty = 1.2, Seed = seed });
+    Console.WriteLine($"> {prompt}{c.Text.ReplaceLineEndings(" ")}");
 }
 return 0;

@@ -129,19 +129,37 @@ var gMax = new Option<int>("--max-new-tokens") { Description = "Tokens to add.",
 var gTemp = new Option<double>("--temperature") { Description = "0 = greedy.", DefaultValueFactory = _ => 0.8 };
 var gTopK = new Option<int>("--top-k") { Description = "Sample among the k most likely (0 = all).", DefaultValueFactory = _ => 40 };
 var gTopP = new Option<double>("--top-p") { Description = "Nucleus sampling mass.", DefaultValueFactory = _ => 1.0 };
+var gRep = new Option<double>("--repetition-penalty") { Description = "HF repetition penalty (1 = none).", DefaultValueFactory = _ => 1.0 };
+var gBeams = new Option<int>("--num-beams") { Description = "Beam search with this many beams (1 = none).", DefaultValueFactory = _ => 1 };
+var gLenPen = new Option<double>("--length-penalty") { Description = "Beam score = sum log p / length^penalty.", DefaultValueFactory = _ => 1.0 };
+var gEarly = new Option<bool>("--early-stopping") { Description = "Stop beam search when num-beams hypotheses are finished." };
+var gStop = new Option<string[]>("--stop") { Description = "Stop strings (not included in the output).", AllowMultipleArgumentsPerToken = true };
 var gSeed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
-var generate = new Command("generate", "Continue a prompt with a trained causal LM (KV cache).") { gModel, gPrompt, gMax, gTemp, gTopK, gTopP, gSeed };
+var gStream = new Option<bool>("--stream") { Description = "Print text as it is generated." };
+var generate = new Command("generate", "Continue a prompt with a trained causal LM (KV cache): greedy, sampling, beam search, streaming.")
+{
+    gModel, gPrompt, gMax, gTemp, gTopK, gTopP, gRep, gBeams, gLenPen, gEarly, gStop, gSeed, gStream,
+};
 generate.SetAction(r => Cli.Guard(() =>
 {
-    var tok = Optimum.Hub.Gpt2Tokenizer.Create();
     using var lm = new Optimum.Inference.CausalLm(r.GetValue(gModel)!);
+    var gen = new Optimum.Inference.TextGenerator(lm, Optimum.Hub.Gpt2Tokenizer.Create());
     var prompt = r.GetValue(gPrompt)!;
-    var ids = lm.Generate(tok.Encode(prompt), new Optimum.Inference.GenerationOptions
+    var o = new Optimum.Inference.GenerationOptions
     {
         MaxNewTokens = r.GetValue(gMax), Temperature = r.GetValue(gTemp), TopK = r.GetValue(gTopK), TopP = r.GetValue(gTopP),
-        Seed = r.GetValue(gSeed), EosTokenId = Optimum.Hub.Gpt2Tokenizer.EndOfText,
-    });
-    Console.WriteLine(prompt + tok.Decode(ids));
+        RepetitionPenalty = r.GetValue(gRep), NumBeams = r.GetValue(gBeams), LengthPenalty = r.GetValue(gLenPen),
+        EarlyStopping = r.GetValue(gEarly), Seed = r.GetValue(gSeed),
+    };
+    var stop = r.GetValue(gStop) ?? [];
+    Console.Write(prompt);
+    if (r.GetValue(gStream))
+    {
+        var stream = gen.StreamAsync(prompt, o, stop).GetAsyncEnumerator();
+        while (stream.MoveNextAsync().AsTask().GetAwaiter().GetResult()) Console.Write(stream.Current);
+        Console.WriteLine();
+    }
+    else Console.WriteLine(gen.Complete(prompt, o, stop).Text);
     return 0;
 }));
 root.Subcommands.Add(generate);

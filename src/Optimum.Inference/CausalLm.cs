@@ -5,149 +5,142 @@ using Optimum.Training;
 
 namespace Optimum.Inference;
 
-/// <summary>How to pick tokens.</summary>
-public sealed record GenerationOptions
-{
-    public int MaxNewTokens { get; init; } = 32;
-    /// <summary>0 = greedy; otherwise sample from softmax(logits / temperature).</summary>
-    public double Temperature { get; init; }
-    /// <summary>Keep only the k most likely tokens (0 = all).</summary>
-    public int TopK { get; init; }
-    /// <summary>Keep the smallest set of tokens whose probability reaches p (1 = all).</summary>
-    public double TopP { get; init; } = 1;
-    public int Seed { get; init; }
-    /// <summary>Stop when this token is produced (it is not returned).</summary>
-    public int? EosTokenId { get; init; }
-}
-
 /// <summary>
-/// A causal language model over a model folder's inference decoder (inference.onnx): the prompt runs
-/// once, then one token per step reusing the returned key/value cache. Parameters are bound once.
-/// Owns its session; dispose it.
+/// A causal language model over a model folder's KV-cache decoder (inference.onnx). Parameters are
+/// pinned once and bound by reference; each generation runs the prompt once, then one token per step,
+/// chaining the decoder's present key/value outputs (left in ORT-allocated memory) into the next
+/// step's past inputs with <see cref="OrtIoBinding"/>, so the cache never passes through managed arrays.
+/// Thread-safe: concurrent generations each get their own binding. Owns its session; dispose it.
 /// </summary>
 public sealed class CausalLm : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly List<OrtValue> _params = [];
-    private readonly string[] _paramNames;
-    private readonly int _layers, _heads, _headSize;
+    private readonly (string Name, OrtValue Value)[] _params;
 
     public CausalLm(string modelDir, IReadOnlyList<float[]>? weights = null, SessionSettings? settings = null)
     {
+        ModelDir = modelDir;
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
         var inputs = ModelFolder.ReadInputs(modelDir, "inference");
         var past = inputs.Where(i => Regex.IsMatch(i.Name, @"^past_key_values\.\d+\.key$")).ToArray();
         if (past.Length == 0) throw new InvalidDataException($"'{modelDir}' has no KV-cache decoder (no past_key_values inputs in optimum.inference).");
-        _layers = past.Length;
-        _heads = int.Parse(past[0].Shape[1]);
-        _headSize = int.Parse(past[0].Shape[3]);
-        VocabSize = (int)ps[0].Shape[0];
+        Layers = past.Length;
+        Heads = int.Parse(past[0].Shape[1]);
+        HeadSize = int.Parse(past[0].Shape[3]);
+        var cfg = ModelFolder.ReadConfig(modelDir);
+        VocabSize = cfg.Int("vocab_size", (int)ps[0].Shape[0]);
+        MaxPositions = cfg.Int("n_positions", int.MaxValue);
+        EosTokenId = cfg.OptionalInt("eos_token_id");
+        var path = Path.Combine(modelDir, ModelFolder.InferenceFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"'{modelDir}' has no {ModelFolder.InferenceFile}.", path);
         using var options = (settings ?? new SessionSettings()).CreateOptions();
-        _session = new InferenceSession(Path.Combine(modelDir, ModelFolder.InferenceFile), options);
-        _paramNames = ps.Select(p => p.Name).ToArray();
-        for (int i = 0; i < ps.Count; i++) _params.Add(OrtValue.CreateTensorValueFromMemory(weights[i], ps[i].Shape));
+        _session = new InferenceSession(path, options);
+        _params = ps.Select((p, i) => (p.Name, OrtValue.CreateTensorValueFromMemory(weights[i], p.Shape))).ToArray();
     }
 
+    public string ModelDir { get; }
+    public int Layers { get; }
+    public int Heads { get; }
+    public int HeadSize { get; }
     public int VocabSize { get; }
+    /// <summary>The longest sequence (prompt + generated) the model's positions allow.</summary>
+    public int MaxPositions { get; }
+    public int? EosTokenId { get; }
 
-    /// <summary>Generates up to MaxNewTokens after <paramref name="prompt"/>; returns only the new tokens.</summary>
-    public IReadOnlyList<int> Generate(IReadOnlyList<int> prompt, GenerationOptions o)
-    {
-        if (prompt.Count == 0) throw new ArgumentException("The prompt needs at least one token.", nameof(prompt));
-        var rng = new Random(o.Seed);
-        var tokens = prompt.Select(t => (long)t).ToList();
-        var generated = new List<int>();
-        OrtValue[]? cache = null;
-        IDisposableReadOnlyCollection<OrtValue>? previous = null;
-        try
-        {
-            long[] step = [.. tokens];
-            for (int n = 0; n < o.MaxNewTokens; n++)
-            {
-                int past = tokens.Count - step.Length;
-                var names = new List<string>(_paramNames);
-                var values = new List<OrtValue>(_params);
-                var owned = new List<OrtValue>
-                {
-                    OrtValue.CreateTensorValueFromMemory(step, [1, step.Length]),
-                    OrtValue.CreateTensorValueFromMemory(Enumerable.Range(past, step.Length).Select(i => (long)i).ToArray(), [1, step.Length]),
-                    OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, tokens.Count).ToArray(), [1, tokens.Count]),
-                };
-                names.AddRange(["input_ids", "position_ids", "attention_mask"]);
-                values.AddRange(owned);
-                for (int l = 0; l < _layers; l++)
-                    foreach (var (kind, k) in new[] { ("key", 0), ("value", 1) })
-                    {
-                        names.Add($"past_key_values.{l}.{kind}");
-                        if (cache is null)
-                        {
-                            var empty = OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, _heads, 0, _headSize]);
-                            owned.Add(empty);
-                            values.Add(empty);
-                        }
-                        else values.Add(cache[2 * l + k]);
-                    }
-                var outNames = new List<string> { "logits" };
-                for (int l = 0; l < _layers; l++) outNames.AddRange([$"present.{l}.key", $"present.{l}.value"]);
-                using var run = new RunOptions();
-                var results = _session.Run(run, names, values, outNames);
-                foreach (var v in owned) v.Dispose();
-                previous?.Dispose();
-                previous = results;
-                cache = results.Skip(1).ToArray();
-                var logits = results[0].GetTensorDataAsSpan<float>();
-                var last = logits.Slice(logits.Length - VocabSize, VocabSize);
-                int next = Sampling.Pick(last, o, rng);
-                if (next == o.EosTokenId) break;
-                generated.Add(next);
-                tokens.Add(next);
-                step = [next];
-            }
-        }
-        finally
-        {
-            previous?.Dispose();
-        }
-        return generated;
-    }
+    /// <summary>A new decoding state (one sequence batch); dispose it.</summary>
+    public DecoderState Start() => new(this, _session, _params);
 
     public void Dispose()
     {
         _session.Dispose();
-        foreach (var p in _params) p.Dispose();
+        foreach (var (_, v) in _params) v.Dispose();
     }
 }
 
-/// <summary>Greedy, temperature, top-k and top-p choice of the next token.</summary>
-public static class Sampling
+/// <summary>
+/// The state of one batched decode: bindings, the attention mask and the KV cache as ORT values.
+/// <see cref="Step"/> feeds new tokens and returns the logits of the last position of every row.
+/// </summary>
+public sealed class DecoderState : IDisposable
 {
-    public static int Pick(ReadOnlySpan<float> logits, GenerationOptions o, Random rng)
+    private readonly CausalLm _lm;
+    private readonly InferenceSession _session;
+    private readonly OrtIoBinding _binding;
+    private readonly RunOptions _run = new();
+    private readonly List<OrtValue> _inputs = [];
+    private IDisposableReadOnlyCollection<OrtValue>? _outputs;
+    private readonly string[] _outputNames;
+
+    internal DecoderState(CausalLm lm, InferenceSession session, (string Name, OrtValue Value)[] parameters)
     {
-        if (o.Temperature <= 0)
+        _lm = lm;
+        _session = session;
+        _binding = session.CreateIoBinding();
+        foreach (var (name, value) in parameters) _binding.BindInput(name, value);
+        _outputNames = ["logits", .. Enumerable.Range(0, lm.Layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
+    }
+
+    /// <summary>Cached positions per row (including padding).</summary>
+    public int Length { get; private set; }
+    public int Batch { get; private set; }
+
+    /// <summary>
+    /// Runs <paramref name="ids"/> (batch × seq) at <paramref name="positions"/>, with
+    /// <paramref name="mask"/> (batch × (Length + seq)) marking real tokens; returns the last position's
+    /// logits, row after row (valid until the next step).
+    /// </summary>
+    public ReadOnlySpan<float> Step(long[] ids, long[] positions, long[] mask, int batch)
+    {
+        int seq = ids.Length / batch;
+        if (positions.Length != ids.Length || mask.Length != batch * (Length + seq))
+            throw new ArgumentException($"Step: {ids.Length} ids, {positions.Length} positions and {mask.Length} mask entries do not fit batch {batch}, cache {Length}.");
+        if (Length > 0 && batch != Batch) throw new ArgumentException($"Step: batch {batch} differs from the cache's {Batch}.");
+        foreach (var v in _inputs) v.Dispose();
+        _inputs.Clear();
+        OrtValue Bind(string name, OrtValue v) { _inputs.Add(v); _binding.BindInput(name, v); return v; }
+        Bind("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]));
+        Bind("position_ids", OrtValue.CreateTensorValueFromMemory(positions, [batch, seq]));
+        Bind("attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [batch, Length + seq]));
+        for (int l = 0; l < _lm.Layers; l++)
+            for (int kv = 0; kv < 2; kv++)
+            {
+                var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
+                if (_outputs is null) Bind(name, OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _lm.Heads, 0, _lm.HeadSize]));
+                else _binding.BindInput(name, _outputs[1 + 2 * l + kv]);
+            }
+        foreach (var n in _outputNames) _binding.BindOutputToDevice(n, OrtMemoryInfo.DefaultInstance);
+        _session.RunWithBinding(_run, _binding);
+        var previous = _outputs;
+        _outputs = _binding.GetOutputValues();
+        previous?.Dispose();                        // the old cache was consumed by this step
+        Length += seq;
+        Batch = batch;
+        var logits = _outputs[0].GetTensorDataAsSpan<float>();
+        if (seq == 1) return logits;
+        var last = new float[batch * _lm.VocabSize];
+        for (int b = 0; b < batch; b++) logits.Slice(((b + 1) * seq - 1) * _lm.VocabSize, _lm.VocabSize).CopyTo(last.AsSpan(b * _lm.VocabSize));
+        return last;
+    }
+
+    /// <summary>Reorders the cache rows: row i becomes old row <paramref name="rows"/>[i] (beam search).</summary>
+    public void Reorder(int[] rows)
+    {
+        if (_outputs is null) return;
+        for (int k = 1; k < _outputs.Count; k++)
         {
-            int best = 0;
-            for (int k = 1; k < logits.Length; k++) if (logits[k] > logits[best]) best = k;
-            return best;
+            var data = _outputs[k].GetTensorMutableDataAsSpan<float>();
+            int rowLen = data.Length / Batch;
+            var copy = data.ToArray();
+            for (int i = 0; i < rows.Length; i++) copy.AsSpan(rows[i] * rowLen, rowLen).CopyTo(data.Slice(i * rowLen, rowLen));
         }
-        var order = Enumerable.Range(0, logits.Length).ToArray();
-        var scaled = new double[logits.Length];
-        for (int k = 0; k < logits.Length; k++) scaled[k] = logits[k] / o.Temperature;
-        Array.Sort(scaled.Select(v => -v).ToArray(), order);
-        int keep = o.TopK > 0 ? Math.Min(o.TopK, order.Length) : order.Length;
-        double max = scaled[order[0]], total = 0;
-        var probs = new double[keep];
-        for (int i = 0; i < keep; i++) total += probs[i] = Math.Exp(scaled[order[i]] - max);
-        if (o.TopP < 1)
-        {
-            double cum = 0;
-            int cut = keep;
-            for (int i = 0; i < keep; i++) { cum += probs[i] / total; if (cum >= o.TopP) { cut = i + 1; break; } }
-            keep = cut;
-            total = probs.Take(keep).Sum();
-        }
-        double u = rng.NextDouble() * total;
-        for (int i = 0; i < keep; i++) { u -= probs[i]; if (u <= 0) return order[i]; }
-        return order[keep - 1];
+    }
+
+    public void Dispose()
+    {
+        _outputs?.Dispose();
+        foreach (var v in _inputs) v.Dispose();
+        _binding.Dispose();
+        _run.Dispose();
     }
 }

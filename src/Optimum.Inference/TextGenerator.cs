@@ -1,0 +1,113 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Optimum.Hub;
+
+namespace Optimum.Inference;
+
+/// <summary>Text out of a completion, with token counts for usage reports.</summary>
+public sealed record Completion(string Text, string FinishReason, int PromptTokens, int CompletionTokens);
+
+/// <summary>
+/// Text in, text out over a <see cref="CausalLm"/> and GPT-2's tokenizer: stop strings, and streaming
+/// that yields text as it is decoded, holding back bytes of an unfinished UTF-8 character and text
+/// that may turn out to start a stop string. <see cref="Complete"/> is the concatenation of the stream.
+/// </summary>
+public sealed class TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
+{
+    public CausalLm Model => lm;
+    public Gpt2Tokenizer Tokenizer => tokenizer;
+
+    /// <summary>Prompt tokens of <paramref name="prompt"/>.</summary>
+    public IReadOnlyList<int> Encode(string prompt) => tokenizer.Encode(prompt);
+
+    public Completion Complete(string prompt, GenerationOptions o, IReadOnlyList<string>? stop = null, CancellationToken cancel = default)
+    {
+        var text = new System.Text.StringBuilder();
+        Completion? last = null;
+        foreach (var piece in Run(prompt, o, stop, cancel, done => last = done)) text.Append(piece);
+        return last! with { Text = text.ToString() };
+    }
+
+    /// <summary>Streams text pieces; the generation runs on a worker thread and stops when <paramref name="cancel"/> fires.</summary>
+    public async IAsyncEnumerable<string> StreamAsync(string prompt, GenerationOptions o, IReadOnlyList<string>? stop = null,
+        Action<Completion>? completed = null, [EnumeratorCancellation] CancellationToken cancel = default)
+    {
+        var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var worker = Task.Run(() =>
+        {
+            try
+            {
+                foreach (var piece in Run(prompt, o, stop, cancel, c => completed?.Invoke(c))) channel.Writer.TryWrite(piece);
+                channel.Writer.TryComplete();
+            }
+            catch (Exception e) { channel.Writer.TryComplete(e); }
+        }, CancellationToken.None);
+        await foreach (var piece in channel.Reader.ReadAllAsync(CancellationToken.None))
+            yield return piece;
+        await worker;
+    }
+
+    /// <summary>The generation as a lazy sequence of safe-to-show text pieces (runs on the caller's thread).</summary>
+    private IEnumerable<string> Run(string prompt, GenerationOptions o, IReadOnlyList<string>? stop, CancellationToken cancel, Action<Completion> done)
+    {
+        var promptIds = tokenizer.Encode(prompt);
+        if (promptIds.Count == 0) throw new ArgumentException("The prompt encodes to no tokens.", nameof(prompt));
+        stop = stop?.Where(s => s.Length > 0).ToArray() ?? [];
+        var pieces = new System.Collections.Concurrent.BlockingCollection<string>();
+        string text = "";
+        int emitted = 0, count = 0;
+        string? reason = null;
+        bool OnToken(int row, IReadOnlyList<int> tokens)
+        {
+            text = tokenizer.Decode(tokens);
+            count = tokens.Count;
+            foreach (var s in stop)
+            {
+                int at = text.IndexOf(s, StringComparison.Ordinal);
+                if (at >= 0)
+                {
+                    text = text[..at];
+                    reason = "stop";
+                    Flush(text.Length);
+                    return false;
+                }
+            }
+            Flush(SafeEnd(text, stop));
+            if (!cancel.IsCancellationRequested) return true;
+            reason = "cancelled";
+            return false;
+        }
+        void Flush(int end)
+        {
+            if (end > emitted) { pieces.Add(text[emitted..end]); emitted = end; }
+        }
+        var producer = Task.Run(() =>
+        {
+            try
+            {
+                var r = o.NumBeams > 1
+                    ? Generator.Generate(lm, [promptIds], o, null, cancel)[0]
+                    : Generator.Generate(lm, [promptIds], o, OnToken, cancel)[0];
+                if (o.NumBeams > 1) { OnToken(0, r.Tokens); }
+                // OpenAI's finish reasons: "stop" for EOS or a stop string, "length" for max tokens.
+                reason ??= r.FinishReason switch { "eos" => "stop", "cancelled" => "cancelled", _ => "length" };
+                if (reason != "stop") Flush(text.Length);   // the rest, even a trailing partial character
+                done(new Completion("", reason, promptIds.Count, count));
+            }
+            finally { pieces.CompleteAdding(); }
+        });
+        foreach (var p in pieces.GetConsumingEnumerable()) yield return p;
+        producer.GetAwaiter().GetResult();
+    }
+
+    /// <summary>How much of <paramref name="text"/> can be shown: not a trailing U+FFFD (a character whose bytes are not all decoded yet), nor a tail that starts a stop string.</summary>
+    internal static int SafeEnd(string text, IReadOnlyList<string> stop)
+    {
+        int end = text.Length;
+        while (end > 0 && text[end - 1] == '\uFFFD') end--;
+        foreach (var s in stop)
+            for (int len = Math.Min(s.Length - 1, end); len > 0; len--)
+                if (string.CompareOrdinal(text, end - len, s, 0, len) == 0) { end -= len; break; }
+        return end;
+    }
+}
