@@ -254,3 +254,55 @@ public static class BenchZero
         };
     }
 }
+
+/// <summary>
+/// <c>optimum-net bench generate</c>: batch-1 greedy generation of N new tokens after a P-token prompt on
+/// the benchmark GPT-2, with the KV cache and without it (the whole sequence re-run each step), and
+/// the time to first token.
+/// </summary>
+public static class BenchGenerate
+{
+    public static int Run(BenchOptions o, int prompt, int newTokens, TextWriter output)
+    {
+        var cfg = new Gpt2Config { VocabSize = o.Vocab, NPositions = Math.Max(o.Seq, prompt + newTokens), NEmbd = o.Width, NLayer = o.Layers, NHead = o.Heads, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
+        var dir = Path.Combine(o.WorkDir, $"gpt2-gen-{o.Layers}x{o.Width}-v{o.Vocab}-p{cfg.NPositions}");
+        Gpt2Artifacts.Write(dir, cfg);
+        var ps = ModelFolder.ReadParameters(dir);
+        using var lm = new Optimum.Inference.CausalLm(dir, Gpt2Init.Initialize(ps, cfg, 0), new SessionSettings { IntraOpThreads = o.Threads, ProfilePrefix = o.Profile ? Path.Combine(o.WorkDir, "gen-profile") : null });
+        var rng = new Random(0);
+        var ids = Enumerable.Range(0, prompt).Select(_ => rng.Next(o.Vocab)).ToArray();
+        var greedy = new Optimum.Inference.GenerationOptions { MaxNewTokens = newTokens };
+        Optimum.Inference.Generator.Generate(lm, [ids], greedy with { MaxNewTokens = 8 });   // warm-up
+        double ttft = 0;
+        var sw = Stopwatch.StartNew();
+        Optimum.Inference.Generator.Generate(lm, [ids], greedy, (_, t) => { if (t.Count == 1) ttft = sw.Elapsed.TotalSeconds; return true; });
+        double cached = sw.Elapsed.TotalSeconds;
+        if (o.Profile)
+            foreach (var (op, ms, share) in BenchCommand.ProfileByOp(lm.EndProfiling(), newTokens + 8))
+                output.WriteLine($"  {op,-28} {ms,9:F3} ms/token {share,7:P1}");
+        // Without a cache: every token re-runs the whole sequence (past length 0).
+        int noCacheTokens = newTokens;
+        var seq = ids.Select(t => (long)t).ToList();
+        sw.Restart();
+        for (int n = 0; n < noCacheTokens; n++)
+        {
+            using var state = lm.Start();
+            var logits = state.Step([.. seq], Enumerable.Range(0, seq.Count).Select(i => (long)i).ToArray(), Enumerable.Repeat(1L, seq.Count).ToArray(), 1);
+            int best = 0;
+            for (int k = 1; k < logits.Length; k++) if (logits[k] > logits[best]) best = k;
+            seq.Add(best);
+        }
+        double uncached = sw.Elapsed.TotalSeconds;
+        var r = new Dictionary<string, object>
+        {
+            ["bench"] = "generate", ["layers"] = o.Layers, ["width"] = o.Width, ["vocab"] = o.Vocab, ["threads"] = o.Threads, ["prompt_tokens"] = prompt,
+            ["new_tokens"] = newTokens, ["kv_cache_tokens_per_s"] = newTokens / cached, ["time_to_first_token_ms"] = ttft * 1000,
+            ["no_cache_tokens_per_s"] = noCacheTokens / uncached, ["no_cache_tokens_measured"] = noCacheTokens,
+            ["cache_speedup"] = newTokens / cached / (noCacheTokens / uncached),
+        };
+        if (o.Json) output.WriteLine(JsonSerializer.Serialize(r));
+        else output.WriteLine($"GPT-2 {o.Layers}L/{o.Width}, vocab {o.Vocab}, {o.Threads} threads, prompt {prompt}: KV cache {newTokens / cached:F1} tokens/s " +
+            $"(first token {ttft * 1000:F0} ms), no cache {noCacheTokens / uncached:F1} tokens/s over {noCacheTokens} tokens -> {r["cache_speedup"]:F1}x");
+        return 0;
+    }
+}

@@ -191,7 +191,15 @@ var benchZero = new Command("zero", "ZeRO-1 step time at N=1 and N=2 ranks, comm
 };
 benchZero.SetAction(r => Cli.Guard(() => BenchZero.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), r.GetValue(bSeq),
     r.GetValue(bVocab), r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson)), r.GetValue(bzWorker), Console.Out)));
-var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero };
+var bgPrompt = new Option<int>("--prompt") { Description = "Prompt tokens.", DefaultValueFactory = _ => 32 };
+var bgNew = new Option<int>("--new-tokens") { Description = "Tokens to generate.", DefaultValueFactory = _ => 256 };
+var benchGenerate = new Command("generate", "Batch-1 greedy generation tokens/s with and without the KV cache, and time to first token.")
+{
+    bJson, bThreads, bLayers, bWidth, bHeads, bVocab, bgPrompt, bgNew, bProfile,
+};
+benchGenerate.SetAction(r => Cli.Guard(() => BenchGenerate.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
+    r.GetValue(bVocab), 1, r.GetValue(bThreads), 0, 0, r.GetValue(bJson), r.GetValue(bProfile)), r.GetValue(bgPrompt), r.GetValue(bgNew), Console.Out)));
+var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate };
 root.Subcommands.Add(bench);
 
 // mpi-check: verify the MPI setup (run under mpirun).

@@ -1,13 +1,18 @@
+using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
+using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
+using Optimum.Onnx.Proto;
 using Optimum.Hub;
 using Optimum.Training;
 
 namespace Optimum.Inference;
 
 /// <summary>
-/// A causal language model over a model folder's KV-cache decoder (inference.onnx). Parameters are
-/// pinned once and bound by reference; each generation runs the prompt once, then one token per step,
+/// A causal language model over a model folder's KV-cache decoder (inference.onnx). The weights are
+/// turned into the graph's initializers when the session is made, so ONNX Runtime treats them as
+/// constants (pre-packed matrices, folded transposes: each token streams the weights once); models
+/// too large for one in-memory protobuf keep them as bound inputs. Each generation runs the prompt once, then one token per step,
 /// chaining the decoder's present key/value outputs (left in ORT-allocated memory) into the next
 /// step's past inputs with <see cref="OrtIoBinding"/>, so the cache never passes through managed arrays.
 /// Thread-safe: concurrent generations each get their own binding. Owns its session; dispose it.
@@ -35,9 +40,32 @@ public sealed class CausalLm : IDisposable
         var path = Path.Combine(modelDir, ModelFolder.InferenceFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"'{modelDir}' has no {ModelFolder.InferenceFile}.", path);
         using var options = (settings ?? new SessionSettings()).CreateOptions();
-        _session = new InferenceSession(path, options);
-        _params = ps.Select((p, i) => (p.Name, OrtValue.CreateTensorValueFromMemory(weights[i], p.Shape))).ToArray();
+        long bytes = ps.Sum(p => p.Count) * sizeof(float);
+        if (bytes < MaxEmbeddedBytes)
+        {
+            var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+            var names = ps.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+            var keep = model.Graph.Input.Where(i => !names.Contains(i.Name)).ToArray();
+            model.Graph.Input.Clear();
+            model.Graph.Input.AddRange(keep);
+            for (int i = 0; i < ps.Count; i++)
+            {
+                var t = new TensorProto { Name = ps[i].Name, DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(weights[i].AsSpan())) };
+                t.Dims.AddRange(ps[i].Shape);
+                model.Graph.Initializer.Add(t);
+            }
+            _session = new InferenceSession(model.ToByteArray(), options);
+            _params = [];
+        }
+        else
+        {
+            _session = new InferenceSession(path, options);
+            _params = ps.Select((p, i) => (p.Name, OrtValue.CreateTensorValueFromMemory(weights[i], p.Shape))).ToArray();
+        }
     }
+
+    /// <summary>Models up to this size get their weights embedded as initializers (a protobuf message must stay under 2 GB).</summary>
+    public const long MaxEmbeddedBytes = 1_800_000_000;
 
     public string ModelDir { get; }
     public int Layers { get; }
@@ -50,6 +78,9 @@ public sealed class CausalLm : IDisposable
 
     /// <summary>A new decoding state (one sequence batch); dispose it.</summary>
     public DecoderState Start() => new(this, _session, _params);
+
+    /// <summary>Stops ORT's profiler (when the settings enabled it) and returns the trace file.</summary>
+    public string EndProfiling() => _session.EndProfiling();
 
     public void Dispose()
     {
