@@ -164,6 +164,33 @@ generate.SetAction(r => Cli.Guard(() =>
 }));
 root.Subcommands.Add(generate);
 
+// serve: the completions microservice.
+var sModels = new Option<string[]>("--model") { Description = "Model folder(s) to serve (name=path to rename).", Required = true, AllowMultipleArgumentsPerToken = true };
+var sUrls = new Option<string>("--urls") { Description = "Where to listen.", DefaultValueFactory = _ => "http://127.0.0.1:5000" };
+var sKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer <key>' on /v1 (or set OPTIMUM__APIKEY)." };
+var sConc = new Option<int>("--max-concurrent") { Description = "Completions generated at once.", DefaultValueFactory = _ => 2 };
+var sQueue = new Option<int>("--queue") { Description = "Completions waiting for a slot before 429.", DefaultValueFactory = _ => 16 };
+var sTimeout = new Option<double>("--timeout") { Description = "Seconds per completion before 504.", DefaultValueFactory = _ => 60 };
+var sThreads = new Option<int>("--threads") { Description = "ONNX Runtime threads per model.", DefaultValueFactory = _ => Environment.ProcessorCount };
+var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/completions (with SSE streaming), /v1/models, /healthz, /metrics.")
+{
+    sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads,
+};
+serve.SetAction(r => Cli.Guard(() =>
+{
+    var settings = new List<string> { "--urls", r.GetValue(sUrls)! };
+    var models = r.GetValue(sModels)!;
+    for (int i = 0; i < models.Length; i++) settings.Add($"--Optimum:Models:{i}={models[i]}");
+    settings.AddRange([$"--Optimum:MaxConcurrent={r.GetValue(sConc)}", $"--Optimum:QueueLimit={r.GetValue(sQueue)}",
+        $"--Optimum:RequestTimeoutSeconds={r.GetValue(sTimeout)}", $"--Optimum:Threads={r.GetValue(sThreads)}"]);
+    if (r.GetValue(sKey) is { Length: > 0 } key) settings.Add($"--Optimum:ApiKey={key}");
+    var app = Optimum.Server.OptimumServer.Build([.. settings]);
+    Console.WriteLine($"serving {string.Join(", ", models)} on {r.GetValue(sUrls)} (Ctrl-C stops after in-flight requests)");
+    app.Run();
+    return 0;
+}));
+root.Subcommands.Add(serve);
+
 // bench train: throughput against ORT's MatMul peak (and optionally TorchSharp).
 var bJson = new Option<bool>("--json") { Description = "One JSON object per measurement." };
 var bThreads = new Option<int>("--threads") { Description = "Intra-op threads.", DefaultValueFactory = _ => 2 };
