@@ -23,18 +23,24 @@ public static class OptimumServer
     {
         var builder = WebApplication.CreateSlimBuilder(args);
         configure?.Invoke(builder);
-        var options = builder.Configuration.GetSection("Optimum").Get<ServerOptions>() ?? new ServerOptions();
-        options.Validate();
-        builder.Services.AddSingleton(options);
+        // Options are read from configuration when first needed (after the host is built), so settings
+        // added by hosts and test factories are seen.
+        builder.Services.AddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<IConfiguration>().GetSection("Optimum").Get<ServerOptions>() ?? new ServerOptions();
+            o.Validate();
+            return o;
+        });
         builder.Services.AddSingleton(sp => new ModelRegistry(sp.GetRequiredService<ServerOptions>()));
         builder.Services.AddSingleton<ServerMetrics>();
-        builder.Services.AddSingleton(new ConcurrencyLimiter(new ConcurrencyLimiterOptions
+        builder.Services.AddSingleton(sp =>
         {
-            PermitLimit = options.MaxConcurrent, QueueLimit = options.QueueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
-        }));
+            var o = sp.GetRequiredService<ServerOptions>();
+            return new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = o.MaxConcurrent, QueueLimit = o.QueueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst });
+        });
         builder.Services.AddProblemDetails();
-        builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(30, options.RequestTimeoutSeconds)));
-        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxBodyBytes);
+        builder.Services.AddOptions<HostOptions>().Configure<ServerOptions>((h, o) => h.ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(30, o.RequestTimeoutSeconds)));
+        builder.Services.AddOptions<Microsoft.AspNetCore.Server.Kestrel.Core.KestrelServerOptions>().Configure<ServerOptions>((k, o) => k.Limits.MaxRequestBodySize = o.MaxBodyBytes);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(ServerMetrics.MeterName)
             .AddView("optimum.request.duration", new ExplicitBucketHistogramConfiguration { Boundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] })

@@ -1,0 +1,172 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Xunit;
+
+namespace Optimum.Server.Tests;
+
+/// <summary>Every endpoint and every error, through WebApplicationFactory.</summary>
+public sealed class EndpointTests(ModelFixture model) : IClassFixture<ModelFixture>
+{
+    private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
+
+    private static async Task<JsonElement> Problem(HttpResponseMessage r, HttpStatusCode status)
+    {
+        Assert.Equal(status, r.StatusCode);
+        Assert.Equal("application/problem+json", r.Content.Headers.ContentType?.MediaType);
+        var doc = await r.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal((int)status, doc.GetProperty("status").GetInt32());
+        return doc;
+    }
+
+    [Fact]
+    public async Task Healthz_Models_AndMetrics()
+    {
+        await using var f = model.Factory();
+        var c = f.CreateClient();
+        var health = await c.GetFromJsonAsync<JsonElement>("/healthz");
+        Assert.Equal("ok", health.GetProperty("status").GetString());
+        var models = await c.GetFromJsonAsync<JsonElement>("/v1/models");
+        Assert.Equal("list", models.GetProperty("object").GetString());
+        Assert.Equal("tiny-gpt2", models.GetProperty("data")[0].GetProperty("id").GetString());
+        (await c.PostAsync("/v1/completions", Json("{\"prompt\": \"Call me\", \"max_tokens\": 5}"))).EnsureSuccessStatusCode();
+        var metrics = await c.GetStringAsync("/metrics");
+        Assert.Contains("optimum_requests_total{", metrics);
+        Assert.Contains("optimum_request_duration_seconds_bucket{", metrics);
+        Assert.Matches(@"optimum_tokens_generated_total\{[^}]*model=""tiny-gpt2""[^}]*\} 5", metrics);
+    }
+
+    [Fact]
+    public async Task Completion_ReturnsTextUsageAndIsSeeded()
+    {
+        await using var f = model.Factory();
+        var c = f.CreateClient();
+        var body = "{\"model\": \"tiny-gpt2\", \"prompt\": \"Call me Ishmael.\", \"max_tokens\": 7, \"temperature\": 0.9, \"top_p\": 0.95, \"seed\": 11}";
+        var a = await (await c.PostAsync("/v1/completions", Json(body))).Content.ReadFromJsonAsync<JsonElement>();
+        var b = await (await c.PostAsync("/v1/completions", Json(body))).Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal("text_completion", a.GetProperty("object").GetString());
+        Assert.StartsWith("cmpl-", a.GetProperty("id").GetString());
+        var choice = a.GetProperty("choices")[0];
+        Assert.Equal("length", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal(choice.GetProperty("text").GetString(), b.GetProperty("choices")[0].GetProperty("text").GetString());
+        var usage = a.GetProperty("usage");
+        Assert.Equal(6, usage.GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(7, usage.GetProperty("completion_tokens").GetInt32());
+        Assert.Equal(13, usage.GetProperty("total_tokens").GetInt32());
+        var two = await (await c.PostAsync("/v1/completions", Json("{\"prompt\": [\"a\", \"b c\"], \"max_tokens\": 2, \"temperature\": 0}"))).Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal(2, two.GetProperty("choices").GetArrayLength());
+        Assert.Equal(1, two.GetProperty("choices")[1].GetProperty("index").GetInt32());
+    }
+
+    [Fact]
+    public async Task Streaming_SendsEventsEndingWithDone_ThatConcatenateToTheCompletion()
+    {
+        await using var f = model.Factory();
+        var c = f.CreateClient();
+        var whole = await (await c.PostAsync("/v1/completions", Json("{\"prompt\": \"The whale\", \"max_tokens\": 12, \"seed\": 4}"))).Content.ReadFromJsonAsync<JsonElement>();
+        var r = await c.PostAsync("/v1/completions", Json("{\"prompt\": \"The whale\", \"max_tokens\": 12, \"seed\": 4, \"stream\": true}"));
+        Assert.Equal("text/event-stream", r.Content.Headers.ContentType?.MediaType);
+        var events = (await r.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.All(events, e => Assert.StartsWith("data: ", e));
+        Assert.Equal("data: [DONE]", events[^1]);
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0]).ToArray();
+        Assert.Equal(whole.GetProperty("choices")[0].GetProperty("text").GetString(), string.Concat(chunks.Select(x => x.GetProperty("text").GetString())));
+        Assert.Equal("length", chunks[^1].GetProperty("finish_reason").GetString());
+    }
+
+    [Theory]
+    [InlineData("{\"prompt\": \"x\"", "not valid JSON")]
+    [InlineData("[1, 2]", "must be a JSON object")]
+    [InlineData("{\"max_tokens\": 3}", "'prompt' is required")]
+    [InlineData("{\"prompt\": 5}", "'prompt' must be a string or an array of strings")]
+    [InlineData("{\"prompt\": \"x\", \"max_tokens\": \"ten\"}", "'max_tokens' must be an integer")]
+    [InlineData("{\"prompt\": \"x\", \"max_tokens\": 2.5}", "'max_tokens' must be an integer")]
+    [InlineData("{\"prompt\": \"x\", \"temperature\": \"hot\"}", "'temperature' must be a number")]
+    [InlineData("{\"prompt\": \"x\", \"stream\": \"yes\"}", "'stream' must be true or false")]
+    [InlineData("{\"prompt\": \"x\", \"stop\": 7}", "'stop' must be a string or an array of strings")]
+    [InlineData("{\"prompt\": \"x\", \"model\": 1}", "'model' must be a string")]
+    public async Task MalformedRequests_Get400(string body, string expected)
+    {
+        await using var f = model.Factory();
+        var p = await Problem(await f.CreateClient().PostAsync("/v1/completions", Json(body)), HttpStatusCode.BadRequest);
+        Assert.Contains(expected, p.GetProperty("detail").GetString());
+    }
+
+    [Theory]
+    [InlineData("{\"prompt\": \"x\", \"max_tokens\": 0}", "'max_tokens' must be in [1, 1024], got 0")]
+    [InlineData("{\"prompt\": \"x\", \"max_tokens\": 5000}", "'max_tokens' must be in [1, 1024], got 5000")]
+    [InlineData("{\"prompt\": \"x\", \"temperature\": 2.5}", "'temperature' must be in [0, 2]")]
+    [InlineData("{\"prompt\": \"x\", \"top_p\": 0}", "'top_p' must be in (0, 1]")]
+    [InlineData("{\"prompt\": \"x\", \"stop\": [\"a\", \"b\", \"c\", \"d\", \"e\"]}", "'stop' must hold at most 4")]
+    [InlineData("{\"prompt\": \"\"}", "'prompt' must not be empty")]
+    [InlineData("{\"prompt\": [\"a\", \"b\"], \"stream\": true}", "'stream' works with a single prompt")]
+    [InlineData("{\"prompt\": \"x\", \"n\": 3}", "'n' must be 1")]
+    public async Task OutOfRangeValues_Get422(string body, string expected)
+    {
+        await using var f = model.Factory();
+        var p = await Problem(await f.CreateClient().PostAsync("/v1/completions", Json(body)), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains(expected, p.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task UnknownModel_Gets404()
+    {
+        await using var f = model.Factory();
+        var p = await Problem(await f.CreateClient().PostAsync("/v1/completions", Json("{\"model\": \"gpt-5\", \"prompt\": \"x\"}")), HttpStatusCode.NotFound);
+        Assert.Contains("Model 'gpt-5' is not served", p.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task OversizeBodyAndTooLongPrompt_Get413()
+    {
+        await using var f = model.Factory(("MaxBodyBytes", "2048"));
+        var c = f.CreateClient();
+        var big = "{\"prompt\": \"" + new string('a', 3000) + "\"}";
+        var p = await Problem(await c.PostAsync("/v1/completions", Json(big)), HttpStatusCode.RequestEntityTooLarge);
+        Assert.Contains("limit is 2048", p.GetProperty("detail").GetString());
+        var words = string.Join(" ", Enumerable.Repeat("whale", 120));      // 120 tokens + 16 > 128 positions
+        p = await Problem(await c.PostAsync("/v1/completions", Json($"{{\"prompt\": \"{words}\"}}")), HttpStatusCode.RequestEntityTooLarge);
+        Assert.Contains("exceeds the model's context of 128 tokens", p.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task ApiKey_IsRequiredOnV1()
+    {
+        await using var f = model.Factory(("ApiKey", "s3cret"));
+        var c = f.CreateClient();
+        var p = await Problem(await c.GetAsync("/v1/models"), HttpStatusCode.Unauthorized);
+        Assert.Contains("needs an API key", p.GetProperty("detail").GetString());
+        c.DefaultRequestHeaders.Authorization = new("Bearer", "wrong");
+        await Problem(await c.PostAsync("/v1/completions", Json("{\"prompt\": \"x\"}")), HttpStatusCode.Unauthorized);
+        c.DefaultRequestHeaders.Authorization = new("Bearer", "s3cret");
+        Assert.Equal(HttpStatusCode.OK, (await c.GetAsync("/v1/models")).StatusCode);
+        c.DefaultRequestHeaders.Authorization = null;
+        Assert.Equal(HttpStatusCode.OK, (await c.GetAsync("/healthz")).StatusCode);      // health stays open
+    }
+
+    [Fact]
+    public async Task FullQueue_Gets429()
+    {
+        await using var f = model.Factory(("MaxConcurrent", "1"), ("QueueLimit", "0"));
+        var c = f.CreateClient();
+        var body = "{\"prompt\": \"Call me\", \"max_tokens\": 100, \"temperature\": 0}";
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => c.PostAsync("/v1/completions", Json(body))));
+        Assert.All(responses, r => Assert.Contains(r.StatusCode, new[] { HttpStatusCode.OK, HttpStatusCode.TooManyRequests }));
+        Assert.Contains(responses, r => r.StatusCode == HttpStatusCode.TooManyRequests);
+        Assert.Contains(responses, r => r.StatusCode == HttpStatusCode.OK);
+        var p = await Problem(responses.First(r => r.StatusCode == HttpStatusCode.TooManyRequests), HttpStatusCode.TooManyRequests);
+        Assert.Contains("generation slots", p.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task SlowCompletion_TimesOutWith504()
+    {
+        await using var f = model.Factory(("RequestTimeoutSeconds", "0.001"));
+        var c = f.CreateClient();
+        var p = await Problem(await c.PostAsync("/v1/completions", Json("{\"prompt\": \"Call me\", \"max_tokens\": 100}")), HttpStatusCode.GatewayTimeout);
+        Assert.Contains("longer than 0.001 s", p.GetProperty("detail").GetString());
+        var metrics = await c.GetStringAsync("/metrics");
+        Assert.Contains("finish_reason=\"timeout\"", metrics);
+    }
+}

@@ -1,0 +1,42 @@
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Optimum.Models;
+using Optimum.Tests;
+
+namespace Optimum.Server.Tests;
+
+/// <summary>A small GPT-2 with GPT-2's vocabulary (random weights) in a model folder, shared by the tests.</summary>
+public sealed class ModelFixture : IDisposable
+{
+    public ModelFixture()
+    {
+        Root = Repo.TempDir();
+        Dir = Path.Combine(Root, "tiny-gpt2");
+        Gpt2Artifacts.WritePreset(Dir, new Gpt2Config
+        {
+            VocabSize = 50257, NPositions = 128, NEmbd = 8, NLayer = 1, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0, InitializerRange = 0.5,
+        }, seed: 2);
+        SlowDir = Path.Combine(Root, "slow-gpt2");
+        Gpt2Artifacts.WritePreset(SlowDir, new Gpt2Config
+        {
+            VocabSize = 50257, NPositions = 1024, NEmbd = 64, NLayer = 4, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
+        }, seed: 3);
+    }
+
+    /// <summary>A model slow enough (about a millisecond per token) to disconnect from or shut down under.</summary>
+    public string SlowDir { get; }
+
+    public string Root { get; }
+    public string Dir { get; }
+
+    /// <summary>A test server over the model with the given "Optimum:*" settings.</summary>
+    public WebApplicationFactory<Program> Factory(params (string Key, string Value)[] settings) =>
+        new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
+        {
+            b.UseSetting("Optimum:Models:0", Dir);
+            b.UseSetting("Optimum:Threads", "1");
+            foreach (var (k, v) in settings) b.UseSetting("Optimum:" + k, v);
+        });
+
+    public void Dispose() => Directory.Delete(Root, true);
+}
