@@ -6,6 +6,7 @@ using Optimum.Models;
 using Optimum.Onnx;
 using Optimum.Training;
 using TrainingSession = Optimum.Training.TrainingSession;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Optimum.Cli;
 
@@ -304,5 +305,61 @@ public static class BenchGenerate
         else output.WriteLine($"GPT-2 {o.Layers}L/{o.Width}, vocab {o.Vocab}, {o.Threads} threads, prompt {prompt}: KV cache {newTokens / cached:F1} tokens/s " +
             $"(first token {ttft * 1000:F0} ms), no cache {noCacheTokens / uncached:F1} tokens/s over {noCacheTokens} tokens -> {r["cache_speedup"]:F1}x");
         return 0;
+    }
+}
+
+/// <summary>
+/// <c>optimum-net bench serve</c>: the completions service on 127.0.0.1 with the benchmark GPT-2, under
+/// a fixed number of concurrent clients: p50/p99 latency, requests/s and generated tokens/s.
+/// </summary>
+public static class BenchServe
+{
+    public static int Run(BenchOptions o, int clients, int requests, int maxTokens, TextWriter output)
+    {
+        var cfg = new Gpt2Config { VocabSize = o.Vocab, NPositions = 256, NEmbd = o.Width, NLayer = o.Layers, NHead = o.Heads, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
+        var dir = Path.Combine(o.WorkDir, $"gpt2-serve-{o.Layers}x{o.Width}-v{o.Vocab}");
+        Gpt2Artifacts.WritePreset(dir, cfg, seed: 0);
+        var app = Optimum.Server.OptimumServer.Build(["--urls", "http://127.0.0.1:0", $"--Optimum:Models:0={dir}", $"--Optimum:Threads={Math.Max(1, o.Threads / 2)}",
+            "--Optimum:MaxConcurrent=2", $"--Optimum:QueueLimit={clients * 2}", "--Logging:LogLevel:Default=Warning"]);
+        app.StartAsync().GetAwaiter().GetResult();
+        try
+        {
+            var address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+                .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First();
+            using var http = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromMinutes(5) };
+            var body = $"{{\"prompt\": \"Call me Ishmael. Some years ago\", \"max_tokens\": {maxTokens}, \"temperature\": 0}}";
+            http.PostAsync("/v1/completions", new StringContent(body)).GetAwaiter().GetResult().EnsureSuccessStatusCode();   // warm-up
+            var latencies = new System.Collections.Concurrent.ConcurrentBag<double>();
+            int failures = 0;
+            var clock = Stopwatch.StartNew();
+            Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+            {
+                for (int i = 0; i < requests; i++)
+                {
+                    var t = Stopwatch.GetTimestamp();
+                    using var r = await http.PostAsync("/v1/completions", new StringContent(body));
+                    if (r.IsSuccessStatusCode) latencies.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+                    else Interlocked.Increment(ref failures);
+                }
+            })).GetAwaiter().GetResult();
+            double seconds = clock.Elapsed.TotalSeconds;
+            var sorted = latencies.Order().ToArray();
+            double P(double q) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)(q * sorted.Length))];
+            var res = new Dictionary<string, object>
+            {
+                ["bench"] = "serve", ["layers"] = o.Layers, ["width"] = o.Width, ["vocab"] = o.Vocab, ["clients"] = clients, ["requests"] = clients * requests,
+                ["max_tokens"] = maxTokens, ["ok"] = sorted.Length, ["failed"] = failures, ["p50_ms"] = P(0.5), ["p99_ms"] = P(0.99),
+                ["requests_per_s"] = sorted.Length / seconds, ["tokens_per_s"] = sorted.Length * maxTokens / seconds,
+            };
+            if (o.Json) output.WriteLine(JsonSerializer.Serialize(res));
+            else output.WriteLine($"service, GPT-2 {o.Layers}L/{o.Width}, {clients} concurrent clients x {requests} requests of {maxTokens} tokens: " +
+                $"p50 {P(0.5):F0} ms, p99 {P(0.99):F0} ms, {sorted.Length / seconds:F2} requests/s, {sorted.Length * maxTokens / seconds:F0} tokens/s, {failures} failed");
+            return failures == 0 ? 0 : 1;
+        }
+        finally
+        {
+            app.StopAsync().GetAwaiter().GetResult();
+            ((IDisposable)app).Dispose();
+        }
     }
 }

@@ -226,7 +226,16 @@ var benchGenerate = new Command("generate", "Batch-1 greedy generation tokens/s 
 };
 benchGenerate.SetAction(r => Cli.Guard(() => BenchGenerate.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
     r.GetValue(bVocab), 1, r.GetValue(bThreads), 0, 0, r.GetValue(bJson), r.GetValue(bProfile)), r.GetValue(bgPrompt), r.GetValue(bgNew), Console.Out)));
-var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate };
+var bsClients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 4 };
+var bsRequests = new Option<int>("--requests") { Description = "Requests per client.", DefaultValueFactory = _ => 10 };
+var bsTokens = new Option<int>("--max-tokens") { Description = "Tokens per completion.", DefaultValueFactory = _ => 32 };
+var benchServe = new Command("serve", "Service latency (p50/p99) and throughput under a fixed concurrent load on loopback.")
+{
+    bJson, bThreads, bLayers, bWidth, bHeads, bVocab, bsClients, bsRequests, bsTokens,
+};
+benchServe.SetAction(r => Cli.Guard(() => BenchServe.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
+    r.GetValue(bVocab), 1, r.GetValue(bThreads), 0, 0, r.GetValue(bJson)), r.GetValue(bsClients), r.GetValue(bsRequests), r.GetValue(bsTokens), Console.Out)));
+var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate, benchServe };
 root.Subcommands.Add(bench);
 
 // mpi-check: verify the MPI setup (run under mpirun).
