@@ -44,7 +44,7 @@ public static class OptimumServer
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(ServerMetrics.MeterName)
             .AddView("optimum.request.duration", new ExplicitBucketHistogramConfiguration { Boundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] })
-            .AddPrometheusExporter());
+            .AddPrometheusExporter(p => p.ScrapeResponseCacheDurationMilliseconds = 0));
 
         var app = builder.Build();
         _ = app.Services.GetRequiredService<ModelRegistry>();           // load the models before taking requests

@@ -7,7 +7,8 @@ using Xunit;
 namespace Optimum.Server.Tests;
 
 /// <summary>Every endpoint and every error, through WebApplicationFactory.</summary>
-public sealed class EndpointTests(ModelFixture model) : IClassFixture<ModelFixture>
+[Collection(ModelFixture.Collection)]
+public sealed class EndpointTests(ModelFixture model) 
 {
     private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
 

@@ -14,7 +14,8 @@ using Xunit.Abstractions;
 namespace Optimum.Server.Tests;
 
 /// <summary>The service on a real Kestrel bound to 127.0.0.1: SSE, disconnects, shutdown, load.</summary>
-public sealed class KestrelTests(ModelFixture model, ITestOutputHelper output) : IClassFixture<ModelFixture>
+[Collection(ModelFixture.Collection)]
+public sealed class KestrelTests(ModelFixture model, ITestOutputHelper output) 
 {
     private static async Task<(WebApplication App, HttpClient Client)> Start(params string[] settings)
     {

@@ -2,12 +2,22 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Optimum.Models;
 using Optimum.Tests;
+using Xunit;
 
 namespace Optimum.Server.Tests;
+
+/// <summary>
+/// The server tests run one at a time: the service's OpenTelemetry meter has one name per process, so
+/// two live servers would see each other's counts in /metrics.
+/// </summary>
+[CollectionDefinition(ModelFixture.Collection)]
+public sealed class ServerCollection : ICollectionFixture<ModelFixture>;
 
 /// <summary>A small GPT-2 with GPT-2's vocabulary (random weights) in a model folder, shared by the tests.</summary>
 public sealed class ModelFixture : IDisposable
 {
+    public const string Collection = "server";
+
     public ModelFixture()
     {
         Root = Repo.TempDir();
