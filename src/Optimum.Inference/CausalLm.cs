@@ -17,7 +17,7 @@ namespace Optimum.Inference;
 /// step's past inputs with <see cref="OrtIoBinding"/>, so the cache never passes through managed arrays.
 /// Thread-safe: concurrent generations each get their own binding. Owns its session; dispose it.
 /// </summary>
-public sealed class CausalLm : IDisposable
+public sealed class CausalLm : IGenerativeModel, IDisposable
 {
     private readonly InferenceSession _session;
     private readonly (string Name, OrtValue Value)[] _params;
@@ -78,6 +78,7 @@ public sealed class CausalLm : IDisposable
 
     /// <summary>A new decoding state (one sequence batch); dispose it.</summary>
     public DecoderState Start() => new(this, _session, _params);
+    IDecodeState IGenerativeModel.Start() => Start();
 
     /// <summary>Stops ORT's profiler (when the settings enabled it) and returns the trace file.</summary>
     public string EndProfiling() => _session.EndProfiling();
@@ -89,11 +90,29 @@ public sealed class CausalLm : IDisposable
     }
 }
 
+/// <summary>What the decoding strategies need of a model: its vocabulary, limits, and a fresh decode state.</summary>
+public interface IGenerativeModel
+{
+    int VocabSize { get; }
+    /// <summary>The longest sequence the decoder may reach.</summary>
+    int MaxPositions { get; }
+    int? EosTokenId { get; }
+    IDecodeState Start();
+}
+
+/// <summary>One batched decode: feed tokens, get the last position's logits; reorder rows for beam search.</summary>
+public interface IDecodeState : IDisposable
+{
+    int Length { get; }
+    ReadOnlySpan<float> Step(long[] ids, long[] positions, long[] mask, int batch);
+    void Reorder(int[] rows);
+}
+
 /// <summary>
 /// The state of one batched decode: bindings, the attention mask and the KV cache as ORT values.
 /// <see cref="Step"/> feeds new tokens and returns the logits of the last position of every row.
 /// </summary>
-public sealed class DecoderState : IDisposable
+public sealed class DecoderState : IDecodeState
 {
     private readonly CausalLm _lm;
     private readonly InferenceSession _session;

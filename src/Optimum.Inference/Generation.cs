@@ -47,7 +47,7 @@ public static class Generator
     /// attention mask and per-row positions). <paramref name="onToken"/>(row, tokens so far) may return
     /// false to stop that row (stop strings). Cancelling <paramref name="cancel"/> stops all rows.
     /// </summary>
-    public static IReadOnlyList<GenerationResult> Generate(CausalLm lm, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions o,
+    public static IReadOnlyList<GenerationResult> Generate(IGenerativeModel lm, IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions o,
         Func<int, IReadOnlyList<int>, bool>? onToken = null, CancellationToken cancel = default)
     {
         o.Validate();
@@ -117,7 +117,7 @@ public static class Generator
     /// the search ends when NumBeams hypotheses are finished, otherwise when no live beam can beat
     /// the worst of them. Returns the best hypothesis.
     /// </summary>
-    public static GenerationResult BeamSearch(CausalLm lm, IReadOnlyList<int> prompt, GenerationOptions o, CancellationToken cancel = default)
+    public static GenerationResult BeamSearch(IGenerativeModel lm, IReadOnlyList<int> prompt, GenerationOptions o, CancellationToken cancel = default)
     {
         o.Validate();
         int k = o.NumBeams, V = lm.VocabSize, n = prompt.Count;
