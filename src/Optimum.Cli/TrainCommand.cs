@@ -11,7 +11,7 @@ namespace Optimum.Cli;
 public sealed record TrainCommandOptions(TrainerOptions Trainer, IReadOnlyList<string> Data, int SeqLen, double ValidationFraction = 0.05, string? CacheDir = null);
 
 /// <summary>
-/// <c>optimum-net train</c>: data → batches → <see cref="Trainer"/> with a live progress bar (or
+/// <c>optimum-net train</c>: data (text for GPT-2, pairs for T5) → batches → <see cref="Trainer"/> with a live progress bar (or
 /// periodic lines when the output is not a terminal), a JSONL metrics log, and a loss-curve PNG.
 /// </summary>
 public static class TrainCommand
@@ -25,6 +25,32 @@ public static class TrainCommand
         catch (AggregateException e) { throw new InvalidOperationException(e.Message, e.InnerException); }
     }
 
+    private static IBatchSource TextData(TrainCommandOptions o, HfConfig cfg, Action<string> say)
+    {
+        var gpt = Gpt2Config.FromHf(cfg);
+        if (o.SeqLen > gpt.NPositions) throw new ArgumentException($"--seq-len {o.SeqLen} exceeds the model's n_positions {gpt.NPositions}.");
+        if (gpt.VocabSize < Gpt2Tokenizer.EndOfText + 1) throw new ArgumentException($"The model's vocab_size {gpt.VocabSize} is smaller than GPT-2's BPE vocabulary ({Gpt2Tokenizer.EndOfText + 1}).");
+        var corpus = TokenCorpus.Load(o.Data, o.CacheDir, say);
+        var data = new LmData(corpus.Tokens, o.SeqLen, o.ValidationFraction);
+        say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation windows of {o.SeqLen} tokens");
+        return data;
+    }
+
+    /// <summary>T5 trains on (source, target) pairs from TSV or JSONL files, tokenized with the model folder's vocab.json.</summary>
+    private static IBatchSource PairData(TrainCommandOptions o, HfConfig cfg, Action<string> say)
+    {
+        var t5 = T5Config.FromHf(cfg);
+        var tok = SymbolTokenizer.Load(o.Trainer.ModelDir);
+        if (tok.VocabSize > t5.VocabSize) throw new InvalidDataException($"{SymbolTokenizer.FileName} has {tok.VocabSize} tokens but the model's vocab_size is {t5.VocabSize}.");
+        var pairs = o.Data.SelectMany(Seq2SeqData.ReadPairs).ToArray();
+        var encoded = pairs.Select(p => (tok.EncodeSource(p.Source), tok.EncodeTarget(p.Target))).ToArray();
+        int longest = encoded.Max(p => Math.Max(p.Item1.Length, p.Item2.Length));
+        if (longest > t5.MaxLength) throw new InvalidDataException($"A pair encodes to {longest} tokens, more than the model's n_positions {t5.MaxLength}.");
+        var data = new Seq2SeqData(encoded, o.ValidationFraction, t5.PadTokenId);
+        say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation pairs from {o.Data.Count} file(s)");
+        return data;
+    }
+
     /// <summary>One rank of a run (the only one without <paramref name="comm"/>); rank 0 reports.</summary>
     public static TrainResult Run(TrainCommandOptions o, CancellationToken cancel = default, ICommunicator? comm = null)
     {
@@ -32,14 +58,13 @@ public static class TrainCommand
         bool lead = comm.Rank == 0;
         var t = o.Trainer;
         var cfg = ModelFolder.ReadConfig(t.ModelDir);
-        if (cfg.ModelType != "gpt2") throw new InvalidDataException($"{cfg.Source}: training model_type '{cfg.ModelType}' on text is not supported (gpt2 is).");
-        var gpt = Gpt2Config.FromHf(cfg);
-        if (o.SeqLen > gpt.NPositions) throw new ArgumentException($"--seq-len {o.SeqLen} exceeds the model's n_positions {gpt.NPositions}.");
-        if (gpt.VocabSize < Gpt2Tokenizer.EndOfText + 1) throw new ArgumentException($"The model's vocab_size {gpt.VocabSize} is smaller than GPT-2's BPE vocabulary ({Gpt2Tokenizer.EndOfText + 1}).");
         void Say(string s) { if (lead) AnsiConsole.MarkupLineInterpolated($"[grey]{s}[/]"); }
-        var corpus = TokenCorpus.Load(o.Data, o.CacheDir, Say);
-        var data = new LmData(corpus.Tokens, o.SeqLen, o.ValidationFraction);
-        Say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation windows of {o.SeqLen} tokens");
+        IBatchSource data = cfg.ModelType switch
+        {
+            "gpt2" => TextData(o, cfg, Say),
+            "t5" => PairData(o, cfg, Say),
+            var k => throw new InvalidDataException($"{cfg.Source}: training model_type '{k}' is not supported (gpt2 on text files, t5 on pairs)."),
+        };
         var weights = ModelInit.Load(t.ModelDir, t.Seed, Say);
         using var trainer = new Trainer(t, data, weights, comm);
         trainer.Log += Say;

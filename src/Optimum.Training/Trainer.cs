@@ -300,11 +300,9 @@ public sealed class Trainer : IDisposable
     {
         var final = Path.Combine(_o.OutputDir, "final");
         Directory.CreateDirectory(final);
-        foreach (var f in new[] { ModelFolder.ConfigFile, ModelFolder.TrainingFile, ModelFolder.EvalFile, ModelFolder.InferenceFile })
-        {
-            var src = Path.Combine(_o.ModelDir, f);
-            if (File.Exists(src)) Optimum.Onnx.AtomicFile.Write(Path.Combine(final, f), File.ReadAllBytes(src));
-        }
+        // Everything of the model folder (graphs, config, tokenizer files) but its old weights.
+        foreach (var src in Directory.GetFiles(_o.ModelDir).Where(f => Path.GetFileName(f) != ModelFolder.WeightsFile && !Path.GetFileName(f).StartsWith('.')))
+            Optimum.Onnx.AtomicFile.Write(Path.Combine(final, Path.GetFileName(src)), File.ReadAllBytes(src));
         var weights = _store.Export();
         HfWeights.Save(Path.Combine(final, ModelFolder.WeightsFile), _store.Parameters, weights);
         ModelFolder.ExportHf(_o.ModelDir, _store.Parameters, weights, Path.Combine(_o.OutputDir, "hf"));
