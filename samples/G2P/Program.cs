@@ -8,13 +8,15 @@ using Optimum.Inference;
 using Optimum.Models;
 using Optimum.Training;
 
-long steps = 2000;
+long steps = 800;
+double lr = 2e-3;
 string outDir = "out/g2p";
 for (int i = 0; i + 1 < args.Length; i += 2)
 {
     if (args[i] == "--steps") steps = long.Parse(args[i + 1]);
     else if (args[i] == "--out") outDir = args[i + 1];
-    else { Console.Error.WriteLine($"error: unknown option {args[i]} (use --steps N, --out DIR)"); return 2; }
+    else if (args[i] == "--lr") lr = double.Parse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture);
+    else { Console.Error.WriteLine($"error: unknown option {args[i]} (use --steps N, --lr X, --out DIR)"); return 2; }
 }
 
 var all = Optimum.Training.Data.Seq2SeqData.ReadPairs("samples/data/cmudict-g2p.tsv").ToArray();
@@ -37,7 +39,7 @@ Console.WriteLine($"{all.Length} words: {rest.Length - 1000} train, 1000 validat
 
 var options = new TrainerOptions
 {
-    ModelDir = modelDir, OutputDir = outDir, Steps = steps, BatchSize = 64, Lr = 3e-3, Warmup = Math.Min(100, steps), Schedule = "cosine",
+    ModelDir = modelDir, OutputDir = outDir, Steps = steps, BatchSize = 256, Lr = lr, Warmup = Math.Min(50, steps), Schedule = "cosine",
     ClipNorm = 1, EvalEvery = (int)Math.Max(1, steps / 5), EvalSamples = 512, SaveEvery = 0, Seed = 0,
     Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
 };

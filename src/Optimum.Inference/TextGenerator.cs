@@ -8,17 +8,52 @@ namespace Optimum.Inference;
 public sealed record Completion(string Text, string FinishReason, int PromptTokens, int CompletionTokens);
 
 /// <summary>
-/// Text in, text out over a <see cref="CausalLm"/> and GPT-2's tokenizer: stop strings, and streaming
-/// that yields text as it is decoded, holding back bytes of an unfinished UTF-8 character and text
-/// that may turn out to start a stop string. <see cref="Complete"/> is the concatenation of the stream.
+/// Text in, text out over a causal LM (prompt continued) or an encoder-decoder (prompt = source
+/// text): stop strings, and streaming that yields text as it is decoded, holding back bytes of an
+/// unfinished UTF-8 character and text that may turn out to start a stop string.
+/// <see cref="Complete"/> is the concatenation of the stream.
 /// </summary>
-public sealed class TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
+public sealed class TextGenerator
 {
-    public CausalLm Model => lm;
-    public Gpt2Tokenizer Tokenizer => tokenizer;
+    /// <summary>Generates the new tokens for one prompt; calls onToken after each (false stops).</summary>
+    public delegate GenerationResult GenerateTokens(IReadOnlyList<int> prompt, GenerationOptions o, Func<int, IReadOnlyList<int>, bool>? onToken, CancellationToken cancel);
+
+    private readonly Func<string, IReadOnlyList<int>> _encode;
+    private readonly Func<IReadOnlyList<int>, string> _decode;
+    private readonly GenerateTokens _generate;
+
+    public TextGenerator(string kind, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode, GenerateTokens generate, int maxPositions, bool promptSharesContext)
+    {
+        Kind = kind;
+        _encode = encode;
+        _decode = decode;
+        _generate = generate;
+        MaxPositions = maxPositions;
+        PromptSharesContext = promptSharesContext;
+    }
+
+    /// <summary>A causal LM continuing GPT-2-tokenized prompts.</summary>
+    public TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
+        : this("causal-lm", tokenizer.Encode, ids => tokenizer.Decode(ids), (ids, o, on, ct) => Generator.Generate(lm, [ids], o, on, ct)[0], lm.MaxPositions, true) { }
+
+    /// <summary>An encoder-decoder: the prompt is the source text; the completion is the generated target.</summary>
+    public static TextGenerator ForSeq2Seq(Seq2SeqLm lm, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode) =>
+        new("seq2seq", encode, decode, (ids, o, on, ct) => lm.Generate([ids], o, on, ct)[0], lm.MaxPositions, false);
+
+    /// <summary>"causal-lm" or "seq2seq".</summary>
+    public string Kind { get; }
+    public int MaxPositions { get; }
+    /// <summary>True when prompt and generated tokens share one context window (causal LMs).</summary>
+    public bool PromptSharesContext { get; }
 
     /// <summary>Prompt tokens of <paramref name="prompt"/>.</summary>
-    public IReadOnlyList<int> Encode(string prompt) => tokenizer.Encode(prompt);
+    public IReadOnlyList<int> Encode(string prompt) => _encode(prompt);
+
+    /// <summary>Why a prompt of <paramref name="promptTokens"/> with <paramref name="maxTokens"/> new tokens does not fit, or null.</summary>
+    public string? CheckLength(int promptTokens, int maxTokens) => PromptSharesContext
+        ? promptTokens + maxTokens > MaxPositions ? $"The prompt has {promptTokens} tokens; with max_tokens {maxTokens} that exceeds the model's context of {MaxPositions} tokens." : null
+        : promptTokens > MaxPositions ? $"The prompt has {promptTokens} tokens; the model's input holds {MaxPositions}."
+        : maxTokens > MaxPositions ? $"max_tokens {maxTokens} exceeds the model's output length of {MaxPositions} tokens." : null;
 
     public Completion Complete(string prompt, GenerationOptions o, IReadOnlyList<string>? stop = null, CancellationToken cancel = default)
     {
@@ -50,7 +85,7 @@ public sealed class TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
     /// <summary>The generation as a lazy sequence of safe-to-show text pieces (runs on the caller's thread).</summary>
     private IEnumerable<string> Run(string prompt, GenerationOptions o, IReadOnlyList<string>? stop, CancellationToken cancel, Action<Completion> done)
     {
-        var promptIds = tokenizer.Encode(prompt);
+        var promptIds = _encode(prompt);
         if (promptIds.Count == 0) throw new ArgumentException("The prompt encodes to no tokens.", nameof(prompt));
         stop = stop?.Where(s => s.Length > 0).ToArray() ?? [];
         var pieces = new System.Collections.Concurrent.BlockingCollection<string>();
@@ -59,7 +94,7 @@ public sealed class TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
         string? reason = null;
         bool OnToken(int row, IReadOnlyList<int> tokens)
         {
-            text = tokenizer.Decode(tokens);
+            text = _decode(tokens);
             count = tokens.Count;
             foreach (var s in stop)
             {
@@ -85,9 +120,7 @@ public sealed class TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
         {
             try
             {
-                var r = o.NumBeams > 1
-                    ? Generator.Generate(lm, [promptIds], o, null, cancel)[0]
-                    : Generator.Generate(lm, [promptIds], o, OnToken, cancel)[0];
+                var r = o.NumBeams > 1 ? _generate(promptIds, o, null, cancel) : _generate(promptIds, o, OnToken, cancel);
                 if (o.NumBeams > 1) { OnToken(0, r.Tokens); }
                 // OpenAI's finish reasons: "stop" for EOS or a stop string, "length" for max tokens.
                 reason ??= r.FinishReason switch { "eos" => "stop", "cancelled" => "cancelled", _ => "length" };

@@ -55,7 +55,7 @@ public static class OptimumServer
         app.MapGet("/v1/models", (ModelRegistry m) => Results.Ok(new
         {
             @object = "list",
-            data = m.Names.Select(n => new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net" }),
+            data = m.Names.Select(n => new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net", kind = m.KindOf(n) }),
         }));
         app.MapPost("/v1/completions", Complete);
         app.MapPrometheusScrapingEndpoint("/metrics");
@@ -119,11 +119,8 @@ public static class OptimumServer
         catch (RequestError e) { return Problem(e.Status, e.Title, e.Message); }
         models.TryGet(req.Model, out var generator);
         foreach (var prompt in req.Prompts)
-        {
-            int tokens = generator.Encode(prompt).Count;
-            if (tokens + req.MaxTokens > generator.Model.MaxPositions)
-                return Problem(413, "Prompt too long", $"The prompt has {tokens} tokens; with max_tokens {req.MaxTokens} that exceeds the model's context of {generator.Model.MaxPositions} tokens.");
-        }
+            if (generator.CheckLength(generator.Encode(prompt).Count, req.MaxTokens) is { } tooLong)
+                return Problem(413, "Prompt too long", tooLong);
 
         using var lease = await limiter.AcquireAsync(1, ctx.RequestAborted);
         if (!lease.IsAcquired)

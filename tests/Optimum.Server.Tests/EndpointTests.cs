@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.Hosting;
 using Xunit;
 
 namespace Optimum.Server.Tests;
@@ -108,6 +109,30 @@ public sealed class EndpointTests(ModelFixture model)
         await using var f = model.Factory();
         var p = await Problem(await f.CreateClient().PostAsync("/v1/completions", Json(body)), HttpStatusCode.UnprocessableEntity);
         Assert.Contains(expected, p.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task T5Models_AreServedAndReportTheirKind()
+    {
+        await using var f = new Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactory<Program>().WithWebHostBuilder(b =>
+        {
+            b.UseSetting("Optimum:Models:0", model.Dir);
+            b.UseSetting("Optimum:Models:1", $"g2p={model.T5Dir}");
+            b.UseSetting("Optimum:Threads", "1");
+        });
+        var c = f.CreateClient();
+        var models = await c.GetFromJsonAsync<JsonElement>("/v1/models");
+        var kinds = models.GetProperty("data").EnumerateArray().ToDictionary(m => m.GetProperty("id").GetString()!, m => m.GetProperty("kind").GetString());
+        Assert.Equal("causal-lm", kinds["tiny-gpt2"]);
+        Assert.Equal("seq2seq", kinds["g2p"]);
+        var r = await (await c.PostAsync("/v1/completions", Json("{\"model\": \"g2p\", \"prompt\": \"cat\", \"max_tokens\": 5, \"temperature\": 0}"))).Content.ReadFromJsonAsync<JsonElement>();
+        var text = r.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        Assert.All(text.Split(' ', StringSplitOptions.RemoveEmptyEntries), s => Assert.Contains(s, new[] { "K", "AE", "T", "D", "AO", "G", "a", "c", "d", "g", "o", "t" }));
+        Assert.Equal(4, r.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());       // c, a, t, </s>
+        var stream = await (await c.PostAsync("/v1/completions", Json("{\"model\": \"g2p\", \"prompt\": \"cat\", \"max_tokens\": 5, \"temperature\": 0, \"stream\": true}"))).Content.ReadAsStringAsync();
+        Assert.EndsWith("data: [DONE]\n\n", stream);
+        var p = await Problem(await c.PostAsync("/v1/completions", Json("{\"model\": \"g2p\", \"prompt\": \"" + new string('a', 30) + "\"}")), HttpStatusCode.RequestEntityTooLarge);
+        Assert.Contains("the model's input holds 24", p.GetProperty("detail").GetString());
     }
 
     [Fact]

@@ -33,6 +33,22 @@ public sealed class ModelFixture : IDisposable
         }, seed: 3);
     }
 
+    /// <summary>A T5 with a symbol vocabulary (letters in, phoneme symbols out), random weights.</summary>
+    public string T5Dir { get; } = MakeT5();
+
+    private static string MakeT5()
+    {
+        var dir = Path.Combine(Repo.TempDir(), "tiny-t5");
+        var tok = Optimum.Hub.SymbolTokenizer.Build([("cat", "K AE T"), ("dog", "D AO G")]);
+        T5Artifacts.WritePreset(dir, new T5Config
+        {
+            VocabSize = tok.VocabSize, DModel = 16, DKv = 4, NumHeads = 2, DFf = 32, NumLayers = 1, NumDecoderLayers = 1, RelativeAttentionNumBuckets = 8,
+            RelativeAttentionMaxDistance = 16, MaxLength = 24, DropoutRate = 0,
+        }, seed: 1);
+        tok.Save(dir);
+        return dir;
+    }
+
     /// <summary>A model slow enough (about a millisecond per token) to disconnect from or shut down under.</summary>
     public string SlowDir { get; }
 
