@@ -43,7 +43,7 @@ var exportSrc = new Argument<string?>("hf-folder") { Description = "HF folder wi
 var exportDst = new Option<string>("--out", "-o") { Description = "Artifact folder to write.", Required = true };
 var preset = new Option<string?>("--preset") { Description = "Built-in config instead of an HF folder: gpt2-mini." };
 var exportSeed = new Option<int>("--seed") { Description = "Initialisation seed when there is no checkpoint.", DefaultValueFactory = _ => 0 };
-var export = new Command("export", "Write training/eval/inference graphs, config.json and model.safetensors for a GPT-2 config.") { exportSrc, exportDst, preset, exportSeed };
+var export = new Command("export", "Write the graphs, config.json and model.safetensors for an HF GPT-2 or T5 folder (or a preset).") { exportSrc, exportDst, preset, exportSeed };
 export.SetAction(r => Cli.Guard(() =>
 {
     string src = r.GetValue(exportSrc) ?? "", dst = r.GetValue(exportDst)!, name = r.GetValue(preset) ?? "";
@@ -55,7 +55,13 @@ export.SetAction(r => Cli.Guard(() =>
         Console.WriteLine($"wrote {dst} (preset {name}, weights from seed {r.GetValue(exportSeed)})");
         return 0;
     }
-    var unused = Gpt2Artifacts.Export(src, dst, r.GetValue(exportSeed));
+    var kind = Optimum.Hub.HfConfig.Load(Path.Combine(src, "config.json")).ModelType;
+    var unused = kind switch
+    {
+        "t5" => T5Artifacts.Export(src, dst, r.GetValue(exportSeed)),
+        "gpt2" => Gpt2Artifacts.Export(src, dst, r.GetValue(exportSeed)),
+        _ => throw new InvalidDataException($"{src}/config.json: model_type '{kind}' cannot be exported (gpt2 and t5 can)."),
+    };
     foreach (var u in unused) Console.Error.WriteLine($"warning: checkpoint tensor '{u}' is not a parameter of the model and was ignored");
     Console.WriteLine($"wrote {dst} from {src}");
     return 0;
@@ -142,8 +148,21 @@ var generate = new Command("generate", "Continue a prompt with a trained causal 
 };
 generate.SetAction(r => Cli.Guard(() =>
 {
-    using var lm = new Optimum.Inference.CausalLm(r.GetValue(gModel)!);
-    var gen = new Optimum.Inference.TextGenerator(lm, Optimum.Hub.Gpt2Tokenizer.Create());
+    var dir = r.GetValue(gModel)!;
+    IDisposable lm;
+    Optimum.Inference.TextGenerator gen;
+    if (Optimum.Hub.ModelFolder.ReadConfig(dir).ModelType == "t5")
+    {
+        var s2s = new Optimum.Inference.Seq2SeqLm(dir);
+        var tok = Optimum.Hub.SymbolTokenizer.Load(dir);
+        (lm, gen) = (s2s, Optimum.Inference.TextGenerator.ForSeq2Seq(s2s, tok.EncodeSource, ids => tok.DecodeTarget(ids)));
+    }
+    else
+    {
+        var causal = new Optimum.Inference.CausalLm(dir);
+        (lm, gen) = (causal, new Optimum.Inference.TextGenerator(causal, Optimum.Hub.Gpt2Tokenizer.Create()));
+    }
+    using var _ = lm;
     var prompt = r.GetValue(gPrompt)!;
     var o = new Optimum.Inference.GenerationOptions
     {
@@ -152,7 +171,8 @@ generate.SetAction(r => Cli.Guard(() =>
         EarlyStopping = r.GetValue(gEarly), Seed = r.GetValue(gSeed),
     };
     var stop = r.GetValue(gStop) ?? [];
-    Console.Write(prompt);
+    if (gen.Kind == "seq2seq") Console.Write($"{prompt} -> ");
+    else Console.Write(prompt);
     if (r.GetValue(gStream))
     {
         var stream = gen.StreamAsync(prompt, o, stop).GetAsyncEnumerator();
@@ -235,7 +255,16 @@ var benchServe = new Command("serve", "Service latency (p50/p99) and throughput 
 };
 benchServe.SetAction(r => Cli.Guard(() => BenchServe.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
     r.GetValue(bVocab), 1, r.GetValue(bThreads), 0, 0, r.GetValue(bJson)), r.GetValue(bsClients), r.GetValue(bsRequests), r.GetValue(bsTokens), Console.Out)));
-var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate, benchServe };
+var btSrc = new Option<int>("--source") { Description = "Source tokens.", DefaultValueFactory = _ => 128 };
+var btTgt = new Option<int>("--target") { Description = "Target tokens.", DefaultValueFactory = _ => 64 };
+var btVocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 32128 };
+var benchT5 = new Command("t5", "T5 training throughput (default 6+6 layers, d_model 384, 128/64 tokens) and generation tokens/s.")
+{
+    bJson, bThreads, bSteps, bLayers, bWidth, bHeads, bBatch, btSrc, btTgt, btVocab,
+};
+benchT5.SetAction(r => Cli.Guard(() => BenchT5.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
+    0, r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson)), r.GetValue(btSrc), r.GetValue(btTgt), r.GetValue(btVocab), Console.Out)));
+var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate, benchServe, benchT5 };
 root.Subcommands.Add(bench);
 
 // mpi-check: verify the MPI setup (run under mpirun).
