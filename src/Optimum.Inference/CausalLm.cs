@@ -1,8 +1,5 @@
-using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
-using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
-using Optimum.Onnx.Proto;
 using Optimum.Hub;
 using Optimum.Training;
 
@@ -40,21 +37,9 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
         var path = Path.Combine(modelDir, ModelFolder.InferenceFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"'{modelDir}' has no {ModelFolder.InferenceFile}.", path);
         using var options = (settings ?? new SessionSettings()).CreateOptions();
-        long bytes = ps.Sum(p => p.Count) * sizeof(float);
-        if (bytes < MaxEmbeddedBytes)
+        if (EmbeddedWeights.Fits(ps))
         {
-            var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
-            var names = ps.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
-            var keep = model.Graph.Input.Where(i => !names.Contains(i.Name)).ToArray();
-            model.Graph.Input.Clear();
-            model.Graph.Input.AddRange(keep);
-            for (int i = 0; i < ps.Count; i++)
-            {
-                var t = new TensorProto { Name = ps[i].Name, DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(weights[i].AsSpan())) };
-                t.Dims.AddRange(ps[i].Shape);
-                model.Graph.Initializer.Add(t);
-            }
-            _session = new InferenceSession(model.ToByteArray(), options);
+            _session = EmbeddedWeights.Open(path, ps, weights, options);
             _params = [];
         }
         else
@@ -63,9 +48,6 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
             _params = ps.Select((p, i) => (p.Name, OrtValue.CreateTensorValueFromMemory(weights[i], p.Shape))).ToArray();
         }
     }
-
-    /// <summary>Models up to this size get their weights embedded as initializers (a protobuf message must stay under 2 GB).</summary>
-    public const long MaxEmbeddedBytes = 1_800_000_000;
 
     public string ModelDir { get; }
     public int Layers { get; }
@@ -108,89 +90,25 @@ public interface IDecodeState : IDisposable
     void Reorder(int[] rows);
 }
 
-/// <summary>
-/// The state of one batched decode: bindings, the attention mask and the KV cache as ORT values.
-/// <see cref="Step"/> feeds new tokens and returns the logits of the last position of every row.
-/// </summary>
-public sealed class DecoderState : IDecodeState
+/// <summary>The decode state of a causal LM: input_ids, position_ids and attention_mask per step.</summary>
+public sealed class DecoderState : KvCacheState
 {
-    private readonly CausalLm _lm;
-    private readonly InferenceSession _session;
-    private readonly OrtIoBinding _binding;
-    private readonly RunOptions _run = new();
-    private readonly List<OrtValue> _inputs = [];
-    private IDisposableReadOnlyCollection<OrtValue>? _outputs;
-    private readonly string[] _outputNames;
-
     internal DecoderState(CausalLm lm, InferenceSession session, (string Name, OrtValue Value)[] parameters)
+        : base(session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize)
     {
-        _lm = lm;
-        _session = session;
-        _binding = session.CreateIoBinding();
-        foreach (var (name, value) in parameters) _binding.BindInput(name, value);
-        _outputNames = ["logits", .. Enumerable.Range(0, lm.Layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
+        foreach (var (name, value) in parameters) Binding.BindInput(name, value);
     }
-
-    /// <summary>Cached positions per row (including padding).</summary>
-    public int Length { get; private set; }
-    public int Batch { get; private set; }
 
     /// <summary>
-    /// Runs <paramref name="ids"/> (batch × seq) at <paramref name="positions"/>, with
-    /// <paramref name="mask"/> (batch × (Length + seq)) marking real tokens; returns the last position's
-    /// logits, row after row (valid until the next step).
+    /// <paramref name="ids"/> (batch × seq) at <paramref name="positions"/>, with <paramref name="mask"/>
+    /// (batch × (Length + seq)) marking real tokens.
     /// </summary>
-    public ReadOnlySpan<float> Step(long[] ids, long[] positions, long[] mask, int batch)
+    protected override void BindInputs(long[] ids, long[] positions, long[] mask, int batch, int seq, Action<string, OrtValue> bind)
     {
-        int seq = ids.Length / batch;
         if (positions.Length != ids.Length || mask.Length != batch * (Length + seq))
             throw new ArgumentException($"Step: {ids.Length} ids, {positions.Length} positions and {mask.Length} mask entries do not fit batch {batch}, cache {Length}.");
-        if (Length > 0 && batch != Batch) throw new ArgumentException($"Step: batch {batch} differs from the cache's {Batch}.");
-        foreach (var v in _inputs) v.Dispose();
-        _inputs.Clear();
-        OrtValue Bind(string name, OrtValue v) { _inputs.Add(v); _binding.BindInput(name, v); return v; }
-        Bind("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]));
-        Bind("position_ids", OrtValue.CreateTensorValueFromMemory(positions, [batch, seq]));
-        Bind("attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [batch, Length + seq]));
-        for (int l = 0; l < _lm.Layers; l++)
-            for (int kv = 0; kv < 2; kv++)
-            {
-                var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
-                if (_outputs is null) Bind(name, OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _lm.Heads, 0, _lm.HeadSize]));
-                else _binding.BindInput(name, _outputs[1 + 2 * l + kv]);
-            }
-        foreach (var n in _outputNames) _binding.BindOutputToDevice(n, OrtMemoryInfo.DefaultInstance);
-        _session.RunWithBinding(_run, _binding);
-        var previous = _outputs;
-        _outputs = _binding.GetOutputValues();
-        previous?.Dispose();                        // the old cache was consumed by this step
-        Length += seq;
-        Batch = batch;
-        var logits = _outputs[0].GetTensorDataAsSpan<float>();
-        if (seq == 1) return logits;
-        var last = new float[batch * _lm.VocabSize];
-        for (int b = 0; b < batch; b++) logits.Slice(((b + 1) * seq - 1) * _lm.VocabSize, _lm.VocabSize).CopyTo(last.AsSpan(b * _lm.VocabSize));
-        return last;
-    }
-
-    /// <summary>Reorders the cache rows: row i becomes old row <paramref name="rows"/>[i] (beam search).</summary>
-    public void Reorder(int[] rows)
-    {
-        if (_outputs is null) return;
-        for (int k = 1; k < _outputs.Count; k++)
-        {
-            var data = _outputs[k].GetTensorMutableDataAsSpan<float>();
-            int rowLen = data.Length / Batch;
-            var copy = data.ToArray();
-            for (int i = 0; i < rows.Length; i++) copy.AsSpan(rows[i] * rowLen, rowLen).CopyTo(data.Slice(i * rowLen, rowLen));
-        }
-    }
-
-    public void Dispose()
-    {
-        _outputs?.Dispose();
-        foreach (var v in _inputs) v.Dispose();
-        _binding.Dispose();
-        _run.Dispose();
+        bind("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]));
+        bind("position_ids", OrtValue.CreateTensorValueFromMemory(positions, [batch, seq]));
+        bind("attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [batch, Length + seq]));
     }
 }

@@ -1,8 +1,5 @@
-using System.Runtime.InteropServices;
-using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Optimum.Hub;
-using Optimum.Onnx.Proto;
 using Optimum.Training;
 
 namespace Optimum.Inference;
@@ -33,27 +30,9 @@ public sealed class Seq2SeqLm : IDisposable
         EosTokenId = cfg.OptionalInt("eos_token_id");
         MaxPositions = cfg.Int("n_positions", 512);
         using var options = (settings ?? new SessionSettings()).CreateOptions();
-        _encoder = Open(Path.Combine(modelDir, "encoder.onnx"), ps, weights, options);
-        _decoder = Open(Path.Combine(modelDir, "decoder.onnx"), ps, weights, options);
-    }
-
-    /// <summary>A session over <paramref name="path"/> with the parameters it reads turned into initializers.</summary>
-    private static InferenceSession Open(string path, IReadOnlyList<ParameterInfo> ps, IReadOnlyList<float[]> weights, SessionOptions options)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"'{path}' does not exist.", path);
-        var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
-        var inputs = model.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
-        var keep = model.Graph.Input.Where(i => !ps.Any(p => p.Name == i.Name)).ToArray();
-        model.Graph.Input.Clear();
-        model.Graph.Input.AddRange(keep);
-        for (int i = 0; i < ps.Count; i++)
-        {
-            if (!inputs.Contains(ps[i].Name)) continue;
-            var t = new TensorProto { Name = ps[i].Name, DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(weights[i].AsSpan())) };
-            t.Dims.AddRange(ps[i].Shape);
-            model.Graph.Initializer.Add(t);
-        }
-        return new InferenceSession(model.ToByteArray(), options);
+        if (!EmbeddedWeights.Fits(ps)) throw new NotSupportedException($"'{modelDir}': T5 models over {EmbeddedWeights.MaxBytes / 1e9:F1} GB are not supported for generation yet.");
+        _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, "encoder.onnx"), ps, weights, options);
+        _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, "decoder.onnx"), ps, weights, options);
     }
 
     public string ModelDir { get; }
@@ -112,93 +91,36 @@ public sealed class Seq2SeqLm : IDisposable
         public void Dispose() => outputs.Dispose();
     }
 
-    private sealed class State : IDecodeState
+    /// <summary>The decode state of the T5 decoder: its input_ids per step; the encoder mask and cross caches are bound once.</summary>
+    private sealed class State : KvCacheState
     {
-        private readonly Seq2SeqLm _lm;
-        private readonly InferenceSession _session;
-        private readonly OrtIoBinding _binding;
-        private readonly RunOptions _run = new();
-        private readonly List<OrtValue> _inputs = [];
-        private readonly string[] _outputNames;
-        private readonly IDisposableReadOnlyCollection<OrtValue> _encoded;
+        private readonly OrtValue _mask;
         private readonly int _rows;
-        private IDisposableReadOnlyCollection<OrtValue>? _outputs;
 
         public State(Seq2SeqLm lm, InferenceSession session, IDisposableReadOnlyCollection<OrtValue> encoded, long[] mask, int rows, int length)
+            : base(session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize)
         {
-            _lm = lm;
-            _session = session;
-            _encoded = encoded;
             _rows = rows;
-            _binding = session.CreateIoBinding();
-            var maskValue = OrtValue.CreateTensorValueFromMemory(mask, [rows, length]);
-            _keep.Add(maskValue);
-            _binding.BindInput("encoder_attention_mask", maskValue);
+            _mask = OrtValue.CreateTensorValueFromMemory(mask, [rows, length]);
+            Binding.BindInput("encoder_attention_mask", _mask);
             for (int l = 0; l < lm.Layers; l++)
             {
-                _binding.BindInput($"cross_key_values.{l}.key", encoded[1 + 2 * l]);
-                _binding.BindInput($"cross_key_values.{l}.value", encoded[2 + 2 * l]);
+                Binding.BindInput($"cross_key_values.{l}.key", encoded[1 + 2 * l]);
+                Binding.BindInput($"cross_key_values.{l}.value", encoded[2 + 2 * l]);
             }
-            _outputNames = ["logits", .. Enumerable.Range(0, lm.Layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
         }
 
-        private readonly List<OrtValue> _keep = [];
-        public int Length { get; private set; }
-
-        /// <summary>Feeds decoder tokens (positions and masks are implied: T5's self-attention is causal over the cache).</summary>
-        public ReadOnlySpan<float> Step(long[] ids, long[] positions, long[] mask, int batch)
+        /// <summary>Decoder tokens only: T5's self-attention is causal over the cache and its positions are relative.</summary>
+        protected override void BindInputs(long[] ids, long[] positions, long[] mask, int batch, int seq, Action<string, OrtValue> bind)
         {
             if (batch != _rows) throw new ArgumentException($"Step: batch {batch} differs from the {_rows} encoded rows.");
-            int seq = ids.Length / batch;
-            foreach (var v in _inputs) v.Dispose();
-            _inputs.Clear();
-            var idsV = OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]);
-            _inputs.Add(idsV);
-            _binding.BindInput("input_ids", idsV);
-            for (int l = 0; l < _lm.Layers; l++)
-                for (int kv = 0; kv < 2; kv++)
-                {
-                    var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
-                    if (_outputs is null)
-                    {
-                        var empty = OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _lm.Heads, 0, _lm.HeadSize]);
-                        _inputs.Add(empty);
-                        _binding.BindInput(name, empty);
-                    }
-                    else _binding.BindInput(name, _outputs[1 + 2 * l + kv]);
-                }
-            foreach (var n in _outputNames) _binding.BindOutputToDevice(n, OrtMemoryInfo.DefaultInstance);
-            _session.RunWithBinding(_run, _binding);
-            var previous = _outputs;
-            _outputs = _binding.GetOutputValues();
-            previous?.Dispose();
-            Length += seq;
-            var logits = _outputs[0].GetTensorDataAsSpan<float>();
-            if (seq == 1) return logits;
-            var last = new float[batch * _lm.VocabSize];
-            for (int b = 0; b < batch; b++) logits.Slice(((b + 1) * seq - 1) * _lm.VocabSize, _lm.VocabSize).CopyTo(last.AsSpan(b * _lm.VocabSize));
-            return last;
+            bind("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]));
         }
 
-        public void Reorder(int[] rows)
+        public override void Dispose()
         {
-            if (_outputs is null) return;
-            for (int k = 1; k < _outputs.Count; k++)
-            {
-                var data = _outputs[k].GetTensorMutableDataAsSpan<float>();
-                int rowLen = data.Length / _rows;
-                var copy = data.ToArray();
-                for (int i = 0; i < rows.Length; i++) copy.AsSpan(rows[i] * rowLen, rowLen).CopyTo(data.Slice(i * rowLen, rowLen));
-            }
-        }
-
-        public void Dispose()
-        {
-            _outputs?.Dispose();
-            foreach (var v in _inputs) v.Dispose();
-            foreach (var v in _keep) v.Dispose();
-            _binding.Dispose();
-            _run.Dispose();
+            base.Dispose();
+            _mask.Dispose();
         }
     }
 
