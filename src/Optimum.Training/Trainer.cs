@@ -176,16 +176,18 @@ public sealed class Trainer : IDisposable
             FaultInjection.AtStep(_comm.Rank, step + 1);
             var t0 = clock.Elapsed.TotalSeconds;
             _commSeconds = 0;
-            var (loss, tokens) = ForwardBackward(index, step);
+            var (weightedLoss, weight, tokens) = ForwardBackward(index, step);
+            double loss = weightedLoss / weight;
             var (sb, se) = _store.Shard(_comm.Rank);
             var shard = _store.AllGrads[(int)sb..(int)se];
             if (_shardGrads is not null)
             {
-                // ZeRO-1: average the gradients and leave each rank its shard.
+                // ZeRO-1: sum the weighted gradients, leave each rank its shard, divide by the global weight.
                 Timed(() => { _comm.ReduceScatterSum(_store.AllGrads, _shardGrads); return 0; });
+                double total = Timed(() => _comm.AllReduceSum(weight));
                 _shardGrads.CopyTo(shard);
-                VectorMath.Scale(shard, 1f / _comm.Size);
-                loss = Timed(() => _comm.AllReduceSum(loss)) / _comm.Size;
+                VectorMath.Scale(shard, (float)(1 / total));
+                loss = Timed(() => _comm.AllReduceSum(weightedLoss)) / total;
                 tokens = (long)Timed(() => _comm.AllReduceSum(tokens));
             }
             double local = VectorMath.SumSquares(shard);
@@ -224,30 +226,37 @@ public sealed class Trainer : IDisposable
         return new TrainResult(step, interrupted, last, history, evals, skipped);
     }
 
-    private (double Loss, long Tokens) ForwardBackward(SampleIndex index, long step)
+    /// <summary>
+    /// Forward + backward over this rank's micro-batches. Each micro-batch's loss is a mean over its
+    /// counted tokens, so gradients are combined weighted by those counts (Batch.LossWeight): the
+    /// result is the mean over every counted token of the step, whatever the split into micro-batches
+    /// and ranks. Returns this rank's weighted gradient sum in the gradient buffer (divided by the
+    /// weight when there is one rank), the weighted loss sum, the weight and the tokens.
+    /// </summary>
+    private (double WeightedLoss, double Weight, long Tokens) ForwardBackward(SampleIndex index, long step)
     {
-        double loss = 0;
+        double loss = 0, weight = 0;
         long tokens = 0;
         var grads = _store.AllGrads;
+        bool weighted = _accum is not null || _comm.Size > 1;
         for (int micro = 0; micro < _o.GradAccum; micro++)
         {
             // Global samples of micro-batch (step, micro) are N consecutive batches; this rank takes its own.
             long first = ((step * _o.GradAccum + micro) * _comm.Size + _comm.Rank) * _o.BatchSize;
             _data.FillTrain(index.Slice(first, _o.BatchSize), _train);
-            loss += _session.TrainStep(_train, Seeds.Derive(_o.Seed, step, micro, _comm.Rank));
+            double w = _train.LossWeight > 0 ? _train.LossWeight : _train.Tokens;
+            loss += _session.TrainStep(_train, Seeds.Derive(_o.Seed, step, micro, _comm.Rank)) * w;
+            weight += w;
             tokens += _train.Tokens;
-            if (_accum is not null)
-            {
-                if (micro == 0) grads.CopyTo(_accum);
-                else VectorMath.Add(_accum, grads);
-            }
+            if (!weighted) continue;
+            VectorMath.Scale(grads, (float)w);
+            if (_accum is null) continue;
+            if (micro == 0) grads.CopyTo(_accum);
+            else VectorMath.Add(_accum, grads);
         }
-        if (_accum is not null)
-        {
-            _accum.CopyTo(grads);
-            VectorMath.Scale(grads, 1f / _o.GradAccum);
-        }
-        return (loss / _o.GradAccum, tokens);
+        if (_accum is not null) _accum.CopyTo(grads);
+        if (weighted && _comm.Size == 1) VectorMath.Scale(grads, (float)(1 / weight));
+        return (loss, weight, tokens);
     }
 
     /// <summary>Mean validation loss over the first EvalSamples validation samples (all when 0); ranks share the batches.</summary>

@@ -59,6 +59,7 @@ public sealed class LmData : IBatchSource
     private long[] Prepare(Batch batch, int rows)
     {
         long[] shape = [rows, SeqLen];
+        batch.LossWeight = (double)rows * (SeqLen - 1);        // the shifted loss counts seq-1 labels per row
         if (batch.TryGetValue("input_ids", out var t) && t.Shape.AsSpan().SequenceEqual(shape))
         {
             batch.Tokens = (long)rows * SeqLen;

@@ -51,6 +51,7 @@ public sealed class Seq2SeqData : IBatchSource
             for (int i = 0; i < t; i++) labels[r * t + i] = i < rows[r].Target.Length ? rows[r].Target[i] : -100;
         }
         batch.Tokens = rows.Sum(r => r.Source.Length + r.Target.Length);
+        batch.LossWeight = rows.Sum(r => r.Target.Length);                 // labels that are not -100
     }
 
     private static long[] Reuse(Batch batch, string name, int rows, int cols)

@@ -1,0 +1,69 @@
+using Optimum.Distributed;
+using Optimum.Hub;
+using Optimum.Models;
+using Optimum.Tests;
+using Optimum.Training.Data;
+using Xunit;
+
+namespace Optimum.Training.Tests;
+
+/// <summary>T5 through the same trainer: learning a toy mapping, and ZeRO-1 over two ranks.</summary>
+public sealed class T5TrainingTests : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static readonly T5Config Tiny = new()
+    {
+        VocabSize = 16, DModel = 16, DKv = 8, NumHeads = 2, DFf = 32, NumLayers = 1, NumDecoderLayers = 1,
+        RelativeAttentionNumBuckets = 8, RelativeAttentionMaxDistance = 16, DropoutRate = 0, MaxLength = 16,
+    };
+
+    /// <summary>Reverse a short sequence of symbols 3..12; EOS = 1.</summary>
+    private static Seq2SeqData Data()
+    {
+        var rng = new Random(5);
+        var pairs = Enumerable.Range(0, 400).Select(_ =>
+        {
+            var s = Enumerable.Range(0, rng.Next(2, 6)).Select(_ => rng.Next(3, 13)).ToArray();
+            return (Source: s.Append(1).ToArray(), Target: s.Reverse().Append(1).ToArray());
+        }).ToArray();
+        return new Seq2SeqData(pairs, 0.1);
+    }
+
+    private TrainerOptions Options(string outDir, int batch, long steps, string optimizer) => new()
+    {
+        ModelDir = Path.Combine(_dir, "model"), OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = batch, Lr = optimizer == "sgd" ? 0.05 : 1e-2,
+        Warmup = 5, Schedule = "linear", ClipNorm = 1, EvalEvery = 0, EvalSamples = 32, SaveEvery = 0, Seed = 1, Export = false,
+        Optimizer = new OptimizerConfig { Kind = optimizer, Momentum = 0.9 }, Session = new SessionSettings { IntraOpThreads = 1 },
+    };
+
+    [Fact]
+    public void T5_LearnsAToyMapping_AndZero1MatchesOneRank()
+    {
+        T5Artifacts.Write(Path.Combine(_dir, "model"), Tiny);
+        var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "model"));
+        var init = T5Artifacts.Initialize(ps, Tiny, 3);
+        TrainResult learned;
+        using (var t = new Trainer(Options("learn", 16, 150, "adamw"), Data(), init))
+            learned = t.Run();
+        Assert.True(learned.Evals[^1].ValidationLoss < 0.5 * learned.Evals[0].ValidationLoss,
+            $"validation loss {learned.Evals[0].ValidationLoss:F3} -> {learned.Evals[^1].ValidationLoss:F3}");
+
+        float[][] one;
+        using (var t = new Trainer(Options("one", 8, 6, "sgd"), Data(), init))
+        {
+            t.Run();
+            one = t.Store.Export();
+        }
+        var two = new InProcessWorld(2).Run(c =>
+        {
+            using var t = new Trainer(Options("two", 4, 6, "sgd"), Data(), init, c);
+            t.Run();
+            return t.Store.Export();
+        })[0];
+        // Relative to |a| floored at 1e-2: values near zero compare absolutely (as in the MPI tests).
+        double worst = one.Zip(two).SelectMany(p => p.First.Zip(p.Second, (a, b) => Math.Abs(a - b) / Math.Max(Math.Abs(a), 1e-2))).Max();
+        Assert.True(worst <= 1e-6, $"T5 ZeRO-1 over 2 ranks differs by {worst:E2}");
+    }
+}
