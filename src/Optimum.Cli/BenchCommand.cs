@@ -385,7 +385,7 @@ public static class BenchT5
         using var store = new ParameterStore(ps);
         var weights = T5Artifacts.Initialize(ps, cfg, 0);
         store.Load(weights);
-        using var session = new TrainingSession(dir, store, new SessionSettings { IntraOpThreads = o.Threads });
+        using var session = new TrainingSession(dir, store, new SessionSettings { IntraOpThreads = o.Threads, ProfilePrefix = o.Profile ? Path.Combine(o.WorkDir, "t5-profile") : null });
         using var adam = Optimizer.Create(store, new OptimizerConfig());
         var rng = new Random(0);
         long[] R(int n) => Enumerable.Range(0, n).Select(_ => (long)rng.Next(3, vocab)).ToArray();
@@ -403,6 +403,9 @@ public static class BenchT5
             if (s >= 2) seconds += Stopwatch.GetElapsedTime(t0).TotalSeconds;
         }
         double step = seconds / o.Steps;
+        if (o.Profile)
+            foreach (var (op, ms, share) in BenchCommand.ProfileByOp(session.EndProfiling()[0], o.Steps + 2).Take(12))
+                output.WriteLine($"  {op,-28} {ms,9:F1} ms/step {share,7:P1}");
         long emb = (long)vocab * o.Width;
         long encP = ps.Where(p => p.Name.StartsWith("encoder.", StringComparison.Ordinal)).Sum(p => p.Count);
         long decP = ps.Where(p => p.Name.StartsWith("decoder.", StringComparison.Ordinal)).Sum(p => p.Count);

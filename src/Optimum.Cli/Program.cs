@@ -260,10 +260,10 @@ var btTgt = new Option<int>("--target") { Description = "Target tokens.", Defaul
 var btVocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 32128 };
 var benchT5 = new Command("t5", "T5 training throughput (default 6+6 layers, d_model 384, 128/64 tokens) and generation tokens/s.")
 {
-    bJson, bThreads, bSteps, bLayers, bWidth, bHeads, bBatch, btSrc, btTgt, btVocab,
+    bJson, bThreads, bSteps, bLayers, bWidth, bHeads, bBatch, btSrc, btTgt, btVocab, bProfile,
 };
 benchT5.SetAction(r => Cli.Guard(() => BenchT5.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
-    0, r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson)), r.GetValue(btSrc), r.GetValue(btTgt), r.GetValue(btVocab), Console.Out)));
+    0, r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson), r.GetValue(bProfile)), r.GetValue(btSrc), r.GetValue(btTgt), r.GetValue(btVocab), Console.Out)));
 var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate, benchServe, benchT5 };
 root.Subcommands.Add(bench);
 

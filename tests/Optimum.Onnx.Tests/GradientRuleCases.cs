@@ -97,6 +97,7 @@ internal static class GradientRuleCases
         new("Sum", "Sum (three, broadcast)", [P(2, 3), P(3), P(1, 3)], (g, x) => [g.Sum(x[0], x[1], x[2]) * x[0]]),
         new("Tanh", "Tanh", [P(3, 4)], (g, x) => [g.Tanh(x[0])]),
         new("Transpose", "Transpose", [P(2, 3, 4)], (g, x) => [g.Transpose(x[0], 2, 0, 1)]),
+        new("Transpose", "Transpose of a weight in x @ Wᵀ (one Gemm)", [P(2, 3, 4), P(5, 4)], (g, x) => [g.MatMul(x[0], g.Transpose(x[1]))]),
         new("Unsqueeze", "Unsqueeze", [P(2, 3)], (g, x) => [g.Unsqueeze(x[0], 0, 2)]),
         new("Where", "Where (broadcast)", [Bools([true, false, false, true, true, false], 2, 3), P(2, 3), P(3)], (g, x) => [g.Where(x[0], x[1], x[2])]),
     ];

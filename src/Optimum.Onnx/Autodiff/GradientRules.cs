@@ -216,6 +216,13 @@ public static partial class GradientRules
     private static Value?[] Transpose(GradContext c)
     {
         var perm = c.Node.GetInts("perm") ?? Enumerable.Range(0, c.X(0).Rank).Reverse().Select(i => (long)i).ToArray();
+        // The gradient of a transposed weight (x @ Wᵀ) arrives as a Gemm product; (A'B')ᵀ = B'ᵀA' is one
+        // Gemm with the operands swapped instead of a Gemm and a transpose of its result.
+        if (perm is [1, 0] && c.Dy.Producer is { OpType: "Gemm" } gemm && gemm.Inputs.Count == 2 && gemm.GetFloat("alpha", 1f) == 1f)
+        {
+            bool ta = gemm.GetInt("transA", 0) == 1, tb = gemm.GetInt("transB", 0) == 1;
+            return [c.G.Gemm(gemm.Inputs[1]!, gemm.Inputs[0]!, null, 1f, 1f, transA: !tb, transB: !ta)];
+        }
         return [c.G.Transpose(c.Dy, Inverse(perm))];
     }
 
