@@ -154,7 +154,7 @@ generate.SetAction(r => Cli.Guard(() =>
     if (Optimum.Hub.ModelFolder.ReadConfig(dir).ModelType == "t5")
     {
         var s2s = new Optimum.Inference.Seq2SeqLm(dir);
-        var tok = Optimum.Hub.SymbolTokenizer.Load(dir);
+        var tok = Optimum.Hub.PairTokenizers.Load(dir);
         (lm, gen) = (s2s, Optimum.Inference.TextGenerator.ForSeq2Seq(s2s, tok.EncodeSource, ids => tok.DecodeTarget(ids)));
     }
     else

@@ -40,8 +40,8 @@ public static class TrainCommand
     private static IBatchSource PairData(TrainCommandOptions o, HfConfig cfg, Action<string> say)
     {
         var t5 = T5Config.FromHf(cfg);
-        var tok = SymbolTokenizer.Load(o.Trainer.ModelDir);
-        if (tok.VocabSize > t5.VocabSize) throw new InvalidDataException($"{SymbolTokenizer.FileName} has {tok.VocabSize} tokens but the model's vocab_size is {t5.VocabSize}.");
+        var tok = PairTokenizers.Load(o.Trainer.ModelDir);
+        if (tok.VocabSize > t5.VocabSize) throw new InvalidDataException($"The tokenizer of {o.Trainer.ModelDir} has {tok.VocabSize} tokens but the model's vocab_size is {t5.VocabSize}.");
         var pairs = o.Data.SelectMany(Seq2SeqData.ReadPairs).ToArray();
         var encoded = pairs.Select(p => (tok.EncodeSource(p.Source), tok.EncodeTarget(p.Target))).ToArray();
         int longest = encoded.Max(p => Math.Max(p.Item1.Length, p.Item2.Length));

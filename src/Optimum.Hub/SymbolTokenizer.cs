@@ -8,7 +8,7 @@ namespace Optimum.Hub;
 /// split into characters or into whitespace-separated words; encoding appends eos as T5 does.
 /// Saved as vocab.json in a model folder.
 /// </summary>
-public sealed class SymbolTokenizer
+public sealed class SymbolTokenizer : IPairTokenizer
 {
     public const string FileName = "vocab.json";
     public const int Pad = 0, Eos = 1, Unk = 2;

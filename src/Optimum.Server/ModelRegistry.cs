@@ -23,7 +23,7 @@ public sealed class ModelRegistry : IDisposable
             {
                 var lm = new Seq2SeqLm(path, settings: settings);
                 _owned.Add(lm);
-                var tok = SymbolTokenizer.Load(path);
+                var tok = PairTokenizers.Load(path);
                 _models[name] = TextGenerator.ForSeq2Seq(lm, tok.EncodeSource, ids => tok.DecodeTarget(ids));
             }
             else
