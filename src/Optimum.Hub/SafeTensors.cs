@@ -211,7 +211,7 @@ public sealed class SafeTensorsFile : IDisposable
         while (header.Length % 8 != 0) header.WriteByte((byte)' ');
         var full = System.IO.Path.GetFullPath(path);
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(full)!);
-        var tmp = full + ".tmp-" + Environment.ProcessId;
+        var tmp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         try
         {
             using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))

@@ -147,12 +147,14 @@ public static class Generator
             var candidates = new List<(double Score, int Beam, int Token)>(k * V);
             for (int b = 0; b < k; b++)
             {
+                // As HF: log-softmax first, then the logits processors (repetition penalty) on the log-probabilities.
                 var row = logits.AsSpan(b * V, V).ToArray();
-                Sampling.Penalise(row, o.RepetitionPenalty, prompt.Concat(beams[b]));
                 double max = row.Max(), sum = 0;
                 foreach (var v in row) sum += Math.Exp(v - max);
-                double logZ = max + Math.Log(sum);
-                for (int t = 0; t < V; t++) candidates.Add((scores[b] + row[t] - logZ, b, t));
+                float logZ = (float)(max + Math.Log(sum));
+                for (int t = 0; t < V; t++) row[t] -= logZ;
+                Sampling.Penalise(row, o.RepetitionPenalty, prompt.Concat(beams[b]));
+                for (int t = 0; t < V; t++) candidates.Add((scores[b] + row[t], b, t));
             }
             var best = candidates.OrderByDescending(c => c.Score).ThenBy(c => c.Beam).ThenBy(c => c.Token).Take(2 * k).ToArray();
             var nextBeams = new List<(double Score, int Beam, int Token)>();

@@ -53,7 +53,7 @@ public sealed class TextGenerator
     public string? CheckLength(int promptTokens, int maxTokens) => PromptSharesContext
         ? promptTokens + maxTokens > MaxPositions ? $"The prompt has {promptTokens} tokens; with max_tokens {maxTokens} that exceeds the model's context of {MaxPositions} tokens." : null
         : promptTokens > MaxPositions ? $"The prompt has {promptTokens} tokens; the model's input holds {MaxPositions}."
-        : maxTokens > MaxPositions ? $"max_tokens {maxTokens} exceeds the model's output length of {MaxPositions} tokens." : null;
+        : maxTokens + 1 > MaxPositions ? $"max_tokens {maxTokens} plus the decoder start token exceeds the model's output length of {MaxPositions} tokens." : null;
 
     public Completion Complete(string prompt, GenerationOptions o, IReadOnlyList<string>? stop = null, CancellationToken cancel = default)
     {
@@ -92,20 +92,20 @@ public sealed class TextGenerator
         string text = "";
         int emitted = 0, count = 0;
         string? reason = null;
+        bool stopMatched = false;
         bool OnToken(int row, IReadOnlyList<int> tokens)
         {
             text = _decode(tokens);
             count = tokens.Count;
-            foreach (var s in stop)
+            // The earliest stop string in the text wins, as in OpenAI's API and HF.
+            int at = stop.Select(s => text.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
+            if (at >= 0)
             {
-                int at = text.IndexOf(s, StringComparison.Ordinal);
-                if (at >= 0)
-                {
-                    text = text[..at];
-                    reason = "stop";
-                    Flush(text.Length);
-                    return false;
-                }
+                text = text[..at];
+                reason = "stop";
+                stopMatched = true;
+                Flush(text.Length);
+                return false;
             }
             Flush(SafeEnd(text, stop));
             if (!cancel.IsCancellationRequested) return true;
@@ -124,7 +124,7 @@ public sealed class TextGenerator
                 if (o.NumBeams > 1) { OnToken(0, r.Tokens); }
                 // OpenAI's finish reasons: "stop" for EOS or a stop string, "length" for max tokens.
                 reason ??= r.FinishReason switch { "eos" => "stop", "cancelled" => "cancelled", _ => "length" };
-                if (reason != "stop") Flush(text.Length);   // the rest, even a trailing partial character
+                if (!stopMatched) Flush(text.Length);       // the held-back rest, even a trailing partial character
                 done(new Completion("", reason, promptIds.Count, count));
             }
             finally { pieces.CompleteAdding(); }

@@ -69,7 +69,8 @@ public static class OptimumServer
         finally
         {
             var metrics = ctx.RequestServices.GetRequiredService<ServerMetrics>();
-            var route = ctx.Request.Path.Value ?? "";
+            // The endpoint's route pattern, not the raw path: arbitrary paths must not create metric series.
+            var route = (ctx.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched";
             metrics.Requests.Add(1, new("route", route), new("status", ctx.Response.StatusCode));
             metrics.Duration.Record(Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("route", route));
         }
@@ -122,7 +123,10 @@ public static class OptimumServer
             if (generator.CheckLength(generator.Encode(prompt).Count, req.MaxTokens) is { } tooLong)
                 return Problem(413, "Prompt too long", tooLong);
 
-        using var lease = await limiter.AcquireAsync(1, ctx.RequestAborted);
+        RateLimitLease lease;
+        try { lease = await limiter.AcquireAsync(1, ctx.RequestAborted); }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { return Results.Empty; }   // gave up while queued
+        using var _ = lease;
         if (!lease.IsAcquired)
             return Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later.");
 

@@ -76,11 +76,19 @@ public static class Checkpoints
         comm.Barrier();
         if (comm.Rank == 0)
         {
+            // Every rank's shard must be in the folder (ranks on machines without a shared file system would not be).
+            for (int r = 0; r < comm.Size && comm.Size > 1; r++)
+                if (!File.Exists(Path.Combine(tmp, $"optimizer-rank{r:D3}-of-{comm.Size:D3}.safetensors")))
+                    throw new IOException($"Checkpoint {state.Step}: rank {r}'s optimizer shard is missing from '{tmp}'; the checkpoint folder must be on storage all ranks share.");
             var files = new SortedDictionary<string, string>(StringComparer.Ordinal);
             foreach (var f in Directory.GetFiles(tmp).Order(StringComparer.Ordinal)) files[Path.GetFileName(f)] = Sha256(f);
             AtomicFile.Write(Path.Combine(tmp, StateFile), JsonSerializer.SerializeToUtf8Bytes(state with { Files = files, WorldSize = comm.Size }, Json));
-            if (Directory.Exists(final)) Directory.Delete(final, true);
+            // Replacing a checkpoint of the same step: set the old one aside until the new one is in place.
+            var aside = Path.Combine(root, $".{Prefix}{state.Step:D7}.old");
+            if (Directory.Exists(aside)) Directory.Delete(aside, true);
+            if (Directory.Exists(final)) Directory.Move(final, aside);
             Directory.Move(tmp, final);
+            if (Directory.Exists(aside)) Directory.Delete(aside, true);
             foreach (var old in List(root).SkipLast(Math.Max(1, keep))) Directory.Delete(old, true);
         }
         comm.Barrier();

@@ -156,7 +156,14 @@ public sealed class Trainer : IDisposable
         var history = new List<StepMetrics>();
         var evals = new List<EvalMetrics>();
         string? last = null;
-        using var metrics = Lead ? new StreamWriter(Path.Combine(_o.OutputDir, "metrics.jsonl"), append: start > 0) : StreamWriter.Null;
+        var metricsPath = Path.Combine(_o.OutputDir, "metrics.jsonl");
+        if (Lead && start > 0 && File.Exists(metricsPath))
+        {
+            // Lines past the checkpoint belong to the run being replaced: drop them.
+            var kept = File.ReadLines(metricsPath).Where(l => JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt64() <= start).ToArray();
+            File.WriteAllLines(metricsPath, kept);
+        }
+        using var metrics = Lead ? new StreamWriter(metricsPath, append: start > 0) : StreamWriter.Null;
         if (start == 0 && _o.EvalAtStart)
         {
             var e0 = new EvalMetrics(0, Evaluate());
@@ -220,7 +227,7 @@ public sealed class Trainer : IDisposable
             metrics.Flush();
             if (_o.SaveEvery > 0 && (step + 1) % _o.SaveEvery == 0 && step + 1 < _o.Steps) last = Save(step + 1, skipped);
         }
-        if (step > start || interrupted) last = Save(step, skipped);
+        if ((step > start || interrupted) && step != _lastSaved) last = Save(step, skipped);
         if (!interrupted && _o.Export && Lead) ExportFinal();
         _comm.Barrier();
         return new TrainResult(step, interrupted, last, history, evals, skipped);
@@ -264,20 +271,26 @@ public sealed class Trainer : IDisposable
     {
         long n = _o.EvalSamples == 0 ? _data.ValidationSamples : Math.Min(_o.EvalSamples, _data.ValidationSamples);
         if (n == 0) return double.NaN;
-        double sum = 0;
+        // Weighted like training: by the terms each batch's mean loss averages (target tokens for T5).
+        double sum = 0, weight = 0;
         long batchIndex = 0;
         for (long first = 0; first < n; first += _o.BatchSize, batchIndex++)
         {
             if (batchIndex % _comm.Size != _comm.Rank) continue;
             int count = (int)Math.Min(_o.BatchSize, n - first);
             _data.FillValidation(first, count, _val);
-            sum += _session.EvalLoss(_val) * count;
+            double w = _val.LossWeight > 0 ? _val.LossWeight : count;
+            sum += _session.EvalLoss(_val) * w;
+            weight += w;
         }
-        return _comm.AllReduceSum(sum) / n;
+        return _comm.AllReduceSum(sum) / _comm.AllReduceSum(weight);
     }
+
+    private long _lastSaved = -1;
 
     private string Save(long step, long skipped)
     {
+        _lastSaved = step;
         var state = new TrainerState
         {
             Step = step, SamplesSeen = step * SamplesPerStep, SkippedSteps = skipped, Seed = _o.Seed, TotalSteps = _o.Steps,

@@ -60,6 +60,19 @@ public sealed class StreamingTests : IDisposable
     }
 
     [Fact]
+    public void TheEarliestStopStringInTheText_Wins()
+    {
+        var o = new GenerationOptions { MaxNewTokens = 40, Temperature = 1, Seed = 3 };
+        var free = _gen.Complete("The whale", o).Text;
+        string early = free.Substring(free.Length / 4, 2), late = free.Substring(3 * free.Length / 4, 2);
+        Assume(free.IndexOf(early, StringComparison.Ordinal) < free.IndexOf(late, StringComparison.Ordinal));
+        var cut = _gen.Complete("The whale", o, [late, early]);       // listed later, found earlier
+        Assert.Equal(free[..free.IndexOf(early, StringComparison.Ordinal)], cut.Text);
+    }
+
+    private static void Assume(bool ok) => Assert.True(ok, "the sampled text does not suit this check");
+
+    [Fact]
     public void SafeEnd_HoldsBackPartialCharactersAndStopPrefixes()
     {
         Assert.Equal(3, TextGenerator.SafeEnd("abc\uFFFD", []));

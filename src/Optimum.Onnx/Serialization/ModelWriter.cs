@@ -139,7 +139,7 @@ public static class AtomicFile
     {
         var full = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var tmp = full + ".tmp-" + Environment.ProcessId;
+        var tmp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";     // unique per writer, also across threads
         try
         {
             using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
