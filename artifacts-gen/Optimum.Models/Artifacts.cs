@@ -18,6 +18,21 @@ public static class Artifacts
     public const string InferenceFile = ModelFolder.InferenceFile;
     public const string WeightsFile = ModelFolder.WeightsFile;
 
+    /// <summary>
+    /// Writes model.safetensors into a model folder whose graphs are written: the weights of
+    /// <paramref name="hfDir"/>/model.safetensors when there is one (by HF name, shapes checked), else
+    /// <paramref name="initialize"/>'s. Returns checkpoint tensors that were not used.
+    /// </summary>
+    public static IReadOnlyList<string> WriteWeights(string outDir, string? hfDir, Func<IReadOnlyList<ParameterInfo>, float[][]> initialize)
+    {
+        var ps = ReadParameters(outDir);
+        var src = hfDir is null ? null : Path.Combine(hfDir, WeightsFile);
+        IReadOnlyList<string> unused = [];
+        var weights = src is not null && File.Exists(src) ? HfWeights.Load(src, ps, out unused) : initialize(ps);
+        HfWeights.Save(Path.Combine(outDir, WeightsFile), ps, weights);
+        return unused;
+    }
+
     /// <summary>Reads the parameter list of an artifact folder (see <see cref="ModelFolder.ReadParameters"/>).</summary>
     public static IReadOnlyList<ParameterInfo> ReadParameters(string dir) => ModelFolder.ReadParameters(dir);
 

@@ -30,20 +30,14 @@ public static class Gpt2Artifacts
     {
         var cfg = Gpt2Config.FromHf(HfConfig.Load(Path.Combine(hfDir, Artifacts.ConfigFile)));
         Write(outDir, cfg);
-        var ps = Artifacts.ReadParameters(outDir);
-        var src = Path.Combine(hfDir, Artifacts.WeightsFile);
-        IReadOnlyList<string> unused = [];
-        var weights = File.Exists(src) ? HfWeights.Load(src, ps, out unused) : Gpt2Init.Initialize(ps, cfg, seed);
-        HfWeights.Save(Path.Combine(outDir, Artifacts.WeightsFile), ps, weights);
-        return unused;
+        return Artifacts.WriteWeights(outDir, hfDir, ps => Gpt2Init.Initialize(ps, cfg, seed));
     }
 
     /// <summary>Writes a preset's artifacts with weights initialised from <paramref name="seed"/>.</summary>
     public static void WritePreset(string outDir, Gpt2Config c, int seed = 0)
     {
         Write(outDir, c);
-        var ps = Artifacts.ReadParameters(outDir);
-        HfWeights.Save(Path.Combine(outDir, Artifacts.WeightsFile), ps, Gpt2Init.Initialize(ps, c, seed));
+        Artifacts.WriteWeights(outDir, null, ps => Gpt2Init.Initialize(ps, c, seed));
     }
 
     /// <summary>

@@ -24,19 +24,13 @@ public static class T5Artifacts
     {
         var cfg = T5Config.FromHf(HfConfig.Load(Path.Combine(hfDir, ModelFolder.ConfigFile)));
         Write(outDir, cfg);
-        var ps = ModelFolder.ReadParameters(outDir);
-        var src = Path.Combine(hfDir, ModelFolder.WeightsFile);
-        IReadOnlyList<string> unused = [];
-        var weights = File.Exists(src) ? HfWeights.Load(src, ps, out unused) : Initialize(ps, cfg, seed);
-        HfWeights.Save(Path.Combine(outDir, ModelFolder.WeightsFile), ps, weights);
-        return unused;
+        return Artifacts.WriteWeights(outDir, hfDir, ps => Initialize(ps, cfg, seed));
     }
 
     public static void WritePreset(string outDir, T5Config c, int seed = 0)
     {
         Write(outDir, c);
-        var ps = ModelFolder.ReadParameters(outDir);
-        HfWeights.Save(Path.Combine(outDir, ModelFolder.WeightsFile), ps, Initialize(ps, c, seed));
+        Artifacts.WriteWeights(outDir, null, ps => Initialize(ps, c, seed));
     }
 
     /// <summary>HF's T5PreTrainedModel._init_weights, deterministic in the seed and parameter order.</summary>

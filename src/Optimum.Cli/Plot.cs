@@ -14,9 +14,7 @@ public static class Plot
         plt.XLabel("epoch");
         plt.YLabel("cross-entropy");
         plt.ShowLegend(ScottPlot.Alignment.UpperRight);
-        var tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileNameWithoutExtension(path)}.{Environment.ProcessId}.png");
-        plt.SavePng(tmp, 900, 540);
-        File.Move(tmp, path, overwrite: true);
+        Save(plt, path);
     }
 
     /// <summary>Training loss per step (and its running mean) with validation losses; written atomically.</summary>
@@ -45,6 +43,12 @@ public static class Plot
         plt.XLabel("step");
         plt.YLabel("cross-entropy");
         plt.ShowLegend(ScottPlot.Alignment.UpperRight);
+        Save(plt, path);
+    }
+
+    /// <summary>Writes the chart as a 900x540 PNG to a temporary name beside <paramref name="path"/>, then renames it.</summary>
+    private static void Save(ScottPlot.Plot plt, string path)
+    {
         var tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileNameWithoutExtension(path)}.{Environment.ProcessId}.png");
         plt.SavePng(tmp, 900, 540);
         File.Move(tmp, path, overwrite: true);

@@ -73,9 +73,7 @@ public sealed class MpiTests(ITestOutputHelper output) : IDisposable
     private float[][] Final(string outDir, IReadOnlyList<ParameterInfo> ps) =>
         HfWeights.Load(Path.Combine(_dir, outDir, "final", "model.safetensors"), ps, out _);
 
-    /// <summary>The largest |a - b| / |a| over elements, with |a| floored at 1e-2 (values near zero compare absolutely).</summary>
-    private static double MaxRelativeDiff(float[][] a, float[][] b) =>
-        a.Zip(b).SelectMany(p => p.First.Zip(p.Second, (x, y) => Math.Abs(x - y) / Math.Max(Math.Abs(x), 1e-2))).Max();
+    private static double MaxRelativeDiff(float[][] a, float[][] b) => Diff.MaxRelative(a, b, floor: 1e-2);
 
     [SkippableFact]
     public void Mpirun_TwoRanksMatchOneProcess_AndResumeAcrossRankCounts()

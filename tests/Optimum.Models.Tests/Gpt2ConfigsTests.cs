@@ -55,26 +55,7 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
             for (int i = 0; i < h.Parameters.Count; i++) feeds[h.Parameters[i].Name] = new HostTensor(w[i], h.Parameters[i].Shape, DType.Double);
             return h.EvalModel.Run(feeds, ["loss"])["loss"][0];
         }
-        const double eps = 1e-6;
-        var rng = new Random(5);
-        double maxAbs = 0;
-        int n = 0;
-        for (int i = 0; i < h.Parameters.Count; i++)
-        {
-            var grad = analytic["grad." + h.Parameters[i].Name];
-            foreach (var k in Enumerable.Range(0, 6).Select(_ => rng.Next(w[i].Length)).Distinct())
-            {
-                var keep = w[i][k];
-                w[i][k] = keep + eps; var plus = Loss();
-                w[i][k] = keep - eps; var minus = Loss();
-                w[i][k] = keep;
-                var fd = (plus - minus) / (2 * eps);
-                var err = Math.Abs(grad[k] - fd);
-                maxAbs = Math.Max(maxAbs, err);
-                Assert.True(err <= 1e-7 + 1e-5 * Math.Abs(fd), $"{h.Parameters[i].Name}[{k}]: analytic {grad[k]:E6} vs finite difference {fd:E6}");
-                n++;
-            }
-        }
+        var (maxAbs, n) = SampledGradCheck.Run(h.Parameters, w, analytic, Loss, perTensor: 6, new Random(5));
         output.WriteLine($"GPT-2 {which}: {n} gradient elements, max |analytic - fd| = {maxAbs:E2}");
         Assert.Equal(!cfg.TieWordEmbeddings, h.Parameters.Any(p => p.Name == "lm_head.weight"));
     }

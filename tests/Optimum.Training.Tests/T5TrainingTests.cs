@@ -63,7 +63,7 @@ public sealed class T5TrainingTests : IDisposable
             return t.Store.Export();
         })[0];
         // Relative to |a| floored at 1e-2: values near zero compare absolutely (as in the MPI tests).
-        double worst = one.Zip(two).SelectMany(p => p.First.Zip(p.Second, (a, b) => Math.Abs(a - b) / Math.Max(Math.Abs(a), 1e-2))).Max();
+        double worst = Diff.MaxRelative(one, two, floor: 1e-2);
         Assert.True(worst <= 1e-6, $"T5 ZeRO-1 over 2 ranks differs by {worst:E2}");
     }
 }

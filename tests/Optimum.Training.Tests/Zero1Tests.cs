@@ -67,14 +67,7 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
         return worst;
     }
 
-    private static double MaxRelativeDiff(float[][] a, float[][] b)
-    {
-        double worst = 0;
-        for (int i = 0; i < a.Length; i++)
-            for (int k = 0; k < a[i].Length; k++)
-                worst = Math.Max(worst, Math.Abs(a[i][k] - b[i][k]) / Math.Max(Math.Abs(a[i][k]), 1e-3));
-        return worst;
-    }
+    private static double MaxRelativeDiff(float[][] a, float[][] b) => Diff.MaxRelative(a, b, floor: 1e-3);
 
     /// <summary>
     /// SGD with momentum, clipping and a schedule: the data-parallel result equals single-process

@@ -96,3 +96,11 @@ public static class Repo
         return d;
     }
 }
+
+/// <summary>Comparisons of parameter sets.</summary>
+public static class Diff
+{
+    /// <summary>The largest |a - b| / max(|a|, floor) over all elements: relative, with values near zero compared absolutely.</summary>
+    public static double MaxRelative(float[][] a, float[][] b, double floor) =>
+        a.Zip(b).SelectMany(p => p.First.Zip(p.Second, (x, y) => Math.Abs(x - y) / Math.Max(Math.Abs(x), floor))).Max();
+}

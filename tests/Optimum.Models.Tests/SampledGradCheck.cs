@@ -1,0 +1,37 @@
+using Optimum.Hub;
+using Xunit;
+
+namespace Optimum.Models.Tests;
+
+/// <summary>Finite-difference checks of a whole model's gradients on sampled elements of every parameter (double precision).</summary>
+internal static class SampledGradCheck
+{
+    /// <summary>
+    /// For <paramref name="perTensor"/> random elements of each parameter, compares the analytic
+    /// gradient with the central difference of <paramref name="loss"/> (which reads <paramref name="w"/>):
+    /// eps 1e-6, |analytic - fd| ≤ 1e-7 + 1e-5 |fd|. Returns the largest error and the elements checked.
+    /// </summary>
+    public static (double MaxAbs, int Checked) Run(IReadOnlyList<ParameterInfo> ps, double[][] w, IReadOnlyDictionary<string, double[]> analytic,
+        Func<double> loss, int perTensor, Random rng)
+    {
+        const double eps = 1e-6;
+        double maxAbs = 0;
+        int n = 0;
+        for (int i = 0; i < ps.Count; i++)
+        {
+            var grad = analytic["grad." + ps[i].Name];
+            foreach (var k in Enumerable.Range(0, perTensor).Select(_ => rng.Next(w[i].Length)).Distinct())
+            {
+                var keep = w[i][k];
+                w[i][k] = keep + eps; var plus = loss();
+                w[i][k] = keep - eps; var minus = loss();
+                w[i][k] = keep;
+                double fd = (plus - minus) / (2 * eps), err = Math.Abs(grad[k] - fd);
+                maxAbs = Math.Max(maxAbs, err);
+                Assert.True(err <= 1e-7 + 1e-5 * Math.Abs(fd), $"{ps[i].Name}[{k}]: analytic {grad[k]:E6} vs finite difference {fd:E6}");
+                n++;
+            }
+        }
+        return (maxAbs, n);
+    }
+}
