@@ -55,10 +55,15 @@ public static class Artifacts
         {
             ["ir_version"] = OnnxVersions.IrVersion,
             ["opset"] = OnnxVersions.Opset,
-            ["parameters"] = new JsonArray(train.Parameters.Select(p => (JsonNode)new JsonObject
+            ["parameters"] = new JsonArray(train.Parameters.Select(p =>
             {
-                ["name"] = p.Name,
-                ["shape"] = new JsonArray(p.Shape.Select(d => (JsonNode)d.Value).ToArray()),
+                var o = new JsonObject
+                {
+                    ["name"] = p.Name,
+                    ["shape"] = new JsonArray(p.Shape.Select(d => (JsonNode)d.Value).ToArray()),
+                };
+                if (train.IsBuffer(p)) o["trainable"] = false;
+                return (JsonNode)o;
             }).ToArray()),
             ["training"] = Signature(train),
             ["eval"] = Signature(eval),

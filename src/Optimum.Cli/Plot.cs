@@ -47,7 +47,7 @@ public static class Plot
     }
 
     /// <summary>Writes the chart as a 900x540 PNG to a temporary name beside <paramref name="path"/>, then renames it.</summary>
-    private static void Save(ScottPlot.Plot plt, string path)
+    internal static void Save(ScottPlot.Plot plt, string path)
     {
         var tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileNameWithoutExtension(path)}.{Environment.ProcessId}.png");
         plt.SavePng(tmp, 900, 540);

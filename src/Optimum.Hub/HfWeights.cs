@@ -3,8 +3,9 @@ namespace Optimum.Hub;
 /// <summary>Moving parameters between flat float arrays (graph parameter order) and HF safetensors checkpoints.</summary>
 public static class HfWeights
 {
-    /// <summary>Buffers some HF checkpoints carry that are not parameters (old GPT-2 causal masks).</summary>
-    private static bool IsBuffer(string name) => name.EndsWith(".attn.bias", StringComparison.Ordinal) || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal);
+    /// <summary>Buffers some HF checkpoints carry that no graph reads (old GPT-2 causal masks, BatchNorm's batch counter).</summary>
+    private static bool IsBuffer(string name) => name.EndsWith(".attn.bias", StringComparison.Ordinal) || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal)
+        || name.EndsWith(".num_batches_tracked", StringComparison.Ordinal);
 
     /// <summary>
     /// Reads the parameters <paramref name="parameters"/> from an HF checkpoint, converting F16/BF16 to

@@ -4,9 +4,12 @@ using Optimum.Onnx;
 
 namespace Optimum.Hub;
 
-/// <summary>A parameter as listed in a model folder's config.json: HF name and static shape.</summary>
+/// <summary>A parameter as listed in a model folder's config.json: HF name, static shape, and whether it is trained (buffers are not).</summary>
 public sealed record ParameterInfo(string Name, long[] Shape)
 {
+    /// <summary>False for buffers (BatchNorm running statistics, fixed tables): stored and checkpointed, never stepped by the optimizer.</summary>
+    public bool Trainable { get; init; } = true;
+
     public long Count => Shape.Aggregate(1L, (a, b) => a * b);
 }
 
@@ -40,7 +43,8 @@ public static class ModelFolder
             var ps = c.Json["optimum"]?["parameters"]?.AsArray() ?? throw new InvalidDataException("missing optimum.parameters");
             return ps.Select(p => new ParameterInfo(
                 p!["name"]!.GetValue<string>(),
-                p["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray())).ToArray();
+                p["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray())
+            { Trainable = p["trainable"]?.GetValue<bool>() ?? true }).ToArray();
         }
         catch (Exception e) when (e is JsonException or InvalidDataException or InvalidOperationException or NullReferenceException)
         {

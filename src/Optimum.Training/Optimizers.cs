@@ -59,7 +59,7 @@ public abstract unsafe class Optimizer : IDisposable
             NativeMemory.Clear(p, (nuint)((end - begin) * sizeof(float)));
             _state[k] = (nint)p;
         }
-        _work = store.Segments(begin, end).SelectMany(s =>
+        _work = store.Segments(begin, end).Where(s => store.Parameters[s.Index].Trainable).SelectMany(s =>
         {
             float decay = config.Decays(store.Parameters[s.Index].Name) ? (float)config.WeightDecay : 0f;
             var parts = new List<(int, long, long, float)>();

@@ -184,6 +184,10 @@ public sealed class Trainer : IDisposable
             var t0 = clock.Elapsed.TotalSeconds;
             _commSeconds = 0;
             var (weightedLoss, weight, tokens) = ForwardBackward(index, step);
+            // Buffers updated by the forward pass (BatchNorm running statistics) saw only this rank's samples: average them.
+            if (_comm.Size > 1)
+                foreach (var b in _session.UpdatedBuffers)
+                    Timed(() => { var v = _store.Param(b); _comm.AllReduceSum(v); VectorMath.Scale(v, 1f / _comm.Size); return 0; });
             double loss = weightedLoss / weight;
             var (sb, se) = _store.Shard(_comm.Rank);
             var shard = _store.AllGrads[(int)sb..(int)se];

@@ -82,18 +82,38 @@ public sealed class TrainingSession : IDisposable
         _eval = Open(Path.Combine(modelDir, ModelFolder.EvalFile), options);
         _trainBinding = _train.CreateIoBinding();
         _evalBinding = _eval.CreateIoBinding();
+        var trainOutputs = ReadOutputs(modelDir, "training");
         for (int i = 0; i < store.Parameters.Count; i++)
         {
-            var name = store.Parameters[i].Name;
-            _trainBinding.BindInput(name, store.ParamValue(i));
-            _trainBinding.BindOutput(TrainingGraph.GradPrefix + name, store.GradValue(i));
-            _evalBinding.BindInput(name, store.ParamValue(i));
+            var p = store.Parameters[i];
+            _trainBinding.BindInput(p.Name, store.ParamValue(i));
+            if (p.Trainable) _trainBinding.BindOutput(TrainingGraph.GradPrefix + p.Name, store.GradValue(i));
+            else if (trainOutputs.Contains(TrainingGraph.UpdatePrefix + p.Name))
+            {
+                // The buffer's new value lands beside the store and is copied in after the run (ORT must not write an input it reads).
+                var next = new float[p.Count];
+                _trainBinding.BindOutput(TrainingGraph.UpdatePrefix + p.Name, Own(OrtValue.CreateTensorValueFromMemory(next, p.Shape)));
+                _updates.Add((i, next));
+            }
+            _evalBinding.BindInput(p.Name, store.ParamValue(i));
         }
         _trainBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_trainLoss, [])));
         _evalBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_evalLoss, [])));
         if (TrainInputs.Contains(DropoutSeedInput))
             _trainBinding.BindInput(DropoutSeedInput, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
+        // Graphs with random choices outside dropout (ProbSparse attention's key sampling) take a seed in eval too: a fixed one.
+        if (EvalInputs.Contains(DropoutSeedInput))
+            _evalBinding.BindInput(DropoutSeedInput, Own(OrtValue.CreateTensorValueFromMemory(new long[1], [])));
     }
+
+    private readonly List<(int Index, float[] Next)> _updates = [];
+
+    private static HashSet<string> ReadOutputs(string dir, string graph) =>
+        (ModelFolder.ReadConfig(dir).Json["optimum"]?[graph]?["outputs"]?.AsArray() ?? [])
+            .Select(o => o?["name"]?.GetValue<string>() ?? "").ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>Store indices of the buffers the training graph updates each step (e.g. BatchNorm running statistics).</summary>
+    public IReadOnlyList<int> UpdatedBuffers => _updates.Select(u => u.Index).ToArray();
 
     private static InferenceSession Open(string path, SessionOptions options)
     {
@@ -122,6 +142,7 @@ public sealed class TrainingSession : IDisposable
         Bind(_trainBinding, training: true, TrainInputs, batch);
         _seed[0] = dropoutSeed;
         _train.RunWithBinding(_run, _trainBinding);
+        foreach (var (i, next) in _updates) next.CopyTo(_store.Param(i));
         return _trainLoss[0];
     }
 

@@ -17,6 +17,7 @@ public static partial class GradientRules
         ["Cast"] = c => [c.X(0).Type.IsFloating() ? c.G.Cast(c.Dy, c.X(0).Type) : null],
         ["Concat"] = Concat,
         ["Conv"] = Conv,
+        ["CumSum"] = c => [c.G.CumSum(c.Dy, CumSumAxis(c), exclusive: c.Node.GetInt("exclusive", 0) == 1, reverse: c.Node.GetInt("reverse", 0) == 0), null],
         ["Div"] = c => [c.Needs(0) ? c.SumTo(c.Dy / c.X(1), c.X(0)) : null, c.Needs(1) ? c.SumTo(-(c.Dy * c.Y() / c.X(1)), c.X(1)) : null],
         ["Dropout"] = Dropout,
         ["Elu"] = c => [c.G.Where(c.G.Greater(c.X(0), c.Zero), c.Dy, c.Dy * (c.Y() + c.Node.GetFloat("alpha", 1f)))],
@@ -25,6 +26,7 @@ public static partial class GradientRules
         ["Expand"] = c => [c.SumTo(c.Dy, c.X(0)), null],
         ["Flatten"] = c => [c.ReshapeLike(c.Dy, c.X(0))],
         ["Gather"] = Gather,
+        ["GatherElements"] = c => [c.G.ScatterElements(c.ZerosLike(c.X(0)), c.X(1), c.Dy, c.Node.GetInt("axis", 0), reduction: "add"), null],
         ["Gemm"] = Gemm,
         ["Identity"] = c => [c.Dy],
         ["LayerNormalization"] = LayerNormalization,
@@ -44,6 +46,7 @@ public static partial class GradientRules
         ["ReduceSum"] = c => [ReduceSumGrad(c), null],
         ["Relu"] = c => [c.G.Where(c.G.Greater(c.X(0), c.Zero), c.Dy, c.Zero)],
         ["Reshape"] = c => [c.ReshapeLike(c.Dy, c.X(0)), null],
+        ["ScatterElements"] = ScatterElements,
         ["Sigmoid"] = c => [c.Dy * c.Y() * (1.0 - c.Y())],
         ["Slice"] = Slice,
         ["Softmax"] = c => [c.Y() * (c.Dy - c.G.ReduceSum(c.Dy * c.Y(), [c.Node.GetInt("axis", -1)], keepDims: true))],
@@ -55,6 +58,7 @@ public static partial class GradientRules
         ["Sub"] = c => [c.Needs(0) ? c.SumTo(c.Dy, c.X(0)) : null, c.Needs(1) ? c.SumTo(-c.Dy, c.X(1)) : null],
         ["Sum"] = c => c.Node.Inputs.Select((x, i) => c.Needs(i) ? c.SumTo(c.Dy, x!) : null).ToArray(),
         ["Tanh"] = c => [c.Dy * (1.0 - c.Y() * c.Y())],
+        ["TopK"] = c => [c.DyOf(0) is { } dv ? c.G.ScatterElements(c.ZerosLike(c.X(0)), c.Y(1), dv, c.Node.GetInt("axis", -1), reduction: "add") : c.ZerosLike(c.X(0)), null],
         ["Transpose"] = Transpose,
         ["Unsqueeze"] = c => [c.ReshapeLike(c.Dy, c.X(0)), null],
         ["Where"] = c => [null,
@@ -231,5 +235,23 @@ public static partial class GradientRules
         var inv = new long[perm.Length];
         for (int i = 0; i < perm.Length; i++) inv[perm[i]] = i;
         return inv;
+    }
+
+    /// <summary>CumSum's axis is its second input (a constant).</summary>
+    private static long CumSumAxis(GradContext c) =>
+        c.X(1).Known is [{ IsStatic: true } a] ? a.Value : throw new NotSupportedException($"{c.Node}: the CumSum axis must be a constant to differentiate.");
+
+    /// <summary>
+    /// ScatterElements without reduction: the updated positions take the gradient away from data and
+    /// give it to updates. Indices must be unique (as when scattering TopK's indices); with repeated
+    /// indices ONNX leaves the winner unspecified and so is this gradient.
+    /// </summary>
+    private static Value?[] ScatterElements(GradContext c)
+    {
+        if (c.Node.GetString("reduction", "none") != "none") throw new NotSupportedException($"{c.Node}: only ScatterElements without reduction has a gradient rule.");
+        long axis = c.Node.GetInt("axis", 0);
+        var idx = c.X(1);
+        return [c.Needs(0) ? c.G.ScatterElements(c.Dy, idx, c.ZerosLike(c.X(2)), axis) : null, null,
+            c.Needs(2) ? c.G.GatherElements(c.Dy, idx, axis) : null];
     }
 }

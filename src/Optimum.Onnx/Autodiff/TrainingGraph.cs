@@ -3,7 +3,8 @@ namespace Optimum.Onnx;
 /// <summary>What a model definition returns: the loss and, for the eval graph, other named outputs.</summary>
 /// <param name="Loss">Floating-point scalar.</param>
 /// <param name="Outputs">Extra outputs of the eval graph (e.g. logits), in order.</param>
-public sealed record ModelOutputs(Value Loss, IReadOnlyList<KeyValuePair<string, Value>>? Outputs = null);
+/// <param name="Updates">New values of buffers (by buffer name) that the training graph outputs as <c>update.&lt;name&gt;</c>, e.g. BatchNorm running statistics.</param>
+public sealed record ModelOutputs(Value Loss, IReadOnlyList<KeyValuePair<string, Value>>? Outputs = null, IReadOnlyList<KeyValuePair<string, Value>>? Updates = null);
 
 /// <summary>
 /// Emits the two graphs a trainer needs from one model definition: a training graph (parameters
@@ -14,6 +15,8 @@ public static class TrainingGraph
 {
     /// <summary>Prefix of gradient output names.</summary>
     public const string GradPrefix = "grad.";
+    /// <summary>Prefix of buffer-update output names.</summary>
+    public const string UpdatePrefix = "update.";
 
     /// <summary>
     /// Builds the training graph: runs <paramref name="define"/> with <c>training = true</c>, then
@@ -24,6 +27,7 @@ public static class TrainingGraph
         var g = new GraphBuilder(name);
         var m = define(g, true);
         AddGradientOutputs(g, m.Loss);
+        foreach (var (buffer, v) in m.Updates ?? []) g.Output(v, UpdatePrefix + buffer);
         return g;
     }
 
@@ -37,10 +41,10 @@ public static class TrainingGraph
         return g;
     }
 
-    /// <summary>Adds outputs <c>loss</c> and <c>grad.&lt;p&gt;</c> for every parameter of the graph, in declaration order.</summary>
+    /// <summary>Adds outputs <c>loss</c> and <c>grad.&lt;p&gt;</c> for every trainable parameter of the graph, in declaration order.</summary>
     public static IReadOnlyList<Value> AddGradientOutputs(GraphBuilder g, Value loss)
     {
-        var ps = g.Parameters;
+        var ps = g.TrainableParameters;
         if (ps.Count == 0) throw new GraphBuildException($"Graph '{g.Name}' has no parameters to differentiate.");
         var grads = Autodiff.Gradients(loss, ps);
         g.Output(loss, "loss");

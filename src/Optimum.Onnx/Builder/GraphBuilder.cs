@@ -36,8 +36,12 @@ public sealed partial class GraphBuilder
     public SortedDictionary<string, long> DomainVersions { get; } = new(StringComparer.Ordinal);
     /// <summary>Graph inputs, parameters included, in declaration order.</summary>
     public IReadOnlyList<Value> Inputs => _inputs;
-    /// <summary>Parameters (trainable graph inputs) in declaration order.</summary>
+    /// <summary>Parameters (weights fed as graph inputs: trainable ones and buffers) in declaration order.</summary>
     public IReadOnlyList<Value> Parameters => _inputs.Where(v => v.Kind == ValueKind.Parameter).ToList();
+    /// <summary>The parameters gradients are taken for (buffers excluded), in declaration order.</summary>
+    public IReadOnlyList<Value> TrainableParameters => _inputs.Where(v => v.Kind == ValueKind.Parameter && !_buffers.Contains(v.Name)).ToList();
+    /// <summary>True for a buffer: a weight stored with the parameters that the optimizer does not touch.</summary>
+    public bool IsBuffer(Value v) => v.Kind == ValueKind.Parameter && _buffers.Contains(v.Name);
     public IReadOnlyList<Value> Constants => _constants;
     /// <summary>Nodes in topological (insertion) order.</summary>
     public IReadOnlyList<Node> Nodes => _nodes;
@@ -48,6 +52,20 @@ public sealed partial class GraphBuilder
 
     /// <summary>Declares a trainable parameter: a graph input that gradients can be taken for.</summary>
     public Value Parameter(string name, Shape shape, DType type = DType.Float) => AddInput(name, type, shape, ValueKind.Parameter);
+
+    /// <summary>
+    /// Declares a buffer: stored and loaded with the parameters (HF name, model.safetensors, checkpoints) but
+    /// not trained, such as BatchNorm running statistics or fixed sinusoidal position tables. The training
+    /// graph may output a new value for it (see <see cref="ModelOutputs.Updates"/>).
+    /// </summary>
+    public Value Buffer(string name, Shape shape, DType type = DType.Float)
+    {
+        var v = AddInput(name, type, shape, ValueKind.Parameter);
+        _buffers.Add(v.Name);
+        return v;
+    }
+
+    private readonly HashSet<string> _buffers = new(StringComparer.Ordinal);
 
     private Value AddInput(string name, DType type, Shape shape, ValueKind kind)
     {

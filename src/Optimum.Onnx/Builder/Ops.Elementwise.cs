@@ -122,6 +122,7 @@ public sealed partial class GraphBuilder
     public Value Relu(Value x) => Unary("Relu", x);
     public Value Softplus(Value x) => Unary("Softplus", x);
     public Value Floor(Value x) => Unary("Floor", x);
+    public Value Ceil(Value x) => Unary("Ceil", x);
     public Value Sin(Value x) => Unary("Sin", x);
     public Value Cos(Value x) => Unary("Cos", x);
     public Value Elu(Value x, float alpha = 1f) => Unary("Elu", x, new() { ["alpha"] = alpha });

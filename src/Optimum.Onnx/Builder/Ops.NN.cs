@@ -81,18 +81,30 @@ public sealed partial class GraphBuilder
         if (ratio < 0 || ratio >= 1) throw new ArgumentOutOfRangeException(nameof(ratio), ratio, "Dropout ratio must be in [0, 1).");
         if (!training || ratio == 0) return x;
         if (seed.Type != DType.Int64 || seed.Rank != 0) throw new GraphBuildException($"Dropout seed must be an int64 scalar, got {seed}.");
-        const long P = 2147483647;                                   // 2^31 - 1: products of two residues fit in int64
-        var p = Scalar(P, DType.Int64);
-        Value I(long v) => Scalar(v, DType.Int64);
         var shape = ShapeOf(x);
-        var idx = Reshape(Range(I(0), ReduceProd(shape, [0], keepDims: false), I(1)), shape);
+        var idx = Reshape(Range(Scalar(0, DType.Int64), ReduceProd(shape, [0], keepDims: false), Scalar(1, DType.Int64)), shape);
+        var u = Cast(Hash(seed, salt, idx), x.Type) * (1.0 / HashModulus);   // ~U[0, 1)
+        return Where(GreaterOrEqual(u, Scalar(ratio, x.Type)), x * (1 / (1 - ratio)), Scalar(0, x.Type));
+    }
+
+    /// <summary>The hash's range: values are in [0, 2^31 - 1).</summary>
+    public const long HashModulus = 2147483647;                      // 2^31 - 1: products of two residues fit in int64
+
+    /// <summary>
+    /// A counter-based hash of (<paramref name="seed"/>, <paramref name="salt"/>, each element of the
+    /// int64 <paramref name="counter"/> (below 2^40)) into [0, 2^31 - 1), made of standard int64 ops:
+    /// the random source of the seeded dropout and of ProbSparse attention's key sampling.
+    /// </summary>
+    public Value Hash(Value seed, long salt, Value counter)
+    {
+        if (seed.Type != DType.Int64 || seed.Rank != 0) throw new GraphBuildException($"A hash seed must be an int64 scalar, got {seed}.");
+        var p = Scalar(HashModulus, DType.Int64);
+        Value I(long v) => Scalar(v, DType.Int64);
         var s = Mod(seed * I(1000003) + I(salt * 7919 + 12345), p);
-        var h = Mod(idx * I(48271) + s, p);                          // idx < 2^40 keeps this below 2^63
+        var h = Mod(counter * I(48271) + s, p);                      // counter < 2^40 keeps this below 2^63
         h = Mod(h * h + s, p);
         h = Mod(h * I(16807) + I(salt + 1), p);
-        h = Mod(h * h + I(7), p);
-        var u = Cast(h, x.Type) * (1.0 / P);                         // ~U[0, 1)
-        return Where(GreaterOrEqual(u, Scalar(ratio, x.Type)), x * (1 / (1 - ratio)), Scalar(0, x.Type));
+        return Mod(h * h + I(7), p);
     }
 
     /// <summary>

@@ -341,4 +341,34 @@ public sealed partial class GraphBuilder
         var dims = x.Shape.Select((d, i) => pads[i] + pads[x.Rank + i] == 0 ? d : d.IsStatic ? Dim.Of(d.Value + pads[i] + pads[x.Rank + i]) : Dim.Unknown);
         return [(x.Type, new Shape(dims))];
     })[0];
+    /// <summary>ONNX GatherElements: out[i][j][k] = data[index along <paramref name="axis"/>][j][k]; the result has the indices' shape.</summary>
+    public Value GatherElements(Value data, Value indices, long axis = 0) => Emit("GatherElements", [data, indices], new() { ["axis"] = axis }, n =>
+    {
+        if (indices.Type is not (DType.Int64 or DType.Int32)) throw Error("GatherElements", n, $"Indices must be int32 or int64, got {indices.Type.Name()}{indices.Shape}");
+        if (indices.Rank != data.Rank) throw Error("GatherElements", n, $"data {data.Shape} and indices {indices.Shape} must have the same rank");
+        data.Shape.Axis(axis, "GatherElements");
+        return [(data.Type, indices.Shape)];
+    })[0];
+
+    /// <summary>
+    /// ONNX TopK along <paramref name="axis"/> with <paramref name="k"/> a 1-element int64 tensor: [values, indices].
+    /// <paramref name="kDim"/> names the output length along the axis when the caller knows it.
+    /// </summary>
+    public Value[] TopK(Value x, Value k, long axis = -1, bool largest = true, bool sorted = true, Dim? kDim = null) =>
+        Emit("TopK", [x, k], new() { ["axis"] = axis, ["largest"] = largest ? 1L : 0L, ["sorted"] = sorted ? 1L : 0L }, n =>
+        {
+            int a = x.Shape.Axis(axis, "TopK");
+            if (k.Type != DType.Int64) throw Error("TopK", n, $"k must be int64, got {k}");
+            var len = kDim ?? (k.Known is [var kd] ? kd : Dim.Unknown);
+            var s = new Shape(x.Shape.Select((d, i) => i == a ? len : d));
+            return [(x.Type, s), (DType.Int64, s)];
+        });
+
+    /// <summary>ONNX CumSum along <paramref name="axis"/> (optionally exclusive and/or from the end).</summary>
+    public Value CumSum(Value x, long axis, bool exclusive = false, bool reverse = false) =>
+        Emit("CumSum", [x, Scalar(axis, DType.Int64)], new() { ["exclusive"] = exclusive ? 1L : 0L, ["reverse"] = reverse ? 1L : 0L }, n =>
+        {
+            x.Shape.Axis(axis, "CumSum");
+            return [(x.Type, x.Shape)];
+        })[0];
 }

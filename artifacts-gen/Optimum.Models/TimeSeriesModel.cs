@@ -1,0 +1,434 @@
+using Optimum.Onnx;
+
+namespace Optimum.Models;
+
+/// <summary>
+/// Hugging Face's TimeSeriesTransformerForPrediction and InformerForPrediction in the graph-builder DSL,
+/// with HF's parameter names. The whole input pipeline is in the graph: the scaler over the observed
+/// context (mean with the batch default, std, or none), lagged subsequences of the scaled target, static
+/// categorical embeddings, static reals, log1p|loc| and log scale, time features; then a post-LN
+/// encoder-decoder (Informer: ProbSparse self-attention with its sampled query selection and distilling
+/// Conv1d(circular)-BatchNorm-ELU-MaxPool between encoder layers) and the distribution head (Student-T,
+/// normal or negative binomial) whose negative log-likelihood is averaged with the observed-future mask.
+/// Graphs: training/eval (batch → loss, distribution parameters, loc, scale, encoder output), the encoder
+/// (once per forecast) and the decoder over a prefix of the prediction window (once per step, as HF's
+/// generate runs it). Random choices (dropout, LayerDrop, ProbSparse key sampling) come from the
+/// int64 input <c>dropout_seed</c> through a counter hash, so they are reproducible.
+/// </summary>
+public sealed class TimeSeriesModel
+{
+    public const string SeedInput = "dropout_seed";
+    /// <summary>Output name of the first distilling layer's BatchNorm input when <c>Define</c> is asked for it (tests).</summary>
+    public const string DebugBatchNormInput = "debug.batch_norm_input";
+    private bool _debugBatchNormInput;
+
+    private readonly GraphBuilder g;
+    private readonly TimeSeriesConfig c;
+    private readonly bool training;
+    private readonly Dictionary<string, Value> _params = [];
+    private readonly List<KeyValuePair<string, Value>> _updates = [];
+    private Value? _seed;
+    private long _salt;
+
+    private TimeSeriesModel(GraphBuilder g, TimeSeriesConfig c, bool training)
+    {
+        c.Validate();
+        this.g = g;
+        this.c = c;
+        this.training = training;
+        bool random = c.ProbAttention || (training && (c.Dropout > 0 || c.AttentionDropout > 0 || c.ActivationDropout > 0 || c.EncoderLayerdrop > 0 || c.DecoderLayerdrop > 0));
+        if (random) _seed = g.Input(SeedInput, DType.Int64, Shape.Scalar);
+    }
+
+    private sealed record PastInputs(Value Values, Value TimeFeatures, Value Observed, Value? Categorical, Value? Real);
+
+    /// <summary>
+    /// The training/eval definition. Inputs: past_values (batch, past_length), past_time_features
+    /// (batch, past_length, T), past_observed_mask, [static_categorical_features (batch, C) int64],
+    /// [static_real_features (batch, R)], future_values (batch, prediction_length), future_time_features,
+    /// future_observed_mask. Outputs: loss, params.{i} (batch, prediction_length), loc, scale (batch, 1),
+    /// encoder_last_hidden_state, static_features; in training also the BatchNorm running statistics.
+    /// </summary>
+    public static ModelOutputs Define(GraphBuilder g, bool training, TimeSeriesConfig c, bool debugBatchNormInput = false)
+    {
+        var m = new TimeSeriesModel(g, c, training) { _debugBatchNormInput = debugBatchNormInput };
+        var past = m.Past();
+        int h = c.PredictionLength, l = c.ContextLength;
+        var futureValues = g.Input("future_values", DType.Float, Shape.Of("batch", h));
+        var futureTime = g.Input("future_time_features", DType.Float, Shape.Of("batch", h, c.TimeFeatureCount));
+        var futureObserved = g.Input("future_observed_mask", DType.Float, Shape.Of("batch", h));
+        var (x, loc, scale, stat) = m.NetworkInputs(past, futureValues, futureTime);
+        var enc = m.Encoder(g.Slice(x, [0], [l], [1]));
+        var dec = m.Decoder(g.Slice(x, [l], [l + h], [1]), enc);
+        var ps = m.Parameters(dec);
+        var nll = m.NegativeLogLikelihood(ps, loc, scale, futureValues);
+        var weighted = g.Where(g.Equal(futureObserved, g.Scalar(0)), g.Scalar(0), nll * futureObserved);
+        var loss = g.ReduceSum(g.Reshape(weighted, -1), [0], keepDims: false) / g.Max(g.ReduceSum(g.Reshape(futureObserved, -1), [0], keepDims: false), g.Scalar(1));
+        var outputs = ps.Select((p, i) => new KeyValuePair<string, Value>($"params.{i}", p)).ToList();
+        outputs.Add(new("loc", loc));
+        outputs.Add(new("scale", scale));
+        outputs.Add(new("encoder_last_hidden_state", enc));
+        outputs.Add(new("static_features", stat));
+        return new ModelOutputs(loss, outputs, m._updates);
+    }
+
+    /// <summary>
+    /// The forecasting encoder: the past inputs → encoder_last_hidden_state, loc, scale (batch, 1) and
+    /// static_features (batch, S), which the decoder inputs are built from.
+    /// </summary>
+    public static void DefineEncoder(GraphBuilder g, TimeSeriesConfig c)
+    {
+        var m = new TimeSeriesModel(g, c, false);
+        var (x, loc, scale, stat) = m.NetworkInputs(m.Past(), null, null);
+        g.Output(m.Encoder(x), "encoder_last_hidden_state");
+        g.Output(loc, "loc");
+        g.Output(scale, "scale");
+        g.Output(stat, "static_features");
+    }
+
+    /// <summary>
+    /// One forecasting step: inputs_embeds (batch, seq, feature_size) for the first seq steps of the
+    /// prediction window (lags of the scaled target, static features, time features) and
+    /// encoder_last_hidden_state → params.{i} (batch) of the distribution of step seq.
+    /// </summary>
+    public static void DefineDecoder(GraphBuilder g, TimeSeriesConfig c)
+    {
+        var m = new TimeSeriesModel(g, c, false);
+        var x = g.Input("inputs_embeds", DType.Float, Shape.Of("batch", "seq", c.FeatureSize));
+        var enc = g.Input("encoder_last_hidden_state", DType.Float, Shape.Of("batch", c.EncoderOutputLength, c.DModel));
+        var dec = m.Decoder(x, enc);
+        var last = g.Slice(dec, [-1], [long.MaxValue], [1]);
+        var ps = m.Parameters(last);
+        for (int i = 0; i < ps.Count; i++) g.Output(g.Squeeze(ps[i], 1), $"params.{i}");
+    }
+
+    private PastInputs Past()
+    {
+        int p = c.PastLength;
+        return new PastInputs(
+            g.Input("past_values", DType.Float, Shape.Of("batch", p)),
+            g.Input("past_time_features", DType.Float, Shape.Of("batch", p, c.TimeFeatureCount)),
+            g.Input("past_observed_mask", DType.Float, Shape.Of("batch", p)),
+            c.NumStaticCategoricalFeatures > 0 ? g.Input("static_categorical_features", DType.Int64, Shape.Of("batch", c.NumStaticCategoricalFeatures)) : null,
+            c.NumStaticRealFeatures > 0 ? g.Input("static_real_features", DType.Float, Shape.Of("batch", c.NumStaticRealFeatures)) : null);
+    }
+
+    private Value P(string name, params Dim[] shape)
+    {
+        if (!_params.TryGetValue(name, out var v)) _params[name] = v = g.Parameter(name, new Shape(shape));
+        return v;
+    }
+
+    private Value B(string name, params Dim[] shape)
+    {
+        if (!_params.TryGetValue(name, out var v)) _params[name] = v = g.Buffer(name, new Shape(shape));
+        return v;
+    }
+
+    // ---- input pipeline (HF create_network_inputs) ----
+
+    private (Value Inputs, Value Loc, Value Scale, Value Static) NetworkInputs(PastInputs past, Value? futureValues, Value? futureTime)
+    {
+        int p = c.PastLength, l = c.ContextLength;
+        var context = g.Slice(past.Values, [p - l], [p], [1]);
+        var observed = g.Slice(past.Observed, [p - l], [p], [1]);
+        var (loc, scale) = Scaler(context, observed);                                             // (B, 1) each
+        var target = futureValues is null ? past.Values : g.Concat(1, past.Values, futureValues);
+        var scaled = (target - loc) / scale;                                                      // (B, P [+ H])
+        var parts = new List<Value>();
+        if (past.Categorical is { } cat)
+            for (int i = 0; i < c.NumStaticCategoricalFeatures; i++)
+            {
+                var column = g.Squeeze(g.Slice(cat, [i], [i + 1], [1]), 1);                       // (B)
+                parts.Add(g.Gather(P($"model.embedder.embedders.{i}.weight", c.Cardinality[i], c.EmbeddingDimension[i]), column));
+            }
+        if (past.Real is { } real) parts.Add(real);
+        parts.Add(g.Log(g.Abs(loc) + 1.0));
+        parts.Add(g.Log(scale));
+        var stat = g.Concat(1, [.. parts]);                                                       // (B, S)
+        var time = g.Slice(past.TimeFeatures, [p - l], [p], [1]);
+        if (futureTime is not null) time = g.Concat(1, time, futureTime);
+        int len = futureValues is null ? l : l + c.PredictionLength;
+        int total = futureValues is null ? p : p + c.PredictionLength;
+        var batch = g.Slice(g.ShapeOf(past.Values), [0], [1], [0]);
+        var expanded = g.Expand(g.Unsqueeze(stat, 1), g.Concat(0, batch, g.Ints(len, c.StaticFeatureCount)));
+        var lags = c.LagsSequence.Select(lag => g.Unsqueeze(g.Slice(scaled, [total - lag - len], [total - lag], [1]), 2)).ToArray();
+        var x = g.Concat(2, g.Concat(2, lags), expanded, time);                                   // (B, len, feature_size)
+        return (x, loc, scale, stat);
+    }
+
+    /// <summary>HF's mean / std / NOP scalers over the observed context (dim 1, keepdim).</summary>
+    private (Value Loc, Value Scale) Scaler(Value data, Value observed)
+    {
+        var one = g.Scalar(1);
+        switch (c.Scaling)
+        {
+            case "mean":
+            {
+                var tsSum = g.ReduceSum(g.Abs(data * observed), [1]);                              // (B, 1)
+                var count = g.ReduceSum(observed, [1]);
+                var scale = tsSum / g.Max(count, one);
+                // Series without observations take the batch's scale.
+                var fallback = g.ReduceSum(tsSum, [0]) / g.Max(g.ReduceSum(count, [0]), one);    // (1, 1)
+                scale = g.Max(g.Where(g.Greater(count, g.Scalar(0)), scale, fallback), g.Scalar(1e-10));
+                return (g.ConstantOfShape(g.ShapeOf(scale), 0, DType.Float), scale);
+            }
+            case "std":
+            {
+                var denominator = g.Max(g.ReduceSum(observed, [1]), one);
+                var loc = g.ReduceSum(data * observed, [1]) / denominator;
+                var centred = (data - loc) * observed;
+                var variance = g.ReduceSum(centred * centred, [1]) / denominator;
+                return (loc, g.Sqrt(variance + 1e-5));
+            }
+            default:
+            {
+                var shape = g.Concat(0, g.Slice(g.ShapeOf(data), [0], [1], [0]), g.Ints(1));
+                return (g.ConstantOfShape(shape, 0, DType.Float), g.ConstantOfShape(shape, 1, DType.Float));
+            }
+        }
+    }
+
+    // ---- encoder and decoder ----
+
+    private Value Encoder(Value x)
+    {
+        int l = c.ContextLength;
+        var h = Linear(x, "model.encoder.value_embedding.value_projection", c.DModel, c.FeatureSize, bias: false);
+        var positions = g.Slice(B("model.encoder.embed_positions.weight", c.ContextLength + c.PredictionLength, c.DModel), [0], [l], [0]);
+        h = Dropout(LayerNorm(h + positions, "model.encoder.layernorm_embedding"), c.Dropout);
+        for (int i = 0; i < c.EncoderLayers; i++)
+            using (g.Scope($"encoder.{i}"))
+            {
+                h = LayerDrop(h, EncoderLayer(h, $"model.encoder.layers.{i}"), c.EncoderLayerdrop);
+                // HF skips the distilling conv of a dropped layer too; static shapes need it to run always.
+                if (c.IsInformer && c.Distil && i < c.EncoderLayers - 1) h = Distil(h, $"model.encoder.conv_layers.{i}");
+            }
+        return h;
+    }
+
+    private Value EncoderLayer(Value h, string p)
+    {
+        var a = SelfAttention(h, $"{p}.self_attn", c.EncoderAttentionHeads, causal: false);
+        h = LayerNorm(h + Dropout(a, c.Dropout), $"{p}.self_attn_layer_norm");
+        return LayerNorm(h + FeedForward(h, p, c.EncoderFfnDim), $"{p}.final_layer_norm");
+    }
+
+    private Value Decoder(Value x, Value enc)
+    {
+        int l = c.ContextLength;
+        var h = Linear(x, "model.decoder.value_embedding.value_projection", c.DModel, c.FeatureSize, bias: false);
+        var seq = Len(x, 1);
+        var table = B("model.decoder.embed_positions.weight", c.ContextLength + c.PredictionLength, c.DModel);
+        // Decoder positions continue after the context: rows [context_length, context_length + seq).
+        var positions = x.Shape[1].IsStatic
+            ? g.Slice(table, [l], [l + x.Shape[1].Value], [0])
+            : g.Slice(table, g.Ints(l), g.Unsqueeze(seq + g.Scalar(l, DType.Int64), 0), g.Ints(0));
+        h = Dropout(LayerNorm(h + positions, "model.decoder.layernorm_embedding"), c.Dropout);
+        for (int i = 0; i < c.DecoderLayers; i++)
+            using (g.Scope($"decoder.{i}"))
+            {
+                var p = $"model.decoder.layers.{i}";
+                var y = LayerNorm(h + Dropout(SelfAttention(h, $"{p}.self_attn", c.DecoderAttentionHeads, causal: true), c.Dropout), $"{p}.self_attn_layer_norm");
+                y = LayerNorm(y + Dropout(Attention(y, enc, $"{p}.encoder_attn", c.DecoderAttentionHeads, prob: false, causal: false), c.Dropout), $"{p}.encoder_attn_layer_norm");
+                y = LayerNorm(y + FeedForward(y, p, c.DecoderFfnDim), $"{p}.final_layer_norm");
+                h = LayerDrop(h, y, c.DecoderLayerdrop);
+            }
+        return h;
+    }
+
+    private Value FeedForward(Value h, string p, int ffn)
+    {
+        var f = Dropout(Act(Linear(h, $"{p}.fc1", ffn, c.DModel)), c.ActivationDropout);
+        return Dropout(Linear(f, $"{p}.fc2", c.DModel, ffn), c.Dropout);
+    }
+
+    private Value SelfAttention(Value h, string p, int heads, bool causal) => Attention(h, h, p, heads, c.ProbAttention, causal);
+
+    /// <summary>BART attention: q scaled by head_dim^-0.5, softmax, dropout on the weights; ProbSparse where configured.</summary>
+    private Value Attention(Value x, Value kv, string p, int heads, bool prob, bool causal)
+    {
+        int dh = c.DModel / heads;
+        var q = Heads(Linear(x, $"{p}.q_proj", c.DModel, c.DModel) * Math.Pow(dh, -0.5), heads);
+        var k = Heads(Linear(kv, $"{p}.k_proj", c.DModel, c.DModel), heads);
+        var v = Heads(Linear(kv, $"{p}.v_proj", c.DModel, c.DModel), heads);
+        var y = prob ? ProbSparse(q, k, v, causal, dh) : Full(q, k, v, causal);
+        y = g.Reshape(g.Transpose(y, 0, 2, 1, 3), 0, 0, c.DModel);
+        return Linear(y, $"{p}.out_proj", c.DModel, c.DModel);
+    }
+
+    private Value Full(Value q, Value k, Value v, bool causal)
+    {
+        var scores = g.MatMul(q, g.Transpose(k, 0, 1, 3, 2));                                     // (B, H, Q, K)
+        if (causal)
+        {
+            var zero = g.Scalar(0, DType.Int64);
+            var one = g.Scalar(1, DType.Int64);
+            var lq = Len(q, 2);
+            var mask = g.LessOrEqual(g.Unsqueeze(g.Range(zero, Len(k, 2), one), 0), g.Unsqueeze(g.Range(zero, lq, one), 1));   // (Q, K)
+            scores = g.Where(mask, scores, g.Scalar(float.MinValue));
+        }
+        return g.MatMul(Dropout(g.Softmax(scores, -1), c.AttentionDropout), v);
+    }
+
+    /// <summary>
+    /// Informer's ProbSparse self-attention as HF runs it: sample u_part = min(c·L_Q·⌈ln(1+L_K)⌉, L_K) keys
+    /// (with replacement, from the seed), score each query by M = max(q·k_s) − Σ q·k_s / L_K, attend with
+    /// only the top u = min(c·⌈ln(1+L_Q)⌉, L_Q) queries, and give the others the mean of the values
+    /// (encoder) or their cumulative sum (decoder, causal). Static lengths give static u.
+    /// </summary>
+    private Value ProbSparse(Value q, Value k, Value v, bool causal, int dh)
+    {
+        long factor = c.SamplingFactor;
+        Value lq64 = Len(q, 2), lk64 = Len(k, 2), uPart, u;
+        Dim uDim = Dim.Unknown;
+        if (q.Shape[2].IsStatic && k.Shape[2].IsStatic)
+        {
+            long lq = q.Shape[2].Value, lk = k.Shape[2].Value;
+            long up = Math.Min(factor * lq * (long)Math.Ceiling(Math.Log(1 + (double)lk)), lk), uu = Math.Min(factor * (long)Math.Ceiling(Math.Log(1 + (double)lq)), lq);
+            (uPart, u, uDim) = (g.Scalar(up, DType.Int64), g.Ints(uu), Dim.Of(uu));
+        }
+        else
+        {
+            Value LogCeil(Value n) => g.Cast(g.Ceil(g.Log(g.Cast(n, DType.Float) + 1.0)), DType.Int64);
+            var f = g.Scalar(factor, DType.Int64);
+            uPart = g.Min(f * lq64 * LogCeil(lk64), lk64);
+            u = g.Unsqueeze(g.Min(f * LogCeil(lq64), lq64), 0);
+        }
+        var seed = _seed ?? throw new InvalidOperationException("ProbSparse attention needs the seed input.");
+        var sample = g.Mod(g.Hash(seed, ++_salt, g.Range(g.Scalar(0, DType.Int64), uPart, g.Scalar(1, DType.Int64))), lk64);   // (u_part)
+        var qk = g.MatMul(q, g.Transpose(g.Gather(k, sample, 2), 0, 1, 3, 2));                  // (B, H, Q, u_part)
+        var sparsity = g.ReduceMax(qk, [-1], keepDims: false) - g.ReduceSum(qk, [-1], keepDims: false) / g.Cast(lk64, DType.Float);
+        var top = g.TopK(sparsity, u, axis: -1, largest: true, sorted: false, kDim: uDim)[1];     // (B, H, u)
+        var rows = g.Unsqueeze(top, 3);                                                           // (B, H, u, 1)
+        var index = g.Expand(rows, g.Concat(0, g.ShapeOf(top), g.Ints(dh)));                     // (B, H, u, dh)
+        var scores = g.MatMul(g.GatherElements(q, index, 2), g.Transpose(k, 0, 1, 3, 2));         // (B, H, u, K)
+        if (causal)
+        {
+            var keys = g.Range(g.Scalar(0, DType.Int64), lk64, g.Scalar(1, DType.Int64));          // (K)
+            scores = g.Where(g.LessOrEqual(keys, rows), scores, g.Scalar(float.MinValue));
+        }
+        var selected = g.MatMul(Dropout(g.Softmax(scores, -1), c.AttentionDropout), v);          // (B, H, u, dh)
+        var context = causal ? g.CumSum(v, 2) : g.Expand(g.ReduceMean(v, [2]), g.ShapeOf(q));
+        return g.ScatterElements(context, index, selected, axis: 2);
+    }
+
+    /// <summary>Informer's distilling layer: circular Conv1d(k3), BatchNorm1d, ELU, MaxPool1d(k3, s2, p1) over time.</summary>
+    private Value Distil(Value h, string p)
+    {
+        var x = g.Transpose(h, 0, 2, 1);                                                          // (B, D, L)
+        long l = x.Shape[2].Value;
+        x = g.Concat(2, g.Slice(x, [l - 1], [l], [2]), x, g.Slice(x, [0], [1], [2]));            // circular padding 1
+        x = g.Conv(x, P($"{p}.downConv.weight", c.DModel, c.DModel, 3), P($"{p}.downConv.bias", c.DModel));
+        var mean = B($"{p}.norm.running_mean", c.DModel);
+        var variance = B($"{p}.norm.running_var", c.DModel);
+        // In training, ONNX Runtime writes the node's running-statistic outputs into the buffers of its mean and
+        // variance inputs, and the batch statistics ignore them: feed it throwaway constants, never the buffers.
+        var y = training
+            ? g.BatchNormalization(x, P($"{p}.norm.weight", c.DModel), P($"{p}.norm.bias", c.DModel),
+                g.Constant(TensorData.FromFloats(new float[c.DModel], c.DModel)), g.Constant(TensorData.FromFloats(Enumerable.Repeat(1f, c.DModel).ToArray(), c.DModel)), true)[0]
+            : g.BatchNormalization(x, P($"{p}.norm.weight", c.DModel), P($"{p}.norm.bias", c.DModel), mean, variance, false)[0];
+        if (_debugBatchNormInput && !g.Outputs.Any(o => o.Name == DebugBatchNormInput)) g.Output(x, DebugBatchNormInput);
+        if (training)
+        {
+            // torch's running statistics: momentum 0.1, the unbiased batch variance.
+            var batchMean = g.ReduceMean(x, [0, 2]);                                                // (1, D, 1)
+            var centred = x - batchMean;
+            var n = g.Cast(g.Squeeze(g.Slice(g.ShapeOf(x), [0], [1], [0]), 0), DType.Float) * (double)l;
+            var unbiased = g.ReduceSum(centred * centred, [0, 2], keepDims: false) / (n - 1.0);
+            _updates.Add(new(mean.Name, mean * 0.9 + g.Reshape(batchMean, -1) * 0.1));
+            _updates.Add(new(variance.Name, variance * 0.9 + unbiased * 0.1));
+        }
+        y = g.MaxPool(g.Elu(y), [3], strides: [2], pads: [1, 1]);
+        return g.Transpose(y, 0, 2, 1);
+    }
+
+    // ---- distribution head ----
+
+    /// <summary>parameter_projection.proj.{i} and the distribution's domain map → (B, T) each.</summary>
+    private List<Value> Parameters(Value h)
+    {
+        var raw = Enumerable.Range(0, c.ParameterCount).Select(i => g.Squeeze(Linear(h, $"parameter_projection.proj.{i}", 1, c.DModel), 2)).ToArray();
+        var eps = g.Scalar(1.1920928955078125e-07);                                               // torch.finfo(float32).eps
+        return c.DistributionOutput switch
+        {
+            "student_t" => [SquarePlus(raw[0]) + 2.0, raw[1], g.Max(SquarePlus(raw[2]), eps)],
+            "normal" => [raw[0], g.Max(SquarePlus(raw[1]), eps)],
+            _ => [SquarePlus(raw[0]), raw[1]],
+        };
+    }
+
+    private Value SquarePlus(Value x) => (x + g.Sqrt(x * x + 4.0)) * 0.5;
+
+    /// <summary>−log p(y) under the affinely transformed distribution (loc, scale from the scaler), (B, T).</summary>
+    private Value NegativeLogLikelihood(IReadOnlyList<Value> ps, Value loc, Value scale, Value y)
+    {
+        if (c.DistributionOutput == "negative_binomial")
+        {
+            var (total, logits) = (ps[0], ps[1] + g.Log(scale));                                    // NB scales its logits by log(scale)
+            var logProb = total * LogSigmoid(-logits) + y * LogSigmoid(logits) + LogGamma(total + y) - LogGamma(y + 1.0) - LogGamma(total);
+            return -logProb;
+        }
+        var z = ((y - loc) / scale - ps[^2]) / ps[^1];
+        Value lp;
+        if (c.DistributionOutput == "normal")
+            lp = z * z * -0.5 - g.Log(ps[1]) - 0.5 * Math.Log(2 * Math.PI);
+        else
+        {
+            var df = ps[0];
+            var norm = g.Log(ps[2]) + g.Log(df) * 0.5 + 0.5 * Math.Log(Math.PI) + LogGamma(df * 0.5) - LogGamma((df + 1.0) * 0.5);
+            lp = (df + 1.0) * -0.5 * g.Log(z * z / df + 1.0) - norm;
+        }
+        return g.Log(scale) - lp;
+    }
+
+    private Value LogSigmoid(Value x) => -g.Softplus(-x);
+
+    /// <summary>
+    /// ln Γ(x) for x &gt; 0 from standard ops: Γ(x) = Γ(x+6) / (x(x+1)…(x+5)), and Stirling's series for
+    /// ln Γ(z), z = x + 6 ≥ 6, to the z⁻⁵ term (error below 1/(1680 z⁷) ≈ 2e-9).
+    /// </summary>
+    private Value LogGamma(Value x)
+    {
+        var z = x + 6.0;
+        var inv = g.Reciprocal(z);
+        var inv2 = inv * inv;
+        var series = inv * (1.0 / 12 + inv2 * (-1.0 / 360 + inv2 * (1.0 / 1260)));
+        var stirling = (z - 0.5) * g.Log(z) - z + 0.5 * Math.Log(2 * Math.PI) + series;
+        var shift = g.Log(x * (x + 1.0)) + g.Log((x + 2.0) * (x + 3.0)) + g.Log((x + 4.0) * (x + 5.0));
+        return stirling - shift;
+    }
+
+    // ---- pieces ----
+
+    private Value Linear(Value x, string p, long nOut, long nIn, bool bias = true)
+    {
+        var y = g.MatMul(x, g.Transpose(P($"{p}.weight", nOut, nIn)));
+        return bias ? y + P($"{p}.bias", nOut) : y;
+    }
+
+    private Value LayerNorm(Value x, string p) => g.LayerNormalization(x, P($"{p}.weight", c.DModel), P($"{p}.bias", c.DModel), -1, 1e-5f);
+
+    private Value Heads(Value t, int heads) => g.Transpose(g.Reshape(t, 0, 0, heads, c.DModel / heads), 0, 2, 1, 3);
+
+    private Value Len(Value v, int axis) => g.Squeeze(g.Slice(g.ShapeOf(v), g.Ints(axis), g.Ints(axis + 1), g.Ints(0)), 0);
+
+    private Value Act(Value x) => c.ActivationFunction switch
+    {
+        "gelu" => x * 0.5 * (1.0 + g.Erf(x * (1 / Math.Sqrt(2)))),
+        "gelu_new" => x * 0.5 * (1.0 + g.Tanh((x + g.Pow(x, 3) * 0.044715) * Math.Sqrt(2 / Math.PI))),
+        "relu" => g.Relu(x),
+        "tanh" => g.Tanh(x),
+        _ => x * g.Sigmoid(x),                                                                    // silu / swish
+    };
+
+    private Value Dropout(Value x, double ratio) => training && ratio > 0 && _seed is { } s ? g.Dropout(x, ratio, true, s, ++_salt) : x;
+
+    /// <summary>LayerDrop: in training, skip the layer (keep <paramref name="input"/>) with probability <paramref name="ratio"/>.</summary>
+    private Value LayerDrop(Value input, Value output, double ratio)
+    {
+        if (!training || ratio <= 0 || _seed is not { } s) return output;
+        var u = g.Cast(g.Hash(s, ++_salt, g.Ints(0)), DType.Float) * (1.0 / GraphBuilder.HashModulus);   // (1)
+        return g.Where(g.Less(u, g.Scalar(ratio)), input, output);
+    }
+}
