@@ -25,17 +25,20 @@ public sealed class TimeSeriesModel
     private readonly GraphBuilder g;
     private readonly TimeSeriesConfig c;
     private readonly bool training;
+    private readonly DType dt;
     private readonly Dictionary<string, Value> _params = [];
     private readonly List<KeyValuePair<string, Value>> _updates = [];
     private Value? _seed;
     private long _salt;
 
-    private TimeSeriesModel(GraphBuilder g, TimeSeriesConfig c, bool training)
+    private TimeSeriesModel(GraphBuilder g, TimeSeriesConfig c, bool training, DType dtype)
     {
         c.Validate();
+        if (dtype is not (DType.Float or DType.Double)) throw new ArgumentException($"Time-series graphs are float or double, not {dtype.Name()}.", nameof(dtype));
         this.g = g;
         this.c = c;
         this.training = training;
+        dt = dtype;
         bool random = c.ProbAttention || (training && (c.Dropout > 0 || c.AttentionDropout > 0 || c.ActivationDropout > 0 || c.EncoderLayerdrop > 0 || c.DecoderLayerdrop > 0));
         if (random) _seed = g.Input(SeedInput, DType.Int64, Shape.Scalar);
     }
@@ -49,21 +52,21 @@ public sealed class TimeSeriesModel
     /// future_observed_mask. Outputs: loss, params.{i} (batch, prediction_length), loc, scale (batch, 1),
     /// encoder_last_hidden_state, static_features; in training also the BatchNorm running statistics.
     /// </summary>
-    public static ModelOutputs Define(GraphBuilder g, bool training, TimeSeriesConfig c, bool debugBatchNormInput = false)
+    public static ModelOutputs Define(GraphBuilder g, bool training, TimeSeriesConfig c, DType dtype = DType.Float, bool debugBatchNormInput = false)
     {
-        var m = new TimeSeriesModel(g, c, training) { _debugBatchNormInput = debugBatchNormInput };
+        var m = new TimeSeriesModel(g, c, training, dtype) { _debugBatchNormInput = debugBatchNormInput };
         var past = m.Past();
         int h = c.PredictionLength, l = c.ContextLength;
-        var futureValues = g.Input("future_values", DType.Float, Shape.Of("batch", h));
-        var futureTime = g.Input("future_time_features", DType.Float, Shape.Of("batch", h, c.TimeFeatureCount));
-        var futureObserved = g.Input("future_observed_mask", DType.Float, Shape.Of("batch", h));
+        var futureValues = g.Input("future_values", m.dt, Shape.Of("batch", h));
+        var futureTime = g.Input("future_time_features", m.dt, Shape.Of("batch", h, c.TimeFeatureCount));
+        var futureObserved = g.Input("future_observed_mask", m.dt, Shape.Of("batch", h));
         var (x, loc, scale, stat) = m.NetworkInputs(past, futureValues, futureTime);
         var enc = m.Encoder(g.Slice(x, [0], [l], [1]));
         var dec = m.Decoder(g.Slice(x, [l], [l + h], [1]), enc);
         var ps = m.Parameters(dec);
         var nll = m.NegativeLogLikelihood(ps, loc, scale, futureValues);
-        var weighted = g.Where(g.Equal(futureObserved, g.Scalar(0)), g.Scalar(0), nll * futureObserved);
-        var loss = g.ReduceSum(g.Reshape(weighted, -1), [0], keepDims: false) / g.Max(g.ReduceSum(g.Reshape(futureObserved, -1), [0], keepDims: false), g.Scalar(1));
+        var weighted = g.Where(g.Equal(futureObserved, m.S(0)), m.S(0), nll * futureObserved);
+        var loss = g.ReduceSum(g.Reshape(weighted, -1), [0], keepDims: false) / g.Max(g.ReduceSum(g.Reshape(futureObserved, -1), [0], keepDims: false), m.S(1));
         var outputs = ps.Select((p, i) => new KeyValuePair<string, Value>($"params.{i}", p)).ToList();
         outputs.Add(new("loc", loc));
         outputs.Add(new("scale", scale));
@@ -76,9 +79,9 @@ public sealed class TimeSeriesModel
     /// The forecasting encoder: the past inputs → encoder_last_hidden_state, loc, scale (batch, 1) and
     /// static_features (batch, S), which the decoder inputs are built from.
     /// </summary>
-    public static void DefineEncoder(GraphBuilder g, TimeSeriesConfig c)
+    public static void DefineEncoder(GraphBuilder g, TimeSeriesConfig c, DType dtype = DType.Float)
     {
-        var m = new TimeSeriesModel(g, c, false);
+        var m = new TimeSeriesModel(g, c, false, dtype);
         var (x, loc, scale, stat) = m.NetworkInputs(m.Past(), null, null);
         g.Output(m.Encoder(x), "encoder_last_hidden_state");
         g.Output(loc, "loc");
@@ -91,11 +94,11 @@ public sealed class TimeSeriesModel
     /// prediction window (lags of the scaled target, static features, time features) and
     /// encoder_last_hidden_state → params.{i} (batch) of the distribution of step seq.
     /// </summary>
-    public static void DefineDecoder(GraphBuilder g, TimeSeriesConfig c)
+    public static void DefineDecoder(GraphBuilder g, TimeSeriesConfig c, DType dtype = DType.Float)
     {
-        var m = new TimeSeriesModel(g, c, false);
-        var x = g.Input("inputs_embeds", DType.Float, Shape.Of("batch", "seq", c.FeatureSize));
-        var enc = g.Input("encoder_last_hidden_state", DType.Float, Shape.Of("batch", c.EncoderOutputLength, c.DModel));
+        var m = new TimeSeriesModel(g, c, false, dtype);
+        var x = g.Input("inputs_embeds", m.dt, Shape.Of("batch", "seq", c.FeatureSize));
+        var enc = g.Input("encoder_last_hidden_state", m.dt, Shape.Of("batch", c.EncoderOutputLength, c.DModel));
         var dec = m.Decoder(x, enc);
         var last = g.Slice(dec, [-1], [long.MaxValue], [1]);
         var ps = m.Parameters(last);
@@ -106,22 +109,22 @@ public sealed class TimeSeriesModel
     {
         int p = c.PastLength;
         return new PastInputs(
-            g.Input("past_values", DType.Float, Shape.Of("batch", p)),
-            g.Input("past_time_features", DType.Float, Shape.Of("batch", p, c.TimeFeatureCount)),
-            g.Input("past_observed_mask", DType.Float, Shape.Of("batch", p)),
+            g.Input("past_values", dt, Shape.Of("batch", p)),
+            g.Input("past_time_features", dt, Shape.Of("batch", p, c.TimeFeatureCount)),
+            g.Input("past_observed_mask", dt, Shape.Of("batch", p)),
             c.NumStaticCategoricalFeatures > 0 ? g.Input("static_categorical_features", DType.Int64, Shape.Of("batch", c.NumStaticCategoricalFeatures)) : null,
-            c.NumStaticRealFeatures > 0 ? g.Input("static_real_features", DType.Float, Shape.Of("batch", c.NumStaticRealFeatures)) : null);
+            c.NumStaticRealFeatures > 0 ? g.Input("static_real_features", dt, Shape.Of("batch", c.NumStaticRealFeatures)) : null);
     }
 
     private Value P(string name, params Dim[] shape)
     {
-        if (!_params.TryGetValue(name, out var v)) _params[name] = v = g.Parameter(name, new Shape(shape));
+        if (!_params.TryGetValue(name, out var v)) _params[name] = v = g.Parameter(name, new Shape(shape), dt);
         return v;
     }
 
     private Value B(string name, params Dim[] shape)
     {
-        if (!_params.TryGetValue(name, out var v)) _params[name] = v = g.Buffer(name, new Shape(shape));
+        if (!_params.TryGetValue(name, out var v)) _params[name] = v = g.Buffer(name, new Shape(shape), dt);
         return v;
     }
 
@@ -160,7 +163,7 @@ public sealed class TimeSeriesModel
     /// <summary>HF's mean / std / NOP scalers over the observed context (dim 1, keepdim).</summary>
     private (Value Loc, Value Scale) Scaler(Value data, Value observed)
     {
-        var one = g.Scalar(1);
+        var one = S(1);
         switch (c.Scaling)
         {
             case "mean":
@@ -170,8 +173,8 @@ public sealed class TimeSeriesModel
                 var scale = tsSum / g.Max(count, one);
                 // Series without observations take the batch's scale.
                 var fallback = g.ReduceSum(tsSum, [0]) / g.Max(g.ReduceSum(count, [0]), one);    // (1, 1)
-                scale = g.Max(g.Where(g.Greater(count, g.Scalar(0)), scale, fallback), g.Scalar(1e-10));
-                return (g.ConstantOfShape(g.ShapeOf(scale), 0, DType.Float), scale);
+                scale = g.Max(g.Where(g.Greater(count, S(0)), scale, fallback), S(1e-10));
+                return (g.ConstantOfShape(g.ShapeOf(scale), 0, dt), scale);
             }
             case "std":
             {
@@ -184,7 +187,7 @@ public sealed class TimeSeriesModel
             default:
             {
                 var shape = g.Concat(0, g.Slice(g.ShapeOf(data), [0], [1], [0]), g.Ints(1));
-                return (g.ConstantOfShape(shape, 0, DType.Float), g.ConstantOfShape(shape, 1, DType.Float));
+                return (g.ConstantOfShape(shape, 0, dt), g.ConstantOfShape(shape, 1, dt));
             }
         }
     }
@@ -266,7 +269,7 @@ public sealed class TimeSeriesModel
             var one = g.Scalar(1, DType.Int64);
             var lq = Len(q, 2);
             var mask = g.LessOrEqual(g.Unsqueeze(g.Range(zero, Len(k, 2), one), 0), g.Unsqueeze(g.Range(zero, lq, one), 1));   // (Q, K)
-            scores = g.Where(mask, scores, g.Scalar(float.MinValue));
+            scores = g.Where(mask, scores, S(dt == DType.Double ? double.MinValue : float.MinValue));
         }
         return g.MatMul(Dropout(g.Softmax(scores, -1), c.AttentionDropout), v);
     }
@@ -290,7 +293,7 @@ public sealed class TimeSeriesModel
         }
         else
         {
-            Value LogCeil(Value n) => g.Cast(g.Ceil(g.Log(g.Cast(n, DType.Float) + 1.0)), DType.Int64);
+            Value LogCeil(Value n) => g.Cast(g.Ceil(g.Log(g.Cast(n, DType.Double) + 1.0)), DType.Int64);
             var f = g.Scalar(factor, DType.Int64);
             uPart = g.Min(f * lq64 * LogCeil(lk64), lk64);
             u = g.Unsqueeze(g.Min(f * LogCeil(lq64), lq64), 0);
@@ -298,7 +301,7 @@ public sealed class TimeSeriesModel
         var seed = _seed ?? throw new InvalidOperationException("ProbSparse attention needs the seed input.");
         var sample = g.Mod(g.Hash(seed, ++_salt, g.Range(g.Scalar(0, DType.Int64), uPart, g.Scalar(1, DType.Int64))), lk64);   // (u_part)
         var qk = g.MatMul(q, g.Transpose(g.Gather(k, sample, 2), 0, 1, 3, 2));                  // (B, H, Q, u_part)
-        var sparsity = g.ReduceMax(qk, [-1], keepDims: false) - g.ReduceSum(qk, [-1], keepDims: false) / g.Cast(lk64, DType.Float);
+        var sparsity = g.ReduceMax(qk, [-1], keepDims: false) - g.ReduceSum(qk, [-1], keepDims: false) / g.Cast(lk64, dt);
         var top = g.TopK(sparsity, u, axis: -1, largest: true, sorted: false, kDim: uDim)[1];     // (B, H, u)
         var rows = g.Unsqueeze(top, 3);                                                           // (B, H, u, 1)
         var index = g.Expand(rows, g.Concat(0, g.ShapeOf(top), g.Ints(dh)));                     // (B, H, u, dh)
@@ -306,7 +309,7 @@ public sealed class TimeSeriesModel
         if (causal)
         {
             var keys = g.Range(g.Scalar(0, DType.Int64), lk64, g.Scalar(1, DType.Int64));          // (K)
-            scores = g.Where(g.LessOrEqual(keys, rows), scores, g.Scalar(float.MinValue));
+            scores = g.Where(g.LessOrEqual(keys, rows), scores, S(dt == DType.Double ? double.MinValue : float.MinValue));
         }
         var selected = g.MatMul(Dropout(g.Softmax(scores, -1), c.AttentionDropout), v);          // (B, H, u, dh)
         var context = causal ? g.CumSum(v, 2) : g.Expand(g.ReduceMean(v, [2]), g.ShapeOf(q));
@@ -326,7 +329,7 @@ public sealed class TimeSeriesModel
         // variance inputs, and the batch statistics ignore them: feed it throwaway constants, never the buffers.
         var y = training
             ? g.BatchNormalization(x, P($"{p}.norm.weight", c.DModel), P($"{p}.norm.bias", c.DModel),
-                g.Constant(TensorData.FromFloats(new float[c.DModel], c.DModel)), g.Constant(TensorData.FromFloats(Enumerable.Repeat(1f, c.DModel).ToArray(), c.DModel)), true)[0]
+                g.Constant(TensorData.FromNumbers(dt, new double[c.DModel], c.DModel)), g.Constant(TensorData.FromNumbers(dt, Enumerable.Repeat(1.0, c.DModel).ToArray(), c.DModel)), true)[0]
             : g.BatchNormalization(x, P($"{p}.norm.weight", c.DModel), P($"{p}.norm.bias", c.DModel), mean, variance, false)[0];
         if (_debugBatchNormInput && !g.Outputs.Any(o => o.Name == DebugBatchNormInput)) g.Output(x, DebugBatchNormInput);
         if (training)
@@ -334,7 +337,7 @@ public sealed class TimeSeriesModel
             // torch's running statistics: momentum 0.1, the unbiased batch variance.
             var batchMean = g.ReduceMean(x, [0, 2]);                                                // (1, D, 1)
             var centred = x - batchMean;
-            var n = g.Cast(g.Squeeze(g.Slice(g.ShapeOf(x), [0], [1], [0]), 0), DType.Float) * (double)l;
+            var n = g.Cast(g.Squeeze(g.Slice(g.ShapeOf(x), [0], [1], [0]), 0), dt) * (double)l;
             var unbiased = g.ReduceSum(centred * centred, [0, 2], keepDims: false) / (n - 1.0);
             _updates.Add(new(mean.Name, mean * 0.9 + g.Reshape(batchMean, -1) * 0.1));
             _updates.Add(new(variance.Name, variance * 0.9 + unbiased * 0.1));
@@ -349,7 +352,7 @@ public sealed class TimeSeriesModel
     private List<Value> Parameters(Value h)
     {
         var raw = Enumerable.Range(0, c.ParameterCount).Select(i => g.Squeeze(Linear(h, $"parameter_projection.proj.{i}", 1, c.DModel), 2)).ToArray();
-        var eps = g.Scalar(1.1920928955078125e-07);                                               // torch.finfo(float32).eps
+        var eps = S(dt == DType.Double ? 2.220446049250313e-16 : 1.1920928955078125e-07);        // torch.finfo(dtype).eps
         return c.DistributionOutput switch
         {
             "student_t" => [SquarePlus(raw[0]) + 2.0, raw[1], g.Max(SquarePlus(raw[2]), eps)],
@@ -383,6 +386,8 @@ public sealed class TimeSeriesModel
     }
 
     private Value LogSigmoid(Value x) => -g.Softplus(-x);
+
+    private Value S(double v) => g.Scalar(v, dt);
 
     /// <summary>
     /// ln Γ(x) for x &gt; 0 from standard ops: Γ(x) = Γ(x+6) / (x(x+1)…(x+5)), and Stirling's series for
@@ -428,7 +433,7 @@ public sealed class TimeSeriesModel
     private Value LayerDrop(Value input, Value output, double ratio)
     {
         if (!training || ratio <= 0 || _seed is not { } s) return output;
-        var u = g.Cast(g.Hash(s, ++_salt, g.Ints(0)), DType.Float) * (1.0 / GraphBuilder.HashModulus);   // (1)
-        return g.Where(g.Less(u, g.Scalar(ratio)), input, output);
+        var u = g.Cast(g.Hash(s, ++_salt, g.Ints(0)), DType.Double) * (1.0 / GraphBuilder.HashModulus);   // (1)
+        return g.Where(g.Less(u, g.Scalar(ratio, DType.Double)), input, output);
     }
 }

@@ -41,7 +41,7 @@ public sealed class TimeSeriesParityTests(ITestOutputHelper output)
     private static GraphBuilder TrainGraph(TimeSeriesConfig cfg, bool debugBatchNormInput = false)
     {
         var g = new GraphBuilder("train");
-        var m = TimeSeriesModel.Define(g, true, cfg, debugBatchNormInput);
+        var m = TimeSeriesModel.Define(g, true, cfg, debugBatchNormInput: debugBatchNormInput);
         TrainingGraph.AddGradientOutputs(g, m.Loss);
         foreach (var (k, v) in m.Outputs!) g.Output(v, k);
         foreach (var (k, v) in m.Updates!) g.Output(v, TrainingGraph.UpdatePrefix + k);
