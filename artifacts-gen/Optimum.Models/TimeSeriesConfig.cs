@@ -48,6 +48,12 @@ public sealed record TimeSeriesConfig
     public int SamplingFactor { get; init; } = 5;
     /// <summary>Informer: distilling (Conv1d, BatchNorm, ELU, MaxPool) between encoder layers.</summary>
     public bool Distil { get; init; } = true;
+    /// <summary>
+    /// Optimum.Net's own key <c>time_features</c>: how forecasting derives the time features from timestamps
+    /// when a caller sends none. "monthly" = (month of year, age) as GluonTS computes them; null = the caller
+    /// must send them.
+    /// </summary>
+    public string? TimeFeatures { get; init; }
     public JsonObject? Source { get; init; }
 
     public bool IsInformer => ModelType == "informer";
@@ -123,6 +129,7 @@ public sealed record TimeSeriesConfig
             AttentionType = informer ? c.String("attention_type", "prob") : "full",
             SamplingFactor = c.Int("sampling_factor", 5),
             Distil = informer && c.Bool("distil", true),
+            TimeFeatures = c.Json["time_features"] is null ? null : c.String("time_features", ""),
             Source = c.Json,
         };
         if (c.String("loss", "nll") != "nll") throw new InvalidDataException($"{c.Source}: loss '{c.String("loss", "nll")}' is not supported; expected nll.");
@@ -162,6 +169,8 @@ public sealed record TimeSeriesConfig
             Check(p is >= 0 and < 1, name, p, "a probability in [0, 1)");
         Check(AttentionType is "prob" or "full", "attention_type", AttentionType, "prob or full");
         Check(SamplingFactor > 0, "sampling_factor", SamplingFactor, "positive");
+        Check(TimeFeatures is null || (TimeFeatures == "monthly" && NumTimeFeatures == 2 && NumDynamicRealFeatures == 0), "time_features", TimeFeatures ?? "null",
+            "null, or \"monthly\" with 2 time features (month of year, age) and no dynamic reals");
     }
 
     public JsonObject ToHf()
@@ -188,6 +197,7 @@ public sealed record TimeSeriesConfig
         o["dropout"] = Dropout; o["attention_dropout"] = AttentionDropout; o["activation_dropout"] = ActivationDropout;
         o["encoder_layerdrop"] = EncoderLayerdrop; o["decoder_layerdrop"] = DecoderLayerdrop; o["init_std"] = InitStd;
         o["num_parallel_samples"] = NumParallelSamples; o["feature_size"] = FeatureSize;
+        if (TimeFeatures is not null) o["time_features"] = TimeFeatures;
         if (IsInformer)
         {
             o["attention_type"] = AttentionType; o["sampling_factor"] = SamplingFactor; o["distil"] = Distil;

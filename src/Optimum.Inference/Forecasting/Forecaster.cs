@@ -1,0 +1,304 @@
+using MathNet.Numerics.Distributions;
+using MathNet.Numerics.Random;
+using Microsoft.ML.OnnxRuntime;
+using Optimum.Hub;
+using Optimum.Training;
+using Optimum.Training.Data;
+
+namespace Optimum.Inference.Forecasting;
+
+/// <summary>
+/// One series to forecast: its history (NaN = missing), and what the model was trained with besides.
+/// <see cref="TimeFeatures"/> covers the history then the horizon, row-major [(history + horizon), T];
+/// leave it null for a model with <c>time_features: "monthly"</c> and give <see cref="Start"/> instead.
+/// </summary>
+public sealed record SeriesInput
+{
+    public required float[] Values { get; init; }
+    public DateTime? Start { get; init; }
+    public float[]? TimeFeatures { get; init; }
+    public long[]? StaticCategorical { get; init; }
+    public float[]? StaticReal { get; init; }
+}
+
+/// <summary>How many sample paths, which quantiles, how far ahead and from which seed.</summary>
+public sealed record ForecastOptions
+{
+    public int Samples { get; init; } = 100;
+    public IReadOnlyList<double> Quantiles { get; init; } = [0.1, 0.5, 0.9];
+    /// <summary>Steps ahead (null = the model's prediction_length, the most it can do).</summary>
+    public int? Horizon { get; init; }
+    public long Seed { get; init; }
+}
+
+/// <summary>Sample paths [samples][horizon] and their mean, median and quantiles (GluonTS's sample-quantile rule).</summary>
+public sealed record Forecast(float[][] Samples, float[] Mean, float[] Median, IReadOnlyDictionary<double, float[]> Quantiles);
+
+/// <summary>
+/// Probabilistic forecasts from a TimeSeriesTransformer or Informer model folder, as HF's generate makes
+/// them: the encoder runs once per series (scaler, static features, encoder output); then for each step of
+/// the horizon the decoder reads the prefix of sampled values so far (lags of the scaled path, static and
+/// time features) and gives the next step's distribution, from which each path draws its next value with
+/// MathNet.Numerics (Student-T, normal or negative binomial, mapped back by loc and scale). Path s of series
+/// i (its position in the request) uses its own generator seeded from (seed, i, s), so a series' paths do not depend on the other series sent with it.
+/// Weights are embedded as initializers. Owns its sessions; dispose it. Not thread-safe: one call at a time.
+/// </summary>
+public sealed class Forecaster : IDisposable
+{
+    private readonly InferenceSession _encoder, _decoder;
+    private readonly int[] _lags;
+    private readonly int[] _cardinality;
+
+    public Forecaster(string modelDir, IReadOnlyList<float[]>? weights = null, SessionSettings? settings = null)
+    {
+        ModelDir = modelDir;
+        var cfg = ModelFolder.ReadConfig(modelDir);
+        if (cfg.ModelType is not ("time_series_transformer" or "informer"))
+            throw new InvalidDataException($"{cfg.Source}: model_type '{cfg.ModelType}' is not a forecasting model (time_series_transformer or informer).");
+        var ps = ModelFolder.ReadParameters(modelDir);
+        weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
+        ModelType = cfg.ModelType;
+        PredictionLength = cfg.Int("prediction_length", 0);
+        ContextLength = cfg.OptionalInt("context_length") ?? PredictionLength;
+        _lags = (cfg.Json["lags_sequence"]?.AsArray() ?? throw new InvalidDataException($"{cfg.Source}: lags_sequence is missing.")).Select(n => n!.GetValue<int>()).ToArray();
+        PastLength = ContextLength + _lags.Max();
+        TimeFeatureCount = cfg.Int("num_time_features", 0) + cfg.Int("num_dynamic_real_features", 0);
+        StaticCategoricalCount = cfg.Int("num_static_categorical_features", 0);
+        _cardinality = StaticCategoricalCount > 0 ? cfg.Json["cardinality"]!.AsArray().Select(n => n!.GetValue<int>()).ToArray() : [];
+        StaticRealCount = cfg.Int("num_static_real_features", 0);
+        Distribution = cfg.String("distribution_output", "student_t");
+        TimeFeatureKind = cfg.Json["time_features"] is null ? null : cfg.String("time_features", "");
+        var decoderInputs = ModelFolder.ReadInputs(modelDir, "decoder");
+        FeatureSize = int.Parse(decoderInputs.First(i => i.Name == "inputs_embeds").Shape[2]);
+        EncoderLength = int.Parse(decoderInputs.First(i => i.Name == "encoder_last_hidden_state").Shape[1]);
+        DModel = int.Parse(decoderInputs.First(i => i.Name == "encoder_last_hidden_state").Shape[2]);
+        StaticFeatureCount = FeatureSize - _lags.Length - TimeFeatureCount;
+        UsesSeed = decoderInputs.Any(i => i.Name == Optimum.Training.TrainingSession.DropoutSeedInput);
+        if (PredictionLength < 1 || StaticFeatureCount < 2) throw new InvalidDataException($"{cfg.Source}: prediction_length {PredictionLength} / feature sizes do not describe a forecasting model.");
+        using var options = (settings ?? new SessionSettings()).CreateOptions();
+        _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, "encoder.onnx"), ps, weights, options);
+        _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, "decoder.onnx"), ps, weights, options);
+    }
+
+    public string ModelDir { get; }
+    public string ModelType { get; }
+    public int PredictionLength { get; }
+    public int ContextLength { get; }
+    /// <summary>Values the model reads: context_length + max(lags); shorter histories (down to <see cref="MinHistory"/>) are padded as missing.</summary>
+    public int PastLength { get; }
+    /// <summary>The shortest history accepted: a full context for the scaler.</summary>
+    public int MinHistory => ContextLength;
+    public int TimeFeatureCount { get; }
+    public int StaticCategoricalCount { get; }
+    public IReadOnlyList<int> Cardinality => _cardinality;
+    public int StaticRealCount { get; }
+    public string Distribution { get; }
+    /// <summary>"monthly" when the model derives time features from a start date, else null.</summary>
+    public string? TimeFeatureKind { get; }
+    public int FeatureSize { get; }
+    public int EncoderLength { get; }
+    public int DModel { get; }
+    public int StaticFeatureCount { get; }
+    private bool UsesSeed { get; }
+
+    /// <summary>Checks one series against the model; the message names the series and what is wrong.</summary>
+    public void Validate(SeriesInput s, int horizon, int index = 0)
+    {
+        string who = $"series {index}";
+        if (horizon < 1 || horizon > PredictionLength) throw new ArgumentException($"The horizon {horizon} must be in [1, {PredictionLength}] (the model's prediction_length).");
+        if (s.Values is null || s.Values.Length < MinHistory) throw new ArgumentException($"{who}: {s.Values?.Length ?? 0} values; the model needs a history of at least {MinHistory} (its context_length).");
+        if (s.Values.Any(float.IsInfinity)) throw new ArgumentException($"{who}: values must be finite (NaN marks a missing value).");
+        if (s.Values.AsSpan(s.Values.Length - ContextLength).ToArray().All(float.IsNaN)) throw new ArgumentException($"{who}: the last {ContextLength} values are all missing; nothing to scale by.");
+        if (Distribution == "negative_binomial" && s.Values.Any(v => v < 0)) throw new ArgumentException($"{who}: a negative-binomial model forecasts counts; values must be >= 0.");
+        int steps = s.Values.Length + horizon;
+        if (s.TimeFeatures is { } tf)
+        {
+            if (tf.Length < steps * TimeFeatureCount || (TimeFeatureCount > 0 && tf.Length % TimeFeatureCount != 0))
+                throw new ArgumentException($"{who}: time_features has {tf.Length} values; expected (history {s.Values.Length} + horizon {horizon}) x {TimeFeatureCount} = {steps * TimeFeatureCount} (more steps are ignored).");
+            if (tf.Any(v => !float.IsFinite(v))) throw new ArgumentException($"{who}: time_features must be finite.");
+        }
+        else if (TimeFeatureCount > 0 && !(TimeFeatureKind == "monthly" && s.Start is not null))
+            throw new ArgumentException(TimeFeatureKind == "monthly"
+                ? $"{who}: give a start date (the model derives monthly time features from it) or time_features."
+                : $"{who}: the model needs {TimeFeatureCount} time features per step (history + horizon); none were given.");
+        if ((s.StaticCategorical?.Length ?? 0) != StaticCategoricalCount)
+            throw new ArgumentException($"{who}: {s.StaticCategorical?.Length ?? 0} static categorical features; the model has {StaticCategoricalCount}.");
+        for (int i = 0; i < StaticCategoricalCount; i++)
+            if (s.StaticCategorical![i] < 0 || s.StaticCategorical[i] >= _cardinality[i])
+                throw new ArgumentException($"{who}: static categorical feature {i} is {s.StaticCategorical[i]}; it must be in [0, {_cardinality[i]}).");
+        if ((s.StaticReal?.Length ?? 0) != StaticRealCount)
+            throw new ArgumentException($"{who}: {s.StaticReal?.Length ?? 0} static real features; the model has {StaticRealCount}.");
+        if (s.StaticReal is { } sr && sr.Any(v => !float.IsFinite(v))) throw new ArgumentException($"{who}: static real features must be finite.");
+    }
+
+    /// <summary>Forecasts every series <paramref name="options"/>.Horizon steps ahead.</summary>
+    public IReadOnlyList<Forecast> Predict(IReadOnlyList<SeriesInput> series, ForecastOptions? options = null, CancellationToken cancel = default) =>
+        Run(series, options ?? new ForecastOptions(), null, null, cancel);
+
+    /// <summary>
+    /// Teacher forcing through the forecasting graphs (tests): one path per series follows
+    /// <paramref name="paths"/> instead of sampling; returns each step's distribution parameters [step][param][series].
+    /// </summary>
+    internal List<float[][]> StepParameters(IReadOnlyList<SeriesInput> series, float[][] paths)
+    {
+        var steps = new List<float[][]>();
+        Run(series, new ForecastOptions { Samples = 1, Horizon = paths[0].Length }, paths, steps, default);
+        return steps;
+    }
+
+    private IReadOnlyList<Forecast> Run(IReadOnlyList<SeriesInput> series, ForecastOptions options, float[][]? forced, List<float[][]>? stepParams, CancellationToken cancel)
+    {
+        int horizon = options.Horizon ?? PredictionLength;
+        if (series.Count == 0) throw new ArgumentException("Give at least one series.", nameof(series));
+        if (options.Samples < 1) throw new ArgumentException($"samples must be >= 1, got {options.Samples}.", nameof(options));
+        if (options.Quantiles.Any(q => !(q > 0 && q < 1))) throw new ArgumentException($"Quantiles must be in (0, 1), got [{string.Join(", ", options.Quantiles)}].", nameof(options));
+        for (int i = 0; i < series.Count; i++) Validate(series[i], horizon, i);
+        int n = series.Count, p = PastLength, t = TimeFeatureCount, sCount = options.Samples, rows = n * sCount;
+
+        // Encoder inputs: the last PastLength values (left-padded as missing) and their time features.
+        var past = new float[n * p];
+        var observed = new float[n * p];
+        var pastTime = new float[n * p * t];
+        var futureTime = new float[n * horizon * t];
+        for (int i = 0; i < n; i++)
+        {
+            var v = series[i].Values;
+            var features = Features(series[i], horizon);
+            for (int k = 0; k < p; k++)
+            {
+                int at = v.Length - p + k;                                        // index into the history (negative = padding)
+                bool real = at >= 0 && !float.IsNaN(v[at]);
+                past[i * p + k] = real ? v[at] : 0;
+                observed[i * p + k] = real ? 1 : 0;
+                if (at >= 0) features.AsSpan(at * t, t).CopyTo(pastTime.AsSpan((i * p + k) * t, t));
+                else if (series[i].TimeFeatures is null && series[i].Start is { } st)
+                    TimeFeatures.Monthly(st, at, 1).AsSpan().CopyTo(pastTime.AsSpan((i * p + k) * t, t));
+            }
+            features.AsSpan(v.Length * t, horizon * t).CopyTo(futureTime.AsSpan(i * horizon * t, horizon * t));
+        }
+        var inputs = new Dictionary<string, OrtValue>
+        {
+            ["past_values"] = OrtValue.CreateTensorValueFromMemory(past, [n, p]),
+            ["past_observed_mask"] = OrtValue.CreateTensorValueFromMemory(observed, [n, p]),
+            ["past_time_features"] = OrtValue.CreateTensorValueFromMemory(pastTime, [n, p, t]),
+        };
+        if (StaticCategoricalCount > 0) inputs["static_categorical_features"] = OrtValue.CreateTensorValueFromMemory(series.SelectMany(s => s.StaticCategorical!).ToArray(), [n, StaticCategoricalCount]);
+        if (StaticRealCount > 0) inputs["static_real_features"] = OrtValue.CreateTensorValueFromMemory(series.SelectMany(s => s.StaticReal!).ToArray(), [n, StaticRealCount]);
+        if (UsesSeed) inputs[Optimum.Training.TrainingSession.DropoutSeedInput] = OrtValue.CreateTensorValueFromMemory(new long[] { Seed(options.Seed, 0) }, []);
+        float[] enc, loc, scale, stat;
+        try
+        {
+            using var run = new RunOptions();
+            using var outs = _encoder.Run(run, inputs.Keys.ToArray(), inputs.Values.ToArray(), ["encoder_last_hidden_state", "loc", "scale", "static_features"]);
+            (enc, loc, scale, stat) = (outs[0].GetTensorDataAsSpan<float>().ToArray(), outs[1].GetTensorDataAsSpan<float>().ToArray(),
+                outs[2].GetTensorDataAsSpan<float>().ToArray(), outs[3].GetTensorDataAsSpan<float>().ToArray());
+        }
+        finally
+        {
+            foreach (var v in inputs.Values) v.Dispose();
+        }
+
+        // Every path: its scaled sequence (history then samples), the encoder output repeated, its generator.
+        int le = EncoderLength, d = DModel, f = FeatureSize, sf = StaticFeatureCount, nl = _lags.Length;
+        var encRows = new float[rows * le * d];
+        var seq = new float[rows * (p + horizon)];
+        var rngs = new System.Random[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            int i = r / sCount;
+            enc.AsSpan(i * le * d, le * d).CopyTo(encRows.AsSpan(r * le * d, le * d));
+            for (int k = 0; k < p; k++) seq[r * (p + horizon) + k] = (past[i * p + k] - loc[i]) / scale[i];
+            rngs[r] = new Xoshiro256StarStar(Seed(options.Seed, i * 1_000_003L + r % sCount + 1));
+        }
+        var samples = new float[rows * horizon];
+        using var encValue = OrtValue.CreateTensorValueFromMemory(encRows, [rows, le, d]);
+        for (int k = 0; k < horizon; k++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            int len = k + 1;
+            var x = new float[rows * len * f];
+            for (int r = 0; r < rows; r++)
+            {
+                int i = r / sCount;
+                for (int j = 0; j < len; j++)
+                {
+                    var row = x.AsSpan((r * len + j) * f, f);
+                    for (int l = 0; l < nl; l++) row[l] = seq[r * (p + horizon) + p + j - _lags[l]];
+                    stat.AsSpan(i * sf, sf).CopyTo(row[nl..]);
+                    futureTime.AsSpan((i * horizon + j) * t, t).CopyTo(row[(nl + sf)..]);
+                }
+            }
+            var dec = new Dictionary<string, OrtValue>
+            {
+                ["inputs_embeds"] = OrtValue.CreateTensorValueFromMemory(x, [rows, len, f]),
+                ["encoder_last_hidden_state"] = encValue,
+            };
+            if (UsesSeed) dec[Optimum.Training.TrainingSession.DropoutSeedInput] = OrtValue.CreateTensorValueFromMemory(new long[] { Seed(options.Seed, k + 1) }, []);
+            int np = Distribution == "student_t" ? 3 : 2;
+            var ps = new float[np][];
+            try
+            {
+                using var run = new RunOptions();
+                using var outs = _decoder.Run(run, dec.Keys.ToArray(), dec.Values.ToArray(), Enumerable.Range(0, np).Select(j => $"params.{j}").ToArray());
+                for (int j = 0; j < np; j++) ps[j] = outs[j].GetTensorDataAsSpan<float>().ToArray();
+                stepParams?.Add(ps);
+            }
+            finally
+            {
+                foreach (var (name, v) in dec) if (name != "encoder_last_hidden_state") v.Dispose();
+            }
+            for (int r = 0; r < rows; r++)
+            {
+                int i = r / sCount;
+                double y = forced is null ? Draw(ps, r, loc[i], scale[i], rngs[r]) : forced[i][k];
+                samples[r * horizon + k] = (float)y;
+                seq[r * (p + horizon) + p + k] = (float)((y - loc[i]) / scale[i]);
+            }
+        }
+
+        var result = new Forecast[n];
+        for (int i = 0; i < n; i++)
+        {
+            var paths = Enumerable.Range(0, sCount).Select(s => samples.AsSpan((i * sCount + s) * horizon, horizon).ToArray()).ToArray();
+            var mean = Enumerable.Range(0, horizon).Select(k => (float)paths.Average(s => (double)s[k])).ToArray();
+            var quantiles = options.Quantiles.Distinct().ToDictionary(q => q, q => ForecastMetrics.SampleQuantile(paths, q));
+            result[i] = new Forecast(paths, mean, ForecastMetrics.SampleQuantile(paths, 0.5), quantiles);
+        }
+        return result;
+    }
+
+    /// <summary>One draw of step k's distribution (row r), mapped back from the scaled space.</summary>
+    private double Draw(float[][] ps, int r, float loc, float scale, System.Random rng)
+    {
+        switch (Distribution)
+        {
+            case "student_t":
+                return loc + scale * StudentT.Sample(rng, ps[1][r], ps[2][r], ps[0][r]);
+            case "normal":
+                return loc + scale * Normal.Sample(rng, ps[0][r], ps[1][r]);
+            default:
+            {
+                // torch's NegativeBinomial(total_count, logits + log scale): successes before total_count failures,
+                // success probability sigmoid(logits); MathNet counts failures before r successes, so p = sigmoid(-logits).
+                double logits = ps[1][r] + Math.Log(scale);
+                return NegativeBinomial.Sample(rng, ps[0][r], 1 / (1 + Math.Exp(logits)));
+            }
+        }
+    }
+
+    /// <summary>The series' time features over history + horizon: given, or derived monthly from its start.</summary>
+    private float[] Features(SeriesInput s, int horizon)
+    {
+        if (s.TimeFeatures is { } tf) return tf;
+        if (TimeFeatureCount == 0) return [];
+        return TimeFeatures.Monthly(s.Start!.Value, 0, s.Values.Length + horizon);
+    }
+
+    private static int Seed(long seed, long salt) => (int)((ulong)(seed * 6364136223846793005L + salt * 1442695040888963407L + 1) >> 33);
+
+    public void Dispose()
+    {
+        _encoder.Dispose();
+        _decoder.Dispose();
+    }
+}
