@@ -24,6 +24,7 @@ public static class ModelInit
             "gpt2" => Gpt2Init.Initialize(ps, Gpt2Config.FromHf(cfg), seed),
             "mlp" => Mlp.Initialize(ps, seed),
             "t5" => T5Artifacts.Initialize(ps, T5Config.FromHf(cfg), seed),
+            "time_series_transformer" or "informer" => TimeSeriesArtifacts.Initialize(ps, TimeSeriesConfig.FromHf(cfg), seed),
             var t => throw new InvalidDataException($"{cfg.Source}: no initialisation for model_type '{t}'."),
         };
     }

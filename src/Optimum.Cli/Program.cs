@@ -43,7 +43,7 @@ var exportSrc = new Argument<string?>("hf-folder") { Description = "HF folder wi
 var exportDst = new Option<string>("--out", "-o") { Description = "Artifact folder to write.", Required = true };
 var preset = new Option<string?>("--preset") { Description = "Built-in config instead of an HF folder: gpt2-mini." };
 var exportSeed = new Option<int>("--seed") { Description = "Initialisation seed when there is no checkpoint.", DefaultValueFactory = _ => 0 };
-var export = new Command("export", "Write the graphs, config.json and model.safetensors for an HF GPT-2 or T5 folder (or a preset).") { exportSrc, exportDst, preset, exportSeed };
+var export = new Command("export", "Write the graphs, config.json and model.safetensors for an HF GPT-2, T5, TimeSeriesTransformer or Informer folder (or a preset).") { exportSrc, exportDst, preset, exportSeed };
 export.SetAction(r => Cli.Guard(() =>
 {
     string src = r.GetValue(exportSrc) ?? "", dst = r.GetValue(exportDst)!, name = r.GetValue(preset) ?? "";
@@ -60,7 +60,8 @@ export.SetAction(r => Cli.Guard(() =>
     {
         "t5" => T5Artifacts.Export(src, dst, r.GetValue(exportSeed)),
         "gpt2" => Gpt2Artifacts.Export(src, dst, r.GetValue(exportSeed)),
-        _ => throw new InvalidDataException($"{src}/config.json: model_type '{kind}' cannot be exported (gpt2 and t5 can)."),
+        "time_series_transformer" or "informer" => TimeSeriesArtifacts.Export(src, dst, r.GetValue(exportSeed)),
+        _ => throw new InvalidDataException($"{src}/config.json: model_type '{kind}' cannot be exported (gpt2, t5, time_series_transformer and informer can)."),
     };
     foreach (var u in unused) Console.Error.WriteLine($"warning: checkpoint tensor '{u}' is not a parameter of the model and was ignored");
     Console.WriteLine($"wrote {dst} from {src}");
@@ -264,7 +265,17 @@ var benchT5 = new Command("t5", "T5 training throughput (default 6+6 layers, d_m
 };
 benchT5.SetAction(r => Cli.Guard(() => BenchT5.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
     0, r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson), r.GetValue(bProfile)), r.GetValue(btSrc), r.GetValue(btTgt), r.GetValue(btVocab), Console.Out)));
-var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate, benchServe, benchT5 };
+var bfModel = new Option<string>("--model") { Description = "informer, tst or both.", DefaultValueFactory = _ => "both" };
+var bfBatch = new Option<int>("--batch") { Description = "Training windows per step.", DefaultValueFactory = _ => 64 };
+var bfSteps = new Option<int>("--steps") { Description = "Measured training steps (after 3 warm-up steps).", DefaultValueFactory = _ => 30 };
+var bfSamples = new Option<int>("--samples") { Description = "Sample paths per forecast.", DefaultValueFactory = _ => 100 };
+var benchForecast = new Command("forecast", "Informer / Time Series Transformer training windows/s and forecast latency (ms per series for 100 paths).")
+{
+    bJson, bThreads, bfModel, bfBatch, bfSteps, bfSamples,
+};
+benchForecast.SetAction(r => Cli.Guard(() => BenchForecast.Run(r.GetValue(bfModel)!, r.GetValue(bfBatch), r.GetValue(bThreads), r.GetValue(bfSteps), r.GetValue(bfSamples),
+    r.GetValue(bJson), "out/bench", Console.Out)));
+var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate, benchServe, benchT5, benchForecast };
 root.Subcommands.Add(bench);
 
 // mpi-check: verify the MPI setup (run under mpirun).

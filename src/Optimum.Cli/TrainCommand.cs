@@ -8,7 +8,13 @@ using Spectre.Console;
 namespace Optimum.Cli;
 
 /// <summary>Options of <c>optimum-net train</c> beyond the trainer's own.</summary>
-public sealed record TrainCommandOptions(TrainerOptions Trainer, IReadOnlyList<string> Data, int SeqLen, double ValidationFraction = 0.05, string? CacheDir = null);
+/// <param name="Trainer">The trainer's options.</param>
+/// <param name="Data">Text files (GPT-2), pair files (T5) or series files (time-series models).</param>
+/// <param name="SeqLen">Tokens per GPT-2 window.</param>
+/// <param name="ValidationFraction">Share of the text or pairs held out for validation.</param>
+/// <param name="CacheDir">Where token caches go.</param>
+/// <param name="Holdout">Time series: points at the end of each series kept out of training windows (default: prediction_length; the validation windows forecast the last prediction_length of them).</param>
+public sealed record TrainCommandOptions(TrainerOptions Trainer, IReadOnlyList<string> Data, int SeqLen, double ValidationFraction = 0.05, string? CacheDir = null, int? Holdout = null);
 
 /// <summary>
 /// <c>optimum-net train</c>: data (text for GPT-2, pairs for T5) → batches → <see cref="Trainer"/> with a live progress bar (or
@@ -51,6 +57,28 @@ public static class TrainCommand
         return data;
     }
 
+    /// <summary>
+    /// TimeSeriesTransformer / Informer train on windows sampled across series and time from .csv/.json series
+    /// files (monthly; time features month of year and age; the series index as the first static categorical
+    /// feature when the model has one).
+    /// </summary>
+    private static IBatchSource SeriesData(TrainCommandOptions o, HfConfig cfg, Action<string> say)
+    {
+        var c = TimeSeriesConfig.FromHf(cfg);
+        if (c.TimeFeatures != "monthly")
+            throw new InvalidDataException($"{cfg.Source}: training from series files derives monthly time features; set \"time_features\": \"monthly\" (with num_time_features 2) in the model's config.");
+        var series = o.Data.SelectMany(TimeSeriesFiles.Read).ToArray();
+        bool ids = c.NumStaticCategoricalFeatures > 0;
+        if (c.NumStaticCategoricalFeatures > 1 || c.NumStaticRealFeatures > 0)
+            throw new InvalidDataException($"{cfg.Source}: series files carry no static features beyond the series index; the model wants {c.NumStaticCategoricalFeatures} categorical and {c.NumStaticRealFeatures} real ones.");
+        if (ids && c.Cardinality[0] < series.Length)
+            throw new InvalidDataException($"{cfg.Source}: cardinality {c.Cardinality[0]} of the series-index feature is smaller than the {series.Length} series in {string.Join(", ", o.Data)}.");
+        int holdout = o.Holdout ?? c.PredictionLength;
+        var data = new TimeSeriesWindows(series, c.ContextLength, c.PredictionLength, c.LagsSequence, holdout, minPast: c.ContextLength, seriesIdAsCategorical: ids);
+        say($"data: {series.Length} series, {data.TrainSamples:N0} training windows (context {c.ContextLength} + lags to {c.MaxLag}, horizon {c.PredictionLength}), {data.ValidationSamples} validation windows ending {holdout} points before each series end");
+        return data;
+    }
+
     /// <summary>One rank of a run (the only one without <paramref name="comm"/>); rank 0 reports.</summary>
     public static TrainResult Run(TrainCommandOptions o, CancellationToken cancel = default, ICommunicator? comm = null)
     {
@@ -63,7 +91,8 @@ public static class TrainCommand
         {
             "gpt2" => TextData(o, cfg, Say),
             "t5" => PairData(o, cfg, Say),
-            var k => throw new InvalidDataException($"{cfg.Source}: training model_type '{k}' is not supported (gpt2 on text files, t5 on pairs)."),
+            "time_series_transformer" or "informer" => SeriesData(o, cfg, Say),
+            var k => throw new InvalidDataException($"{cfg.Source}: training model_type '{k}' is not supported (gpt2 on text files, t5 on pairs, time-series models on series files)."),
         };
         var weights = ModelInit.Load(t.ModelDir, t.Seed, Say);
         using var trainer = new Trainer(t, data, weights, comm);

@@ -1,17 +1,11 @@
 using System.Text.Json;
+using static Optimum.Server.RequestJson;
 
 namespace Optimum.Server;
 
 /// <summary>A validated POST /v1/completions request (OpenAI's subset, plus top_k and repetition_penalty).</summary>
 public sealed record CompletionRequest(string Model, IReadOnlyList<string> Prompts, int MaxTokens, double Temperature, double TopP, int TopK,
     double RepetitionPenalty, IReadOnlyList<string> Stop, int? Seed, bool Stream);
-
-/// <summary>A request error: 400 for malformed JSON or wrong types, 404 for an unknown model, 422 for out-of-range values.</summary>
-public sealed class RequestError(int status, string title, string detail) : Exception(detail)
-{
-    public int Status { get; } = status;
-    public string Title { get; } = title;
-}
 
 /// <summary>Parses and checks a completions request body, naming the field at fault.</summary>
 public static class CompletionParser
@@ -21,20 +15,9 @@ public static class CompletionParser
 
     public static CompletionRequest Parse(ReadOnlySpan<byte> body, ServerOptions o, ModelRegistry models)
     {
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(body.ToArray()); }
-        catch (JsonException e) { throw Bad($"The body is not valid JSON: {e.Message}"); }
-        using var _ = doc;
+        using var doc = RequestJson.Parse(body);
         var root = doc.RootElement;
-        if (root.ValueKind != JsonValueKind.Object) throw Bad($"The body must be a JSON object, got {root.ValueKind}.");
-
-        string model = models.Default;
-        if (root.TryGetProperty("model", out var m))
-        {
-            if (m.ValueKind != JsonValueKind.String) throw Type("model", "a string", m);
-            model = m.GetString()!;
-            if (!models.TryGet(model, out var _)) throw new RequestError(404, "Model not found", $"Model '{model}' is not served; see GET /v1/models ({string.Join(", ", models.Names)}).");
-        }
+        string model = RequestJson.Model(root, models, forecaster: false);
         if (!root.TryGetProperty("prompt", out var p)) throw Bad("'prompt' is required.");
         List<string> prompts = p.ValueKind switch
         {
@@ -75,24 +58,4 @@ public static class CompletionParser
         }
         return new CompletionRequest(model, prompts, maxTokens, temperature, topP, topK, rep, stop, seed, stream);
     }
-
-    private static int Int(JsonElement root, string name, int fallback)
-    {
-        if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return fallback;
-        if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out var i)) throw Type(name, "an integer", v);
-        return i;
-    }
-
-    private static double Number(JsonElement root, string name, double fallback)
-    {
-        if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return fallback;
-        if (v.ValueKind != JsonValueKind.Number) throw Type(name, "a number", v);
-        return v.GetDouble();
-    }
-
-    private static RequestError Bad(string detail) => new(400, "Malformed request", detail);
-    private static RequestError Type(string field, string expected, JsonElement got) =>
-        new(400, "Malformed request", $"'{field}' must be {expected}, got {got.ValueKind.ToString().ToLowerInvariant()} {Clip(got.GetRawText())}.");
-    private static RequestError Range(string detail) => new(422, "Value out of range", detail);
-    private static string Clip(string s) => s.Length > 40 ? s[..40] + "..." : s;
 }

@@ -1,13 +1,22 @@
+using System.Threading.RateLimiting;
 using Optimum.Hub;
 using Optimum.Inference;
+using Optimum.Inference.Forecasting;
 using Optimum.Training;
 
 namespace Optimum.Server;
 
-/// <summary>The served models, loaded once at start-up; owns their sessions.</summary>
+/// <summary>
+/// The served models, loaded once at start-up; owns their sessions. Language models (config.json model_type
+/// gpt2 or t5) serve /v1/completions; forecasters (time_series_transformer or informer) serve /v1/forecast.
+/// </summary>
 public sealed class ModelRegistry : IDisposable
 {
-    private readonly Dictionary<string, TextGenerator> _models = new(StringComparer.Ordinal);
+    public const string ForecasterKind = "forecaster";
+
+    private readonly List<string> _names = [];
+    private readonly Dictionary<string, TextGenerator> _generators = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ServedForecaster> _forecasters = new(StringComparer.Ordinal);
     private readonly List<IDisposable> _owned = [];
 
     public ModelRegistry(ServerOptions o)
@@ -16,34 +25,66 @@ public sealed class ModelRegistry : IDisposable
         foreach (var spec in o.Models)
         {
             var (name, path) = spec.Contains('=') ? (spec[..spec.IndexOf('=')], spec[(spec.IndexOf('=') + 1)..]) : (Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(spec))), spec);
-            if (_models.ContainsKey(name)) throw new InvalidOperationException($"Two models are named '{name}'; name them with name=path.");
+            if (_names.Contains(name)) throw new InvalidOperationException($"Two models are named '{name}'; name them with name=path.");
             var settings = new SessionSettings { IntraOpThreads = o.Threads };
             var kind = ModelFolder.ReadConfig(path).ModelType;
-            if (kind == "t5")
+            if (kind is "time_series_transformer" or "informer")
+            {
+                var f = new ServedForecaster(new Forecaster(path, settings: settings), o.QueueLimit);
+                _owned.Add(f);
+                _forecasters[name] = f;
+            }
+            else if (kind == "t5")
             {
                 var lm = new Seq2SeqLm(path, settings: settings);
                 _owned.Add(lm);
                 var tok = PairTokenizers.Load(path);
-                _models[name] = TextGenerator.ForSeq2Seq(lm, tok.EncodeSource, ids => tok.DecodeTarget(ids));
+                _generators[name] = TextGenerator.ForSeq2Seq(lm, tok.EncodeSource, ids => tok.DecodeTarget(ids));
             }
             else
             {
                 var lm = new CausalLm(path, settings: settings);
                 _owned.Add(lm);
-                _models[name] = new TextGenerator(lm, Gpt2Tokenizer.Create());
+                _generators[name] = new TextGenerator(lm, Gpt2Tokenizer.Create());
             }
+            _names.Add(name);
         }
         Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     }
 
     public long Created { get; }
-    public IReadOnlyCollection<string> Names => _models.Keys;
-    public string Default => _models.Keys.First();
-    public string KindOf(string name) => _models[name].Kind;
-    public bool TryGet(string name, out TextGenerator generator) => _models.TryGetValue(name, out generator!);
+    /// <summary>Every served model, in the order they were configured.</summary>
+    public IReadOnlyList<string> Names => _names;
+    /// <summary>The first language model: /v1/completions without "model" uses it (null when only forecasters are served).</summary>
+    public string? DefaultGenerator => _names.FirstOrDefault(_generators.ContainsKey);
+    /// <summary>The first forecaster: /v1/forecast without "model" uses it (null when none is served).</summary>
+    public string? DefaultForecaster => _names.FirstOrDefault(_forecasters.ContainsKey);
+    public bool Contains(string name) => _generators.ContainsKey(name) || _forecasters.ContainsKey(name);
+    public bool IsForecaster(string name) => _forecasters.ContainsKey(name);
+    /// <summary>"causal-lm", "seq2seq" or "forecaster".</summary>
+    public string KindOf(string name) => _forecasters.ContainsKey(name) ? ForecasterKind : _generators[name].Kind;
+    public bool TryGet(string name, out TextGenerator generator) => _generators.TryGetValue(name, out generator!);
+    public bool TryGetForecaster(string name, out ServedForecaster forecaster) => _forecasters.TryGetValue(name, out forecaster!);
 
     public void Dispose()
     {
         foreach (var d in _owned) d.Dispose();
+    }
+}
+
+/// <summary>
+/// A forecaster and its turn: a <see cref="Forecaster"/> runs one call at a time, so its requests wait for
+/// the single permit of <see cref="Turn"/> (at most the server's queue limit of them; more get 429).
+/// Owns both; the registry disposes it.
+/// </summary>
+public sealed class ServedForecaster(Forecaster model, int queueLimit) : IDisposable
+{
+    public Forecaster Model { get; } = model;
+    public ConcurrencyLimiter Turn { get; } = new(new ConcurrencyLimiterOptions { PermitLimit = 1, QueueLimit = queueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst });
+
+    public void Dispose()
+    {
+        Turn.Dispose();
+        Model.Dispose();
     }
 }

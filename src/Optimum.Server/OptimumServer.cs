@@ -10,13 +10,14 @@ using OpenTelemetry.Metrics;
 namespace Optimum.Server;
 
 /// <summary>
-/// The completions microservice (ASP.NET Core minimal API): POST /v1/completions (OpenAI subset,
-/// server-sent events when streaming), GET /v1/models, GET /healthz, GET /metrics (Prometheus).
+/// The completions and forecasting microservice (ASP.NET Core minimal API): POST /v1/completions (OpenAI subset,
+/// server-sent events when streaming), POST /v1/forecast (probabilistic forecasts, see ForecastEndpoint.cs),
+/// GET /v1/models, GET /healthz, GET /metrics (Prometheus).
 /// Errors are RFC 7807 problem details; limits: body size (413), context length (413), API key (401),
 /// bounded concurrency with a queue (429), per-request timeout (504); a client that disconnects
-/// stops its generation; shutdown lets in-flight requests finish.
+/// stops its generation or forecast; shutdown lets in-flight requests finish.
 /// </summary>
-public static class OptimumServer
+public static partial class OptimumServer
 {
     /// <summary>Builds the app from command-line args / configuration (section "Optimum").</summary>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
@@ -55,9 +56,12 @@ public static class OptimumServer
         app.MapGet("/v1/models", (ModelRegistry m) => Results.Ok(new
         {
             @object = "list",
-            data = m.Names.Select(n => new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net", kind = m.KindOf(n) }),
+            data = m.Names.Select(n => m.TryGetForecaster(n, out var f)
+                ? (object)new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net", kind = m.KindOf(n), prediction_length = f.Model.PredictionLength, context_length = f.Model.ContextLength }
+                : new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net", kind = m.KindOf(n) }),
         }));
         app.MapPost("/v1/completions", Complete);
+        app.MapPost("/v1/forecast", Forecast);
         app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
     }
@@ -96,10 +100,10 @@ public static class OptimumServer
 
     private static IResult Problem(int status, string title, string detail) => Results.Problem(statusCode: status, title: title, detail: detail);
 
-    private static async Task<IResult> Complete(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, ConcurrencyLimiter limiter)
+    /// <summary>The request body, or a 413 problem: refused by Content-Length first, then while reading (chunked bodies have no length).</summary>
+    private static async Task<(ReadOnlyMemory<byte> Body, IResult? Refusal)> ReadBody(HttpContext ctx, ServerOptions o)
     {
-        // Body: refuse by Content-Length first, then while reading (chunked bodies have no length).
-        if (ctx.Request.ContentLength > o.MaxBodyBytes) return Problem(413, "Payload too large", $"The body has {ctx.Request.ContentLength} bytes; the limit is {o.MaxBodyBytes}.");
+        if (ctx.Request.ContentLength > o.MaxBodyBytes) return (default, Problem(413, "Payload too large", $"The body has {ctx.Request.ContentLength} bytes; the limit is {o.MaxBodyBytes}."));
         var body = new MemoryStream();
         var buffer = new byte[8192];
         try
@@ -108,15 +112,22 @@ public static class OptimumServer
             while ((read = await ctx.Request.Body.ReadAsync(buffer, ctx.RequestAborted)) > 0)
             {
                 body.Write(buffer, 0, read);
-                if (body.Length > o.MaxBodyBytes) return Problem(413, "Payload too large", $"The body exceeds the limit of {o.MaxBodyBytes} bytes.");
+                if (body.Length > o.MaxBodyBytes) return (default, Problem(413, "Payload too large", $"The body exceeds the limit of {o.MaxBodyBytes} bytes."));
             }
         }
         catch (BadHttpRequestException e) when (e.StatusCode == 413)
         {
-            return Problem(413, "Payload too large", $"The body exceeds the limit of {o.MaxBodyBytes} bytes.");
+            return (default, Problem(413, "Payload too large", $"The body exceeds the limit of {o.MaxBodyBytes} bytes."));
         }
+        return (body.GetBuffer().AsMemory(0, (int)body.Length), null);
+    }
+
+    private static async Task<IResult> Complete(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, ConcurrencyLimiter limiter)
+    {
+        var (body, refusal) = await ReadBody(ctx, o);
+        if (refusal is not null) return refusal;
         CompletionRequest req;
-        try { req = CompletionParser.Parse(body.GetBuffer().AsSpan(0, (int)body.Length), o, models); }
+        try { req = CompletionParser.Parse(body.Span, o, models); }
         catch (RequestError e) { return Problem(e.Status, e.Title, e.Message); }
         models.TryGet(req.Model, out var generator);
         foreach (var prompt in req.Prompts)

@@ -46,6 +46,51 @@ public static class TimeSeriesFiles
             points.Add((year * 12 + month - 1, value));
             index++;
         }
+        return Assemble(path, order, byName);
+    }
+
+    /// <summary>Reads a time-series file by extension: .json (vega's unemployment layout) or .csv (<see cref="ReadLongCsv"/>).</summary>
+    public static IReadOnlyList<TimeSeries> Read(string path) => Path.GetExtension(path).ToLowerInvariant() switch
+    {
+        ".json" => ReadVegaUnemployment(path),
+        ".csv" => ReadLongCsv(path),
+        var e => throw new InvalidDataException($"{path}: unknown time-series format '{e}' (use .csv with series,month,value rows or vega's .json)."),
+    };
+
+    /// <summary>
+    /// Reads monthly series in long CSV form: a header <c>series,month,value</c>, then one row per observation
+    /// with the month as YYYY-MM (or YYYY-MM-DD, day ignored) and an empty value for a missing one. Series keep
+    /// their order of first appearance; months must be contiguous and unique. Fields must not contain commas.
+    /// </summary>
+    public static IReadOnlyList<TimeSeries> ReadLongCsv(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Time-series file '{path}' does not exist.", path);
+        var lines = File.ReadAllLines(path);
+        if (lines.Length == 0 || lines[0].Trim().ToLowerInvariant() != "series,month,value")
+            throw new InvalidDataException($"{path}: the first line must be the header 'series,month,value'.");
+        var byName = new Dictionary<string, List<(int Month, float Value)>>();
+        var order = new List<string>();
+        for (int i = 1; i < lines.Length; i++)
+        {
+            if (lines[i].Length == 0) continue;
+            var f = lines[i].Split(',');
+            if (f.Length != 3) throw new InvalidDataException($"{path}:{i + 1}: expected 3 fields (series,month,value), got {f.Length}.");
+            var m = f[1].Trim();
+            if (m.Length < 7 || m[4] != '-' || !int.TryParse(m[..4], out var year) || !int.TryParse(m[5..7], out var month) || month is < 1 or > 12)
+                throw new InvalidDataException($"{path}:{i + 1}: month '{m}' is not YYYY-MM.");
+            float value = float.NaN;
+            if (f[2].Trim().Length > 0 && !float.TryParse(f[2], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out value))
+                throw new InvalidDataException($"{path}:{i + 1}: value '{f[2]}' is not a number.");
+            if (float.IsInfinity(value)) throw new InvalidDataException($"{path}:{i + 1}: value '{f[2]}' is not finite.");
+            var name = f[0].Trim();
+            if (!byName.TryGetValue(name, out var points)) { byName[name] = points = []; order.Add(name); }
+            points.Add((year * 12 + month - 1, value));
+        }
+        return Assemble(path, order, byName);
+    }
+
+    private static IReadOnlyList<TimeSeries> Assemble(string path, List<string> order, Dictionary<string, List<(int Month, float Value)>> byName)
+    {
         if (order.Count == 0) throw new InvalidDataException($"{path}: no records.");
 
         var result = new List<TimeSeries>(order.Count);

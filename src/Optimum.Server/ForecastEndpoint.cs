@@ -1,0 +1,66 @@
+using System.Threading.RateLimiting;
+using Optimum.Inference.Forecasting;
+
+namespace Optimum.Server;
+
+/// <summary>
+/// POST /v1/forecast: sample-path forecasts from a TimeSeriesTransformer or Informer folder, summarised as
+/// mean, median and quantiles per step. Request and errors: <see cref="ForecastParser"/>. Same limits as
+/// completions: body size (413), API key (401), a generation slot with a bounded queue (429), timeout (504),
+/// and a client that disconnects stops its forecast.
+/// </summary>
+public static partial class OptimumServer
+{
+    private static async Task<IResult> Forecast(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, ConcurrencyLimiter limiter)
+    {
+        var (body, refusal) = await ReadBody(ctx, o);
+        if (refusal is not null) return refusal;
+        ForecastRequest req;
+        try { req = ForecastParser.Parse(body.Span, o, models); }
+        catch (RequestError e) { return Problem(e.Status, e.Title, e.Message); }
+        models.TryGetForecaster(req.Model, out var served);
+
+        // The model's turn first (a Forecaster takes one call at a time), then a generation slot: a request
+        // waiting for its model holds no slot that a completion could use.
+        using var turn = await Acquire(served.Turn, ctx);
+        if (turn is null) return Results.Empty;                                                 // gave up while queued
+        if (!turn.IsAcquired)
+            return Problem(429, "Too many requests", $"Model '{req.Model}' forecasts one request at a time and its {o.QueueLimit} queue places are taken; retry later.");
+        using var slot = await Acquire(limiter, ctx);
+        if (slot is null) return Results.Empty;
+        if (!slot.IsAcquired)
+            return Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later.");
+
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
+        timeout.CancelAfter(TimeSpan.FromSeconds(o.RequestTimeoutSeconds));
+        var options = new ForecastOptions { Samples = req.Samples, Quantiles = req.Quantiles, Horizon = req.Horizon, Seed = req.Seed };
+        IReadOnlyList<Forecast>? forecasts = null;
+        string outcome = "ok";
+        try { forecasts = await Task.Run(() => served.Model.Predict(req.Series, options, timeout.Token)); }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        {
+            outcome = ctx.RequestAborted.IsCancellationRequested ? "cancelled" : "timeout";
+        }
+        metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", outcome));
+        if (ctx.RequestAborted.IsCancellationRequested) return Results.Empty;
+        if (forecasts is null) return Problem(504, "Timed out", $"The forecast took longer than {o.RequestTimeoutSeconds} s.");
+        return Results.Ok(new
+        {
+            model = req.Model,
+            horizon = req.Horizon,
+            forecasts = forecasts.Select(f => new
+            {
+                mean = f.Mean,
+                median = f.Median,
+                quantiles = req.Quantiles.ToDictionary(ForecastParser.Key, q => f.Quantiles[q]),
+            }),
+        });
+    }
+
+    /// <summary>A lease from <paramref name="limiter"/> (not acquired when its queue is full), or null when the client left while queued.</summary>
+    private static async Task<RateLimitLease?> Acquire(RateLimiter limiter, HttpContext ctx)
+    {
+        try { return await limiter.AcquireAsync(1, ctx.RequestAborted); }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { return null; }
+    }
+}

@@ -1,0 +1,69 @@
+using System.Text.Json;
+
+namespace Optimum.Server;
+
+/// <summary>A request error: 400 for malformed JSON or wrong types, 404 for an unknown model, 422 for out-of-range values.</summary>
+public sealed class RequestError(int status, string title, string detail, Exception? inner = null) : Exception(detail, inner)
+{
+    public int Status { get; } = status;
+    public string Title { get; } = title;
+}
+
+/// <summary>Reading request bodies field by field, with errors that name the field, what was expected and what came.</summary>
+internal static class RequestJson
+{
+    /// <summary>The body as a JSON object; the caller disposes the document.</summary>
+    public static JsonDocument Parse(ReadOnlySpan<byte> body)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(body.ToArray()); }
+        catch (JsonException e) { throw Bad($"The body is not valid JSON: {e.Message}"); }
+        if (doc.RootElement.ValueKind != JsonValueKind.Object)
+        {
+            var kind = doc.RootElement.ValueKind;
+            doc.Dispose();
+            throw Bad($"The body must be a JSON object, got {kind}.");
+        }
+        return doc;
+    }
+
+    /// <summary>
+    /// The model named by "model", or the first served model of the wanted kind when none is named:
+    /// 404 when it is not served, 400 when it is of the other kind (a forecaster on /v1/completions, a language model on /v1/forecast).
+    /// </summary>
+    public static string Model(JsonElement root, ModelRegistry models, bool forecaster)
+    {
+        var (route, want) = forecaster
+            ? ("/v1/forecast", "a forecaster (model_type time_series_transformer or informer)")
+            : ("/v1/completions", "a language model (causal-lm or seq2seq)");
+        if (!root.TryGetProperty("model", out var m))
+            return (forecaster ? models.DefaultForecaster : models.DefaultGenerator)
+                ?? throw new RequestError(404, "Model not found", $"{route} needs {want}; none is served (GET /v1/models: {string.Join(", ", models.Names)}).");
+        if (m.ValueKind != JsonValueKind.String) throw Type("model", "a string", m);
+        var name = m.GetString()!;
+        if (!models.Contains(name)) throw new RequestError(404, "Model not found", $"Model '{name}' is not served; see GET /v1/models ({string.Join(", ", models.Names)}).");
+        if (models.IsForecaster(name) != forecaster)
+            throw new RequestError(400, "Wrong kind of model", $"Model '{name}' is of kind '{models.KindOf(name)}'; {route} needs {want}.");
+        return name;
+    }
+
+    public static int Int(JsonElement root, string name, int fallback)
+    {
+        if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return fallback;
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out var i)) throw Type(name, "an integer", v);
+        return i;
+    }
+
+    public static double Number(JsonElement root, string name, double fallback)
+    {
+        if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return fallback;
+        if (v.ValueKind != JsonValueKind.Number) throw Type(name, "a number", v);
+        return v.GetDouble();
+    }
+
+    public static RequestError Bad(string detail) => new(400, "Malformed request", detail);
+    public static RequestError Type(string field, string expected, JsonElement got) =>
+        new(400, "Malformed request", $"'{field}' must be {expected}, got {got.ValueKind.ToString().ToLowerInvariant()} {Clip(got.GetRawText())}.");
+    public static RequestError Range(string detail, Exception? inner = null) => new(422, "Value out of range", detail, inner);
+    public static string Clip(string s) => s.Length > 40 ? s[..40] + "..." : s;
+}
