@@ -185,6 +185,24 @@ generate.SetAction(r => Cli.Guard(() =>
 }));
 root.Subcommands.Add(generate);
 
+// forecast: probabilistic forecasts (and a backtest) from a trained time-series model folder.
+var fModel = new Option<string>("--model") { Description = "TimeSeriesTransformer or Informer model folder with weights.", Required = true };
+var fData = new Option<string>("--data") { Description = "Series file: .csv (series,month,value) or vega's .json.", Required = true };
+var fOut = new Option<string>("--out") { Description = "Output folder: forecasts.csv and forecasts/*.png.", DefaultValueFactory = _ => "out/forecast" };
+var fHorizon = new Option<int?>("--horizon") { Description = "Steps ahead (default: the model's prediction_length, or --backtest)." };
+var fSamples = new Option<int>("--samples") { Description = "Sample paths per series.", DefaultValueFactory = _ => 100 };
+var fQuantiles = new Option<double[]>("--quantiles") { Description = "Quantile levels to report.", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => [0.1, 0.5, 0.9] };
+var fSeed = new Option<long>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
+var fBacktest = new Option<int>("--backtest") { Description = "Hold back the last K points, forecast them and score against seasonal naive (0 = forecast the future).", DefaultValueFactory = _ => 0 };
+var fSeason = new Option<int>("--season") { Description = "Season length for MASE and seasonal naive.", DefaultValueFactory = _ => 12 };
+var forecast = new Command("forecast", "Probabilistic forecasts of every series in a file: forecasts.csv, a PNG per series, optionally a backtest.")
+{
+    fModel, fData, fOut, fHorizon, fSamples, fQuantiles, fSeed, fBacktest, fSeason,
+};
+forecast.SetAction(r => Cli.Guard(() => ForecastCommand.Run(r.GetValue(fModel)!, r.GetValue(fData)!, r.GetValue(fOut)!, r.GetValue(fHorizon), r.GetValue(fSamples),
+    r.GetValue(fQuantiles)!, r.GetValue(fSeed), r.GetValue(fBacktest), r.GetValue(fSeason), Console.Out)));
+root.Subcommands.Add(forecast);
+
 // serve: the completions microservice.
 var sModels = new Option<string[]>("--model") { Description = "Model folder(s) to serve (name=path to rename).", Required = true, AllowMultipleArgumentsPerToken = true };
 var sUrls = new Option<string>("--urls") { Description = "Where to listen.", DefaultValueFactory = _ => "http://127.0.0.1:5000" };

@@ -1,0 +1,54 @@
+using System.Globalization;
+using Optimum.Models;
+using Optimum.Tests;
+using Optimum.Training;
+using Xunit;
+
+namespace Optimum.Cli.Tests;
+
+/// <summary>train on a series file, then forecast and backtest it, through the command implementations.</summary>
+public sealed class ForecastCommandTests
+{
+    [Fact]
+    public void TrainThenForecast_WritesCsvPngsAndBacktestScores()
+    {
+        var tmp = Repo.TempDir();
+        try
+        {
+            // Three monthly series with a season and a trend, one value missing.
+            var csv = Path.Combine(tmp, "series.csv");
+            var lines = new List<string> { "series,month,value" };
+            for (int s = 0; s < 3; s++)
+                for (int k = 0; k < 60; k++)
+                    lines.Add($"s{s},{new DateTime(2015, 1, 1).AddMonths(k):yyyy-MM},{(s == 1 && k == 30 ? "" : (100 + 10 * s + k + 20 * Math.Sin(2 * Math.PI * k / 12)).ToString(CultureInfo.InvariantCulture))}");
+            File.WriteAllLines(csv, lines);
+            var cfg = new TimeSeriesConfig
+            {
+                ModelType = "informer", PredictionLength = 6, ContextLength = 12, LagsSequence = [1, 12], NumTimeFeatures = 2, TimeFeatures = "monthly",
+                NumStaticCategoricalFeatures = 1, Cardinality = [3], EmbeddingDimension = [2], DModel = 8, EncoderLayers = 2, DecoderLayers = 1,
+                EncoderFfnDim = 8, DecoderFfnDim = 8, Dropout = 0, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
+            };
+            var model = Path.Combine(tmp, "model");
+            TimeSeriesArtifacts.Write(model, cfg);
+            var options = new TrainerOptions
+            {
+                ModelDir = model, OutputDir = Path.Combine(tmp, "run"), Steps = 20, BatchSize = 8, Lr = 3e-3, Warmup = 2, EvalEvery = 0, SaveEvery = 0,
+                Session = new SessionSettings { IntraOpThreads = 1 },
+            };
+            var r = TrainCommand.Run(new TrainCommandOptions(options, [csv], SeqLen: 0));
+            Assert.Equal(20, r.Steps);
+            Assert.True(File.Exists(Path.Combine(tmp, "run", "loss.png")));
+            var output = new StringWriter();
+            Assert.Equal(0, ForecastCommand.Run(Path.Combine(tmp, "run", "final"), csv, Path.Combine(tmp, "fc"), null, 50, [0.1, 0.5, 0.9], 0, backtest: 6, season: 12, output));
+            var rows = File.ReadAllLines(Path.Combine(tmp, "fc", "forecasts.csv"));
+            Assert.Equal("series,month,mean,median,q0.1,q0.5,q0.9,actual", rows[0]);
+            Assert.Equal(1 + 3 * 6, rows.Length);
+            Assert.StartsWith("s0,2019-07,", rows[1]);                   // the first held-back month
+            Assert.Equal(3, Directory.GetFiles(Path.Combine(tmp, "fc", "forecasts"), "*.png").Length);
+            Assert.Matches(@"backtest of the last 6 points: MASE \d+\.\d{3} \(seasonal naive \d+\.\d{3}\)", output.ToString());
+            var bad = Assert.Throws<ArgumentException>(() => ForecastCommand.Run(Path.Combine(tmp, "run", "final"), csv, Path.Combine(tmp, "fc2"), 3, 10, [0.5], 0, backtest: 6, season: 12, TextWriter.Null));
+            Assert.Contains("--backtest 6 and --horizon 3 differ", bad.Message);
+        }
+        finally { Directory.Delete(tmp, true); }
+    }
+}

@@ -1,0 +1,98 @@
+using Optimum.Distributed;
+using Optimum.Hub;
+using Optimum.Models;
+using Optimum.Tests;
+using Optimum.Training.Data;
+using Xunit;
+
+namespace Optimum.Training.Tests;
+
+/// <summary>Informer and the Time Series Transformer through the trainer on windows of the unemployment series.</summary>
+public sealed class TimeSeriesTrainingTests : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static TimeSeriesConfig Config(string kind) => new()
+    {
+        ModelType = kind, PredictionLength = 6, ContextLength = 12, LagsSequence = [1, 2, 12], NumTimeFeatures = 2, TimeFeatures = "monthly",
+        NumStaticCategoricalFeatures = 1, Cardinality = [14], EmbeddingDimension = [3], DModel = 16, EncoderLayers = 2, DecoderLayers = 1,
+        EncoderFfnDim = 16, DecoderFfnDim = 16, Dropout = 0.1, AttentionDropout = 0, ActivationDropout = 0, EncoderLayerdrop = 0.1, DecoderLayerdrop = 0,
+        AttentionType = "prob", SamplingFactor = 2, Distil = true,
+    };
+
+    private static TimeSeriesWindows Data(TimeSeriesConfig c) =>
+        new(TimeSeriesFiles.ReadVegaUnemployment(Repo.Path("samples", "data", "unemployment-across-industries.json")), c.ContextLength, c.PredictionLength, c.LagsSequence,
+            holdout: 12, minPast: c.ContextLength, seriesIdAsCategorical: true);
+
+    private TrainerOptions Options(string model, string outDir, long steps, int batch = 16) => new()
+    {
+        ModelDir = Path.Combine(_dir, model), OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = batch, Lr = 3e-3, Warmup = 2,
+        Schedule = "cosine", ClipNorm = 1, EvalEvery = 0, EvalSamples = 0, SaveEvery = 0, Seed = 4, Export = false,
+        Session = new SessionSettings { IntraOpThreads = 1 },
+    };
+
+    [Fact]
+    public void Informer_Learns_UpdatesBatchNormStatistics_LeavesPositionTables_AndResumesExactly()
+    {
+        var cfg = Config("informer");
+        TimeSeriesArtifacts.Write(Path.Combine(_dir, "informer"), cfg);
+        var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "informer"));
+        Assert.Equal(["model.decoder.embed_positions.weight", "model.encoder.conv_layers.0.norm.running_mean", "model.encoder.conv_layers.0.norm.running_var", "model.encoder.embed_positions.weight"],
+            ps.Where(p => !p.Trainable).Select(p => p.Name).Order(StringComparer.Ordinal));
+        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 1);
+        float[][] learned;
+        TrainResult r;
+        using (var t = new Trainer(Options("informer", "learn", 60), Data(cfg), init))
+        {
+            r = t.Run();
+            learned = t.Store.Export();
+        }
+        Assert.True(r.Evals[^1].ValidationLoss < r.Evals[0].ValidationLoss - 0.3, $"validation NLL {r.Evals[0].ValidationLoss:F3} -> {r.Evals[^1].ValidationLoss:F3}");
+        int Index(string name) => ps.Select((p, i) => (p, i)).Single(x => x.p.Name == name).i;
+        var mean = learned[Index("model.encoder.conv_layers.0.norm.running_mean")];
+        var variance = learned[Index("model.encoder.conv_layers.0.norm.running_var")];
+        Assert.True(mean.All(float.IsFinite) && mean.Any(v => Math.Abs(v) > 1e-3), "running_mean did not move");
+        Assert.True(variance.All(v => v > 0) && variance.Any(v => Math.Abs(v - 1) > 1e-3), "running_var did not move");
+        foreach (var table in new[] { "model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight" })
+            Assert.Equal(init[Index(table)], learned[Index(table)]);
+
+        // 8 steps straight vs 4 + resume + 4: dropout, LayerDrop and ProbSparse sampling are seeded per step, the buffers are checkpointed.
+        float[][] straight, resumed;
+        using (var t = new Trainer(Options("informer", "straight", 8) with { SaveEvery = 4 }, Data(cfg), init))
+        {
+            t.Run();
+            straight = t.Store.Export();
+        }
+        using (var t = new Trainer(Options("informer", "resumed", 8) with { StopAfter = 4 }, Data(cfg), init)) t.Run();
+        using (var t = new Trainer(Options("informer", "resumed", 8) with { Resume = "latest" }, Data(cfg), init))
+        {
+            t.Run();
+            resumed = t.Store.Export();
+        }
+        for (int i = 0; i < ps.Count; i++) Assert.Equal(straight[i], resumed[i]);
+    }
+
+    [Fact]
+    public void Tst_Zero1OverTwoRanks_MatchesOneRank()
+    {
+        var cfg = Config("time_series_transformer") with { Dropout = 0, EncoderLayerdrop = 0 };
+        TimeSeriesArtifacts.Write(Path.Combine(_dir, "tst"), cfg);
+        var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "tst"));
+        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 2);
+        float[][] one;
+        using (var t = new Trainer(Options("tst", "one", 5, 8), Data(cfg), init))
+        {
+            t.Run();
+            one = t.Store.Export();
+        }
+        var two = new InProcessWorld(2).Run(c =>
+        {
+            using var t = new Trainer(Options("tst", "two", 5, 4), Data(cfg), init, c);
+            t.Run();
+            return t.Store.Export();
+        })[0];
+        double worst = Diff.MaxRelative(one, two, floor: 1e-2);
+        Assert.True(worst <= 1e-4, $"TST ZeRO-1 over 2 ranks differs by {worst:E2}");
+    }
+}
