@@ -10,7 +10,7 @@ namespace Optimum.Cli;
 
 /// <summary>
 /// <c>optimum-net bench forecast</c>: for Informer and the Time Series Transformer at the unemployment
-/// sample's size (context 24, horizon 12, 13 lags up to 25, d_model 32, 2+2 layers), training windows/s
+/// sample's size (context 12, horizon 12, 13 lags up to 25, d_model 32, 2+2 layers), training windows/s
 /// (forward + backward + AdamW on batches of monthly windows) and forecast latency in ms per series for
 /// 100 sample paths, one series per call and 14 series per call.
 /// </summary>
@@ -30,7 +30,7 @@ public static class BenchForecast
         {
             var cfg = new TimeSeriesConfig
             {
-                ModelType = kind, PredictionLength = 12, ContextLength = 24, LagsSequence = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 23, 24, 25],
+                ModelType = kind, PredictionLength = 12, ContextLength = 12, LagsSequence = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 23, 24, 25],
                 NumTimeFeatures = 2, TimeFeatures = "monthly", NumStaticCategoricalFeatures = 1, Cardinality = [series.Count], EmbeddingDimension = [4],
                 DModel = 32, EncoderLayers = 2, DecoderLayers = 2, EncoderFfnDim = 64, DecoderFfnDim = 64, Dropout = 0.1, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
                 AttentionType = "prob", SamplingFactor = 3, Distil = true,
@@ -77,7 +77,7 @@ public static class BenchForecast
                 ["forecast_ms_per_series_batch14"] = msAll,
             };
             if (json) output.WriteLine(JsonSerializer.Serialize(r));
-            else output.WriteLine($"{kind} (d_model 32, 2+2 layers, context 24, horizon 12, {r["parameters"]:N0} params, {threads} threads):\n" +
+            else output.WriteLine($"{kind} (d_model 32, 2+2 layers, context 12, horizon 12, {r["parameters"]:N0} params, {threads} threads):\n" +
                 $"  training: {windowsPerSecond:N0} windows/s (batch {batch}, {seconds / steps * 1000:F1} ms/step incl. AdamW)\n" +
                 $"  forecast, {samples} paths x 12 steps: {msOne:F1} ms per series one at a time, {msAll:F1} ms per series in a batch of {inputs.Length}");
         }

@@ -94,6 +94,8 @@ public static class TrainCommand
             "time_series_transformer" or "informer" => SeriesData(o, cfg, Say),
             var k => throw new InvalidDataException($"{cfg.Source}: training model_type '{k}' is not supported (gpt2 on text files, t5 on pairs, time-series models on series files)."),
         };
+        // Time-series batches count windows, not tokens.
+        string unit = data is TimeSeriesWindows ? "windows/s" : "tok/s";
         var weights = ModelInit.Load(t.ModelDir, t.Seed, Say);
         using var trainer = new Trainer(t, data, weights, comm);
         trainer.Log += Say;
@@ -113,7 +115,7 @@ public static class TrainCommand
                     trainer.StepCompleted += m =>
                     {
                         task.Value = m.Step;
-                        task.Description = $"step {m.Step}/{m.TotalSteps}  loss {m.Loss:F4}  {m.TokensPerSecond:N0} tok/s";
+                        task.Description = $"step {m.Step}/{m.TotalSteps}  loss {m.Loss:F4}  {m.TokensPerSecond:N0} {unit}";
                     };
                     result = trainer.Run(cancel);
                 });
@@ -127,7 +129,7 @@ public static class TrainCommand
                 {
                     var eta = TimeSpan.FromSeconds(m.ElapsedSeconds / m.Step * (m.TotalSteps - m.Step));
                     var comm = m.CommSeconds > 0 ? $"  comm {m.CommSeconds / m.StepSeconds:P0}" : "";
-                    Console.WriteLine($"step {m.Step,6}/{m.TotalSteps}  loss {m.Loss:F4}  lr {m.Lr:E2}  grad_norm {m.GradNorm:F3}  {m.TokensPerSecond,8:N0} tok/s{comm}  eta {eta:hh\\:mm\\:ss}");
+                    Console.WriteLine($"step {m.Step,6}/{m.TotalSteps}  loss {m.Loss:F4}  lr {m.Lr:E2}  grad_norm {m.GradNorm:F3}  {m.TokensPerSecond,8:N0} {unit}{comm}  eta {eta:hh\\:mm\\:ss}");
                 }
             };
             result = trainer.Run(cancel);
