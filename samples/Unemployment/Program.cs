@@ -31,7 +31,7 @@ var all = TimeSeriesFiles.ReadVegaUnemployment("samples/data/unemployment-across
 Directory.CreateDirectory(outDir);
 var trainFile = Path.Combine(outDir, "series.csv");
 File.WriteAllLines(trainFile, ["series,month,value", .. all.SelectMany(s => s.Values.Select((v, k) =>
-    $"{s.Name},{s.Start.AddMonths(k):yyyy-MM},{(float.IsNaN(v) ? "" : v.ToString(CultureInfo.InvariantCulture))}"))]);
+    $"{s.Name},{s.Start.AddMonths(k).ToString("yyyy-MM", CultureInfo.InvariantCulture)},{(float.IsNaN(v) ? "" : v.ToString(CultureInfo.InvariantCulture))}"))]);
 
 var cfg = new TimeSeriesConfig
 {
@@ -45,7 +45,7 @@ var cfg = new TimeSeriesConfig
 };
 var modelDir = Path.Combine(outDir, "model");
 TimeSeriesArtifacts.Write(modelDir, cfg);
-Console.WriteLine($"{all.Count} series x {all[0].Values.Length} months ({all[0].Start:yyyy-MM}..{all[0].Start.AddMonths(all[0].Values.Length - 1):yyyy-MM}); {cfg.ModelType}, backtest on the last {Horizon} months");
+Console.WriteLine($"{all.Count} series x {all[0].Values.Length} months ({M(all[0].Start)}..{M(all[0].Start.AddMonths(all[0].Values.Length - 1))}); {cfg.ModelType}, backtest on the last {Horizon} months");
 
 var options = new TrainerOptions
 {
@@ -64,7 +64,7 @@ var naive = all.Select(s => new ForecastSeries(s.Values[..^Horizon], s.Values[^H
 var m = ForecastMetrics.Evaluate(model, Season);
 var b = ForecastMetrics.Evaluate(naive, Season);
 Console.WriteLine();
-Console.WriteLine($"backtest {all[0].Start.AddMonths(all[0].Values.Length - Horizon):yyyy-MM}..{all[0].Start.AddMonths(all[0].Values.Length - 1):yyyy-MM}, 14 series, 100 paths:");
+Console.WriteLine($"backtest {M(all[0].Start.AddMonths(all[0].Values.Length - Horizon))}..{M(all[0].Start.AddMonths(all[0].Values.Length - 1))}, 14 series, 100 paths:");
 Console.WriteLine($"  {"",-16} {"MASE",8} {"sMAPE",8} {"CRPS",8} {"mean wQL",9}");
 Console.WriteLine($"  {cfg.ModelType,-16} {m.Mase,8:F3} {m.Smape,8:F3} {m.Crps,8:F3} {m.MeanWeightedQuantileLoss,9:F3}");
 Console.WriteLine($"  {"seasonal naive",-16} {b.Mase,8:F3} {b.Smape,8:F3} {b.Crps,8:F3} {b.MeanWeightedQuantileLoss,9:F3}");
@@ -96,3 +96,5 @@ Console.WriteLine($"plots: {plots}/ (one PNG per series); metrics: {Path.Combine
 bool beats = m.Mase < b.Mase && m.Crps < b.Crps;
 Console.WriteLine(beats ? "the model beats seasonal naive on MASE and CRPS" : "warning: the model does not beat seasonal naive on both MASE and CRPS");
 return 0;
+
+static string M(DateTime t) => t.ToString("yyyy-MM", CultureInfo.InvariantCulture);

@@ -20,12 +20,19 @@ public static class ForecastCommand
         if (backtest > 0 && backtest != h) throw new ArgumentException($"--backtest {backtest} and --horizon {h} differ; a backtest forecasts exactly the points it holds back.");
         if (forecaster.StaticCategoricalCount > 1 || forecaster.StaticRealCount > 0)
             throw new InvalidDataException($"{modelDir}: the model wants static features a series file does not carry (beyond the series index).");
+        if (backtest < 0) throw new ArgumentException($"--backtest must be >= 0, got {backtest}.");
+        if (backtest > 0 && series.FirstOrDefault(s => s.Values.Length - backtest < forecaster.MinHistory) is { } tooShort)
+            throw new ArgumentException($"--backtest {backtest} leaves series '{tooShort.Name}' ({tooShort.Values.Length} points) less than the {forecaster.MinHistory} points of history the model needs.");
+        // The series index the model was trained with, by name (series.json), else the file's order.
+        var names = SeriesIds.Load(modelDir);
+        long Id(int i) => names is null ? i : Array.IndexOf(names, series[i].Name) is var k and >= 0 ? k
+            : throw new InvalidDataException($"Series '{series[i].Name}' of {data} is not one the model was trained on ({SeriesIds.File} in {modelDir} lists {names.Length}).");
         var levels = quantiles.Append(0.1).Append(0.9).Distinct().Order().ToArray();
         var inputs = series.Select((s, i) => new SeriesInput
         {
             Values = s.Values[..(s.Values.Length - backtest)],
             Start = s.Start,
-            StaticCategorical = forecaster.StaticCategoricalCount == 1 ? [i] : null,
+            StaticCategorical = forecaster.StaticCategoricalCount == 1 ? [Id(i)] : null,
         }).ToArray();
         var forecasts = forecaster.Predict(inputs, new ForecastOptions { Samples = samples, Quantiles = levels, Horizon = h, Seed = seed });
         Directory.CreateDirectory(outDir);
@@ -51,12 +58,19 @@ public static class ForecastCommand
         if (backtest > 0)
         {
             var model = series.Select((s, i) => new ForecastSeries(inputs[i].Values, s.Values[^backtest..], forecasts[i].Samples)).ToArray();
-            var naive = series.Select((s, i) => new ForecastSeries(inputs[i].Values, s.Values[^backtest..], [TimeSeriesBaselines.SeasonalNaive(inputs[i].Values, h, season)])).ToArray();
+            var naive = series.Select((s, i) => new ForecastSeries(inputs[i].Values, s.Values[^backtest..], [Filled(TimeSeriesBaselines.SeasonalNaive(inputs[i].Values, h, season), inputs[i].Values)])).ToArray();
             var m = ForecastMetrics.Evaluate(model, season);
             var b = ForecastMetrics.Evaluate(naive, season);
             output.WriteLine($"backtest of the last {backtest} points: MASE {m.Mase:F3} (seasonal naive {b.Mase:F3}), sMAPE {m.Smape:F3} ({b.Smape:F3}), CRPS {m.Crps:F3} ({b.Crps:F3}), mean wQL {m.MeanWeightedQuantileLoss:F3} ({b.MeanWeightedQuantileLoss:F3})");
         }
         return 0;
+    }
+
+    /// <summary>Seasonal naive with a missing source value falls back to the last observed value.</summary>
+    private static float[] Filled(float[] forecast, float[] history)
+    {
+        float last = history.LastOrDefault(v => !float.IsNaN(v));
+        return forecast.Select(v => float.IsNaN(v) ? last : v).ToArray();
     }
 
     private static string F(float v) => float.IsNaN(v) ? "" : v.ToString("R", CultureInfo.InvariantCulture);

@@ -68,6 +68,14 @@ public static class TrainCommand
         if (c.TimeFeatures != "monthly")
             throw new InvalidDataException($"{cfg.Source}: training from series files derives monthly time features; set \"time_features\": \"monthly\" (with num_time_features 2) in the model's config.");
         var series = o.Data.SelectMany(TimeSeriesFiles.Read).ToArray();
+        if (series.GroupBy(s => s.Name).FirstOrDefault(g => g.Count() > 1) is { } dup)
+            throw new InvalidDataException($"Series '{dup.Key}' appears in more than one place in {string.Join(", ", o.Data)}; series names identify them.");
+        if (c.DistributionOutput == "negative_binomial" && series.FirstOrDefault(s => s.Values.Any(v => v < 0)) is { } negative)
+            throw new InvalidDataException($"Series '{negative.Name}' has negative values; a negative-binomial model forecasts counts (>= 0).");
+        if (c.DistributionOutput == "negative_binomial" && series.FirstOrDefault(s => s.Values.Any(v => float.IsFinite(v) && v != MathF.Round(v))) is { } fractional)
+            say($"warning: series '{fractional.Name}' has non-integer values; a negative-binomial model treats them as counts");
+        if (c.IsInformer && c.Distil && c.EncoderLayerdrop > 0)
+            say($"note: encoder_layerdrop {c.EncoderLayerdrop} with distilling: a dropped layer's distilling conv still runs here (static shapes); transformers skips it too");
         bool ids = c.NumStaticCategoricalFeatures > 0;
         if (c.NumStaticCategoricalFeatures > 1 || c.NumStaticRealFeatures > 0)
             throw new InvalidDataException($"{cfg.Source}: series files carry no static features beyond the series index; the model wants {c.NumStaticCategoricalFeatures} categorical and {c.NumStaticRealFeatures} real ones.");
@@ -75,7 +83,7 @@ public static class TrainCommand
             throw new InvalidDataException($"{cfg.Source}: cardinality {c.Cardinality[0]} of the series-index feature is smaller than the {series.Length} series in {string.Join(", ", o.Data)}.");
         int holdout = o.Holdout ?? c.PredictionLength;
         var data = new TimeSeriesWindows(series, c.ContextLength, c.PredictionLength, c.LagsSequence, holdout, minPast: c.ContextLength, seriesIdAsCategorical: ids);
-        say($"data: {series.Length} series, {data.TrainSamples:N0} training windows (context {c.ContextLength} + lags to {c.MaxLag}, horizon {c.PredictionLength}), {data.ValidationSamples} validation windows ending {holdout} points before each series end");
+        say($"data: {series.Length} series, {data.TrainSamples:N0} training windows (context {c.ContextLength} + lags to {c.MaxLag}, horizon {c.PredictionLength}) whose futures end {holdout} points before each series end; {data.ValidationSamples} validation windows forecast the last {c.PredictionLength} points");
         return data;
     }
 
@@ -134,6 +142,12 @@ public static class TrainCommand
             };
             result = trainer.Run(cancel);
         }
+        if (data is TimeSeriesWindows windows)
+        {
+            // The series index is the model's categorical feature: keep the names so forecasts find their ids.
+            foreach (var dir in new[] { t.OutputDir, Path.Combine(t.OutputDir, "final") }.Where(Directory.Exists))
+                SeriesIds.Save(dir, windows.Series.Select(s => s.Name).ToArray());
+        }
         if (result.History.Count > 0)
         {
             var png = Path.Combine(t.OutputDir, "loss.png");
@@ -143,5 +157,23 @@ public static class TrainCommand
         if (result.SkippedSteps > 0) AnsiConsole.MarkupLineInterpolated($"[yellow]{result.SkippedSteps} step(s) skipped for non-finite loss or gradients[/]");
         if (result.Interrupted) AnsiConsole.MarkupLineInterpolated($"[yellow]interrupted at step {result.Steps}; checkpoint {result.LastCheckpoint}; continue with --resume latest[/]");
         return result;
+    }
+}
+
+/// <summary>series.json beside a time-series model: the names of the series it was trained on, in id order (the static categorical feature).</summary>
+public static class SeriesIds
+{
+    public const string File = "series.json";
+
+    public static void Save(string dir, IReadOnlyList<string> names) =>
+        Optimum.Onnx.AtomicFile.Write(Path.Combine(dir, File), System.Text.Encoding.UTF8.GetBytes(System.Text.Json.JsonSerializer.Serialize(names) + "\n"));
+
+    /// <summary>The names in id order, or null when the folder has no series.json.</summary>
+    public static string[]? Load(string dir)
+    {
+        var path = Path.Combine(dir, File);
+        if (!System.IO.File.Exists(path)) return null;
+        try { return System.Text.Json.JsonSerializer.Deserialize<string[]>(System.IO.File.ReadAllText(path)) ?? throw new InvalidDataException("null"); }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: expected a JSON list of series names ({e.Message}).", e); }
     }
 }

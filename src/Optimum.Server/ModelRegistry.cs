@@ -22,6 +22,18 @@ public sealed class ModelRegistry : IDisposable
     public ModelRegistry(ServerOptions o)
     {
         o.Validate();
+        try { Load(o); }
+        catch
+        {
+            // Models loaded before the one that failed hold native sessions: release them.
+            foreach (var d in _owned) d.Dispose();
+            throw;
+        }
+        Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+    }
+
+    private void Load(ServerOptions o)
+    {
         foreach (var spec in o.Models)
         {
             var (name, path) = spec.Contains('=') ? (spec[..spec.IndexOf('=')], spec[(spec.IndexOf('=') + 1)..]) : (Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(spec))), spec);
@@ -49,7 +61,6 @@ public sealed class ModelRegistry : IDisposable
             }
             _names.Add(name);
         }
-        Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     }
 
     public long Created { get; }

@@ -183,31 +183,42 @@ public sealed class Trainer : IDisposable
             FaultInjection.AtStep(_comm.Rank, step + 1);
             var t0 = clock.Elapsed.TotalSeconds;
             _commSeconds = 0;
+            // The forward pass moves buffers (BatchNorm running statistics); a skipped step must not keep that.
+            var buffersBefore = _session.UpdatedBuffers.Select(b => _store.Param(b).ToArray()).ToArray();
             var (weightedLoss, weight, tokens) = ForwardBackward(index, step);
             // Buffers updated by the forward pass (BatchNorm running statistics) saw only this rank's samples: average them.
             if (_comm.Size > 1)
                 foreach (var b in _session.UpdatedBuffers)
                     Timed(() => { var v = _store.Param(b); _comm.AllReduceSum(v); VectorMath.Scale(v, 1f / _comm.Size); return 0; });
-            double loss = weightedLoss / weight;
+            double total = weight;
+            double loss = total > 0 ? weightedLoss / total : 0;
             var (sb, se) = _store.Shard(_comm.Rank);
             var shard = _store.AllGrads[(int)sb..(int)se];
             if (_shardGrads is not null)
             {
                 // ZeRO-1: sum the weighted gradients, leave each rank its shard, divide by the global weight.
                 Timed(() => { _comm.ReduceScatterSum(_store.AllGrads, _shardGrads); return 0; });
-                double total = Timed(() => _comm.AllReduceSum(weight));
+                total = Timed(() => _comm.AllReduceSum(weight));
                 _shardGrads.CopyTo(shard);
-                VectorMath.Scale(shard, (float)(1 / total));
-                loss = Timed(() => _comm.AllReduceSum(weightedLoss)) / total;
+                VectorMath.Scale(shard, total > 0 ? (float)(1 / total) : 0f);
+                double sum = Timed(() => _comm.AllReduceSum(weightedLoss));
+                loss = total > 0 ? sum / total : 0;
                 tokens = (long)Timed(() => _comm.AllReduceSum(tokens));
             }
             double local = VectorMath.SumSquares(shard);
             double norm = Math.Sqrt(_comm.Size > 1 ? Timed(() => _comm.AllReduceSum(local)) : local);
-            bool bad = !double.IsFinite(loss) || !double.IsFinite(norm);
-            if (bad && !_o.SkipNonFinite)
+            // A step whose batches have no target to learn from (every future unobserved) is skipped, not an error.
+            bool empty = total == 0;
+            if (empty && Lead) Log?.Invoke($"step {step + 1}: the batch has no observed targets (loss weight 0); skipped");
+            bool bad = empty || !double.IsFinite(loss) || !double.IsFinite(norm);
+            if (bad && !empty && !_o.SkipNonFinite)
                 throw new TrainingDivergedException($"Step {step + 1}: the {(double.IsFinite(loss) ? "gradient norm" : "loss")} is {(double.IsFinite(loss) ? norm : loss)}; lower the learning rate or pass --skip-nonfinite.");
             double lr = _schedule.At(step), optSeconds = 0;
-            if (bad) skipped++;
+            if (bad)
+            {
+                skipped++;
+                for (int i = 0; i < buffersBefore.Length; i++) buffersBefore[i].CopyTo(_store.Param(_session.UpdatedBuffers[i]));
+            }
             else
             {
                 if (_o.ClipNorm > 0 && norm > _o.ClipNorm) VectorMath.Scale(shard, (float)(_o.ClipNorm / (norm + 1e-6)));
@@ -255,7 +266,7 @@ public sealed class Trainer : IDisposable
             // Global samples of micro-batch (step, micro) are N consecutive batches; this rank takes its own.
             long first = ((step * _o.GradAccum + micro) * _comm.Size + _comm.Rank) * _o.BatchSize;
             _data.FillTrain(index.Slice(first, _o.BatchSize), _train);
-            double w = _train.LossWeight > 0 ? _train.LossWeight : _train.Tokens;
+            double w = _train.LossWeight ?? _train.Tokens;
             loss += _session.TrainStep(_train, Seeds.Derive(_o.Seed, step, micro, _comm.Rank)) * w;
             weight += w;
             tokens += _train.Tokens;
@@ -266,7 +277,7 @@ public sealed class Trainer : IDisposable
             else VectorMath.Add(_accum, grads);
         }
         if (_accum is not null) _accum.CopyTo(grads);
-        if (weighted && _comm.Size == 1) VectorMath.Scale(grads, (float)(1 / weight));
+        if (weighted && _comm.Size == 1) VectorMath.Scale(grads, weight > 0 ? (float)(1 / weight) : 0f);
         return (loss, weight, tokens);
     }
 
@@ -283,7 +294,7 @@ public sealed class Trainer : IDisposable
             if (batchIndex % _comm.Size != _comm.Rank) continue;
             int count = (int)Math.Min(_o.BatchSize, n - first);
             _data.FillValidation(first, count, _val);
-            double w = _val.LossWeight > 0 ? _val.LossWeight : count;
+            double w = _val.LossWeight ?? count;
             sum += _session.EvalLoss(_val) * w;
             weight += w;
         }

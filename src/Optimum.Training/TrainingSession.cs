@@ -12,8 +12,11 @@ public sealed class Batch : Dictionary<string, BatchTensor>
 {
     /// <summary>Tokens (or examples) the batch trains on, for throughput figures.</summary>
     public long Tokens { get; set; }
-    /// <summary>How many terms the graph's mean loss averages (e.g. labels not -100); used to combine micro-batches and ranks exactly.</summary>
-    public double LossWeight { get; set; }
+    /// <summary>
+    /// How many terms the graph's mean loss averages (e.g. labels not -100, observed future steps); used to
+    /// combine micro-batches and ranks exactly. 0 means the batch has nothing to learn from; null = <see cref="Tokens"/>.
+    /// </summary>
+    public double? LossWeight { get; set; }
 }
 
 /// <summary>How ONNX Runtime sessions are configured.</summary>

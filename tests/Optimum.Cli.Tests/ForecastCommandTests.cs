@@ -20,7 +20,7 @@ public sealed class ForecastCommandTests
             var lines = new List<string> { "series,month,value" };
             for (int s = 0; s < 3; s++)
                 for (int k = 0; k < 60; k++)
-                    lines.Add($"s{s},{new DateTime(2015, 1, 1).AddMonths(k):yyyy-MM},{(s == 1 && k == 30 ? "" : (100 + 10 * s + k + 20 * Math.Sin(2 * Math.PI * k / 12)).ToString(CultureInfo.InvariantCulture))}");
+                    lines.Add($"s{s},{new DateTime(2015, 1, 1).AddMonths(k).ToString("yyyy-MM", CultureInfo.InvariantCulture)},{(s == 1 && k == 30 ? "" : (100 + 10 * s + k + 20 * Math.Sin(2 * Math.PI * k / 12)).ToString(CultureInfo.InvariantCulture))}");
             File.WriteAllLines(csv, lines);
             var cfg = new TimeSeriesConfig
             {

@@ -52,18 +52,12 @@ public sealed class TimeSeriesConfigsTests(ITestOutputHelper output)
         },
     };
 
-    [Theory]
-    [MemberData(nameof(Configs))]
-    public void TrainingGradients_MatchFiniteDifferences(string name)
+    /// <summary>Parameters (HF init scaled up so every path carries gradient) and a batch of 3 windows with missing values.</summary>
+    private static (ParameterInfo[] Ps, double[][] W, Dictionary<string, HostTensor> Feeds) Setup(TimeSeriesConfig cfg, GraphBuilder graph, DType dt, Random rng)
     {
-        var cfg = Config(name);
-        bool dbl = !name.EndsWith("-float", StringComparison.Ordinal);
-        var dt = dbl ? DType.Double : DType.Float;
-        var train = TrainingGraph.BuildTraining("ts", (g, t) => TimeSeriesModel.Define(g, t, cfg, dt));
-        Assert.Equal(cfg.EncoderOutputLength, cfg.IsInformer && cfg.Distil ? 3 : cfg.ContextLength);
-        var ps = train.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic()) { Trainable = !train.IsBuffer(p) }).ToArray();
+        bool dbl = dt == DType.Double;
+        var ps = graph.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic()) { Trainable = !graph.IsBuffer(p) }).ToArray();
         var init = TimeSeriesArtifacts.Initialize(ps, cfg, 3);
-        var rng = new Random(5);
         // Larger weights than HF's init so that every path carries gradient (less in float, whose large step
         // needs a smooth loss); buffers as initialised.
         double gain = dbl ? 10 : 3;
@@ -88,7 +82,21 @@ public sealed class TimeSeriesConfigsTests(ITestOutputHelper output)
             feeds["static_categorical_features"] = new HostTensor(Enumerable.Range(0, b).SelectMany(r => cfg.Cardinality.Select(k => (double)((r + 1) % k))).ToArray(), [b, cfg.NumStaticCategoricalFeatures], DType.Int64);
         if (cfg.NumStaticRealFeatures > 0)
             feeds["static_real_features"] = new HostTensor(Enumerable.Range(0, b * cfg.NumStaticRealFeatures).Select(_ => Rand.Normal(rng)).ToArray(), [b, cfg.NumStaticRealFeatures], dt);
-        if (train.Inputs.Any(i => i.Name == TimeSeriesModel.SeedInput)) feeds[TimeSeriesModel.SeedInput] = new HostTensor([11], [], DType.Int64);
+        if (graph.Inputs.Any(i => i.Name == TimeSeriesModel.SeedInput)) feeds[TimeSeriesModel.SeedInput] = new HostTensor([11], [], DType.Int64);
+        return (ps, w, feeds);
+    }
+
+    [Theory]
+    [MemberData(nameof(Configs))]
+    public void TrainingGradients_MatchFiniteDifferences(string name)
+    {
+        var cfg = Config(name);
+        bool dbl = !name.EndsWith("-float", StringComparison.Ordinal);
+        var dt = dbl ? DType.Double : DType.Float;
+        var train = TrainingGraph.BuildTraining("ts", (g, t) => TimeSeriesModel.Define(g, t, cfg, dt));
+        Assert.Equal(cfg.EncoderOutputLength, cfg.IsInformer && cfg.Distil ? 3 : cfg.ContextLength);
+        var rng = new Random(5);
+        var (ps, w, feeds) = Setup(cfg, train, dt, rng);
         using var model = new OrtModel(train);
         var analytic = model.Run(feeds);
         var trainable = ps.Select((p, i) => (p, i)).Where(x => x.p.Trainable).ToArray();
@@ -98,5 +106,44 @@ public sealed class TimeSeriesConfigsTests(ITestOutputHelper output)
             ? SampledGradCheck.Run(trainable.Select(x => x.p).ToArray(), trainable.Select(x => w[x.i]).ToArray(), analytic, Loss, perTensor: 3, rng)
             : SampledGradCheck.RunFloat(trainable.Select(x => x.p).ToArray(), trainable.Select(x => w[x.i]).ToArray(), analytic, Loss, perTensor: 3, rng);
         output.WriteLine($"TimeSeries {name} ({dt.Name()}): loss {analytic["loss"][0]:F5}, {n} gradient elements, max |analytic - fd| = {maxAbs:E2}");
+    }
+
+    /// <summary>
+    /// The graph's loss equals −mean log-likelihood computed independently with MathNet.Numerics from the graph's
+    /// distribution parameters, loc and scale: Student-T and normal through the affine map, negative binomial
+    /// with logits + log(scale), averaged over observed future steps only.
+    /// </summary>
+    [Theory]
+    [InlineData("tst-normal-std-2cat-3x3")]
+    [InlineData("informer-probsparse-negbin-nodistil")]
+    [InlineData("tst-studentt-noscaling-dropout")]
+    public void Loss_IsTheMaskedNegativeLogLikelihoodOfItsDistribution(string name)
+    {
+        var cfg = Config(name);
+        var eval = TrainingGraph.BuildEval("ts", (g, t) => TimeSeriesModel.Define(g, t, cfg, DType.Double));
+        var (_, _, feeds) = Setup(cfg, eval, DType.Double, new Random(6));
+        using var model = new OrtModel(eval);
+        var r = model.Run(feeds);
+        var y = feeds["future_values"].Values;
+        var mask = feeds["future_observed_mask"].Values;
+        int h = cfg.PredictionLength;
+        double sum = 0, count = 0;
+        for (int i = 0; i < y.Length; i++)
+        {
+            if (mask[i] == 0) continue;
+            double loc = r["loc"][i / h], scale = r["scale"][i / h];
+            double lp = cfg.DistributionOutput switch
+            {
+                "student_t" => new MathNet.Numerics.Distributions.StudentT(loc + scale * r["params.1"][i], scale * r["params.2"][i], r["params.0"][i]).DensityLn(y[i]),
+                "normal" => new MathNet.Numerics.Distributions.Normal(loc + scale * r["params.0"][i], scale * r["params.1"][i]).DensityLn(y[i]),
+                _ => new MathNet.Numerics.Distributions.NegativeBinomial(r["params.0"][i], 1 / (1 + Math.Exp(r["params.1"][i] + Math.Log(scale)))).ProbabilityLn((int)y[i]),
+            };
+            sum -= lp;
+            count++;
+        }
+        Assert.Equal(y.Length - 1, (int)count);
+        double expected = sum / count;
+        Assert.True(Math.Abs(r["loss"][0] - expected) <= 1e-9 * Math.Abs(expected), $"{name}: graph loss {r["loss"][0]:R} vs MathNet {expected:R}");
+        output.WriteLine($"TimeSeries {name}: loss {r["loss"][0]:F10} = MathNet's masked NLL {expected:F10}");
     }
 }

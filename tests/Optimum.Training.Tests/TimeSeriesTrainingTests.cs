@@ -95,4 +95,26 @@ public sealed class TimeSeriesTrainingTests : IDisposable
         double worst = Diff.MaxRelative(one, two, floor: 1e-2);
         Assert.True(worst <= 1e-4, $"TST ZeRO-1 over 2 ranks differs by {worst:E2}");
     }
+
+    /// <summary>
+    /// Informer over 2 ranks: each rank's BatchNorm sees its own half batch (as DDP without SyncBatchNorm) and the
+    /// running statistics are averaged every step, so both ranks end with identical weights and buffers.
+    /// </summary>
+    [Fact]
+    public void Informer_Zero1_KeepsRanksAndBatchNormStatisticsIdentical()
+    {
+        var cfg = Config("informer");
+        TimeSeriesArtifacts.Write(Path.Combine(_dir, "informer"), cfg);
+        var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "informer"));
+        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 1);
+        var ranks = new InProcessWorld(2).Run(c =>
+        {
+            using var t = new Trainer(Options("informer", "zero", 6, 8), Data(cfg), init, c);
+            t.Run();
+            return t.Store.Export();
+        });
+        int mean = ps.Select((p, i) => (p, i)).Single(x => x.p.Name.EndsWith("norm.running_mean", StringComparison.Ordinal)).i;
+        Assert.True(ranks[0][mean].Any(v => Math.Abs(v) > 1e-4), "running_mean did not move");
+        for (int i = 0; i < ps.Count; i++) Assert.Equal(ranks[0][i], ranks[1][i]);
+    }
 }

@@ -9,6 +9,8 @@ namespace Optimum.Inference.Forecasting;
 
 /// <summary>
 /// One series to forecast: its history (NaN = missing), and what the model was trained with besides.
+/// Send the history from the series' first point: the age time feature counts steps from the first value
+/// sent, as it did in training, so a history cut short shifts it.
 /// <see cref="TimeFeatures"/> covers the history then the horizon, row-major [(history + horizon), T];
 /// leave it null for a model with <c>time_features: "monthly"</c> and give <see cref="Start"/> instead.
 /// </summary>
@@ -60,11 +62,13 @@ public sealed class Forecaster : IDisposable
         ModelType = cfg.ModelType;
         PredictionLength = cfg.Int("prediction_length", 0);
         ContextLength = cfg.OptionalInt("context_length") ?? PredictionLength;
-        _lags = (cfg.Json["lags_sequence"]?.AsArray() ?? throw new InvalidDataException($"{cfg.Source}: lags_sequence is missing.")).Select(n => n!.GetValue<int>()).ToArray();
+        _lags = Ints(cfg, "lags_sequence") ?? throw new InvalidDataException($"{cfg.Source}: lags_sequence is missing.");
         PastLength = ContextLength + _lags.Max();
         TimeFeatureCount = cfg.Int("num_time_features", 0) + cfg.Int("num_dynamic_real_features", 0);
         StaticCategoricalCount = cfg.Int("num_static_categorical_features", 0);
-        _cardinality = StaticCategoricalCount > 0 ? cfg.Json["cardinality"]!.AsArray().Select(n => n!.GetValue<int>()).ToArray() : [];
+        _cardinality = StaticCategoricalCount > 0 ? Ints(cfg, "cardinality") ?? throw new InvalidDataException($"{cfg.Source}: cardinality is missing.") : [];
+        if (_cardinality.Length != StaticCategoricalCount || _lags.Length == 0)
+            throw new InvalidDataException($"{cfg.Source}: {_cardinality.Length} cardinalities for {StaticCategoricalCount} static categorical features, {_lags.Length} lags.");
         StaticRealCount = cfg.Int("num_static_real_features", 0);
         Distribution = cfg.String("distribution_output", "student_t");
         TimeFeatureKind = cfg.Json["time_features"] is null ? null : cfg.String("time_features", "");
@@ -77,8 +81,25 @@ public sealed class Forecaster : IDisposable
         if (PredictionLength < 1 || StaticFeatureCount < 2) throw new InvalidDataException($"{cfg.Source}: prediction_length {PredictionLength} / feature sizes do not describe a forecasting model.");
         using var options = (settings ?? new SessionSettings()).CreateOptions();
         _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, "encoder.onnx"), ps, weights, options);
-        _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, "decoder.onnx"), ps, weights, options);
+        try { _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, "decoder.onnx"), ps, weights, options); }
+        catch
+        {
+            _encoder.Dispose();
+            throw;
+        }
     }
+
+    private static int[]? Ints(HfConfig cfg, string key)
+    {
+        try { return cfg.Json[key]?.AsArray().Select(n => n!.GetValue<int>()).ToArray(); }
+        catch (Exception e) when (e is InvalidOperationException or NullReferenceException or FormatException)
+        {
+            throw new InvalidDataException($"{cfg.Source}: '{key}' must be a list of integers.", e);
+        }
+    }
+
+    /// <summary>Paths decoded together at most (series are chunked to stay under it): bounds memory per call.</summary>
+    public const int MaxRowsPerRun = 4096;
 
     public string ModelDir { get; }
     public string ModelType { get; }
@@ -132,8 +153,22 @@ public sealed class Forecaster : IDisposable
     }
 
     /// <summary>Forecasts every series <paramref name="options"/>.Horizon steps ahead.</summary>
-    public IReadOnlyList<Forecast> Predict(IReadOnlyList<SeriesInput> series, ForecastOptions? options = null, CancellationToken cancel = default) =>
-        Run(series, options ?? new ForecastOptions(), null, null, cancel);
+    /// <remarks>
+    /// Series are decoded in chunks of at most <see cref="MaxRowsPerRun"/> paths; each keeps its own
+    /// generators, so chunking changes nothing (except that the mean scaler's fallback scale, used only for
+    /// a series without any observed context value, is the chunk's, as HF takes the batch's).
+    /// </remarks>
+    public IReadOnlyList<Forecast> Predict(IReadOnlyList<SeriesInput> series, ForecastOptions? options = null, CancellationToken cancel = default)
+    {
+        options ??= new ForecastOptions();
+        if (options.Samples < 1 || options.Samples > MaxRowsPerRun) throw new ArgumentException($"samples must be in [1, {MaxRowsPerRun}], got {options.Samples}.", nameof(options));
+        int per = Math.Max(1, MaxRowsPerRun / options.Samples);
+        if (series.Count <= per) return Run(series, options, null, null, 0, cancel);
+        var result = new List<Forecast>(series.Count);
+        for (int first = 0; first < series.Count; first += per)
+            result.AddRange(Run(series.Skip(first).Take(per).ToArray(), options, null, null, first, cancel));
+        return result;
+    }
 
     /// <summary>
     /// Teacher forcing through the forecasting graphs (tests): one path per series follows
@@ -142,17 +177,19 @@ public sealed class Forecaster : IDisposable
     internal List<float[][]> StepParameters(IReadOnlyList<SeriesInput> series, float[][] paths)
     {
         var steps = new List<float[][]>();
-        Run(series, new ForecastOptions { Samples = 1, Horizon = paths[0].Length }, paths, steps, default);
+        Run(series, new ForecastOptions { Samples = 1, Horizon = paths[0].Length }, paths, steps, 0, default);
         return steps;
     }
 
-    private IReadOnlyList<Forecast> Run(IReadOnlyList<SeriesInput> series, ForecastOptions options, float[][]? forced, List<float[][]>? stepParams, CancellationToken cancel)
+    // first: position of series[0] in the caller's request (seeds and messages use request positions);
+    // forced: teacher-forced paths instead of draws; stepParams: receives each step's distribution parameters.
+    private IReadOnlyList<Forecast> Run(IReadOnlyList<SeriesInput> series, ForecastOptions options, float[][]? forced, List<float[][]>? stepParams, int first, CancellationToken cancel)
     {
         int horizon = options.Horizon ?? PredictionLength;
         if (series.Count == 0) throw new ArgumentException("Give at least one series.", nameof(series));
         if (options.Samples < 1) throw new ArgumentException($"samples must be >= 1, got {options.Samples}.", nameof(options));
         if (options.Quantiles.Any(q => !(q > 0 && q < 1))) throw new ArgumentException($"Quantiles must be in (0, 1), got [{string.Join(", ", options.Quantiles)}].", nameof(options));
-        for (int i = 0; i < series.Count; i++) Validate(series[i], horizon, i);
+        for (int i = 0; i < series.Count; i++) Validate(series[i], horizon, first + i);
         int n = series.Count, p = PastLength, t = TimeFeatureCount, sCount = options.Samples, rows = n * sCount;
 
         // Encoder inputs: the last PastLength values (left-padded as missing) and their time features.
@@ -208,7 +245,7 @@ public sealed class Forecaster : IDisposable
             int i = r / sCount;
             enc.AsSpan(i * le * d, le * d).CopyTo(encRows.AsSpan(r * le * d, le * d));
             for (int k = 0; k < p; k++) seq[r * (p + horizon) + k] = (past[i * p + k] - loc[i]) / scale[i];
-            rngs[r] = new Xoshiro256StarStar(Seed(options.Seed, i * 1_000_003L + r % sCount + 1));
+            rngs[r] = new Xoshiro256StarStar(Seed(options.Seed, (first + i) * 1_000_003L + r % sCount + 1));
         }
         var samples = new float[rows * horizon];
         using var encValue = OrtValue.CreateTensorValueFromMemory(encRows, [rows, le, d]);
@@ -242,6 +279,9 @@ public sealed class Forecaster : IDisposable
                 using var outs = _decoder.Run(run, dec.Keys.ToArray(), dec.Values.ToArray(), Enumerable.Range(0, np).Select(j => $"params.{j}").ToArray());
                 for (int j = 0; j < np; j++) ps[j] = outs[j].GetTensorDataAsSpan<float>().ToArray();
                 stepParams?.Add(ps);
+                for (int j = 0; j < np; j++)
+                    if (Array.FindIndex(ps[j], v => !float.IsFinite(v)) is var bad and >= 0)
+                        throw new InvalidOperationException($"'{ModelDir}' gave a non-finite distribution parameter ({ps[j][bad]}) at step {k + 1} for series {first + bad / sCount}: the weights are broken (diverged training?).");
             }
             finally
             {
@@ -251,6 +291,8 @@ public sealed class Forecaster : IDisposable
             {
                 int i = r / sCount;
                 double y = forced is null ? Draw(ps, r, loc[i], scale[i], rngs[r]) : forced[i][k];
+                if (!float.IsFinite((float)y))
+                    throw new InvalidOperationException($"Series {first + i}: step {k + 1} drew {y}, beyond float range (loc {loc[i]}, scale {scale[i]}); the history's scale is too large for this model.");
                 samples[r * horizon + k] = (float)y;
                 seq[r * (p + horizon) + p + k] = (float)((y - loc[i]) / scale[i]);
             }
@@ -278,10 +320,12 @@ public sealed class Forecaster : IDisposable
                 return loc + scale * Normal.Sample(rng, ps[0][r], ps[1][r]);
             default:
             {
-                // torch's NegativeBinomial(total_count, logits + log scale): successes before total_count failures,
-                // success probability sigmoid(logits); MathNet counts failures before r successes, so p = sigmoid(-logits).
-                double logits = ps[1][r] + Math.Log(scale);
-                return NegativeBinomial.Sample(rng, ps[0][r], 1 / (1 + Math.Exp(logits)));
+                // torch's NegativeBinomial(total_count, logits + log scale) samples as torch does: a Poisson of
+                // λ ~ Gamma(total_count, scale e^logits), in double (MathNet's integer samplers overflow for huge λ).
+                double lambda = Gamma.Sample(rng, ps[0][r], Math.Exp(-(ps[1][r] + Math.Log(scale))));
+                if (!double.IsFinite(lambda)) return lambda;
+                if (lambda < 1e6) return Poisson.Sample(rng, lambda);
+                return Math.Max(0, Math.Round(lambda + Math.Sqrt(lambda) * Normal.Sample(rng, 0, 1)));       // normal approximation
             }
         }
     }
