@@ -41,6 +41,12 @@ public static partial class OptimumServer
         {
             outcome = ctx.RequestAborted.IsCancellationRequested ? "cancelled" : "timeout";
         }
+        catch (InvalidOperationException e)
+        {
+            // The model itself failed (non-finite parameters, draws beyond float range): say so, not a bare 500.
+            metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", "error"));
+            return Problem(500, "Forecast failed", e.Message);
+        }
         metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", outcome));
         if (ctx.RequestAborted.IsCancellationRequested) return Results.Empty;
         if (forecasts is null) return Problem(504, "Timed out", $"The forecast took longer than {o.RequestTimeoutSeconds} s.");
