@@ -3,7 +3,7 @@
 // training graph on windows sampled across series and time, then backtests the last 12 months: 100 sample
 // paths per series, MASE, sMAPE, CRPS and weighted quantile loss as GluonTS defines them, against the
 // seasonal-naive forecast (the same month a year before), and one PNG per series.
-// Usage: dotnet run -c Release --project samples/Unemployment [-- --model informer|tst --steps N --out DIR]
+// Usage: dotnet run -c Release --project samples/Unemployment [-- --model informer|tst --steps N --context N --seed N --out DIR]
 using System.Globalization;
 using System.Text.Json;
 using Optimum.Cli;
@@ -14,14 +14,15 @@ using Optimum.Training.Data;
 
 string kind = "informer", outDir = "out/unemployment";
 long steps = 800;
-int context = 12;
+int context = 12, seed = 0;
 for (int i = 0; i + 1 < args.Length; i += 2)
 {
     if (args[i] == "--steps") steps = long.Parse(args[i + 1], CultureInfo.InvariantCulture);
     else if (args[i] == "--out") outDir = args[i + 1];
+    else if (args[i] == "--seed") seed = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
     else if (args[i] == "--context") context = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
     else if (args[i] == "--model" && args[i + 1] is "informer" or "tst") kind = args[i + 1];
-    else { Console.Error.WriteLine($"error: unknown option {args[i]} {args[i + 1]} (use --model informer|tst, --steps N, --out DIR)"); return 2; }
+    else { Console.Error.WriteLine($"error: unknown option {args[i]} {args[i + 1]} (use --model informer|tst, --steps N, --context N, --seed N, --out DIR)"); return 2; }
 }
 
 const int Horizon = 12, Season = 12;
@@ -50,7 +51,7 @@ Console.WriteLine($"{all.Count} series x {all[0].Values.Length} months ({M(all[0
 var options = new TrainerOptions
 {
     ModelDir = modelDir, OutputDir = outDir, Steps = steps, BatchSize = 64, Lr = 1e-3, Warmup = Math.Min(50, steps), Schedule = "cosine",
-    ClipNorm = 1, EvalEvery = (int)Math.Max(1, steps / 6), EvalSamples = 0, SaveEvery = 0, Seed = 0,
+    ClipNorm = 1, EvalEvery = (int)Math.Max(1, steps / 6), EvalSamples = 0, SaveEvery = 0, Seed = seed,
     Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
 };
 var code = Cli.Guard(() => TrainCommand.Run(new TrainCommandOptions(options, [trainFile], SeqLen: 0)).Interrupted ? 130 : 0);
