@@ -117,4 +117,50 @@ public sealed class TimeSeriesTrainingTests : IDisposable
         Assert.True(ranks[0][mean].Any(v => Math.Abs(v) > 1e-4), "running_mean did not move");
         for (int i = 0; i < ps.Count; i++) Assert.Equal(ranks[0][i], ranks[1][i]);
     }
+
+    /// <summary>Passes batches through, letting a test spoil the n-th training batch.</summary>
+    private sealed class Tampered(IBatchSource inner, int at, Action<Batch> spoil) : IBatchSource
+    {
+        private int _calls;
+        public long TrainSamples => inner.TrainSamples;
+        public long ValidationSamples => inner.ValidationSamples;
+        public void FillValidation(long first, int count, Batch batch) => inner.FillValidation(first, count, batch);
+        public void FillTrain(ReadOnlySpan<int> samples, Batch batch)
+        {
+            inner.FillTrain(samples, batch);
+            if (_calls++ == at) spoil(batch);
+        }
+    }
+
+    [Fact]
+    public void SkippedSteps_LeaveWeightsAndBatchNormStatisticsAsTheyWere()
+    {
+        var cfg = Config("informer");
+        TimeSeriesArtifacts.Write(Path.Combine(_dir, "informer"), cfg);
+        var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "informer"));
+        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 1);
+        float[][] Run(string name, IBatchSource data, TrainerOptions o, long expectSkipped)
+        {
+            using var t = new Trainer(o, data, init);
+            var r = t.Run();
+            Assert.Equal(expectSkipped, r.SkippedSteps);
+            return t.Store.Export();
+        }
+        var after1 = Run("one", Data(cfg), Options("informer", "one", 2) with { StopAfter = 1 }, 0);
+        // A batch whose futures are all unobserved has nothing to learn from: skipped without an error.
+        var empty = Run("empty", new Tampered(Data(cfg), 1, b =>
+        {
+            Array.Clear((float[])b["future_observed_mask"].Data);
+            b.LossWeight = 0;
+        }), Options("informer", "empty", 2), 1);
+        // A batch that overflows the scaler makes the loss non-finite: with --skip-nonfinite the step is dropped,
+        // and so are the running statistics its forward pass moved.
+        var overflow = Run("overflow", new Tampered(Data(cfg), 1, b => ((float[])b["past_values"].Data).AsSpan().Fill(float.MaxValue)),
+            Options("informer", "overflow", 2) with { SkipNonFinite = true }, 1);
+        for (int i = 0; i < ps.Count; i++)
+        {
+            Assert.Equal(after1[i], empty[i]);
+            Assert.Equal(after1[i], overflow[i]);
+        }
+    }
 }
