@@ -255,7 +255,7 @@ public sealed class TimeSeriesModel
         var q = Heads(Linear(x, $"{p}.q_proj", c.DModel, c.DModel) * Math.Pow(dh, -0.5), heads);
         var k = Heads(Linear(kv, $"{p}.k_proj", c.DModel, c.DModel), heads);
         var v = Heads(Linear(kv, $"{p}.v_proj", c.DModel, c.DModel), heads);
-        var y = prob ? ProbSparse(q, k, v, causal, dh) : Full(q, k, v, causal);
+        var y = prob ? ProbSparse(q, k, v, causal) : Full(q, k, v, causal);
         y = g.Reshape(g.Transpose(y, 0, 2, 1, 3), 0, 0, c.DModel);
         return Linear(y, $"{p}.out_proj", c.DModel, c.DModel);
     }
@@ -274,15 +274,24 @@ public sealed class TimeSeriesModel
         return g.MatMul(Dropout(g.Softmax(scores, -1), c.AttentionDropout), v);
     }
 
+    private Value ProbSparse(Value q, Value k, Value v, bool causal) =>
+        ProbSparseAttention(g, q, k, v, causal, c.SamplingFactor, _seed ?? throw new InvalidOperationException("ProbSparse attention needs the seed input."),
+            ++_salt, w => Dropout(w, c.AttentionDropout)).Output;
+
     /// <summary>
-    /// Informer's ProbSparse self-attention as HF runs it: sample u_part = min(c·L_Q·⌈ln(1+L_K)⌉, L_K) keys
-    /// (with replacement, from the seed), score each query by M = max(q·k_s) − Σ q·k_s / L_K, attend with
-    /// only the top u = min(c·⌈ln(1+L_Q)⌉, L_Q) queries, and give the others the mean of the values
-    /// (encoder) or their cumulative sum (decoder, causal). Static lengths give static u.
+    /// Informer's ProbSparse self-attention as HF runs it, over q (already scaled), k, v of shape (B, H, L, d):
+    /// sample u_part = min(c·L_Q·⌈ln(1+L_K)⌉, L_K) keys (with replacement, from the seed and salt), score each
+    /// query by M = max(q·k_s) − Σ q·k_s / L_K, attend with only the top u = min(c·⌈ln(1+L_Q)⌉, L_Q) queries,
+    /// and give the others the mean of the values (encoder) or their cumulative sum (decoder, causal). Static
+    /// lengths give a static u; symbolic ones compute u in the graph. Returns the output (B, H, L_Q, d), the
+    /// sampled key indices (u_part) and the selected queries (B, H, u).
     /// </summary>
-    private Value ProbSparse(Value q, Value k, Value v, bool causal, int dh)
+    public static (Value Output, Value SampledKeys, Value Selected) ProbSparseAttention(GraphBuilder g, Value q, Value k, Value v, bool causal, long factor,
+        Value seed, long salt, Func<Value, Value>? dropout = null)
     {
-        long factor = c.SamplingFactor;
+        var dt = q.Type;
+        long dh = q.Shape[3].Value;
+        Value Len(Value x, int axis) => g.Squeeze(g.Slice(g.ShapeOf(x), g.Ints(axis), g.Ints(axis + 1), g.Ints(0)), 0);
         Value lq64 = Len(q, 2), lk64 = Len(k, 2), uPart, u;
         Dim uDim = Dim.Unknown;
         if (q.Shape[2].IsStatic && k.Shape[2].IsStatic)
@@ -298,8 +307,7 @@ public sealed class TimeSeriesModel
             uPart = g.Min(f * lq64 * LogCeil(lk64), lk64);
             u = g.Unsqueeze(g.Min(f * LogCeil(lq64), lq64), 0);
         }
-        var seed = _seed ?? throw new InvalidOperationException("ProbSparse attention needs the seed input.");
-        var sample = g.Mod(g.Hash(seed, ++_salt, g.Range(g.Scalar(0, DType.Int64), uPart, g.Scalar(1, DType.Int64))), lk64);   // (u_part)
+        var sample = g.Mod(g.Hash(seed, salt, g.Range(g.Scalar(0, DType.Int64), uPart, g.Scalar(1, DType.Int64))), lk64);   // (u_part)
         var qk = g.MatMul(q, g.Transpose(g.Gather(k, sample, 2), 0, 1, 3, 2));                  // (B, H, Q, u_part)
         var sparsity = g.ReduceMax(qk, [-1], keepDims: false) - g.ReduceSum(qk, [-1], keepDims: false) / g.Cast(lk64, dt);
         var top = g.TopK(sparsity, u, axis: -1, largest: true, sorted: false, kDim: uDim)[1];     // (B, H, u)
@@ -309,11 +317,12 @@ public sealed class TimeSeriesModel
         if (causal)
         {
             var keys = g.Range(g.Scalar(0, DType.Int64), lk64, g.Scalar(1, DType.Int64));          // (K)
-            scores = g.Where(g.LessOrEqual(keys, rows), scores, S(dt == DType.Double ? double.MinValue : float.MinValue));
+            scores = g.Where(g.LessOrEqual(keys, rows), scores, g.Scalar(dt == DType.Double ? double.MinValue : float.MinValue, dt));
         }
-        var selected = g.MatMul(Dropout(g.Softmax(scores, -1), c.AttentionDropout), v);          // (B, H, u, dh)
+        var weights = g.Softmax(scores, -1);
+        var selected = g.MatMul(dropout is null ? weights : dropout(weights), v);                  // (B, H, u, dh)
         var context = causal ? g.CumSum(v, 2) : g.Expand(g.ReduceMean(v, [2]), g.ShapeOf(q));
-        return g.ScatterElements(context, index, selected, axis: 2);
+        return (g.ScatterElements(context, index, selected, axis: 2), sample, top);
     }
 
     /// <summary>Informer's distilling layer: circular Conv1d(k3), BatchNorm1d, ELU, MaxPool1d(k3, s2, p1) over time.</summary>
