@@ -211,7 +211,7 @@ var sConc = new Option<int>("--max-concurrent") { Description = "Completions gen
 var sQueue = new Option<int>("--queue") { Description = "Completions waiting for a slot before 429.", DefaultValueFactory = _ => 16 };
 var sTimeout = new Option<double>("--timeout") { Description = "Seconds per completion before 504.", DefaultValueFactory = _ => 60 };
 var sThreads = new Option<int>("--threads") { Description = "ONNX Runtime threads per model.", DefaultValueFactory = _ => Environment.ProcessorCount };
-var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/completions (with SSE streaming), /v1/models, /healthz, /metrics.")
+var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/completions (with SSE streaming) for language models, /v1/forecast for time-series models, /v1/models, /healthz, /metrics.")
 {
     sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads,
 };
