@@ -83,13 +83,18 @@ public sealed class TimeSeriesParityTests(ITestOutputHelper output)
         var (cfg, ps, w, e) = Load("tst-tiny");
         var g = TrainingGraph.BuildEval("eval", (b, t) => TimeSeriesModel.Define(b, t, cfg));
         using var m = new OrtModel(g);
-        var r = m.Run(Only(Feeds(ps, w, e), g));
+        output.WriteLine($"PARITY tst-tiny eval: {CheckEval(m.Run(Only(Feeds(ps, w, e), g)), e, cfg)}");
+    }
+
+    /// <summary>The eval graph's loss, distribution parameters and encoder output against the fixture's eval.* tensors.</summary>
+    private static string CheckEval(Dictionary<string, double[]> r, IReadOnlyDictionary<string, SafeTensor> e, TimeSeriesConfig cfg)
+    {
         double lossRef = e["eval.loss"].ToFloats()[0];
         Assert.True(Math.Abs(r["loss"][0] - lossRef) <= 1e-5 * Math.Abs(lossRef), $"eval loss {r["loss"][0]} vs {lossRef}");
         double pMax = 0;
         for (int i = 0; i < cfg.ParameterCount; i++) pMax = Math.Max(pMax, Compare.Check($"eval.params.{i}", r[$"params.{i}"], e[$"eval.params.{i}"].ToFloats(), 1e-4, 0).MaxAbs);
         var (encA, _) = Compare.Check("eval.encoder_last_hidden_state", r["encoder_last_hidden_state"], e["eval.encoder_last_hidden_state"].ToFloats(), 1e-4, 0);
-        output.WriteLine($"PARITY tst-tiny eval: loss {r["loss"][0]:F7} vs {lossRef:F7}; params max_abs={pMax:E2}; encoder output max_abs={encA:E2}");
+        return $"loss {r["loss"][0]:F7} vs {lossRef:F7}; params max_abs={pMax:E2}; encoder output max_abs={encA:E2}";
     }
 
     /// <summary>
@@ -142,13 +147,7 @@ public sealed class TimeSeriesParityTests(ITestOutputHelper output)
         var once = (float[][])w.Clone();
         for (int i = 0; i < ps.Count; i++)
             if (tr.TryGetValue(TrainingGraph.UpdatePrefix + ps[i].Name, out var next)) once[i] = next.Select(v => (float)v).ToArray();
-        var ev = m.Run(Only(Feeds(ps, once, e), g));
-        double lossRef = e["eval.loss"].ToFloats()[0];
-        Assert.True(Math.Abs(ev["loss"][0] - lossRef) <= 1e-5 * Math.Abs(lossRef), $"eval loss {ev["loss"][0]} vs {lossRef}");
-        double eMax = 0;
-        for (int i = 0; i < cfg.ParameterCount; i++) eMax = Math.Max(eMax, Compare.Check($"eval.params.{i}", ev[$"params.{i}"], e[$"eval.params.{i}"].ToFloats(), 1e-4, 0).MaxAbs);
-        var (evA, _) = Compare.Check("eval.encoder_last_hidden_state", ev["encoder_last_hidden_state"], e["eval.encoder_last_hidden_state"].ToFloats(), 1e-4, 0);
-        output.WriteLine($"PARITY informer-tiny eval (after the train-mode forward's BatchNorm update, as transformers ran it): loss {ev["loss"][0]:F7} vs {lossRef:F7}; params max_abs={eMax:E2}; encoder output max_abs={evA:E2}");
+        output.WriteLine($"PARITY informer-tiny eval (after the train-mode forward's BatchNorm update, as transformers ran it): {CheckEval(m.Run(Only(Feeds(ps, once, e), g)), e, cfg)}");
         output.WriteLine($"PARITY informer-tiny eval with batch statistics = train mode: encoder output max_abs={encA:E2}, params vs HF train max_abs={pMax:E2}; running-statistic updates vs torch's rule max_abs={updA:E2}");
     }
 }
