@@ -159,21 +159,3 @@ public static class TrainCommand
         return result;
     }
 }
-
-/// <summary>series.json beside a time-series model: the names of the series it was trained on, in id order (the static categorical feature).</summary>
-public static class SeriesIds
-{
-    public const string File = "series.json";
-
-    public static void Save(string dir, IReadOnlyList<string> names) =>
-        Optimum.Onnx.AtomicFile.Write(Path.Combine(dir, File), System.Text.Encoding.UTF8.GetBytes(System.Text.Json.JsonSerializer.Serialize(names) + "\n"));
-
-    /// <summary>The names in id order, or null when the folder has no series.json.</summary>
-    public static string[]? Load(string dir)
-    {
-        var path = Path.Combine(dir, File);
-        if (!System.IO.File.Exists(path)) return null;
-        try { return System.Text.Json.JsonSerializer.Deserialize<string[]>(System.IO.File.ReadAllText(path)) ?? throw new InvalidDataException("null"); }
-        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: expected a JSON list of series names ({e.Message}).", e); }
-    }
-}

@@ -47,7 +47,12 @@ public static class ForecastParser
         var series = new List<SeriesInput>(read.Count);
         for (int i = 0; i < read.Count; i++)
         {
-            var (s, rows) = read[i];
+            var (s, rows, name) = read[i];
+            if (name is not null)
+            {
+                try { s = s with { StaticCategorical = [f.SeriesIndex(name)] }; }
+                catch (ArgumentException e) { throw Range($"series {i}: {e.Message}", e); }
+            }
             if (rows is not null)
             {
                 int bad = Array.FindIndex(rows, r => r.Length != f.TimeFeatureCount);
@@ -72,7 +77,7 @@ public static class ForecastParser
     }
 
     /// <summary>One series' fields, its time features still as rows (their width is checked against the model later).</summary>
-    private static (SeriesInput Input, float[][]? TimeRows) Series(JsonElement s, int i)
+    private static (SeriesInput Input, float[][]? TimeRows, string? Name) Series(JsonElement s, int i)
     {
         string at = $"series[{i}]";
         if (s.ValueKind != JsonValueKind.Object) throw Type(at, "an object with 'values'", s);
@@ -99,7 +104,11 @@ public static class ForecastParser
         float[]? real = null;
         if (s.TryGetProperty("static_real", out var sr) && sr.ValueKind != JsonValueKind.Null)
             real = Items(sr, $"{at}.static_real", "an array of numbers", (x, name) => Float(x, name, "a number"));
-        return (new SeriesInput { Values = values, Start = start, StaticCategorical = categorical, StaticReal = real }, time);
+        string? seriesName = null;
+        if (s.TryGetProperty("name", out var nm) && nm.ValueKind != JsonValueKind.Null)
+            seriesName = nm.ValueKind == JsonValueKind.String ? nm.GetString() : throw Type($"{at}.name", "a string (a series the model was trained on)", nm);
+        if (seriesName is not null && categorical is not null) throw Bad($"'{at}' gives both 'name' and 'static_categorical'; the name picks the series index, give one of them.");
+        return (new SeriesInput { Values = values, Start = start, StaticCategorical = categorical, StaticReal = real }, time, seriesName);
     }
 
     private static T[] Items<T>(JsonElement a, string name, string expected, Func<JsonElement, string, T> item)

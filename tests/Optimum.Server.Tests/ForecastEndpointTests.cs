@@ -27,6 +27,7 @@ public sealed class ForecastFixture : IDisposable
         Root = Repo.TempDir();
         Dir = Path.Combine(Root, "informer");
         Assert.Empty(TimeSeriesArtifacts.Export(Repo.Fixture("informer-tiny"), Dir));
+        Optimum.Training.Data.SeriesIds.Save(Dir, ["alpha", "beta", "gamma"]);       // the series-index categorical by name
     }
 
     public string Root { get; }
@@ -328,5 +329,23 @@ public sealed class ForecastEndpointTests(ModelFixture lm, ForecastFixture fc) :
         Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         var body = await r.Content.ReadFromJsonAsync<JsonElement>();
         Assert.Equal(64, body.GetProperty("forecasts").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task SeriesName_PicksTheTrainedSeriesIndex()
+    {
+        await using var f = Factory();
+        var c = f.CreateClient();
+        string ById = "{\"series\": [$S], \"samples\": 30, \"seed\": 3}";
+        string ByName = ById.Replace("$S", Json(Input(0)).Replace("\"static_categorical\":[0]", "\"name\":\"alpha\""));
+        Assert.DoesNotContain("static_categorical", ByName);
+        var byId = await (await c.PostAsync("/v1/forecast", Body(ById))).Content.ReadAsStringAsync();
+        var byName = await c.PostAsync("/v1/forecast", new StringContent(ByName, Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, byName.StatusCode);
+        Assert.Equal(byId, await byName.Content.ReadAsStringAsync());
+        var unknown = ByName.Replace("\"alpha\"", "\"delta\"");
+        Assert.Contains("'delta' is not a series the model was trained on (3 known", await Problem(await c.PostAsync("/v1/forecast", new StringContent(unknown, Encoding.UTF8, "application/json")), HttpStatusCode.UnprocessableEntity));
+        var both = ByName.Replace("\"name\":\"alpha\"", "\"name\":\"alpha\",\"static_categorical\":[0]");
+        Assert.Contains("gives both 'name' and 'static_categorical'", await Problem(await c.PostAsync("/v1/forecast", new StringContent(both, Encoding.UTF8, "application/json")), HttpStatusCode.BadRequest));
     }
 }

@@ -78,6 +78,7 @@ public sealed class Forecaster : IDisposable
         DModel = int.Parse(decoderInputs.First(i => i.Name == "encoder_last_hidden_state").Shape[2]);
         StaticFeatureCount = FeatureSize - _lags.Length - TimeFeatureCount;
         UsesSeed = decoderInputs.Any(i => i.Name == Optimum.Training.TrainingSession.DropoutSeedInput);
+        SeriesNames = SeriesIds.Load(modelDir);
         if (PredictionLength < 1 || StaticFeatureCount < 2) throw new InvalidDataException($"{cfg.Source}: prediction_length {PredictionLength} / feature sizes do not describe a forecasting model.");
         using var options = (settings ?? new SessionSettings()).CreateOptions();
         _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, "encoder.onnx"), ps, weights, options);
@@ -120,6 +121,17 @@ public sealed class Forecaster : IDisposable
     public int EncoderLength { get; }
     public int DModel { get; }
     public int StaticFeatureCount { get; }
+    /// <summary>Names of the series the model was trained on, in the order of its series-index categorical feature (series.json), or null.</summary>
+    public IReadOnlyList<string>? SeriesNames { get; }
+
+    /// <summary>The series-index categorical value of a series the model was trained on, by name; the message says what is wrong.</summary>
+    public long SeriesIndex(string name)
+    {
+        if (SeriesNames is null) throw new ArgumentException($"'{ModelDir}' has no {SeriesIds.File}: give the series' static_categorical ids instead of its name.");
+        if (StaticCategoricalCount != 1) throw new ArgumentException($"'{ModelDir}' has {StaticCategoricalCount} static categorical features; a name picks the one series index.");
+        int k = SeriesNames.ToList().IndexOf(name);
+        return k >= 0 ? k : throw new ArgumentException($"'{name}' is not a series the model was trained on ({SeriesNames.Count} known, e.g. '{SeriesNames[0]}').");
+    }
     private bool UsesSeed { get; }
 
     /// <summary>Checks one series against the model; the message names the series and what is wrong.</summary>
