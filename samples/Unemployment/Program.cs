@@ -59,13 +59,10 @@ var options = new TrainerOptions
 var code = Cli.Guard(() => TrainCommand.Run(new TrainCommandOptions(options, [trainFile], SeqLen: 0)).Interrupted ? 130 : 0);
 if (code != 0) return code;
 
-using var forecaster = new Forecaster(Path.Combine(outDir, "final"), settings: new SessionSettings { IntraOpThreads = 1 });
-var inputs = all.Select((s, i) => new SeriesInput { Values = s.Values[..^Horizon], Start = s.Start, StaticCategorical = [i] }).ToArray();
-var forecasts = forecaster.Predict(inputs, new ForecastOptions { Samples = 100, Quantiles = ForecastMetrics.DefaultQuantiles, Seed = 0 });
-var model = all.Select((s, i) => new ForecastSeries(s.Values[..^Horizon], s.Values[^Horizon..], forecasts[i].Samples)).ToArray();
-var naive = all.Select(s => new ForecastSeries(s.Values[..^Horizon], s.Values[^Horizon..], [TimeSeriesBaselines.SeasonalNaive(s.Values.AsSpan(0, s.Values.Length - Horizon), Horizon, Season)])).ToArray();
-var m = ForecastMetrics.Evaluate(model, Season);
-var b = ForecastMetrics.Evaluate(naive, Season);
+// Forecast the held-back months from what precedes them: forecasts.csv, a PNG per series, scores against seasonal naive.
+var run = ForecastCommand.Execute(Path.Combine(outDir, "final"), trainFile, outDir, null, 100, [.. ForecastMetrics.DefaultQuantiles], 0, Horizon, Season, TextWriter.Null,
+    new SessionSettings { IntraOpThreads = 1 }, $"unemployed (thousands), {cfg.ModelType} 10-90% band");
+var (model, naive, m, b) = run.Backtest!;
 Console.WriteLine();
 Console.WriteLine($"backtest {M(all[0].Start.AddMonths(all[0].Values.Length - Horizon))}..{M(all[0].Start.AddMonths(all[0].Values.Length - 1))}, 14 series, 100 paths:");
 Console.WriteLine($"  {"",-16} {"MASE",8} {"sMAPE",8} {"CRPS",8} {"mean wQL",9}");
@@ -75,19 +72,9 @@ Console.WriteLine($"  {"seasonal naive",-16} {b.Mase,8:F3} {b.Smape,8:F3} {b.Crp
 Console.WriteLine($"  per series (MASE model / naive): " + string.Join(", ", all.Select((s, i) =>
 {
     double se = ForecastMetrics.SeasonalError(model[i].History, Season);
-    return $"{s.Name} {ForecastMetrics.Mase(model[i].Actual, forecasts[i].Median, se):F1}/{ForecastMetrics.Mase(naive[i].Actual, naive[i].Samples[0], se):F1}";
+    return $"{s.Name} {ForecastMetrics.Mase(model[i].Actual, run.Forecasts[i].Median, se):F1}/{ForecastMetrics.Mase(naive[i].Actual, naive[i].Samples[0], se):F1}";
 })));
 var plots = Path.Combine(outDir, "forecasts");
-Directory.CreateDirectory(plots);
-for (int i = 0; i < all.Count; i++)
-{
-    var s = all[i];
-    int n = s.Values.Length - Horizon, shown = Math.Min(n, 48);
-    var f = forecasts[i];
-    ForecastPlot.Save(Path.Combine(plots, $"{i:D2}-{string.Concat(s.Name.Where(char.IsLetterOrDigit))}.png"), $"{s.Name}: unemployed (thousands), {cfg.ModelType} 10-90% band",
-        Enumerable.Range(n - shown, shown).Select(k => s.Start.AddMonths(k)).ToArray(), s.Values[(n - shown)..n],
-        Enumerable.Range(n, Horizon).Select(k => s.Start.AddMonths(k)).ToArray(), f.Median, f.Quantiles[0.1], f.Quantiles[0.9], s.Values[n..]);
-}
 var results = new
 {
     model = cfg.ModelType, steps, horizon = Horizon, samples = 100,
