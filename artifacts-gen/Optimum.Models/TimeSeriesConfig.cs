@@ -81,6 +81,21 @@ public sealed record TimeSeriesConfig
         }
     }
 
+    /// <summary>
+    /// The small monthly model of the unemployment sample (and of bench forecast): 12-month horizon, 13 lags up to 25,
+    /// month-of-year and age features, the series index as the one categorical (embedding 4), d_model 32, 2+2
+    /// layers, FFN 64, dropout 0.1, no LayerDrop; for Informer ProbSparse attention (factor 3) and distilling.
+    /// </summary>
+    public static TimeSeriesConfig Monthly(string modelType, int seriesCount, int contextLength = 12) => new()
+    {
+        ModelType = modelType, PredictionLength = 12, ContextLength = contextLength, LagsSequence = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 23, 24, 25],
+        DistributionOutput = "student_t", Scaling = "mean", NumTimeFeatures = 2, TimeFeatures = "monthly",
+        NumStaticCategoricalFeatures = 1, Cardinality = [seriesCount], EmbeddingDimension = [4],
+        DModel = 32, EncoderLayers = 2, DecoderLayers = 2, EncoderAttentionHeads = 2, DecoderAttentionHeads = 2, EncoderFfnDim = 64, DecoderFfnDim = 64,
+        Dropout = 0.1, AttentionDropout = 0.1, ActivationDropout = 0.1, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
+        AttentionType = "prob", SamplingFactor = 3, Distil = true,
+    };
+
     public static TimeSeriesConfig FromHf(HfConfig c)
     {
         var type = c.ModelType ?? throw new InvalidDataException($"{c.Source}: model_type is missing (time_series_transformer or informer).");

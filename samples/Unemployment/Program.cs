@@ -25,7 +25,7 @@ for (int i = 0; i + 1 < args.Length; i += 2)
     else { Console.Error.WriteLine($"error: unknown option {args[i]} {args[i + 1]} (use --model informer|tst, --steps N, --context N, --seed N, --out DIR)"); return 2; }
 }
 
-const int Horizon = 12, Season = 12;
+const int Horizon = 12, Season = 12;             // TimeSeriesConfig.Monthly forecasts 12 months
 var all = TimeSeriesFiles.ReadVegaUnemployment("samples/data/unemployment-across-industries.json");
 // Training windows end before the backtest's last 12 months (the trainer's holdout); its validation windows
 // forecast exactly those months, so the validation loss is the backtest's NLL. Nothing selects on it.
@@ -34,16 +34,7 @@ var trainFile = Path.Combine(outDir, "series.csv");
 File.WriteAllLines(trainFile, ["series,month,value", .. all.SelectMany(s => s.Values.Select((v, k) =>
     $"{s.Name},{s.Start.AddMonths(k).ToString("yyyy-MM", CultureInfo.InvariantCulture)},{(float.IsNaN(v) ? "" : v.ToString(CultureInfo.InvariantCulture))}"))]);
 
-var cfg = new TimeSeriesConfig
-{
-    ModelType = kind == "tst" ? "time_series_transformer" : "informer",
-    PredictionLength = Horizon, ContextLength = context, LagsSequence = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 23, 24, 25],
-    DistributionOutput = "student_t", Scaling = "mean", NumTimeFeatures = 2, TimeFeatures = "monthly",
-    NumStaticCategoricalFeatures = 1, Cardinality = [all.Count], EmbeddingDimension = [4],
-    DModel = 32, EncoderLayers = 2, DecoderLayers = 2, EncoderAttentionHeads = 2, DecoderAttentionHeads = 2, EncoderFfnDim = 64, DecoderFfnDim = 64,
-    Dropout = 0.1, AttentionDropout = 0.1, ActivationDropout = 0.1, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
-    AttentionType = "prob", SamplingFactor = 3, Distil = true,
-};
+var cfg = TimeSeriesConfig.Monthly(kind == "tst" ? "time_series_transformer" : "informer", all.Count, context);
 var modelDir = Path.Combine(outDir, "model");
 TimeSeriesArtifacts.Write(modelDir, cfg);
 Console.WriteLine($"{all.Count} series x {all[0].Values.Length} months ({M(all[0].Start)}..{M(all[0].Start.AddMonths(all[0].Values.Length - 1))}); {cfg.ModelType}, backtest on the last {Horizon} months");

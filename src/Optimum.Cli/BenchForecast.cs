@@ -28,13 +28,7 @@ public static class BenchForecast
         var series = TimeSeriesFiles.ReadVegaUnemployment(Path.Combine("samples", "data", "unemployment-across-industries.json"));
         foreach (var kind in kinds)
         {
-            var cfg = new TimeSeriesConfig
-            {
-                ModelType = kind, PredictionLength = 12, ContextLength = 12, LagsSequence = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 23, 24, 25],
-                NumTimeFeatures = 2, TimeFeatures = "monthly", NumStaticCategoricalFeatures = 1, Cardinality = [series.Count], EmbeddingDimension = [4],
-                DModel = 32, EncoderLayers = 2, DecoderLayers = 2, EncoderFfnDim = 64, DecoderFfnDim = 64, Dropout = 0.1, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
-                AttentionType = "prob", SamplingFactor = 3, Distil = true,
-            };
+            var cfg = TimeSeriesConfig.Monthly(kind, series.Count);
             var dir = Path.Combine(workDir, $"{kind}-bench");
             TimeSeriesArtifacts.WritePreset(dir, cfg);
             var ps = ModelFolder.ReadParameters(dir);

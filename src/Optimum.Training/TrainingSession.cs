@@ -104,6 +104,7 @@ public sealed class TrainingSession : IDisposable
         _evalBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_evalLoss, [])));
         if (TrainInputs.Contains(DropoutSeedInput))
             _trainBinding.BindInput(DropoutSeedInput, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
+        UpdatedBuffers = _updates.Select(u => u.Index).ToArray();
         // Graphs with random choices outside dropout (ProbSparse attention's key sampling) take a seed in eval too: a fixed one.
         if (EvalInputs.Contains(DropoutSeedInput))
             _evalBinding.BindInput(DropoutSeedInput, Own(OrtValue.CreateTensorValueFromMemory(new long[1], [])));
@@ -116,7 +117,7 @@ public sealed class TrainingSession : IDisposable
             .Select(o => o?["name"]?.GetValue<string>() ?? "").ToHashSet(StringComparer.Ordinal);
 
     /// <summary>Store indices of the buffers the training graph updates each step (e.g. BatchNorm running statistics).</summary>
-    public IReadOnlyList<int> UpdatedBuffers => _updates.Select(u => u.Index).ToArray();
+    public IReadOnlyList<int> UpdatedBuffers { get; }
 
     private static InferenceSession Open(string path, SessionOptions options)
     {
