@@ -38,7 +38,7 @@ public sealed class Gpt2
         var m = new Gpt2(g, c, dtype, training);
         if (training && Math.Max(c.EmbdPdrop, Math.Max(c.AttnPdrop, c.ResidPdrop)) > 0)
             m._dropoutSeed = g.Input(DropoutSeedInput, DType.Int64, Shape.Scalar);
-        var seq = g.Squeeze(g.Slice(g.ShapeOf(ids), g.Ints(1), g.Ints(2), g.Ints(0)), 0);
+        var seq = g.SizeOf(ids, 1);
         var positions = g.Unsqueeze(g.Range(g.Scalar(0, DType.Int64), seq, g.Scalar(1, DType.Int64)), 0);   // (1, T)
         var (logits, _) = m.Forward(ids, positions, mask, past: null);
         return new ModelOutputs(m.CausalLmLoss(logits, labels), [new("logits", logits)]);
@@ -158,9 +158,8 @@ public sealed class Gpt2
     {
         var zero = g.Scalar(0, DType.Int64);
         var one = g.Scalar(1, DType.Int64);
-        Value Dim(Value v, int axis) => g.Squeeze(g.Slice(g.ShapeOf(v), g.Ints(axis), g.Ints(axis + 1), g.Ints(0)), 0);
-        var seq = Dim(ids, 1);
-        var pastLen = pastKey is null ? zero : Dim(pastKey, 2);
+        var seq = g.SizeOf(ids, 1);
+        var pastLen = pastKey is null ? zero : g.SizeOf(pastKey, 2);
         var total = pastKey is null ? seq : g.Add(pastLen, seq);
         var queries = g.Unsqueeze(g.Range(pastLen, total, one), 1);                     // (T, 1)
         var keys = g.Unsqueeze(g.Range(zero, total, one), 0);                           // (1, S)

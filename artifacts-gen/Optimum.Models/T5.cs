@@ -96,7 +96,7 @@ public sealed class T5
     {
         var h = Dropout(g.Gather(P("shared.weight", c.VocabSize, c.DModel), ids));               // (B, S, D)
         var keyMask = g.Unsqueeze(g.Cast(mask, DType.Bool), 1, 2);                              // (B, 1, 1, S)
-        var len = Len(ids, 1);
+        var len = g.SizeOf(ids, 1);
         var bias = RelativeBias("encoder.block.0.layer.0.SelfAttention", g.Scalar(0, DType.Int64), len, len, bidirectional: true);
         for (int i = 0; i < c.NumLayers; i++)
             using (g.Scope($"encoder.{i}"))
@@ -115,8 +115,8 @@ public sealed class T5
     {
         var h = Dropout(g.Gather(P("shared.weight", c.VocabSize, c.DModel), ids));               // (B, T, D)
         var zero = g.Scalar(0, DType.Int64);
-        var seq = Len(ids, 1);
-        var pastLen = past is null ? zero : Len(past[0].Key, 2);
+        var seq = g.SizeOf(ids, 1);
+        var pastLen = past is null ? zero : g.SizeOf(past[0].Key, 2);
         var total = past is null ? seq : g.Add(pastLen, seq);
         var bias = RelativeBias("decoder.block.0.layer.0.SelfAttention", pastLen, total, total, bidirectional: false);   // (1, H, T, P+T)
         var causal = g.LessOrEqual(g.Unsqueeze(g.Range(zero, total, g.Scalar(1, DType.Int64)), 0),
@@ -179,8 +179,6 @@ public sealed class T5
     /// <summary>T5LayerNorm: x / sqrt(mean(x²) + eps) · w (no mean subtraction, no bias).</summary>
     private Value RmsNorm(Value x, string p) =>
         x * g.Reciprocal(g.Sqrt(g.ReduceMean(x * x, [-1]) + c.LayerNormEpsilon)) * P($"{p}.weight", c.DModel);
-
-    private Value Len(Value v, int axis) => g.Squeeze(g.Slice(g.ShapeOf(v), g.Ints(axis), g.Ints(axis + 1), g.Ints(0)), 0);
 
     /// <summary>
     /// The relative position bias of queries at positions [qStart, qEnd) against keys [0, kLen):

@@ -68,7 +68,7 @@ public sealed record TimeSeriesConfig
     /// <summary>HF's feature_size: lags plus every other feature.</summary>
     public int FeatureSize => InputSize * LagsSequence.Length + StaticFeatureCount + TimeFeatureCount;
     /// <summary>Distribution parameters per step, in HF's order (df, loc, scale / loc, scale / total_count, logits).</summary>
-    public int ParameterCount => DistributionOutput switch { "student_t" => 3, "normal" => 2, _ => 2 };
+    public int ParameterCount => DistributionOutput == "student_t" ? 3 : 2;
 
     /// <summary>Encoder output length: context_length, halved (MaxPool k3 s2 p1) after every layer but the last when distilling.</summary>
     public int EncoderOutputLength

@@ -221,7 +221,7 @@ public sealed class TimeSeriesModel
     {
         int l = c.ContextLength;
         var h = Linear(x, "model.decoder.value_embedding.value_projection", c.DModel, c.FeatureSize, bias: false);
-        var seq = Len(x, 1);
+        var seq = g.SizeOf(x, 1);
         var table = B("model.decoder.embed_positions.weight", c.ContextLength + c.PredictionLength, c.DModel);
         // Decoder positions continue after the context: rows [context_length, context_length + seq).
         var positions = x.Shape[1].IsStatic
@@ -267,8 +267,8 @@ public sealed class TimeSeriesModel
         {
             var zero = g.Scalar(0, DType.Int64);
             var one = g.Scalar(1, DType.Int64);
-            var lq = Len(q, 2);
-            var mask = g.LessOrEqual(g.Unsqueeze(g.Range(zero, Len(k, 2), one), 0), g.Unsqueeze(g.Range(zero, lq, one), 1));   // (Q, K)
+            var lq = g.SizeOf(q, 2);
+            var mask = g.LessOrEqual(g.Unsqueeze(g.Range(zero, g.SizeOf(k, 2), one), 0), g.Unsqueeze(g.Range(zero, lq, one), 1));   // (Q, K)
             scores = g.Where(mask, scores, S(dt == DType.Double ? double.MinValue : float.MinValue));
         }
         return g.MatMul(Dropout(g.Softmax(scores, -1), c.AttentionDropout), v);
@@ -291,8 +291,7 @@ public sealed class TimeSeriesModel
     {
         var dt = q.Type;
         long dh = q.Shape[3].Value;
-        Value Len(Value x, int axis) => g.Squeeze(g.Slice(g.ShapeOf(x), g.Ints(axis), g.Ints(axis + 1), g.Ints(0)), 0);
-        Value lq64 = Len(q, 2), lk64 = Len(k, 2), uPart, u;
+        Value lq64 = g.SizeOf(q, 2), lk64 = g.SizeOf(k, 2), uPart, u;
         Dim uDim = Dim.Unknown;
         if (q.Shape[2].IsStatic && k.Shape[2].IsStatic)
         {
@@ -346,7 +345,7 @@ public sealed class TimeSeriesModel
             // torch's running statistics: momentum 0.1, the unbiased batch variance.
             var batchMean = g.ReduceMean(x, [0, 2]);                                                // (1, D, 1)
             var centred = x - batchMean;
-            var n = g.Cast(g.Squeeze(g.Slice(g.ShapeOf(x), [0], [1], [0]), 0), dt) * (double)l;
+            var n = g.Cast(g.SizeOf(x, 0), dt) * (double)l;
             var unbiased = g.ReduceSum(centred * centred, [0, 2], keepDims: false) / (n - 1.0);
             _updates.Add(new(mean.Name, mean * 0.9 + g.Reshape(batchMean, -1) * 0.1));
             _updates.Add(new(variance.Name, variance * 0.9 + unbiased * 0.1));
@@ -425,7 +424,6 @@ public sealed class TimeSeriesModel
 
     private Value Heads(Value t, int heads) => g.Transpose(g.Reshape(t, 0, 0, heads, c.DModel / heads), 0, 2, 1, 3);
 
-    private Value Len(Value v, int axis) => g.Squeeze(g.Slice(g.ShapeOf(v), g.Ints(axis), g.Ints(axis + 1), g.Ints(0)), 0);
 
     private Value Act(Value x) => c.ActivationFunction switch
     {

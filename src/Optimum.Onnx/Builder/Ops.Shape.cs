@@ -16,6 +16,9 @@ public sealed partial class GraphBuilder
     /// <summary>Reshape to <paramref name="dims"/> (ONNX semantics: 0 copies the input dim, -1 is inferred).</summary>
     public Value Reshape(Value x, params long[] dims) => Reshape(x, Ints(dims));
 
+    /// <summary>The runtime length of <paramref name="x"/> along <paramref name="axis"/>, as an int64 scalar.</summary>
+    public Value SizeOf(Value x, long axis) => Squeeze(Slice(ShapeOf(x), Ints(axis), Ints(axis + 1), Ints(0)), 0);
+
     /// <summary>Reshape to the runtime shape <paramref name="shape"/> (1-D int64).</summary>
     public Value Reshape(Value x, Value shape)
     {
