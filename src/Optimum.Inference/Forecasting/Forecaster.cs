@@ -115,6 +115,8 @@ public sealed class Forecaster : IDisposable
     public IReadOnlyList<int> Cardinality => _cardinality;
     public int StaticRealCount { get; }
     public string Distribution { get; }
+    /// <summary>Distribution parameters per step: 3 for Student-T (df, loc, scale), 2 otherwise.</summary>
+    public int ParameterCount => Distribution == "student_t" ? 3 : 2;
     /// <summary>"monthly" when the model derives time features from a start date, else null.</summary>
     public string? TimeFeatureKind { get; }
     public int FeatureSize { get; }
@@ -212,18 +214,17 @@ public sealed class Forecaster : IDisposable
         for (int i = 0; i < n; i++)
         {
             var v = series[i].Values;
-            var features = Features(series[i], horizon);
+            int pad = Math.Max(0, p - v.Length);
+            var (features, origin) = Features(series[i], horizon, pad);
             for (int k = 0; k < p; k++)
             {
                 int at = v.Length - p + k;                                        // index into the history (negative = padding)
                 bool real = at >= 0 && !float.IsNaN(v[at]);
                 past[i * p + k] = real ? v[at] : 0;
                 observed[i * p + k] = real ? 1 : 0;
-                if (at >= 0) features.AsSpan(at * t, t).CopyTo(pastTime.AsSpan((i * p + k) * t, t));
-                else if (series[i].TimeFeatures is null && series[i].Start is { } st)
-                    TimeFeatures.Monthly(st, at, 1).AsSpan().CopyTo(pastTime.AsSpan((i * p + k) * t, t));
+                if (at + origin >= 0) features.AsSpan((at + origin) * t, t).CopyTo(pastTime.AsSpan((i * p + k) * t, t));
             }
-            features.AsSpan(v.Length * t, horizon * t).CopyTo(futureTime.AsSpan(i * horizon * t, horizon * t));
+            features.AsSpan((v.Length + origin) * t, horizon * t).CopyTo(futureTime.AsSpan(i * horizon * t, horizon * t));
         }
         var inputs = new Dictionary<string, OrtValue>
         {
@@ -283,7 +284,7 @@ public sealed class Forecaster : IDisposable
                 ["encoder_last_hidden_state"] = encValue,
             };
             if (UsesSeed) dec[Optimum.Training.TrainingSession.DropoutSeedInput] = OrtValue.CreateTensorValueFromMemory(new long[] { Seed(options.Seed, k + 1) }, []);
-            int np = Distribution == "student_t" ? 3 : 2;
+            int np = ParameterCount;
             var ps = new float[np][];
             try
             {
@@ -342,12 +343,15 @@ public sealed class Forecaster : IDisposable
         }
     }
 
-    /// <summary>The series' time features over history + horizon: given, or derived monthly from its start.</summary>
-    private float[] Features(SeriesInput s, int horizon)
+    /// <summary>
+    /// The series' time features over history + horizon, and the row of its first value: given (padding rows stay
+    /// zero), or derived monthly from its start, then also for the <paramref name="pad"/> months of padding before it.
+    /// </summary>
+    private (float[] Features, int Origin) Features(SeriesInput s, int horizon, int pad)
     {
-        if (s.TimeFeatures is { } tf) return tf;
-        if (TimeFeatureCount == 0) return [];
-        return TimeFeatures.Monthly(s.Start!.Value, 0, s.Values.Length + horizon);
+        if (s.TimeFeatures is { } tf) return (tf, 0);
+        if (TimeFeatureCount == 0) return ([], 0);
+        return (TimeFeatures.Monthly(s.Start!.Value, -pad, pad + s.Values.Length + horizon), pad);
     }
 
     private static int Seed(long seed, long salt) => (int)((ulong)(seed * 6364136223846793005L + salt * 1442695040888963407L + 1) >> 33);
