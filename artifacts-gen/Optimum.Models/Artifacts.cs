@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Optimum.Hub;
 using Optimum.Onnx;
+using Optimum.Core;
 
 namespace Optimum.Models;
 

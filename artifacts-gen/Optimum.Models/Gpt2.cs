@@ -1,4 +1,5 @@
 using Optimum.Onnx;
+using Optimum.Core;
 
 namespace Optimum.Models;
 
@@ -37,18 +38,12 @@ public sealed class Gpt2
         var labels = g.Input("labels", DType.Int64, Shape.Of("batch", "seq"));
         var m = new Gpt2(g, c, dtype, training);
         if (training && Math.Max(c.EmbdPdrop, Math.Max(c.AttnPdrop, c.ResidPdrop)) > 0)
-            m._dropoutSeed = g.Input(DropoutSeedInput, DType.Int64, Shape.Scalar);
+            m._dropoutSeed = g.Input(GraphInputs.DropoutSeed, DType.Int64, Shape.Scalar);
         var seq = g.SizeOf(ids, 1);
         var positions = g.Unsqueeze(g.Range(g.Scalar(0, DType.Int64), seq, g.Scalar(1, DType.Int64)), 0);   // (1, T)
         var (logits, _) = m.Forward(ids, positions, mask, past: null);
         return new ModelOutputs(m.CausalLmLoss(logits, labels), [new("logits", logits)]);
     }
-
-    /// <summary>
-    /// Name of the training graph's int64 scalar input that seeds every dropout mask of a step
-    /// (present only when a dropout probability is positive); the same seed gives the same masks.
-    /// </summary>
-    public const string DropoutSeedInput = "dropout_seed";
 
     /// <summary>
     /// The inference decoder: input_ids, position_ids (batch, seq), attention_mask (batch, past + seq)

@@ -1,4 +1,5 @@
 using Optimum.Hub;
+using Optimum.Core;
 
 namespace Optimum.Models;
 

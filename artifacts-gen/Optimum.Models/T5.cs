@@ -1,4 +1,5 @@
 using Optimum.Onnx;
+using Optimum.Core;
 
 namespace Optimum.Models;
 
@@ -37,7 +38,7 @@ public sealed class T5
         var mask = g.Input("attention_mask", DType.Int64, Shape.Of("batch", "src"));
         var labels = g.Input("labels", DType.Int64, Shape.Of("batch", "tgt"));
         var m = new T5(g, c, dtype, training);
-        if (training && c.DropoutRate > 0) m._seed = g.Input(Gpt2.DropoutSeedInput, DType.Int64, Shape.Scalar);
+        if (training && c.DropoutRate > 0) m._seed = g.Input(GraphInputs.DropoutSeed, DType.Int64, Shape.Scalar);
         var (enc, crossMask) = m.Encoder(ids, mask);
         var decIds = m.ShiftRight(labels);
         var (logits, _) = m.Decoder(decIds, crossMask, enc, null, null);

@@ -1,5 +1,6 @@
 using Optimum.Hub;
 using Optimum.Onnx;
+using Optimum.Core;
 
 namespace Optimum.Models;
 

@@ -1,4 +1,5 @@
 using Optimum.Onnx;
+using Optimum.Core;
 
 namespace Optimum.Models;
 

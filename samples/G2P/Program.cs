@@ -7,6 +7,8 @@ using Optimum.Hub;
 using Optimum.Inference;
 using Optimum.Models;
 using Optimum.Training;
+using Optimum.Core;
+using Optimum.Data;
 
 long steps = 800;
 double lr = 2e-3;
@@ -19,7 +21,7 @@ for (int i = 0; i + 1 < args.Length; i += 2)
     else { Console.Error.WriteLine($"error: unknown option {args[i]} (use --steps N, --lr X, --out DIR)"); return 2; }
 }
 
-var all = Optimum.Training.Data.Seq2SeqData.ReadPairs("samples/data/cmudict-g2p.tsv").ToArray();
+var all = Optimum.Data.Seq2SeqData.ReadPairs("samples/data/cmudict-g2p.tsv").ToArray();
 new Random(0).Shuffle(all);
 var test = all[..1000];
 var rest = all[1000..];                       // the trainer holds out its last 1000 as validation

@@ -10,7 +10,8 @@ using Optimum.Cli;
 using Optimum.Inference.Forecasting;
 using Optimum.Models;
 using Optimum.Training;
-using Optimum.Training.Data;
+using Optimum.Data;
+using Optimum.Core;
 
 string kind = "informer", outDir = "out/unemployment";
 long steps = 800;

@@ -7,6 +7,8 @@ using Optimum.Onnx;
 using Optimum.Training;
 using TrainingSession = Optimum.Training.TrainingSession;
 using Microsoft.Extensions.DependencyInjection;
+using Optimum.Core;
+using Optimum.Data;
 
 namespace Optimum.Cli;
 
@@ -241,7 +243,7 @@ public static class BenchZero
             Schedule = "constant", ClipNorm = 1, EvalEvery = 0, EvalAtStart = false, EvalSamples = 1, SaveEvery = 0, Export = false,
             Session = new SessionSettings { IntraOpThreads = Math.Max(1, o.Threads / comm.Size) },
         };
-        using var t = new Trainer(options, new Optimum.Training.Data.LmData(tokens, o.Seq, 0.01), Gpt2Init.Initialize(ps, cfg, 0), comm);
+        using var t = new Trainer(options, new Optimum.Data.LmData(tokens, o.Seq, 0.01), Gpt2Init.Initialize(ps, cfg, 0), comm);
         var r = t.Run();
         var measured = r.History.Skip(2).ToArray();            // ORT plans and allocates its memory during the first two runs
         if (comm.Rank != 0) return null;

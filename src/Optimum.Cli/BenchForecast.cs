@@ -4,7 +4,8 @@ using Optimum.Hub;
 using Optimum.Inference.Forecasting;
 using Optimum.Models;
 using Optimum.Training;
-using Optimum.Training.Data;
+using Optimum.Data;
+using Optimum.Core;
 
 namespace Optimum.Cli;
 

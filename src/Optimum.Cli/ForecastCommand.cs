@@ -1,7 +1,8 @@
 using System.Globalization;
 using Optimum.Inference.Forecasting;
 using Optimum.Training;
-using Optimum.Training.Data;
+using Optimum.Data;
+using Optimum.Core;
 
 namespace Optimum.Cli;
 
@@ -71,7 +72,7 @@ public static class ForecastCommand
                 Enumerable.Range(n, h).Select(k => s.Start.AddMonths(k)).ToArray(), f.Median, f.Quantiles[0.1], f.Quantiles[0.9], backtest > 0 ? s.Values[n..] : null);
         }
         var csv = Path.Combine(outDir, "forecasts.csv");
-        Optimum.Onnx.AtomicFile.Write(csv, System.Text.Encoding.UTF8.GetBytes(string.Join("\n", rows) + "\n"));
+        Optimum.Core.AtomicFile.Write(csv, System.Text.Encoding.UTF8.GetBytes(string.Join("\n", rows) + "\n"));
         output.WriteLine($"{series.Count} series, {h} steps, {samples} paths: {csv}, {plots}/");
         if (backtest == 0) return new ForecastRun(series, forecasts, null);
         var model = series.Select((s, i) => new ForecastSeries(inputs[i].Values, s.Values[^backtest..], forecasts[i].Samples)).ToArray();

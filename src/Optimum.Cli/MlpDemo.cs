@@ -3,6 +3,8 @@ using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
 using Optimum.Models;
 using Optimum.Onnx;
+using Optimum.Core;
+using Optimum.Data;
 
 namespace Optimum.Cli;
 

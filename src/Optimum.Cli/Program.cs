@@ -3,6 +3,8 @@ using Optimum.Cli;
 using Optimum.Models;
 using Optimum.Onnx;
 using Optimum.Training;
+using Optimum.Core;
+using Optimum.Data;
 
 var root = new RootCommand("optimum-net: train and serve transformer models on ONNX Runtime.");
 
@@ -55,7 +57,7 @@ export.SetAction(r => Cli.Guard(() =>
         Console.WriteLine($"wrote {dst} (preset {name}, weights from seed {r.GetValue(exportSeed)})");
         return 0;
     }
-    var kind = Optimum.Hub.HfConfig.Load(Path.Combine(src, "config.json")).ModelType;
+    var kind = Optimum.Core.HfConfig.Load(Path.Combine(src, "config.json")).ModelType;
     var unused = kind switch
     {
         "t5" => T5Artifacts.Export(src, dst, r.GetValue(exportSeed)),
@@ -152,7 +154,7 @@ generate.SetAction(r => Cli.Guard(() =>
     var dir = r.GetValue(gModel)!;
     IDisposable lm;
     Optimum.Inference.TextGenerator gen;
-    if (Optimum.Hub.ModelFolder.ReadConfig(dir).ModelType == "t5")
+    if (Optimum.Core.ModelFolder.ReadConfig(dir).ModelType == "t5")
     {
         var s2s = new Optimum.Inference.Seq2SeqLm(dir);
         var tok = Optimum.Hub.PairTokenizers.Load(dir);

@@ -2,8 +2,9 @@ using Optimum.Distributed;
 using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Training;
-using Optimum.Training.Data;
+using Optimum.Data;
 using Spectre.Console;
+using Optimum.Core;
 
 namespace Optimum.Cli;
 

@@ -1,3 +1,7 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Optimum.Core;
+
 namespace Optimum.Hub;
 
 /// <summary>Moving parameters between flat float arrays (graph parameter order) and HF safetensors checkpoints.</summary>
@@ -56,5 +60,18 @@ public static class HfWeights
         }
         return r;
     }
-}
 
+    /// <summary>
+    /// Writes an HF folder that <c>from_pretrained</c> loads: <paramref name="config"/> as config.json (the
+    /// <c>optimum</c> section removed) and model.safetensors (F32, HF names; tensors for which
+    /// <paramref name="skip"/> is true are left out, as HF leaves out a tied head). Both files are written atomically.
+    /// </summary>
+    public static void SaveFolder(string outDir, JsonObject config, IReadOnlyList<ParameterInfo> parameters, IReadOnlyList<float[]> weights, Func<string, bool>? skip = null)
+    {
+        var cfg = (JsonObject)config.DeepClone();
+        cfg.Remove("optimum");
+        Directory.CreateDirectory(outDir);
+        Save(Path.Combine(outDir, ModelFolder.WeightsFile), parameters, weights, skip);
+        AtomicFile.Write(Path.Combine(outDir, ModelFolder.ConfigFile), System.Text.Encoding.UTF8.GetBytes(cfg.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n"));
+    }
+}

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Optimum.Core;
 
 namespace Optimum.Hub;
 
@@ -70,7 +71,7 @@ public sealed class SymbolTokenizer : IPairTokenizer
             ["kind"] = "symbols", ["source_split"] = SourceSplit, ["target_split"] = TargetSplit,
             ["tokens"] = new JsonArray(Tokens.Select(t => (JsonNode)t).ToArray()),
         };
-        Optimum.Onnx.AtomicFile.Write(Path.Combine(dir, FileName), System.Text.Encoding.UTF8.GetBytes(json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n"));
+        Optimum.Core.AtomicFile.Write(Path.Combine(dir, FileName), System.Text.Encoding.UTF8.GetBytes(json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n"));
     }
 
     public static SymbolTokenizer Load(string dir)

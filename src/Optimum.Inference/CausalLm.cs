@@ -1,7 +1,7 @@
 using System.Text.RegularExpressions;
 using Microsoft.ML.OnnxRuntime;
 using Optimum.Hub;
-using Optimum.Training;
+using Optimum.Core;
 
 namespace Optimum.Inference;
 

@@ -3,6 +3,7 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Optimum.Hub;
 using Optimum.Onnx.Proto;
+using Optimum.Core;
 
 namespace Optimum.Inference;
 

@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using Optimum.Data;
 
 namespace Optimum.Inference;
 

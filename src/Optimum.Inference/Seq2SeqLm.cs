@@ -1,6 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using Optimum.Hub;
-using Optimum.Training;
+using Optimum.Core;
 
 namespace Optimum.Inference;
 

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using Optimum.Inference.Forecasting;
 using static Optimum.Server.RequestJson;
+using Optimum.Data;
 
 namespace Optimum.Server;
 

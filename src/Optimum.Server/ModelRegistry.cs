@@ -2,7 +2,7 @@ using System.Threading.RateLimiting;
 using Optimum.Hub;
 using Optimum.Inference;
 using Optimum.Inference.Forecasting;
-using Optimum.Training;
+using Optimum.Core;
 
 namespace Optimum.Server;
 

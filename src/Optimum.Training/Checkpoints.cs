@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using Optimum.Distributed;
 using Optimum.Hub;
 using Optimum.Onnx;
+using Optimum.Core;
 
 namespace Optimum.Training;
 

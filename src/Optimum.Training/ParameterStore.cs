@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Optimum.Hub;
+using Optimum.Core;
 
 namespace Optimum.Training;
 

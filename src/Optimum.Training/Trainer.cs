@@ -2,7 +2,8 @@ using System.Diagnostics;
 using System.Text.Json;
 using Optimum.Distributed;
 using Optimum.Hub;
-using Optimum.Training.Data;
+using Optimum.Data;
+using Optimum.Core;
 
 namespace Optimum.Training;
 
@@ -339,10 +340,10 @@ public sealed class Trainer : IDisposable
         Directory.CreateDirectory(final);
         // Everything of the model folder (graphs, config, tokenizer files) but its old weights.
         foreach (var src in Directory.GetFiles(_o.ModelDir).Where(f => Path.GetFileName(f) != ModelFolder.WeightsFile && !Path.GetFileName(f).StartsWith('.')))
-            Optimum.Onnx.AtomicFile.Write(Path.Combine(final, Path.GetFileName(src)), File.ReadAllBytes(src));
+            Optimum.Core.AtomicFile.Write(Path.Combine(final, Path.GetFileName(src)), File.ReadAllBytes(src));
         var weights = _store.Export();
         HfWeights.Save(Path.Combine(final, ModelFolder.WeightsFile), _store.Parameters, weights);
-        ModelFolder.ExportHf(_o.ModelDir, _store.Parameters, weights, Path.Combine(_o.OutputDir, "hf"));
+        HfWeights.SaveFolder(Path.Combine(_o.OutputDir, "hf"), ModelFolder.ReadConfig(_o.ModelDir).Json, _store.Parameters, weights);
         Log?.Invoke($"exported {final} and {Path.Combine(_o.OutputDir, "hf")}");
     }
 

@@ -1,52 +1,10 @@
 using Microsoft.ML.OnnxRuntime;
 using Optimum.Hub;
 using Optimum.Onnx;
+using Optimum.Core;
+using Optimum.Data;
 
 namespace Optimum.Training;
-
-/// <summary>One named tensor of a batch; the array is bound in place (reuse it across steps to avoid rebinding).</summary>
-public sealed record BatchTensor(Array Data, long[] Shape);
-
-/// <summary>The data inputs of one step by graph input name (e.g. input_ids, attention_mask, labels).</summary>
-public sealed class Batch : Dictionary<string, BatchTensor>
-{
-    /// <summary>Tokens (or examples) the batch trains on, for throughput figures.</summary>
-    public long Tokens { get; set; }
-    /// <summary>
-    /// How many terms the graph's mean loss averages (e.g. labels not -100, observed future steps); used to
-    /// combine micro-batches and ranks exactly. 0 means the batch has nothing to learn from; null = <see cref="Tokens"/>.
-    /// </summary>
-    public double? LossWeight { get; set; }
-}
-
-/// <summary>How ONNX Runtime sessions are configured.</summary>
-public sealed record SessionSettings
-{
-    public int IntraOpThreads { get; init; } = Environment.ProcessorCount;
-    public int InterOpThreads { get; init; } = 1;
-    public GraphOptimizationLevel Optimization { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
-    /// <summary>When set, ORT's profiler writes a JSON trace with this path prefix.</summary>
-    public string? ProfilePrefix { get; init; }
-
-    /// <summary>New ORT session options from these settings; the caller disposes them.</summary>
-    public SessionOptions CreateOptions()
-    {
-        var o = new SessionOptions
-        {
-            IntraOpNumThreads = IntraOpThreads,
-            InterOpNumThreads = InterOpThreads,
-            GraphOptimizationLevel = Optimization,
-            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
-        };
-        if (ProfilePrefix is not null)
-        {
-            o.EnableProfiling = true;
-            o.ProfileOutputPathPrefix = ProfilePrefix;
-        }
-        return o;
-    }
-}
 
 /// <summary>
 /// Runs a model folder's training and eval graphs with plain <see cref="InferenceSession"/>s.
@@ -57,7 +15,7 @@ public sealed record SessionSettings
 public sealed class TrainingSession : IDisposable
 {
     /// <summary>Name of the optional per-step dropout seed input.</summary>
-    public const string DropoutSeedInput = "dropout_seed";
+    public const string DropoutSeedInput = GraphInputs.DropoutSeed;
 
     private readonly ParameterStore _store;
     private readonly InferenceSession _train;

@@ -3,6 +3,8 @@ using Optimum.Models;
 using Optimum.Tests;
 using Optimum.Training;
 using Xunit;
+using Optimum.Core;
+using Optimum.Data;
 
 namespace Optimum.Cli.Tests;
 

@@ -4,6 +4,7 @@ using Optimum.Models;
 using Optimum.Tests;
 using Xunit;
 using Xunit.Abstractions;
+using Optimum.Core;
 
 namespace Optimum.Cli.Tests;
 

@@ -5,6 +5,8 @@ using Optimum.Onnx;
 using Optimum.Tests;
 using Xunit;
 using Xunit.Abstractions;
+using Optimum.Core;
+using Optimum.Data;
 
 namespace Optimum.Inference.Tests;
 

@@ -2,6 +2,7 @@ using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Tests;
 using Xunit;
+using Optimum.Core;
 
 namespace Optimum.Inference.Tests;
 

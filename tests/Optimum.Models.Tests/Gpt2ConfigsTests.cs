@@ -4,6 +4,7 @@ using Optimum.Onnx;
 using Optimum.Tests;
 using Xunit;
 using Xunit.Abstractions;
+using Optimum.Core;
 
 namespace Optimum.Models.Tests;
 
@@ -100,14 +101,14 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
         var cfg = WideRelu with { EmbdPdrop = 0.1, AttnPdrop = 0.1, ResidPdrop = 0.2 };
         using var h = new Gpt2Harness(cfg);
         // Seeded dropout: masks are hashes of the dropout_seed input (Mod nodes), absent from eval and inference.
-        Assert.Contains(h.Training.Inputs, i => i.Name == Gpt2.DropoutSeedInput);
+        Assert.Contains(h.Training.Inputs, i => i.Name == GraphInputs.DropoutSeed);
         Assert.Equal(5 * (1 + 3 * cfg.NLayer), h.Training.Nodes.Count(n => n.OpType == "Mod"));   // 5 per dropout site
         Assert.DoesNotContain(h.Eval.Nodes, n => n.OpType is "Mod" or "Dropout");
         Assert.DoesNotContain(h.Decoder.Nodes, n => n.OpType is "Mod" or "Dropout");
         var feeds = h.LmFeeds([1, 2, 3, 4, 5, 6], 2);
         double LossWithSeed(long seed)
         {
-            feeds[Gpt2.DropoutSeedInput] = new HostTensor([seed], [], DType.Int64);
+            feeds[GraphInputs.DropoutSeed] = new HostTensor([seed], [], DType.Int64);
             return h.TrainModel.Run(feeds)["loss"][0];
         }
         var a = LossWithSeed(1);

@@ -2,6 +2,7 @@ using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Onnx;
 using Optimum.Tests;
+using Optimum.Core;
 
 namespace Optimum.Models.Tests;
 

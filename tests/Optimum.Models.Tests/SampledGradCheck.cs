@@ -1,5 +1,6 @@
 using Optimum.Hub;
 using Xunit;
+using Optimum.Core;
 
 namespace Optimum.Models.Tests;
 

@@ -4,6 +4,7 @@ using Optimum.Onnx;
 using Optimum.Tests;
 using Xunit;
 using Xunit.Abstractions;
+using Optimum.Core;
 
 namespace Optimum.Models.Tests;
 

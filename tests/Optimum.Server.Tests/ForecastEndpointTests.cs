@@ -11,8 +11,9 @@ using Microsoft.Extensions.DependencyInjection;
 using Optimum.Inference.Forecasting;
 using Optimum.Models;
 using Optimum.Tests;
-using Optimum.Training;
 using Xunit;
+using Optimum.Core;
+using Optimum.Data;
 
 namespace Optimum.Server.Tests;
 
@@ -27,7 +28,7 @@ public sealed class ForecastFixture : IDisposable
         Root = Repo.TempDir();
         Dir = Path.Combine(Root, "informer");
         Assert.Empty(TimeSeriesArtifacts.Export(Repo.Fixture("informer-tiny"), Dir));
-        Optimum.Training.Data.SeriesIds.Save(Dir, ["alpha", "beta", "gamma"]);       // the series-index categorical by name
+        Optimum.Data.SeriesIds.Save(Dir, ["alpha", "beta", "gamma"]);       // the series-index categorical by name
     }
 
     public string Root { get; }

@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Mvc.Testing;
 using Optimum.Models;
 using Optimum.Tests;
 using Xunit;
+using Optimum.Core;
 
 namespace Optimum.Server.Tests;
 

@@ -3,6 +3,8 @@ using Optimum.Models;
 using Optimum.Tests;
 using Xunit;
 using Xunit.Abstractions;
+using Optimum.Core;
+using Optimum.Data;
 
 namespace Optimum.Training.Tests;
 

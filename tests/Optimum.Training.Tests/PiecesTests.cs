@@ -1,7 +1,8 @@
 using Optimum.Hub;
 using Optimum.Tests;
-using Optimum.Training.Data;
+using Optimum.Data;
 using Xunit;
+using Optimum.Core;
 
 namespace Optimum.Training.Tests;
 

@@ -1,6 +1,6 @@
 using Optimum.Hub;
 using Optimum.Tests;
-using Optimum.Training.Data;
+using Optimum.Data;
 using Xunit;
 
 namespace Optimum.Training.Tests;

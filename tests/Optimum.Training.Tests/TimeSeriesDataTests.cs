@@ -1,5 +1,5 @@
 using Optimum.Tests;
-using Optimum.Training.Data;
+using Optimum.Data;
 using Xunit;
 
 namespace Optimum.Training.Tests;

@@ -2,8 +2,9 @@ using Optimum.Distributed;
 using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Tests;
-using Optimum.Training.Data;
+using Optimum.Data;
 using Xunit;
+using Optimum.Core;
 
 namespace Optimum.Training.Tests;
 

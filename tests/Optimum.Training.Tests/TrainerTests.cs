@@ -1,8 +1,9 @@
 using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Tests;
-using Optimum.Training.Data;
+using Optimum.Data;
 using Xunit;
+using Optimum.Core;
 
 namespace Optimum.Training.Tests;
 

@@ -2,9 +2,10 @@ using Optimum.Distributed;
 using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Tests;
-using Optimum.Training.Data;
+using Optimum.Data;
 using Xunit;
 using Xunit.Abstractions;
+using Optimum.Core;
 
 namespace Optimum.Training.Tests;
 

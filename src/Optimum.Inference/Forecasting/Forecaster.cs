@@ -2,8 +2,8 @@ using MathNet.Numerics.Distributions;
 using MathNet.Numerics.Random;
 using Microsoft.ML.OnnxRuntime;
 using Optimum.Hub;
-using Optimum.Training;
-using Optimum.Training.Data;
+using Optimum.Data;
+using Optimum.Core;
 
 namespace Optimum.Inference.Forecasting;
 
@@ -77,7 +77,7 @@ public sealed class Forecaster : IDisposable
         EncoderLength = int.Parse(decoderInputs.First(i => i.Name == "encoder_last_hidden_state").Shape[1]);
         DModel = int.Parse(decoderInputs.First(i => i.Name == "encoder_last_hidden_state").Shape[2]);
         StaticFeatureCount = FeatureSize - _lags.Length - TimeFeatureCount;
-        UsesSeed = decoderInputs.Any(i => i.Name == Optimum.Training.TrainingSession.DropoutSeedInput);
+        UsesSeed = decoderInputs.Any(i => i.Name == GraphInputs.DropoutSeed);
         SeriesNames = SeriesIds.Load(modelDir);
         if (PredictionLength < 1 || StaticFeatureCount < 2) throw new InvalidDataException($"{cfg.Source}: prediction_length {PredictionLength} / feature sizes do not describe a forecasting model.");
         using var options = (settings ?? new SessionSettings()).CreateOptions();
@@ -234,7 +234,7 @@ public sealed class Forecaster : IDisposable
         };
         if (StaticCategoricalCount > 0) inputs["static_categorical_features"] = OrtValue.CreateTensorValueFromMemory(series.SelectMany(s => s.StaticCategorical!).ToArray(), [n, StaticCategoricalCount]);
         if (StaticRealCount > 0) inputs["static_real_features"] = OrtValue.CreateTensorValueFromMemory(series.SelectMany(s => s.StaticReal!).ToArray(), [n, StaticRealCount]);
-        if (UsesSeed) inputs[Optimum.Training.TrainingSession.DropoutSeedInput] = OrtValue.CreateTensorValueFromMemory(new long[] { Seed(options.Seed, 0) }, []);
+        if (UsesSeed) inputs[GraphInputs.DropoutSeed] = OrtValue.CreateTensorValueFromMemory(new long[] { Seed(options.Seed, 0) }, []);
         float[] enc, loc, scale, stat;
         try
         {
@@ -283,7 +283,7 @@ public sealed class Forecaster : IDisposable
                 ["inputs_embeds"] = OrtValue.CreateTensorValueFromMemory(x, [rows, len, f]),
                 ["encoder_last_hidden_state"] = encValue,
             };
-            if (UsesSeed) dec[Optimum.Training.TrainingSession.DropoutSeedInput] = OrtValue.CreateTensorValueFromMemory(new long[] { Seed(options.Seed, k + 1) }, []);
+            if (UsesSeed) dec[GraphInputs.DropoutSeed] = OrtValue.CreateTensorValueFromMemory(new long[] { Seed(options.Seed, k + 1) }, []);
             int np = ParameterCount;
             var ps = new float[np][];
             try

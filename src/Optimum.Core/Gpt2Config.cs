@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
-using Optimum.Hub;
 
-namespace Optimum.Models;
+namespace Optimum.Core;
 
 /// <summary>
 /// GPT-2 hyper-parameters with Hugging Face's names and defaults (GPT2Config). Read from an HF

@@ -1,4 +1,4 @@
-namespace Optimum.Training;
+namespace Optimum.Core;
 
 /// <summary>Deterministic seed derivation (never string/HashCode hashing, which .NET randomises per process).</summary>
 public static class Seeds

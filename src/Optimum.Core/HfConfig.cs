@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace Optimum.Hub;
+namespace Optimum.Core;
 
 /// <summary>Reading Hugging Face <c>config.json</c> files with errors that name the file and the field.</summary>
 public sealed class HfConfig

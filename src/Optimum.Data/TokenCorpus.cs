@@ -2,8 +2,9 @@ using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
 using Optimum.Hub;
+using Optimum.Core;
 
-namespace Optimum.Training.Data;
+namespace Optimum.Data;
 
 /// <summary>
 /// Text files tokenized with GPT-2's BPE into one id stream, documents (files) separated by the
@@ -88,7 +89,7 @@ public sealed class TokenCorpus
         BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(8), tokens.Length);
         BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(16), documents);
         for (int i = 0; i < tokens.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(20 + 2 * i), checked((ushort)tokens[i]));
-        Optimum.Onnx.AtomicFile.Write(path, bytes);
+        Optimum.Core.AtomicFile.Write(path, bytes);
     }
 
     /// <summary>Reads a cache file; a damaged one is ignored (and rebuilt by the caller).</summary>

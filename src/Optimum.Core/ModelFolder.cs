@@ -1,8 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Optimum.Onnx;
 
-namespace Optimum.Hub;
+namespace Optimum.Core;
 
 /// <summary>A parameter as listed in a model folder's config.json: HF name, static shape, and whether it is trained (buffers are not).</summary>
 public sealed record ParameterInfo(string Name, long[] Shape)
@@ -53,27 +52,14 @@ public static class ModelFolder
     }
 
     /// <summary>Data inputs (not parameters) of one graph signature ("training", "eval", "inference"): name, type and shape as written.</summary>
-    public static IReadOnlyList<(string Name, DType Type, string[] Shape)> ReadInputs(string dir, string graph)
+    public static IReadOnlyList<(string Name, string Type, string[] Shape)> ReadInputs(string dir, string graph)
     {
         var c = ReadConfig(dir);
         var inputs = c.Json["optimum"]?[graph]?["inputs"]?.AsArray()
             ?? throw new InvalidDataException($"'{c.Source}' has no optimum.{graph}.inputs.");
         return inputs.Select(i => (
             i!["name"]!.GetValue<string>(),
-            Enum.Parse<DType>(i["type"]!.GetValue<string>(), ignoreCase: true),
+            i["type"]!.GetValue<string>(),
             i["shape"]!.AsArray().Select(d => d!.ToString()).ToArray())).ToArray();
-    }
-
-    /// <summary>
-    /// Writes an HF folder (config.json without the optimum section, model.safetensors with HF names,
-    /// F32) for the weights of a model folder's parameters; both files are written atomically.
-    /// </summary>
-    public static void ExportHf(string modelDir, IReadOnlyList<ParameterInfo> parameters, IReadOnlyList<float[]> weights, string outDir)
-    {
-        var cfg = (JsonObject)ReadConfig(modelDir).Json.DeepClone();
-        cfg.Remove("optimum");
-        Directory.CreateDirectory(outDir);
-        HfWeights.Save(Path.Combine(outDir, WeightsFile), parameters, weights);
-        AtomicFile.Write(Path.Combine(outDir, ConfigFile), System.Text.Encoding.UTF8.GetBytes(cfg.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n"));
     }
 }

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace Optimum.Training.Data;
+namespace Optimum.Data;
 
 /// <summary>
 /// Pairs of token sequences for an encoder-decoder: input_ids and attention_mask from the sources

@@ -1,4 +1,5 @@
-namespace Optimum.Training.Data;
+using Optimum.Core;
+namespace Optimum.Data;
 
 /// <summary>Where a trainer gets its batches: a fixed set of training samples and validation batches.</summary>
 public interface IBatchSource

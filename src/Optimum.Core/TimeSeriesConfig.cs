@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
-using Optimum.Hub;
 
-namespace Optimum.Models;
+namespace Optimum.Core;
 
 /// <summary>
 /// Hyper-parameters of Hugging Face's TimeSeriesTransformer and Informer (model_type

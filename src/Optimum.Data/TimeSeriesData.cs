@@ -1,6 +1,7 @@
 using System.Text.Json;
+using Optimum.Core;
 
-namespace Optimum.Training.Data;
+namespace Optimum.Data;
 
 /// <summary>A monthly series: <c>Values[i]</c> is the month <c>Start.AddMonths(i)</c>; NaN marks a missing value.</summary>
 public sealed record TimeSeries(string Name, DateTime Start, float[] Values);
@@ -315,7 +316,7 @@ public static class SeriesIds
     public const string File = "series.json";
 
     public static void Save(string dir, IReadOnlyList<string> names) =>
-        Optimum.Onnx.AtomicFile.Write(Path.Combine(dir, File), System.Text.Encoding.UTF8.GetBytes(System.Text.Json.JsonSerializer.Serialize(names) + "\n"));
+        Optimum.Core.AtomicFile.Write(Path.Combine(dir, File), System.Text.Encoding.UTF8.GetBytes(System.Text.Json.JsonSerializer.Serialize(names) + "\n"));
 
     /// <summary>The names in id order, or null when the folder has no series.json.</summary>
     public static string[]? Load(string dir)

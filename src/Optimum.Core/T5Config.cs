@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
-using Optimum.Hub;
 
-namespace Optimum.Models;
+namespace Optimum.Core;
 
 /// <summary>T5 hyper-parameters with Hugging Face's names and defaults (T5Config).</summary>
 public sealed record T5Config
