@@ -92,23 +92,4 @@ public static class Artifacts
             ["outputs"] = new JsonArray(g.Outputs.Select(Io).ToArray()),
         };
     }
-
-    /// <summary>The default artifacts committed under models/, by folder name.</summary>
-    public static IReadOnlyDictionary<string, Action<string>> Defaults { get; } = new SortedDictionary<string, Action<string>>(StringComparer.Ordinal)
-    {
-        ["mlp-digits"] = dir =>
-        {
-            var c = new MlpConfig();
-            var json = new JsonObject
-            {
-                ["input_size"] = c.InputSize,
-                ["hidden_sizes"] = new JsonArray(c.HiddenSizes.Select(h => (JsonNode)h).ToArray()),
-                ["num_classes"] = c.NumClasses,
-                ["activation"] = c.Activation,
-                ["dropout"] = c.Dropout,
-            };
-            Write(dir, "mlp", json, (g, training) => Mlp.Define(g, training, c));
-        },
-        ["gpt2-mini"] = dir => Gpt2Artifacts.Write(dir, Gpt2Artifacts.Mini),
-    };
 }

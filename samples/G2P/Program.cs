@@ -2,7 +2,6 @@
 // dictionary from its emitted ONNX training graph, then reports word accuracy and phoneme error rate on
 // held-out words against a letter-to-phoneme majority-map baseline.
 // Usage: dotnet run -c Release --project samples/G2P [-- --steps N --out DIR]
-using Optimum.Cli;
 using Optimum.Hub;
 using Optimum.Inference;
 using Optimum.Models;
@@ -33,7 +32,7 @@ var cfg = new T5Config
     TieWordEmbeddings = true, ScaleDecoderOutputs = true, MaxLength = 32,
 };
 var modelDir = Path.Combine(outDir, "model");
-T5Artifacts.Write(modelDir, cfg);
+ModelKinds.Write(modelDir, cfg);
 tok.Save(modelDir);
 var pairsFile = Path.Combine(outDir, "train.tsv");
 File.WriteAllLines(pairsFile, rest.Select(p => $"{p.Source}\t{p.Target}"));
@@ -45,8 +44,11 @@ var options = new TrainerOptions
     ClipNorm = 1, EvalEvery = (int)Math.Max(1, steps / 5), EvalSamples = 512, SaveEvery = 0, Seed = 0,
     Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
 };
-var code = Cli.Guard(() => TrainCommand.Run(new TrainCommandOptions(options, [pairsFile], SeqLen: 0, ValidationFraction: 1000.0 / rest.Length)).Interrupted ? 130 : 0);
-if (code != 0) return code;
+try
+{
+    if (TrainingJob.Run(new TrainingJobOptions(options, [pairsFile], SeqLen: 0, ValidationFraction: 1000.0 / rest.Length), Console.Out).Interrupted) return 130;
+}
+catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
 
 using var lm = new Seq2SeqLm(Path.Combine(outDir, "final"));
 var predictions = new List<string>();

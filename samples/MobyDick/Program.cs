@@ -1,8 +1,7 @@
 // Trains models/gpt2-mini (4 layers, width 128, GPT-2's 50,257-token BPE) on Moby-Dick from its
 // emitted ONNX training graph, then continues a few prompts with the trained model.
 // Usage: dotnet run -c Release --project samples/MobyDick [-- --steps N --out DIR]
-using Optimum.Cli;
-using Optimum.Hub;
+using Optimum.Models;
 using Optimum.Inference;
 using Optimum.Training;
 
@@ -21,16 +20,14 @@ var options = new TrainerOptions
     Schedule = "cosine", ClipNorm = 1.0, EvalEvery = Math.Max(1, (int)steps / 6), EvalSamples = 64, SaveEvery = 0, Seed = 0,
     Optimizer = new OptimizerConfig { WeightDecay = 0.1, Beta2 = 0.99 },
 };
-var result = Cli.Guard(() =>
-{
-    var r = TrainCommand.Run(new TrainCommandOptions(options, ["samples/data/moby-dick.txt"], SeqLen: 128));
-    Console.WriteLine($"validation loss: {r.Evals[0].ValidationLoss:F3} at step {r.Evals[0].Step} -> {r.Evals[^1].ValidationLoss:F3} at step {r.Evals[^1].Step}");
-    return r.Interrupted ? 130 : 0;
-});
-if (result != 0) return result;
+TrainResult r;
+try { r = TrainingJob.Run(new TrainingJobOptions(options, ["samples/data/moby-dick.txt"], SeqLen: 128), Console.Out); }
+catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
+Console.WriteLine($"validation loss: {r.Evals[0].ValidationLoss:F3} at step {r.Evals[0].Step} -> {r.Evals[^1].ValidationLoss:F3} at step {r.Evals[^1].Step}");
+if (r.Interrupted) return 130;
 
-using var lm = new CausalLm(Path.Combine(outDir, "final"));
-var generator = new TextGenerator(lm, Gpt2Tokenizer.Create());
+using var model = ModelKinds.Load(Path.Combine(outDir, "final"));
+var generator = model.Generator!;
 foreach (var (prompt, seed) in new[] { ("Call me Ishmael.", 1), ("The whale", 2), ("Captain Ahab said", 3) })
 {
     var c = generator.Complete(prompt, new GenerationOptions { MaxNewTokens = 40, Temperature = 0.8, TopK = 40, RepetitionPenalty = 1.2, Seed = seed });

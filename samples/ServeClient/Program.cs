@@ -15,7 +15,7 @@ if (!File.Exists(Path.Combine(modelDir, "model.safetensors")))
 {
     Console.WriteLine($"{modelDir} has no trained model (run: dotnet run -c Release --project samples/MobyDick); serving an untrained gpt2-mini instead.");
     modelDir = "out/serve-client/gpt2-mini";
-    Gpt2Artifacts.WritePreset(modelDir, Gpt2Artifacts.Mini, seed: 0);
+    ModelKinds.WritePreset(modelDir, Gpt2Kind.Mini, seed: 0);
 }
 
 await using var app = OptimumServer.Build(["--urls", "http://127.0.0.1:0", $"--Optimum:Models:0=moby-dick={modelDir}"]);

@@ -6,7 +6,6 @@
 // Usage: dotnet run -c Release --project samples/Unemployment [-- --model informer|tst --steps N --context N --seed N --out DIR]
 using System.Globalization;
 using System.Text.Json;
-using Optimum.Cli;
 using Optimum.Inference.Forecasting;
 using Optimum.Models;
 using Optimum.Training;
@@ -37,7 +36,7 @@ File.WriteAllLines(trainFile, ["series,month,value", .. all.SelectMany(s => s.Va
 
 var cfg = TimeSeriesConfig.Monthly(kind == "tst" ? "time_series_transformer" : "informer", all.Count, context);
 var modelDir = Path.Combine(outDir, "model");
-TimeSeriesArtifacts.Write(modelDir, cfg);
+ModelKinds.Write(modelDir, cfg);
 Console.WriteLine($"{all.Count} series x {all[0].Values.Length} months ({M(all[0].Start)}..{M(all[0].Start.AddMonths(all[0].Values.Length - 1))}); {cfg.ModelType}, backtest on the last {Horizon} months");
 
 var options = new TrainerOptions
@@ -48,12 +47,18 @@ var options = new TrainerOptions
     // A model this small runs faster on one ONNX Runtime thread than on two (measured by bench forecast).
     Session = new SessionSettings { IntraOpThreads = 1 },
 };
-var code = Cli.Guard(() => TrainCommand.Run(new TrainCommandOptions(options, [trainFile], SeqLen: 0)).Interrupted ? 130 : 0);
-if (code != 0) return code;
+try
+{
+    if (TrainingJob.Run(new TrainingJobOptions(options, [trainFile], SeqLen: 0), Console.Out).Interrupted) return 130;
+}
+catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
 
 // Forecast the held-back months from what precedes them: forecasts.csv, a PNG per series, scores against seasonal naive.
-var run = ForecastCommand.Execute(Path.Combine(outDir, "final"), trainFile, outDir, null, 100, [.. ForecastMetrics.DefaultQuantiles], 0, Horizon, Season, TextWriter.Null,
-    new SessionSettings { IntraOpThreads = 1 }, $"unemployed (thousands), {cfg.ModelType} 10-90% band");
+var run = SeriesForecast.Run(new SeriesForecastOptions
+{
+    ModelDir = Path.Combine(outDir, "final"), Data = trainFile, OutDir = outDir, Samples = 100, Quantiles = [.. ForecastMetrics.DefaultQuantiles],
+    Backtest = Horizon, Season = Season, Settings = new SessionSettings { IntraOpThreads = 1 }, Title = $"unemployed (thousands), {cfg.ModelType} 10-90% band",
+});
 var (model, naive, m, b) = run.Backtest!;
 Console.WriteLine();
 Console.WriteLine($"backtest {M(all[0].Start.AddMonths(all[0].Values.Length - Horizon))}..{M(all[0].Start.AddMonths(all[0].Values.Length - 1))}, 14 series, 100 paths:");

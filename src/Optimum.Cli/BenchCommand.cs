@@ -38,11 +38,11 @@ public static class BenchCommand
             VocabSize = o.Vocab, NPositions = o.Seq, NEmbd = o.Width, NLayer = o.Layers, NHead = o.Heads, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
         };
         var dir = Path.Combine(o.WorkDir, $"gpt2-{o.Layers}x{o.Width}-v{o.Vocab}-s{o.Seq}");
-        Gpt2Artifacts.Write(dir, cfg);
+        ModelKinds.Write(dir, cfg);
         var ps = ModelFolder.ReadParameters(dir);
         long parameters = ps.Sum(p => p.Count);
         using var store = new ParameterStore(ps);
-        store.Load(Gpt2Init.Initialize(ps, cfg, 0));
+        store.Load(ModelKinds.Initialize(ps, cfg, 0));
         var settings = new SessionSettings { IntraOpThreads = o.Threads, ProfilePrefix = o.Profile ? Path.Combine(o.WorkDir, "ort-profile") : null };
         using var session = new TrainingSession(dir, store, settings);
         using var adam = Optimizer.Create(store, new OptimizerConfig { WeightDecay = 0.01, DecayAll = true });
@@ -232,7 +232,7 @@ public static class BenchZero
     {
         var cfg = new Gpt2Config { VocabSize = o.Vocab, NPositions = o.Seq, NEmbd = o.Width, NLayer = o.Layers, NHead = o.Heads, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
         var dir = Path.Combine(o.WorkDir, $"gpt2-{o.Layers}x{o.Width}-v{o.Vocab}-s{o.Seq}");
-        if (comm.Rank == 0) Gpt2Artifacts.Write(dir, cfg);
+        if (comm.Rank == 0) ModelKinds.Write(dir, cfg);
         comm.Barrier();
         var ps = ModelFolder.ReadParameters(dir);
         var rng = new Random(0);
@@ -243,7 +243,7 @@ public static class BenchZero
             Schedule = "constant", ClipNorm = 1, EvalEvery = 0, EvalAtStart = false, EvalSamples = 1, SaveEvery = 0, Export = false,
             Session = new SessionSettings { IntraOpThreads = Math.Max(1, o.Threads / comm.Size) },
         };
-        using var t = new Trainer(options, new Optimum.Data.LmData(tokens, o.Seq, 0.01), Gpt2Init.Initialize(ps, cfg, 0), comm);
+        using var t = new Trainer(options, new Optimum.Data.LmData(tokens, o.Seq, 0.01), ModelKinds.Initialize(ps, cfg, 0), comm);
         var r = t.Run();
         var measured = r.History.Skip(2).ToArray();            // ORT plans and allocates its memory during the first two runs
         if (comm.Rank != 0) return null;
@@ -269,9 +269,9 @@ public static class BenchGenerate
     {
         var cfg = new Gpt2Config { VocabSize = o.Vocab, NPositions = Math.Max(o.Seq, prompt + newTokens), NEmbd = o.Width, NLayer = o.Layers, NHead = o.Heads, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
         var dir = Path.Combine(o.WorkDir, $"gpt2-gen-{o.Layers}x{o.Width}-v{o.Vocab}-p{cfg.NPositions}");
-        Gpt2Artifacts.Write(dir, cfg);
+        ModelKinds.Write(dir, cfg);
         var ps = ModelFolder.ReadParameters(dir);
-        using var lm = new Optimum.Inference.CausalLm(dir, Gpt2Init.Initialize(ps, cfg, 0), new SessionSettings { IntraOpThreads = o.Threads, ProfilePrefix = o.Profile ? Path.Combine(o.WorkDir, "gen-profile") : null });
+        using var lm = new Optimum.Inference.CausalLm(dir, ModelKinds.Initialize(ps, cfg, 0), new SessionSettings { IntraOpThreads = o.Threads, ProfilePrefix = o.Profile ? Path.Combine(o.WorkDir, "gen-profile") : null });
         var rng = new Random(0);
         var ids = Enumerable.Range(0, prompt).Select(_ => rng.Next(o.Vocab)).ToArray();
         var greedy = new Optimum.Inference.GenerationOptions { MaxNewTokens = newTokens };
@@ -320,7 +320,7 @@ public static class BenchServe
     {
         var cfg = new Gpt2Config { VocabSize = o.Vocab, NPositions = 256, NEmbd = o.Width, NLayer = o.Layers, NHead = o.Heads, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
         var dir = Path.Combine(o.WorkDir, $"gpt2-serve-{o.Layers}x{o.Width}-v{o.Vocab}");
-        Gpt2Artifacts.WritePreset(dir, cfg, seed: 0);
+        ModelKinds.WritePreset(dir, cfg, seed: 0);
         var app = Optimum.Server.OptimumServer.Build(["--urls", "http://127.0.0.1:0", $"--Optimum:Models:0={dir}", $"--Optimum:Threads={Math.Max(1, o.Threads / 2)}",
             "--Optimum:MaxConcurrent=2", $"--Optimum:QueueLimit={clients * 2}", "--Logging:LogLevel:Default=Warning"]);
         app.StartAsync().GetAwaiter().GetResult();
@@ -382,10 +382,10 @@ public static class BenchT5
             FeedForwardProj = "relu", DropoutRate = 0, MaxLength = Math.Max(src, tgt) * 2,
         };
         var dir = Path.Combine(o.WorkDir, $"t5-{o.Layers}x{o.Width}-v{vocab}");
-        T5Artifacts.Write(dir, cfg);
+        ModelKinds.Write(dir, cfg);
         var ps = ModelFolder.ReadParameters(dir);
         using var store = new ParameterStore(ps);
-        var weights = T5Artifacts.Initialize(ps, cfg, 0);
+        var weights = ModelKinds.Initialize(ps, cfg, 0);
         store.Load(weights);
         using var session = new TrainingSession(dir, store, new SessionSettings { IntraOpThreads = o.Threads, ProfilePrefix = o.Profile ? Path.Combine(o.WorkDir, "t5-profile") : null });
         using var adam = Optimizer.Create(store, new OptimizerConfig());

@@ -31,9 +31,9 @@ public static class BenchForecast
         {
             var cfg = TimeSeriesConfig.Monthly(kind, series.Count);
             var dir = Path.Combine(workDir, $"{kind}-bench");
-            TimeSeriesArtifacts.WritePreset(dir, cfg);
+            ModelKinds.WritePreset(dir, cfg);
             var ps = ModelFolder.ReadParameters(dir);
-            var weights = TimeSeriesArtifacts.Initialize(ps, cfg, 0);
+            var weights = ModelKinds.Initialize(ps, cfg, 0);
             var data = new TimeSeriesWindows(series, cfg.ContextLength, cfg.PredictionLength, cfg.LagsSequence, 12, cfg.ContextLength, true);
             using var store = new ParameterStore(ps);
             store.Load(weights);

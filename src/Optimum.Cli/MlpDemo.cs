@@ -1,3 +1,4 @@
+using Optimum.Plots;
 using Optimum.Hub;
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;

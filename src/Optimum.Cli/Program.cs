@@ -30,10 +30,10 @@ var artifactsOut = new Option<string>("--out") { Description = "Folder that rece
 var artifacts = new Command("artifacts", "Regenerate the default model artifacts (deterministic: same bytes every time).") { artifactsOut };
 artifacts.SetAction(r => Cli.Guard(() =>
 {
-    foreach (var (name, write) in Artifacts.Defaults)
+    foreach (var (name, config) in ModelKinds.Defaults)
     {
         var dir = Path.Combine(r.GetValue(artifactsOut)!, name);
-        write(dir);
+        ModelKinds.Write(dir, config);
         Console.WriteLine($"wrote {dir}");
     }
     return 0;
@@ -52,19 +52,12 @@ export.SetAction(r => Cli.Guard(() =>
     if ((src == "") == (name == "")) throw new ArgumentException("Give either an HF folder or --preset, not both or neither.");
     if (name != "")
     {
-        if (name != "gpt2-mini") throw new ArgumentException($"Unknown preset '{name}'; presets: gpt2-mini.");
-        Gpt2Artifacts.WritePreset(dst, Gpt2Artifacts.Mini, r.GetValue(exportSeed));
+        if (!ModelKinds.Presets.TryGetValue(name, out var config)) throw new ArgumentException($"Unknown preset '{name}'; presets: {string.Join(", ", ModelKinds.Presets.Keys)}.");
+        ModelKinds.WritePreset(dst, config, r.GetValue(exportSeed));
         Console.WriteLine($"wrote {dst} (preset {name}, weights from seed {r.GetValue(exportSeed)})");
         return 0;
     }
-    var kind = Optimum.Core.HfConfig.Load(Path.Combine(src, "config.json")).ModelType;
-    var unused = kind switch
-    {
-        "t5" => T5Artifacts.Export(src, dst, r.GetValue(exportSeed)),
-        "gpt2" => Gpt2Artifacts.Export(src, dst, r.GetValue(exportSeed)),
-        "time_series_transformer" or "informer" => TimeSeriesArtifacts.Export(src, dst, r.GetValue(exportSeed)),
-        _ => throw new InvalidDataException($"{src}/config.json: model_type '{kind}' cannot be exported (gpt2, t5, time_series_transformer and informer can)."),
-    };
+    var unused = ModelKinds.Export(src, dst, r.GetValue(exportSeed));
     foreach (var u in unused) Console.Error.WriteLine($"warning: checkpoint tensor '{u}' is not a parameter of the model and was ignored");
     Console.WriteLine($"wrote {dst} from {src}");
     return 0;
@@ -119,7 +112,7 @@ train.SetAction(r =>
     Console.CancelKeyPress += onCancel;
     try
     {
-        var command = new TrainCommandOptions(options, r.GetValue(tData)!, r.GetValue(tSeq));
+        var command = new TrainingJobOptions(options, r.GetValue(tData)!, r.GetValue(tSeq));
         if (mpi is { Size: > 1 })
         {
             try { return TrainCommand.Run(command, cts.Token, mpi).Interrupted ? 130 : 0; }
@@ -152,20 +145,8 @@ var generate = new Command("generate", "Continue a prompt with a trained causal 
 generate.SetAction(r => Cli.Guard(() =>
 {
     var dir = r.GetValue(gModel)!;
-    IDisposable lm;
-    Optimum.Inference.TextGenerator gen;
-    if (Optimum.Core.ModelFolder.ReadConfig(dir).ModelType == "t5")
-    {
-        var s2s = new Optimum.Inference.Seq2SeqLm(dir);
-        var tok = Optimum.Hub.PairTokenizers.Load(dir);
-        (lm, gen) = (s2s, Optimum.Inference.TextGenerator.ForSeq2Seq(s2s, tok.EncodeSource, ids => tok.DecodeTarget(ids)));
-    }
-    else
-    {
-        var causal = new Optimum.Inference.CausalLm(dir);
-        (lm, gen) = (causal, new Optimum.Inference.TextGenerator(causal, Optimum.Hub.Gpt2Tokenizer.Create()));
-    }
-    using var _ = lm;
+    using var model = ModelKinds.Load(dir);
+    var gen = model.Generator ?? throw new ArgumentException($"'{dir}' is a {Optimum.Inference.ModelTaskNames.WireName(model.Task)} model; generate needs a language model (gpt2 or t5).");
     var prompt = r.GetValue(gPrompt)!;
     var o = new Optimum.Inference.GenerationOptions
     {
@@ -174,7 +155,7 @@ generate.SetAction(r => Cli.Guard(() =>
         EarlyStopping = r.GetValue(gEarly), Seed = r.GetValue(gSeed),
     };
     var stop = r.GetValue(gStop) ?? [];
-    if (gen.Kind == "seq2seq") Console.Write($"{prompt} -> ");
+    if (gen.Task == Optimum.Inference.ModelTask.Seq2Seq) Console.Write($"{prompt} -> ");
     else Console.Write(prompt);
     if (r.GetValue(gStream))
     {
@@ -201,8 +182,11 @@ var forecast = new Command("forecast", "Probabilistic forecasts of every series 
 {
     fModel, fData, fOut, fHorizon, fSamples, fQuantiles, fSeed, fBacktest, fSeason,
 };
-forecast.SetAction(r => Cli.Guard(() => ForecastCommand.Run(r.GetValue(fModel)!, r.GetValue(fData)!, r.GetValue(fOut)!, r.GetValue(fHorizon), r.GetValue(fSamples),
-    r.GetValue(fQuantiles)!, r.GetValue(fSeed), r.GetValue(fBacktest), r.GetValue(fSeason), Console.Out)));
+forecast.SetAction(r => Cli.Guard(() => ForecastCommand.Run(new Optimum.Inference.Forecasting.SeriesForecastOptions
+{
+    ModelDir = r.GetValue(fModel)!, Data = r.GetValue(fData)!, OutDir = r.GetValue(fOut)!, Horizon = r.GetValue(fHorizon), Samples = r.GetValue(fSamples),
+    Quantiles = r.GetValue(fQuantiles)!, Seed = r.GetValue(fSeed), Backtest = r.GetValue(fBacktest), Season = r.GetValue(fSeason),
+}, Console.Out)));
 root.Subcommands.Add(forecast);
 
 // serve: the completions microservice.

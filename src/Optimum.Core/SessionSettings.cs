@@ -24,8 +24,9 @@ public sealed record SessionSettings
         };
         if (ProfilePrefix is not null)
         {
-            o.EnableProfiling = true;
+            // ORT reads the prefix when profiling is switched on: set it first, or traces land in the working folder.
             o.ProfileOutputPathPrefix = ProfilePrefix;
+            o.EnableProfiling = true;
         }
         return o;
     }

@@ -26,6 +26,17 @@ public sealed unsafe class InProcessWorld
 
     public ICommunicator Communicator(int rank) => rank >= 0 && rank < Size ? new RankCommunicator(this, rank) : throw new ArgumentOutOfRangeException(nameof(rank));
 
+    /// <summary>
+    /// Runs <paramref name="body"/> on <paramref name="ranks"/> in-process ranks and returns rank 0's result; one rank
+    /// runs on the calling thread without a communicator. A failing rank's exception is rethrown with its message.
+    /// </summary>
+    public static T RunRanks<T>(int ranks, Func<ICommunicator?, T> body)
+    {
+        if (ranks <= 1) return body(null);
+        try { return new InProcessWorld(ranks).Run(c => body(c))[0]; }
+        catch (AggregateException e) { throw new InvalidOperationException(e.Message, e.InnerException); }
+    }
+
     /// <summary>Runs <paramref name="body"/> on every rank (one thread each) and returns their results in rank order.</summary>
     public T[] Run<T>(Func<ICommunicator, T> body)
     {

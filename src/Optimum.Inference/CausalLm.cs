@@ -30,10 +30,8 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
         Layers = past.Length;
         Heads = int.Parse(past[0].Shape[1]);
         HeadSize = int.Parse(past[0].Shape[3]);
-        var cfg = ModelFolder.ReadConfig(modelDir);
-        VocabSize = cfg.Int("vocab_size", (int)ps[0].Shape[0]);
-        MaxPositions = cfg.Int("n_positions", int.MaxValue);
-        EosTokenId = cfg.OptionalInt("eos_token_id");
+        var c = Gpt2Config.FromHf(ModelFolder.ReadConfig(modelDir));
+        (VocabSize, MaxPositions, EosTokenId) = (c.VocabSize, c.NPositions, c.EosTokenId);
         var path = Path.Combine(modelDir, ModelFolder.InferenceFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"'{modelDir}' has no {ModelFolder.InferenceFile}.", path);
         using var options = (settings ?? new SessionSettings()).CreateOptions();

@@ -22,9 +22,9 @@ public sealed class TextGenerator
     private readonly Func<IReadOnlyList<int>, string> _decode;
     private readonly GenerateTokens _generate;
 
-    public TextGenerator(string kind, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode, GenerateTokens generate, int maxPositions, bool promptSharesContext)
+    public TextGenerator(ModelTask task, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode, GenerateTokens generate, int maxPositions, bool promptSharesContext)
     {
-        Kind = kind;
+        Task = task;
         _encode = encode;
         _decode = decode;
         _generate = generate;
@@ -34,14 +34,14 @@ public sealed class TextGenerator
 
     /// <summary>A causal LM continuing GPT-2-tokenized prompts.</summary>
     public TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
-        : this("causal-lm", tokenizer.Encode, ids => tokenizer.Decode(ids), (ids, o, on, ct) => Generator.Generate(lm, [ids], o, on, ct)[0], lm.MaxPositions, true) { }
+        : this(ModelTask.CausalLm, tokenizer.Encode, ids => tokenizer.Decode(ids), (ids, o, on, ct) => Generator.Generate(lm, [ids], o, on, ct)[0], lm.MaxPositions, true) { }
 
     /// <summary>An encoder-decoder: the prompt is the source text; the completion is the generated target.</summary>
     public static TextGenerator ForSeq2Seq(Seq2SeqLm lm, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode) =>
-        new("seq2seq", encode, decode, (ids, o, on, ct) => lm.Generate([ids], o, on, ct)[0], lm.MaxPositions, false);
+        new(ModelTask.Seq2Seq, encode, decode, (ids, o, on, ct) => lm.Generate([ids], o, on, ct)[0], lm.MaxPositions, false);
 
-    /// <summary>"causal-lm" or "seq2seq".</summary>
-    public string Kind { get; }
+    /// <summary><see cref="ModelTask.CausalLm"/> or <see cref="ModelTask.Seq2Seq"/>.</summary>
+    public ModelTask Task { get; }
     public int MaxPositions { get; }
     /// <summary>True when prompt and generated tokens share one context window (causal LMs).</summary>
     public bool PromptSharesContext { get; }
@@ -68,7 +68,7 @@ public sealed class TextGenerator
         Action<Completion>? completed = null, [EnumeratorCancellation] CancellationToken cancel = default)
     {
         var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var worker = Task.Run(() =>
+        var worker = System.Threading.Tasks.Task.Run(() =>
         {
             try
             {
@@ -116,7 +116,7 @@ public sealed class TextGenerator
         {
             if (end > emitted) { pieces.Add(text[emitted..end]); emitted = end; }
         }
-        var producer = Task.Run(() =>
+        var producer = System.Threading.Tasks.Task.Run(() =>
         {
             try
             {

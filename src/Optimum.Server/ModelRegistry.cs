@@ -3,6 +3,7 @@ using Optimum.Hub;
 using Optimum.Inference;
 using Optimum.Inference.Forecasting;
 using Optimum.Core;
+using Optimum.Models;
 
 namespace Optimum.Server;
 
@@ -12,8 +13,6 @@ namespace Optimum.Server;
 /// </summary>
 public sealed class ModelRegistry : IDisposable
 {
-    public const string ForecasterKind = "forecaster";
-
     private readonly List<string> _names = [];
     private readonly Dictionary<string, TextGenerator> _generators = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ServedForecaster> _forecasters = new(StringComparer.Ordinal);
@@ -38,27 +37,15 @@ public sealed class ModelRegistry : IDisposable
         {
             var (name, path) = spec.Contains('=') ? (spec[..spec.IndexOf('=')], spec[(spec.IndexOf('=') + 1)..]) : (Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(spec))), spec);
             if (_names.Contains(name)) throw new InvalidOperationException($"Two models are named '{name}'; name them with name=path.");
-            var settings = new SessionSettings { IntraOpThreads = o.Threads };
-            var kind = ModelFolder.ReadConfig(path).ModelType;
-            if (kind is "time_series_transformer" or "informer")
+            var model = ModelKinds.Load(path, new SessionSettings { IntraOpThreads = o.Threads });
+            _owned.Add(model);
+            if (model.Forecaster is { } forecaster)
             {
-                var f = new ServedForecaster(new Forecaster(path, settings: settings), o.QueueLimit);
-                _owned.Add(f);
+                var f = new ServedForecaster(forecaster, o.QueueLimit);
+                _owned.Add(f.Turn);
                 _forecasters[name] = f;
             }
-            else if (kind == "t5")
-            {
-                var lm = new Seq2SeqLm(path, settings: settings);
-                _owned.Add(lm);
-                var tok = PairTokenizers.Load(path);
-                _generators[name] = TextGenerator.ForSeq2Seq(lm, tok.EncodeSource, ids => tok.DecodeTarget(ids));
-            }
-            else
-            {
-                var lm = new CausalLm(path, settings: settings);
-                _owned.Add(lm);
-                _generators[name] = new TextGenerator(lm, Gpt2Tokenizer.Create());
-            }
+            else _generators[name] = model.Generator!;
             _names.Add(name);
         }
     }
@@ -73,7 +60,7 @@ public sealed class ModelRegistry : IDisposable
     public bool Contains(string name) => _generators.ContainsKey(name) || _forecasters.ContainsKey(name);
     public bool IsForecaster(string name) => _forecasters.ContainsKey(name);
     /// <summary>"causal-lm", "seq2seq" or "forecaster".</summary>
-    public string KindOf(string name) => _forecasters.ContainsKey(name) ? ForecasterKind : _generators[name].Kind;
+    public string KindOf(string name) => (_forecasters.ContainsKey(name) ? ModelTask.Forecasting : _generators[name].Task).WireName();
     public bool TryGet(string name, out TextGenerator generator) => _generators.TryGetValue(name, out generator!);
     public bool TryGetForecaster(string name, out ServedForecaster forecaster) => _forecasters.TryGetValue(name, out forecaster!);
 
@@ -86,16 +73,10 @@ public sealed class ModelRegistry : IDisposable
 /// <summary>
 /// A forecaster and its turn: a <see cref="Forecaster"/> runs one call at a time, so its requests wait for
 /// the single permit of <see cref="Turn"/> (at most the server's queue limit of them; more get 429).
-/// Owns both; the registry disposes it.
+/// The registry disposes the model and the turn.
 /// </summary>
-public sealed class ServedForecaster(Forecaster model, int queueLimit) : IDisposable
+public sealed class ServedForecaster(Forecaster model, int queueLimit)
 {
     public Forecaster Model { get; } = model;
     public ConcurrencyLimiter Turn { get; } = new(new ConcurrencyLimiterOptions { PermitLimit = 1, QueueLimit = queueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst });
-
-    public void Dispose()
-    {
-        Turn.Dispose();
-        Model.Dispose();
-    }
 }

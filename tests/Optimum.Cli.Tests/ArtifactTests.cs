@@ -14,9 +14,9 @@ public sealed class ArtifactTests
         var tmp = Repo.TempDir();
         try
         {
-            foreach (var (name, write) in Artifacts.Defaults)
+            foreach (var (name, config) in ModelKinds.Defaults)
             {
-                write(Path.Combine(tmp, name));
+                ModelKinds.Write(Path.Combine(tmp, name), config);
                 foreach (var file in Directory.GetFiles(Path.Combine(tmp, name)).Select(Path.GetFileName))
                 {
                     var committed = Repo.Path("models", name, file!);

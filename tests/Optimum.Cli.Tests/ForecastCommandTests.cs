@@ -1,3 +1,4 @@
+using Optimum.Inference.Forecasting;
 using System.Globalization;
 using Optimum.Models;
 using Optimum.Tests;
@@ -31,24 +32,24 @@ public sealed class ForecastCommandTests
                 EncoderFfnDim = 8, DecoderFfnDim = 8, Dropout = 0, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
             };
             var model = Path.Combine(tmp, "model");
-            TimeSeriesArtifacts.Write(model, cfg);
+            ModelKinds.Write(model, cfg);
             var options = new TrainerOptions
             {
                 ModelDir = model, OutputDir = Path.Combine(tmp, "run"), Steps = 20, BatchSize = 8, Lr = 3e-3, Warmup = 2, EvalEvery = 0, SaveEvery = 0,
                 Session = new SessionSettings { IntraOpThreads = 1 },
             };
-            var r = TrainCommand.Run(new TrainCommandOptions(options, [csv], SeqLen: 0));
+            var r = TrainCommand.Run(new TrainingJobOptions(options, [csv], SeqLen: 0));
             Assert.Equal(20, r.Steps);
             Assert.True(File.Exists(Path.Combine(tmp, "run", "loss.png")));
             var output = new StringWriter();
-            Assert.Equal(0, ForecastCommand.Run(Path.Combine(tmp, "run", "final"), csv, Path.Combine(tmp, "fc"), null, 50, [0.1, 0.5, 0.9], 0, backtest: 6, season: 12, output));
+            Assert.Equal(0, ForecastCommand.Run(new SeriesForecastOptions { ModelDir = Path.Combine(tmp, "run", "final"), Data = csv, OutDir = Path.Combine(tmp, "fc"), Samples = 50, Backtest = 6, Season = 12 }, output));
             var rows = File.ReadAllLines(Path.Combine(tmp, "fc", "forecasts.csv"));
             Assert.Equal("series,month,mean,median,q0.1,q0.5,q0.9,actual", rows[0]);
             Assert.Equal(1 + 3 * 6, rows.Length);
             Assert.StartsWith("s0,2019-07,", rows[1]);                   // the first held-back month
             Assert.Equal(3, Directory.GetFiles(Path.Combine(tmp, "fc", "forecasts"), "*.png").Length);
             Assert.Matches(@"backtest of the last 6 points: MASE \d+\.\d{3} \(seasonal naive \d+\.\d{3}\)", output.ToString());
-            var bad = Assert.Throws<ArgumentException>(() => ForecastCommand.Run(Path.Combine(tmp, "run", "final"), csv, Path.Combine(tmp, "fc2"), 3, 10, [0.5], 0, backtest: 6, season: 12, TextWriter.Null));
+            var bad = Assert.Throws<ArgumentException>(() => ForecastCommand.Run(new SeriesForecastOptions { ModelDir = Path.Combine(tmp, "run", "final"), Data = csv, OutDir = Path.Combine(tmp, "fc2"), Horizon = 3, Samples = 10, Quantiles = [0.5], Backtest = 6, Season = 12 }, TextWriter.Null));
             Assert.Contains("--backtest 6 and --horizon 3 differ", bad.Message);
         }
         finally { Directory.Delete(tmp, true); }

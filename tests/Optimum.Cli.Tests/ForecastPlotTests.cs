@@ -1,3 +1,4 @@
+using Optimum.Plots;
 using System.Buffers.Binary;
 using Optimum.Tests;
 using Xunit;

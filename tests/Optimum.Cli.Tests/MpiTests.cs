@@ -53,7 +53,7 @@ public sealed class MpiTests(ITestOutputHelper output) : IDisposable
     private string Model()
     {
         var dir = Path.Combine(_dir, "model");
-        Gpt2Artifacts.Write(dir, new Gpt2Config
+        ModelKinds.Write(dir, new Gpt2Config
         {
             VocabSize = 50257, NPositions = 32, NEmbd = 8, NLayer = 1, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
         });

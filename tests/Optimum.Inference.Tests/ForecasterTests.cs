@@ -22,7 +22,7 @@ public sealed class ForecasterTests(ITestOutputHelper output)
         {
             if (Folders.TryGetValue(fixture, out var dir)) return dir;
             dir = Path.Combine(Repo.TempDir(), fixture);
-            Assert.Empty(TimeSeriesArtifacts.Export(Repo.Fixture(fixture), dir));
+            Assert.Empty(ModelKinds.Export(Repo.Fixture(fixture), dir));
             return Folders[fixture] = dir;
         }
     }
@@ -176,7 +176,7 @@ public sealed class ForecasterTests(ITestOutputHelper output)
             NumTimeFeatures = 2, TimeFeatures = "monthly", DModel = 8, EncoderLayers = 1, DecoderLayers = 1, EncoderFfnDim = 8, DecoderFfnDim = 8,
         };
         var dir = Path.Combine(Repo.TempDir(), "nb");
-        TimeSeriesArtifacts.WritePreset(dir, cfg, seed: 1);
+        ModelKinds.WritePreset(dir, cfg, seed: 1);
         using var f = new Forecaster(dir);
         var history = Enumerable.Range(0, 12).Select(k => 1e10f + 1e8f * k).ToArray();
         var fc = f.Predict([new SeriesInput { Values = history, Start = new DateTime(2020, 1, 1) }], new ForecastOptions { Samples = 200, Seed = 2 })[0];

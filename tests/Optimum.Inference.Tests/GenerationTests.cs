@@ -18,7 +18,7 @@ public sealed class GenerationTests : IClassFixture<GenerationTests.Fixture>
         public Fixture()
         {
             var hf = Repo.Fixture("gpt2-tiny");
-            Gpt2Artifacts.Export(hf, Path.Combine(Dir, "gpt2-tiny"));
+            ModelKinds.Export(hf, Path.Combine(Dir, "gpt2-tiny"));
             Lm = new CausalLm(Path.Combine(Dir, "gpt2-tiny"));
             Expected = SafeTensorsFile.ReadAll(Path.Combine(hf, "expected.safetensors"));
         }
@@ -158,7 +158,7 @@ public sealed class BeamSearchByHandTests : IDisposable
     {
         // All weights 0 except ln_f.bias = e0 and wte[:, 0] = log p: every position predicts p whatever the context.
         var cfg = new Gpt2Config { VocabSize = 5, NPositions = 8, NEmbd = 4, NLayer = 1, NHead = 1, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
-        Gpt2Artifacts.Write(_dir, cfg);
+        ModelKinds.Write(_dir, cfg);
         var ps = ModelFolder.ReadParameters(_dir);
         double[] p = [0.5, 0.3, 0.1, 0.06, 0.04];
         var w = ps.Select(q => new float[q.Count]).ToArray();

@@ -16,7 +16,7 @@ public sealed class StreamingTests : IDisposable
     public StreamingTests()
     {
         var cfg = new Gpt2Config { VocabSize = 50257, NPositions = 64, NEmbd = 8, NLayer = 1, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0, InitializerRange = 0.5 };
-        Gpt2Artifacts.WritePreset(_dir, cfg, seed: 1);
+        ModelKinds.WritePreset(_dir, cfg, seed: 1);
         _lm = new CausalLm(_dir);
         _gen = new TextGenerator(_lm, Gpt2Tokenizer.Create());
     }

@@ -18,7 +18,7 @@ public sealed class T5GenerationTests : IDisposable
     {
         _output = output;
         var hf = Repo.Fixture("t5-tiny");
-        Assert.Empty(T5Artifacts.Export(hf, _dir));
+        Assert.Empty(ModelKinds.Export(hf, _dir));
         _lm = new Seq2SeqLm(_dir);
         _e = SafeTensorsFile.ReadAll(Path.Combine(hf, "expected.safetensors"));
     }

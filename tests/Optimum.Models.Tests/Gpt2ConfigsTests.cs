@@ -125,7 +125,7 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
         try
         {
             var art = Path.Combine(tmp, "artifacts");
-            Assert.Empty(Gpt2Artifacts.Export(fixture, art));
+            Assert.Empty(ModelKinds.Export(fixture, art));
             foreach (var f in new[] { "config.json", "training.onnx", "eval.onnx", "inference.onnx", "model.safetensors" })
                 Assert.True(File.Exists(Path.Combine(art, f)), f);
             // Our checkpoint of HF's weights is HF's file, byte for byte.
@@ -135,7 +135,7 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
             var ps = Artifacts.ReadParameters(art);
             var weights = HfWeights.Load(Path.Combine(art, "model.safetensors"), ps, out _);
             var hf = Path.Combine(tmp, "hf");
-            Gpt2Artifacts.ExportHf(hf, cfg, ps, weights);
+            ModelKinds.ExportHf(hf, cfg, ps, weights);
             Assert.Equal(File.ReadAllBytes(Path.Combine(fixture, "model.safetensors")), File.ReadAllBytes(Path.Combine(hf, "model.safetensors")));
             var back = HfConfig.Load(Path.Combine(hf, "config.json"));
             Assert.Null(back.Json["optimum"]);
@@ -153,7 +153,7 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
         try
         {
             var probe = new Gpt2Harness(UntiedQuickGelu);
-            Gpt2Artifacts.ExportHf(tmp, UntiedQuickGelu, probe.Parameters, probe.Weights);
+            ModelKinds.ExportHf(tmp, UntiedQuickGelu, probe.Parameters, probe.Weights);
             using (var f = SafeTensorsFile.Open(Path.Combine(tmp, "model.safetensors")))
                 Assert.Contains("lm_head.weight", f.Names);
             var wider = new Gpt2Harness(UntiedQuickGelu with { NEmbd = 10 });

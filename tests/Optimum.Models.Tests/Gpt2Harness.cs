@@ -18,7 +18,7 @@ internal sealed class Gpt2Harness : IDisposable
         Decoder = new GraphBuilder("decoder");
         Gpt2.DefineDecoder(Decoder, config, type);
         Parameters = Training.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic())).ToArray();
-        Weights = weights ?? Gpt2Init.Initialize(Parameters, config, seed);
+        Weights = weights ?? ModelKinds.Initialize(Parameters, config, seed);
     }
 
     public Gpt2Config Config { get; }

@@ -58,7 +58,7 @@ public sealed class TimeSeriesConfigsTests(ITestOutputHelper output)
     {
         bool dbl = dt == DType.Double;
         var ps = graph.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic()) { Trainable = !graph.IsBuffer(p) }).ToArray();
-        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 3);
+        var init = ModelKinds.Initialize(ps, cfg, 3);
         // Larger weights than HF's init so that every path carries gradient (less in float, whose large step
         // needs a smooth loss); buffers as initialised.
         double gain = dbl ? 10 : 3;

@@ -27,7 +27,7 @@ public sealed class ForecastFixture : IDisposable
     {
         Root = Repo.TempDir();
         Dir = Path.Combine(Root, "informer");
-        Assert.Empty(TimeSeriesArtifacts.Export(Repo.Fixture("informer-tiny"), Dir));
+        Assert.Empty(ModelKinds.Export(Repo.Fixture("informer-tiny"), Dir));
         Optimum.Data.SeriesIds.Save(Dir, ["alpha", "beta", "gamma"]);       // the series-index categorical by name
     }
 

@@ -23,12 +23,12 @@ public sealed class ModelFixture : IDisposable
     {
         Root = Repo.TempDir();
         Dir = Path.Combine(Root, "tiny-gpt2");
-        Gpt2Artifacts.WritePreset(Dir, new Gpt2Config
+        ModelKinds.WritePreset(Dir, new Gpt2Config
         {
             VocabSize = 50257, NPositions = 128, NEmbd = 8, NLayer = 1, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0, InitializerRange = 0.5,
         }, seed: 2);
         SlowDir = Path.Combine(Root, "slow-gpt2");
-        Gpt2Artifacts.WritePreset(SlowDir, new Gpt2Config
+        ModelKinds.WritePreset(SlowDir, new Gpt2Config
         {
             VocabSize = 50257, NPositions = 1024, NEmbd = 64, NLayer = 4, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
         }, seed: 3);
@@ -41,7 +41,7 @@ public sealed class ModelFixture : IDisposable
     {
         var dir = Path.Combine(Repo.TempDir(), "tiny-t5");
         var tok = Optimum.Hub.SymbolTokenizer.Build([("cat", "K AE T"), ("dog", "D AO G")]);
-        T5Artifacts.WritePreset(dir, new T5Config
+        ModelKinds.WritePreset(dir, new T5Config
         {
             VocabSize = tok.VocabSize, DModel = 16, DKv = 4, NumHeads = 2, DFf = 32, NumLayers = 1, NumDecoderLayers = 1, RelativeAttentionNumBuckets = 8,
             RelativeAttentionMaxDistance = 16, MaxLength = 24, DropoutRate = 0,

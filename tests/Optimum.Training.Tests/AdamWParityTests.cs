@@ -19,7 +19,7 @@ public sealed class AdamWParityTests(ITestOutputHelper output) : IDisposable
     {
         var fixture = Repo.Fixture("gpt2-tiny");
         var model = Path.Combine(_dir, "gpt2-tiny");
-        Gpt2Artifacts.Export(fixture, model);
+        ModelKinds.Export(fixture, model);
         var ps = ModelFolder.ReadParameters(model);
         var expected = SafeTensorsFile.ReadAll(Path.Combine(fixture, "expected.safetensors"));
         using var store = new ParameterStore(ps);

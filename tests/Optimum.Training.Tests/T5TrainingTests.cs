@@ -42,9 +42,9 @@ public sealed class T5TrainingTests : IDisposable
     [Fact]
     public void T5_LearnsAToyMapping_AndZero1MatchesOneRank()
     {
-        T5Artifacts.Write(Path.Combine(_dir, "model"), Tiny);
+        ModelKinds.Write(Path.Combine(_dir, "model"), Tiny);
         var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "model"));
-        var init = T5Artifacts.Initialize(ps, Tiny, 3);
+        var init = ModelKinds.Initialize(ps, Tiny, 3);
         TrainResult learned;
         using (var t = new Trainer(Options("learn", 16, 150, "adamw"), Data(), init))
             learned = t.Run();

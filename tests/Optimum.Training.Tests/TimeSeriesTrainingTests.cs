@@ -37,11 +37,11 @@ public sealed class TimeSeriesTrainingTests : IDisposable
     public void Informer_Learns_UpdatesBatchNormStatistics_LeavesPositionTables_AndResumesExactly()
     {
         var cfg = Config("informer");
-        TimeSeriesArtifacts.Write(Path.Combine(_dir, "informer"), cfg);
+        ModelKinds.Write(Path.Combine(_dir, "informer"), cfg);
         var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "informer"));
         Assert.Equal(["model.decoder.embed_positions.weight", "model.encoder.conv_layers.0.norm.running_mean", "model.encoder.conv_layers.0.norm.running_var", "model.encoder.embed_positions.weight"],
             ps.Where(p => !p.Trainable).Select(p => p.Name).Order(StringComparer.Ordinal));
-        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 1);
+        var init = ModelKinds.Initialize(ps, cfg, 1);
         float[][] learned;
         TrainResult r;
         using (var t = new Trainer(Options("informer", "learn", 60), Data(cfg), init))
@@ -78,9 +78,9 @@ public sealed class TimeSeriesTrainingTests : IDisposable
     public void Tst_Zero1OverTwoRanks_MatchesOneRank()
     {
         var cfg = Config("time_series_transformer") with { Dropout = 0, EncoderLayerdrop = 0 };
-        TimeSeriesArtifacts.Write(Path.Combine(_dir, "tst"), cfg);
+        ModelKinds.Write(Path.Combine(_dir, "tst"), cfg);
         var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "tst"));
-        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 2);
+        var init = ModelKinds.Initialize(ps, cfg, 2);
         float[][] one;
         using (var t = new Trainer(Options("tst", "one", 5, 8), Data(cfg), init))
         {
@@ -105,9 +105,9 @@ public sealed class TimeSeriesTrainingTests : IDisposable
     public void Informer_Zero1_KeepsRanksAndBatchNormStatisticsIdentical()
     {
         var cfg = Config("informer");
-        TimeSeriesArtifacts.Write(Path.Combine(_dir, "informer"), cfg);
+        ModelKinds.Write(Path.Combine(_dir, "informer"), cfg);
         var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "informer"));
-        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 1);
+        var init = ModelKinds.Initialize(ps, cfg, 1);
         var ranks = new InProcessWorld(2).Run(c =>
         {
             using var t = new Trainer(Options("informer", "zero", 6, 8), Data(cfg), init, c);
@@ -137,9 +137,9 @@ public sealed class TimeSeriesTrainingTests : IDisposable
     public void SkippedSteps_LeaveWeightsAndBatchNormStatisticsAsTheyWere()
     {
         var cfg = Config("informer");
-        TimeSeriesArtifacts.Write(Path.Combine(_dir, "informer"), cfg);
+        ModelKinds.Write(Path.Combine(_dir, "informer"), cfg);
         var ps = ModelFolder.ReadParameters(Path.Combine(_dir, "informer"));
-        var init = TimeSeriesArtifacts.Initialize(ps, cfg, 1);
+        var init = ModelKinds.Initialize(ps, cfg, 1);
         float[][] Run(string name, IBatchSource data, TrainerOptions o, long expectSkipped)
         {
             using var t = new Trainer(o, data, init);

@@ -21,7 +21,7 @@ public sealed class TrainerTests : IDisposable
     private string Model(Gpt2Config c, string name = "model")
     {
         var dir = Path.Combine(_dir, name);
-        if (!Directory.Exists(dir)) Gpt2Artifacts.Write(dir, c);
+        if (!Directory.Exists(dir)) ModelKinds.Write(dir, c);
         return dir;
     }
 
@@ -40,7 +40,7 @@ public sealed class TrainerTests : IDisposable
         Session = new SessionSettings { IntraOpThreads = 1 },
     };
 
-    private static float[][] Init(string model, int seed = 3) => Gpt2Init.Initialize(ModelFolder.ReadParameters(model), Tiny, seed);
+    private static float[][] Init(string model, int seed = 3) => ModelKinds.Initialize(ModelFolder.ReadParameters(model), Tiny, seed);
 
     [Fact]
     public void ResumeIsExact_TwentyStepsEqualTenPlusTen()

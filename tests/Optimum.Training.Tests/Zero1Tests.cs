@@ -24,7 +24,7 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
     private string Model()
     {
         var dir = Path.Combine(_dir, "model");
-        if (!Directory.Exists(dir)) Gpt2Artifacts.Write(dir, Tiny);
+        if (!Directory.Exists(dir)) ModelKinds.Write(dir, Tiny);
         return dir;
     }
 
@@ -41,7 +41,7 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
         Session = new SessionSettings { IntraOpThreads = 1 },
     };
 
-    private float[][] Init() => Gpt2Init.Initialize(ModelFolder.ReadParameters(Model()), Tiny, 1);
+    private float[][] Init() => ModelKinds.Initialize(ModelFolder.ReadParameters(Model()), Tiny, 1);
 
     private (float[][] Weights, TrainResult Result, long[] StateBytes) Train(int ranks, string outDir, long steps = 8, Func<TrainerOptions, TrainerOptions>? edit = null, CancellationToken cancel = default)
     {

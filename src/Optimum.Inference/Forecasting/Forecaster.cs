@@ -54,32 +54,19 @@ public sealed class Forecaster : IDisposable
     public Forecaster(string modelDir, IReadOnlyList<float[]>? weights = null, SessionSettings? settings = null)
     {
         ModelDir = modelDir;
-        var cfg = ModelFolder.ReadConfig(modelDir);
-        if (cfg.ModelType is not ("time_series_transformer" or "informer"))
-            throw new InvalidDataException($"{cfg.Source}: model_type '{cfg.ModelType}' is not a forecasting model (time_series_transformer or informer).");
+        var hf = ModelFolder.ReadConfig(modelDir);
+        if (hf.ModelType is not ("time_series_transformer" or "informer"))
+            throw new InvalidDataException($"{hf.Source}: model_type '{hf.ModelType}' is not a forecasting model (time_series_transformer or informer).");
+        var c = TimeSeriesConfig.FromHf(hf);
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
-        ModelType = cfg.ModelType;
-        PredictionLength = cfg.Int("prediction_length", 0);
-        ContextLength = cfg.OptionalInt("context_length") ?? PredictionLength;
-        _lags = Ints(cfg, "lags_sequence") ?? throw new InvalidDataException($"{cfg.Source}: lags_sequence is missing.");
-        PastLength = ContextLength + _lags.Max();
-        TimeFeatureCount = cfg.Int("num_time_features", 0) + cfg.Int("num_dynamic_real_features", 0);
-        StaticCategoricalCount = cfg.Int("num_static_categorical_features", 0);
-        _cardinality = StaticCategoricalCount > 0 ? Ints(cfg, "cardinality") ?? throw new InvalidDataException($"{cfg.Source}: cardinality is missing.") : [];
-        if (_cardinality.Length != StaticCategoricalCount || _lags.Length == 0)
-            throw new InvalidDataException($"{cfg.Source}: {_cardinality.Length} cardinalities for {StaticCategoricalCount} static categorical features, {_lags.Length} lags.");
-        StaticRealCount = cfg.Int("num_static_real_features", 0);
-        Distribution = cfg.String("distribution_output", "student_t");
-        TimeFeatureKind = cfg.Json["time_features"] is null ? null : cfg.String("time_features", "");
-        var decoderInputs = ModelFolder.ReadInputs(modelDir, "decoder");
-        FeatureSize = int.Parse(decoderInputs.First(i => i.Name == "inputs_embeds").Shape[2]);
-        EncoderLength = int.Parse(decoderInputs.First(i => i.Name == "encoder_last_hidden_state").Shape[1]);
-        DModel = int.Parse(decoderInputs.First(i => i.Name == "encoder_last_hidden_state").Shape[2]);
-        StaticFeatureCount = FeatureSize - _lags.Length - TimeFeatureCount;
-        UsesSeed = decoderInputs.Any(i => i.Name == GraphInputs.DropoutSeed);
+        ModelType = c.ModelType;
+        (PredictionLength, ContextLength, PastLength, _lags) = (c.PredictionLength, c.ContextLength, c.PastLength, c.LagsSequence);
+        (TimeFeatureCount, StaticCategoricalCount, _cardinality, StaticRealCount) = (c.TimeFeatureCount, c.NumStaticCategoricalFeatures, c.Cardinality, c.NumStaticRealFeatures);
+        (Distribution, TimeFeatureKind, FeatureSize, EncoderLength, DModel) = (c.DistributionOutput, c.TimeFeatures, c.FeatureSize, c.EncoderOutputLength, c.DModel);
+        StaticFeatureCount = c.StaticFeatureCount;
+        UsesSeed = ModelFolder.ReadInputs(modelDir, "decoder").Any(i => i.Name == GraphInputs.DropoutSeed);
         SeriesNames = SeriesIds.Load(modelDir);
-        if (PredictionLength < 1 || StaticFeatureCount < 2) throw new InvalidDataException($"{cfg.Source}: prediction_length {PredictionLength} / feature sizes do not describe a forecasting model.");
         using var options = (settings ?? new SessionSettings()).CreateOptions();
         _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, "encoder.onnx"), ps, weights, options);
         try { _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, "decoder.onnx"), ps, weights, options); }
@@ -87,15 +74,6 @@ public sealed class Forecaster : IDisposable
         {
             _encoder.Dispose();
             throw;
-        }
-    }
-
-    private static int[]? Ints(HfConfig cfg, string key)
-    {
-        try { return cfg.Json[key]?.AsArray().Select(n => n!.GetValue<int>()).ToArray(); }
-        catch (Exception e) when (e is InvalidOperationException or NullReferenceException or FormatException)
-        {
-            throw new InvalidDataException($"{cfg.Source}: '{key}' must be a list of integers.", e);
         }
     }
 

@@ -1,4 +1,4 @@
-namespace Optimum.Cli;
+namespace Optimum.Plots;
 
 /// <summary>PNG charts of probabilistic forecasts.</summary>
 public static class ForecastPlot

@@ -1,4 +1,4 @@
-namespace Optimum.Cli;
+namespace Optimum.Plots;
 
 /// <summary>PNG charts of training runs.</summary>
 public static class Plot
@@ -18,7 +18,7 @@ public static class Plot
     }
 
     /// <summary>Training loss per step (and its running mean) with validation losses; written atomically.</summary>
-    public static void TrainingCurve(IReadOnlyList<Optimum.Training.StepMetrics> steps, IReadOnlyList<Optimum.Training.EvalMetrics> evals, string path, string title)
+    public static void TrainingCurve(IReadOnlyList<(long Step, double Loss)> steps, IReadOnlyList<(long Step, double Loss)> evals, string path, string title)
     {
         var plt = new ScottPlot.Plot();
         var xs = steps.Select(m => (double)m.Step).ToArray();
@@ -35,8 +35,8 @@ public static class Plot
         s.LineWidth = 2;
         if (evals.Count > 0)
         {
-            var v = plt.Add.Scatter(evals.Select(e => (double)e.Step).ToArray(), evals.Select(e => e.ValidationLoss).ToArray());
-            v.LegendText = $"validation loss (last {evals[^1].ValidationLoss:F3})";
+            var v = plt.Add.Scatter(evals.Select(e => (double)e.Step).ToArray(), evals.Select(e => e.Loss).ToArray());
+            v.LegendText = $"validation loss (last {evals[^1].Loss:F3})";
             v.MarkerSize = 7;
         }
         plt.Title(title);
@@ -47,7 +47,7 @@ public static class Plot
     }
 
     /// <summary>Writes the chart as a 900x540 PNG to a temporary name beside <paramref name="path"/>, then renames it.</summary>
-    internal static void Save(ScottPlot.Plot plt, string path)
+    public static void Save(ScottPlot.Plot plt, string path)
     {
         var tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileNameWithoutExtension(path)}.{Environment.ProcessId}.png");
         plt.SavePng(tmp, 900, 540);

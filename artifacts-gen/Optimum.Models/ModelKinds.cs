@@ -1,0 +1,117 @@
+using System.Text.Json.Nodes;
+using Optimum.Core;
+using Optimum.Hub;
+using Optimum.Inference;
+
+namespace Optimum.Models;
+
+/// <summary>
+/// The registry of model kinds: the one place that maps a config.json <c>model_type</c> (or a typed
+/// config) to its <see cref="IModelKind"/>, and the operations every kind shares through it: export of an
+/// HF folder, presets, initial weights, HF export and loading for inference.
+/// </summary>
+public static class ModelKinds
+{
+    /// <summary>Every kind, in registration order. A new family is one folder and one line here.</summary>
+    public static IReadOnlyList<IModelKind> All { get; } =
+    [
+        new Gpt2Kind(),
+        new T5Kind(),
+        new TimeSeriesKind(),
+        new MlpKind(),
+    ];
+
+    /// <summary>Every model_type a kind reads.</summary>
+    public static IEnumerable<string> ModelTypes => All.SelectMany(k => k.ModelTypes);
+
+    /// <summary>The kind reading <paramref name="config"/>'s model_type; an unknown or missing type is refused naming the file.</summary>
+    public static IModelKind For(HfConfig config)
+    {
+        var type = config.ModelType ?? throw new InvalidDataException($"{config.Source}: model_type is missing (known: {string.Join(", ", ModelTypes)}).");
+        return All.FirstOrDefault(k => k.ModelTypes.Contains(type))
+            ?? throw new InvalidDataException($"{config.Source}: model_type '{type}' is not a known model kind (known: {string.Join(", ", ModelTypes)}).");
+    }
+
+    /// <summary>The kind whose typed config <paramref name="config"/> is.</summary>
+    public static IModelKind For(object config) => All.FirstOrDefault(k => k.ConfigType == config.GetType())
+        ?? throw new ArgumentException($"{config.GetType().Name} is not the config of a registered model kind.", nameof(config));
+
+    /// <summary>A model folder's kind and typed config.</summary>
+    public static (IModelKind Kind, object Config) Read(string modelDir)
+    {
+        var cfg = ModelFolder.ReadConfig(modelDir);
+        var kind = For(cfg);
+        return (kind, kind.ReadConfig(cfg));
+    }
+
+    /// <summary>Writes config.json and the graphs of a model folder for a typed config (no weights).</summary>
+    public static void Write(string dir, object config) => For(config).Write(dir, config);
+
+    /// <summary>Initial weights for a typed config, deterministic in the seed and the parameter order.</summary>
+    public static float[][] Initialize(IReadOnlyList<ParameterInfo> parameters, object config, int seed) => For(config).Initialize(parameters, config, seed);
+
+    /// <summary>Writes a model folder with weights initialised from <paramref name="seed"/>.</summary>
+    public static void WritePreset(string outDir, object config, int seed = 0)
+    {
+        var kind = For(config);
+        kind.Write(outDir, config);
+        Artifacts.WriteWeights(outDir, null, ps => kind.Initialize(ps, config, seed));
+    }
+
+    /// <summary>
+    /// <c>optimum-net export</c>: an HF folder (config.json, model.safetensors) of any kind to a model folder with
+    /// the graphs and the weights (HF names, F32). Without model.safetensors the weights are initialised from
+    /// <paramref name="seed"/>. Returns checkpoint tensors that were not used.
+    /// </summary>
+    public static IReadOnlyList<string> Export(string hfDir, string outDir, int seed = 0)
+    {
+        var hf = HfConfig.Load(Path.Combine(hfDir, ModelFolder.ConfigFile));
+        var kind = For(hf);
+        var config = kind.ReadConfig(hf);
+        kind.Write(outDir, config);
+        return Artifacts.WriteWeights(outDir, hfDir, ps => kind.Initialize(ps, config, seed));
+    }
+
+    /// <summary>
+    /// Writes an HF folder that <c>from_pretrained</c> loads for a typed config: config.json (HF keys only) and
+    /// model.safetensors (F32, HF names).
+    /// </summary>
+    public static void ExportHf(string outDir, object config, IReadOnlyList<ParameterInfo> parameters, IReadOnlyList<float[]> weights) =>
+        HfWeights.SaveFolder(outDir, For(config).ToHf(config), parameters, weights);
+
+    /// <summary>Weights of a model folder: its model.safetensors, or its kind's initialisation from <paramref name="seed"/>.</summary>
+    public static float[][] InitialWeights(string modelDir, int seed, Action<string>? log = null)
+    {
+        var ps = ModelFolder.ReadParameters(modelDir);
+        var path = Path.Combine(modelDir, ModelFolder.WeightsFile);
+        if (File.Exists(path))
+        {
+            log?.Invoke($"weights: {path}");
+            var w = HfWeights.Load(path, ps, out var unused);
+            foreach (var u in unused) log?.Invoke($"warning: '{u}' in {path} is not a parameter of the model");
+            return w;
+        }
+        var (kind, config) = Read(modelDir);
+        log?.Invoke($"weights: {kind.ModelTypes[0]} initialisation from seed {seed} (no {ModelFolder.WeightsFile} in {modelDir})");
+        return kind.Initialize(ps, config, seed);
+    }
+
+    /// <summary>Loads a model folder with weights for inference (text generation or forecasting); the caller disposes it.</summary>
+    public static LoadedModel Load(string modelDir, SessionSettings? settings = null) => Read(modelDir).Kind.Load(modelDir, settings);
+
+    /// <summary>Built-in configs for <c>export --preset</c>, by name.</summary>
+    public static IReadOnlyDictionary<string, object> Presets { get; } = new SortedDictionary<string, object>(StringComparer.Ordinal)
+    {
+        ["gpt2-mini"] = Gpt2Kind.Mini,
+    };
+
+    /// <summary>The default model folders committed under models/, by folder name (graphs and config; no weights).</summary>
+    public static IReadOnlyDictionary<string, object> Defaults { get; } = new SortedDictionary<string, object>(StringComparer.Ordinal)
+    {
+        ["gpt2-mini"] = Gpt2Kind.Mini,
+        ["mlp-digits"] = new MlpConfig(),
+    };
+
+    /// <summary>The HF config document of a typed config (see <see cref="IModelKind.ToHf"/>).</summary>
+    public static JsonObject ToHf(object config) => For(config).ToHf(config);
+}

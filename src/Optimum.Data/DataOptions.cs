@@ -1,0 +1,13 @@
+namespace Optimum.Data;
+
+/// <summary>
+/// What a model kind needs to open its training data (see <c>IModelKind.OpenTrainingData</c>).
+/// </summary>
+/// <param name="ModelDir">The model folder (its tokenizer files, e.g. vocab.json or spiece.model, live there).</param>
+/// <param name="Files">Text files or folders (causal LMs), pair files (seq2seq) or series files (time series).</param>
+/// <param name="SeqLen">Tokens per causal-LM window.</param>
+/// <param name="ValidationFraction">Share of the text or pairs held out for validation.</param>
+/// <param name="CacheDir">Where token caches go (null = the default cache folder).</param>
+/// <param name="Holdout">Time series: points at the end of each series kept out of training windows (null = prediction_length).</param>
+public sealed record DataOptions(string ModelDir, IReadOnlyList<string> Files, int SeqLen = 128, double ValidationFraction = 0.05,
+    string? CacheDir = null, int? Holdout = null);

@@ -1,0 +1,111 @@
+using Optimum.Core;
+using Optimum.Data;
+using Optimum.Distributed;
+using Optimum.Models;
+using Optimum.Plots;
+
+namespace Optimum.Training;
+
+/// <summary>Options of a <see cref="TrainingJob"/> beyond the trainer's own.</summary>
+/// <param name="Trainer">The trainer's options.</param>
+/// <param name="Data">Text files (GPT-2), pair files (T5) or series files (time-series models): what the model's kind reads.</param>
+/// <param name="SeqLen">Tokens per causal-LM window.</param>
+/// <param name="ValidationFraction">Share of the text or pairs held out for validation.</param>
+/// <param name="CacheDir">Where token caches go.</param>
+/// <param name="Holdout">Time series: points at the end of each series kept out of training windows (default: prediction_length).</param>
+public sealed record TrainingJobOptions(TrainerOptions Trainer, IReadOnlyList<string> Data, int SeqLen = 128, double ValidationFraction = 0.05,
+    string? CacheDir = null, int? Holdout = null);
+
+/// <summary>
+/// A whole training run of a model folder on files, for any model kind: the kind opens and checks the data, the
+/// weights come from the folder (or the kind's initialisation), the <see cref="Trainer"/> runs, and rank 0 writes
+/// what inference needs of the data (e.g. series.json) beside final/ and a loss-curve PNG (loss.png) beside
+/// metrics.jsonl. <see cref="Open"/> gives the trainer to observe (progress bars) before <see cref="Run(CancellationToken)"/>;
+/// <see cref="Run(TrainingJobOptions, TextWriter, CancellationToken, int)"/> does it all with progress lines.
+/// Owns the trainer; dispose it.
+/// </summary>
+public sealed class TrainingJob : IDisposable
+{
+    private readonly TrainingJobOptions _o;
+    private readonly ICommunicator _comm;
+    private readonly Action<string> _say;
+
+    private TrainingJob(TrainingJobOptions o, ICommunicator comm, Action<string>? log)
+    {
+        (_o, _comm) = (o, comm);
+        _say = s => { if (comm.Rank == 0) log?.Invoke(s); };
+        var t = o.Trainer;
+        (Kind, var config) = ModelKinds.Read(t.ModelDir);
+        Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout), config, _say);
+        var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
+        Trainer = new Trainer(t, Data, weights, comm);
+        Trainer.Log += _say;
+        _say($"model: {Trainer.Store.Parameters.Count} tensors, {Trainer.Store.Parameters.Sum(p => p.Count):N0} parameters; optimizer state {Trainer.Optimizer.StateBytes / 1e6:F1} MB per rank");
+        if (comm.Size > 1) _say($"ZeRO-1 over {comm.Size} ranks ({comm.Backend}): global batch {t.BatchSize * t.GradAccum * comm.Size} samples");
+    }
+
+    /// <summary>
+    /// Opens the data, the weights and the trainer of one rank (the only one without <paramref name="comm"/>);
+    /// <paramref name="log"/> receives rank 0's messages.
+    /// </summary>
+    public static TrainingJob Open(TrainingJobOptions options, ICommunicator? comm = null, Action<string>? log = null) =>
+        new(options, comm ?? new SingleProcess(), log);
+
+    public IModelKind Kind { get; }
+    public IBatchSource Data { get; }
+    public Trainer Trainer { get; }
+    /// <summary>Throughput unit of the progress figures ("tok/s", "windows/s").</summary>
+    public string ThroughputUnit => Kind.ThroughputUnit;
+
+    /// <summary>Trains; then rank 0 saves the data files beside the output and final/ and plots loss.png.</summary>
+    public TrainResult Run(CancellationToken cancel = default)
+    {
+        var result = Trainer.Run(cancel);
+        if (_comm.Rank != 0) return result;
+        var t = _o.Trainer;
+        foreach (var dir in new[] { t.OutputDir, Path.Combine(t.OutputDir, "final") }.Where(Directory.Exists))
+            Kind.SaveDataFiles(Data, dir);
+        if (result.History.Count > 0)
+        {
+            var png = Path.Combine(t.OutputDir, "loss.png");
+            Plot.TrainingCurve(result.History.Select(m => (m.Step, m.Loss)).ToArray(), result.Evals.Select(e => (e.Step, e.ValidationLoss)).ToArray(), png,
+                $"{Kind.ModelTypes[0]} on {string.Join(", ", _o.Data.Select(Path.GetFileName))}");
+            _say($"loss curve: {png}; metrics: {Path.Combine(t.OutputDir, "metrics.jsonl")}");
+        }
+        if (result.SkippedSteps > 0) _say($"{result.SkippedSteps} step(s) skipped for non-finite loss or gradients");
+        if (result.Interrupted) _say($"interrupted at step {result.Steps}; checkpoint {result.LastCheckpoint}; continue with --resume latest");
+        return result;
+    }
+
+    /// <summary>
+    /// Trains in one call on <paramref name="ranks"/> in-process ranks (threads; ZeRO-1 when more than one), writing
+    /// messages, evaluations and about 20 progress lines to <paramref name="progress"/>; returns rank 0's result.
+    /// </summary>
+    public static TrainResult Run(TrainingJobOptions options, TextWriter? progress = null, CancellationToken cancel = default, int ranks = 1)
+    {
+        TrainResult One(ICommunicator? comm)
+        {
+            using var job = Open(options, comm, progress is null ? null : progress.WriteLine);
+            if (progress is not null && (comm?.Rank ?? 0) == 0) job.WriteProgressTo(progress);
+            return job.Run(cancel);
+        }
+        return InProcessWorld.RunRanks(ranks, One);
+    }
+
+    /// <summary>Writes evaluations and about 20 step lines (loss, lr, gradient norm, throughput, ETA) to <paramref name="output"/>.</summary>
+    public void WriteProgressTo(TextWriter output)
+    {
+        var t = _o.Trainer;
+        long every = Math.Max(1, t.Steps / 20);
+        Trainer.Evaluated += e => output.WriteLine($"step {e.Step,6}  val_loss {e.ValidationLoss:F4}");
+        Trainer.StepCompleted += m =>
+        {
+            if (m.Step % every != 0 && m.Step != m.TotalSteps && m.Step != 1) return;
+            var eta = TimeSpan.FromSeconds(m.ElapsedSeconds / m.Step * (m.TotalSteps - m.Step));
+            var comm = m.CommSeconds > 0 ? $"  comm {m.CommSeconds / m.StepSeconds:P0}" : "";
+            output.WriteLine($"step {m.Step,6}/{m.TotalSteps}  loss {m.Loss:F4}  lr {m.Lr:E2}  grad_norm {m.GradNorm:F3}  {m.TokensPerSecond,8:N0} {ThroughputUnit}{comm}  eta {eta:hh\\:mm\\:ss}");
+        };
+    }
+
+    public void Dispose() => Trainer.Dispose();
+}
