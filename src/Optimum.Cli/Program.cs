@@ -216,71 +216,8 @@ serve.SetAction(r => Cli.Guard(() =>
 }));
 root.Subcommands.Add(serve);
 
-// bench train: throughput against ORT's MatMul peak (and optionally TorchSharp).
-var bJson = new Option<bool>("--json") { Description = "One JSON object per measurement." };
-var bThreads = new Option<int>("--threads") { Description = "Intra-op threads.", DefaultValueFactory = _ => 2 };
-var bSteps = new Option<int>("--steps") { Description = "Measured steps (after 2 warm-up steps).", DefaultValueFactory = _ => 5 };
-var bLayers = new Option<int>("--layers") { DefaultValueFactory = _ => 6 };
-var bWidth = new Option<int>("--width") { DefaultValueFactory = _ => 384 };
-var bHeads = new Option<int>("--heads") { DefaultValueFactory = _ => 6 };
-var bSeq = new Option<int>("--seq") { DefaultValueFactory = _ => 256 };
-var bVocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 50257 };
-var bBatch = new Option<int>("--batch") { DefaultValueFactory = _ => 8 };
-var bProfile = new Option<bool>("--profile") { Description = "Also print ORT's profile by op type." };
-var bTorch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratio." };
-var bTorchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => "../shared/tools/torch-ref/run.sh" };
-var benchTrain = new Command("train", "Training throughput of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
-{
-    bJson, bThreads, bSteps, bLayers, bWidth, bHeads, bSeq, bVocab, bBatch, bProfile, bTorch, bTorchPath,
-};
-benchTrain.SetAction(r => Cli.Guard(() => BenchCommand.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), r.GetValue(bSeq),
-    r.GetValue(bVocab), r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson), r.GetValue(bProfile),
-    r.GetValue(bTorch) ? r.GetValue(bTorchPath) : null), Console.Out)));
-var bzWorker = new Option<bool>("--worker") { Description = "Internal: one measurement, run by bench zero under mpirun.", Hidden = true };
-var benchZero = new Command("zero", "ZeRO-1 step time at N=1 and N=2 ranks, communication share and optimizer state per rank.")
-{
-    bJson, bThreads, bSteps, bLayers, bWidth, bHeads, bSeq, bVocab, bBatch, bzWorker,
-};
-benchZero.SetAction(r => Cli.Guard(() => BenchZero.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), r.GetValue(bSeq),
-    r.GetValue(bVocab), r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson)), r.GetValue(bzWorker), Console.Out)));
-var bgPrompt = new Option<int>("--prompt") { Description = "Prompt tokens.", DefaultValueFactory = _ => 32 };
-var bgNew = new Option<int>("--new-tokens") { Description = "Tokens to generate.", DefaultValueFactory = _ => 256 };
-var benchGenerate = new Command("generate", "Batch-1 greedy generation tokens/s with and without the KV cache, and time to first token.")
-{
-    bJson, bThreads, bLayers, bWidth, bHeads, bVocab, bgPrompt, bgNew, bProfile,
-};
-benchGenerate.SetAction(r => Cli.Guard(() => BenchGenerate.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
-    r.GetValue(bVocab), 1, r.GetValue(bThreads), 0, 0, r.GetValue(bJson), r.GetValue(bProfile)), r.GetValue(bgPrompt), r.GetValue(bgNew), Console.Out)));
-var bsClients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 4 };
-var bsRequests = new Option<int>("--requests") { Description = "Requests per client.", DefaultValueFactory = _ => 10 };
-var bsTokens = new Option<int>("--max-tokens") { Description = "Tokens per completion.", DefaultValueFactory = _ => 32 };
-var benchServe = new Command("serve", "Service latency (p50/p99) and throughput under a fixed concurrent load on loopback.")
-{
-    bJson, bThreads, bLayers, bWidth, bHeads, bVocab, bsClients, bsRequests, bsTokens,
-};
-benchServe.SetAction(r => Cli.Guard(() => BenchServe.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
-    r.GetValue(bVocab), 1, r.GetValue(bThreads), 0, 0, r.GetValue(bJson)), r.GetValue(bsClients), r.GetValue(bsRequests), r.GetValue(bsTokens), Console.Out)));
-var btSrc = new Option<int>("--source") { Description = "Source tokens.", DefaultValueFactory = _ => 128 };
-var btTgt = new Option<int>("--target") { Description = "Target tokens.", DefaultValueFactory = _ => 64 };
-var btVocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 32128 };
-var benchT5 = new Command("t5", "T5 training throughput (default 6+6 layers, d_model 384, 128/64 tokens) and generation tokens/s.")
-{
-    bJson, bThreads, bSteps, bLayers, bWidth, bHeads, bBatch, btSrc, btTgt, btVocab, bProfile,
-};
-benchT5.SetAction(r => Cli.Guard(() => BenchT5.Run(new BenchOptions(r.GetValue(bLayers), r.GetValue(bWidth), r.GetValue(bHeads), 0,
-    0, r.GetValue(bBatch), r.GetValue(bThreads), r.GetValue(bSteps), 2, r.GetValue(bJson), r.GetValue(bProfile)), r.GetValue(btSrc), r.GetValue(btTgt), r.GetValue(btVocab), Console.Out)));
-var bfModel = new Option<string>("--model") { Description = "informer, tst or both.", DefaultValueFactory = _ => "both" };
-var bfBatch = new Option<int>("--batch") { Description = "Training windows per step.", DefaultValueFactory = _ => 64 };
-var bfSteps = new Option<int>("--steps") { Description = "Measured training steps (after 3 warm-up steps).", DefaultValueFactory = _ => 30 };
-var bfSamples = new Option<int>("--samples") { Description = "Sample paths per forecast.", DefaultValueFactory = _ => 100 };
-var benchForecast = new Command("forecast", "Informer / Time Series Transformer training windows/s and forecast latency (ms per series for 100 paths).")
-{
-    bJson, bThreads, bfModel, bfBatch, bfSteps, bfSamples,
-};
-benchForecast.SetAction(r => Cli.Guard(() => BenchForecast.Run(r.GetValue(bfModel)!, r.GetValue(bfBatch), r.GetValue(bThreads), r.GetValue(bfSteps), r.GetValue(bfSamples),
-    r.GetValue(bJson), "out/bench", Console.Out)));
-var bench = new Command("bench", "Performance measurements (not tests).") { benchTrain, benchZero, benchGenerate, benchServe, benchT5, benchForecast };
-root.Subcommands.Add(bench);
+// bench: performance measurements (src/Optimum.Cli/Bench/).
+root.Subcommands.Add(BenchCommands.Create());
 
 // mpi-check: verify the MPI setup (run under mpirun).
 var mcChunk = new Option<int>("--chunk") { Description = "Elements per MPI call (small values exercise the splitting of large counts).", DefaultValueFactory = _ => 333 };

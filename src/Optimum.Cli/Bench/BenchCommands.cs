@@ -1,0 +1,101 @@
+using Optimum.Core;
+using System.CommandLine;
+
+namespace Optimum.Cli;
+
+/// <summary>
+/// <c>optimum-net bench ...</c>: performance measurements (not tests). Every option a bench offers is
+/// used by it; a bench that times steps takes --warmup and --steps.
+/// </summary>
+public static class BenchCommands
+{
+    public static Command Create()
+    {
+        var json = new Option<bool>("--json") { Description = "One JSON object per measurement." };
+        var threads = new Option<int>("--threads") { Description = "Intra-op threads.", DefaultValueFactory = _ => 2 };
+        var warmup = new Option<int>("--warmup") { Description = "Warm-up steps, run before the measured ones and not timed.", DefaultValueFactory = _ => 2 };
+        var profile = new Option<bool>("--profile") { Description = "Also print ORT's profile by op type." };
+        var layers = new Option<int>("--layers") { DefaultValueFactory = _ => 6 };
+        var width = new Option<int>("--width") { DefaultValueFactory = _ => 384 };
+        var heads = new Option<int>("--heads") { DefaultValueFactory = _ => 6 };
+        var seq = new Option<int>("--seq") { DefaultValueFactory = _ => 256 };
+        var vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 50257 };
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 8 };
+        Option<int> Steps(int defaultSteps, string what) =>
+            new("--steps") { Description = $"Measured steps (after --warmup ones); a step is {what}.", DefaultValueFactory = _ => defaultSteps };
+        BenchRun Common(ParseResult r, Option<int> steps, bool profiles = false) =>
+            new(r.GetValue(threads), r.GetValue(warmup), r.GetValue(steps), r.GetValue(json), profiles && r.GetValue(profile));
+        // Generation and serving take no --seq or --batch: their lengths come from the prompt and the tokens asked for.
+        Gpt2Size Gpt2(ParseResult r, bool trains = true) => trains
+            ? new(r.GetValue(layers), r.GetValue(width), r.GetValue(heads), r.GetValue(seq), r.GetValue(vocab), r.GetValue(batch))
+            : new(r.GetValue(layers), r.GetValue(width), r.GetValue(heads), Vocab: r.GetValue(vocab));
+
+        // bench train: throughput against ORT's MatMul peak (and optionally TorchSharp).
+        var trainSteps = Steps(5, "one batch's forward, backward and AdamW update");
+        var torch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratio." };
+        var torchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => "../shared/tools/torch-ref/run.sh" };
+        var train = new Command("train", "Training throughput of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
+        {
+            json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath,
+        };
+        train.SetAction(r => Cli.Guard(() => BenchTrain.Run(Common(r, trainSteps, profiles: true), Gpt2(r), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
+
+        // bench zero: ZeRO-1 at one and two ranks.
+        var zeroSteps = Steps(5, "one ZeRO-1 update of the global batch");
+        var worker = new Option<bool>("--worker") { Description = "Internal: one measurement, run by bench zero under mpirun.", Hidden = true };
+        var zero = new Command("zero", "ZeRO-1 step time at N=1 and N=2 ranks, communication share and optimizer state per rank.")
+        {
+            json, threads, warmup, zeroSteps, layers, width, heads, seq, vocab, batch, worker,
+        };
+        zero.SetAction(r => Cli.Guard(() => BenchZero.Run(Common(r, zeroSteps), Gpt2(r), r.GetValue(worker), Console.Out)));
+
+        // bench generate: KV cache against re-running the sequence.
+        var generateSteps = Steps(1, "one generation of --new-tokens tokens, with and without the cache");
+        var prompt = new Option<int>("--prompt") { Description = "Prompt tokens.", DefaultValueFactory = _ => 32 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to generate.", DefaultValueFactory = _ => 256 };
+        var generate = new Command("generate", "Batch-1 greedy generation tokens/s with and without the KV cache, and time to first token.")
+        {
+            json, threads, warmup, generateSteps, layers, width, heads, vocab, prompt, newTokens, profile,
+        };
+        generate.SetAction(r => Cli.Guard(() => BenchGenerate.Run(Common(r, generateSteps, profiles: true), Gpt2(r, trains: false),
+            r.GetValue(prompt), r.GetValue(newTokens), Console.Out)));
+
+        // bench serve: the HTTP service under concurrent load (the unit timed is a request: no --steps).
+        var clients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 4 };
+        var requests = new Option<int>("--requests") { Description = "Requests per client.", DefaultValueFactory = _ => 10 };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens per completion.", DefaultValueFactory = _ => 32 };
+        var serveWarmup = new Option<int>("--warmup") { Description = "Warm-up requests, sent one at a time before the clients start.", DefaultValueFactory = _ => 2 };
+        var serve = new Command("serve", "Service latency (p50/p99) and throughput under a fixed concurrent load on loopback.")
+        {
+            json, threads, serveWarmup, layers, width, heads, vocab, clients, requests, maxTokens,
+        };
+        serve.SetAction(r => Cli.Guard(() => BenchServe.Run(new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)),
+            Gpt2(r, trains: false), r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out)));
+
+        // bench t5: encoder-decoder training and generation.
+        var t5Steps = Steps(5, "one batch's forward, backward and AdamW update, then separately one generation of --target tokens");
+        var source = new Option<int>("--source") { Description = "Source tokens.", DefaultValueFactory = _ => 128 };
+        var target = new Option<int>("--target") { Description = "Target tokens.", DefaultValueFactory = _ => 64 };
+        var t5Vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 32128 };
+        var t5 = new Command("t5", "T5 training throughput (default 6+6 layers, d_model 384, 128/64 tokens) and generation tokens/s.")
+        {
+            json, threads, warmup, t5Steps, layers, width, heads, batch, source, target, t5Vocab, profile,
+        };
+        t5.SetAction(r => Cli.Guard(() => BenchT5.Run(Common(r, t5Steps, profiles: true), new T5Size(r.GetValue(layers), r.GetValue(width), r.GetValue(heads),
+            r.GetValue(batch), r.GetValue(source), r.GetValue(target), r.GetValue(t5Vocab)), Console.Out)));
+
+        // bench forecast: the time-series models at the unemployment sample's size.
+        var forecastSteps = Steps(30, "one batch of windows' forward, backward and AdamW update");
+        var forecastModel = new Option<string>("--model") { Description = "informer, tst or both.", DefaultValueFactory = _ => "both" };
+        var forecastBatch = new Option<int>("--batch") { Description = "Training windows per step.", DefaultValueFactory = _ => 64 };
+        var samples = new Option<int>("--samples") { Description = "Sample paths per forecast.", DefaultValueFactory = _ => 100 };
+        var forecast = new Command("forecast", "Informer / Time Series Transformer training windows/s and forecast latency (ms per series for 100 paths).")
+        {
+            json, threads, warmup, forecastSteps, forecastModel, forecastBatch, samples, profile,
+        };
+        forecast.SetAction(r => Cli.Guard(() => BenchForecast.Run(Common(r, forecastSteps, profiles: true), r.GetValue(forecastModel)!,
+            r.GetValue(forecastBatch), r.GetValue(samples), Console.Out)));
+
+        return new Command("bench", "Performance measurements (not tests).") { train, zero, generate, serve, t5, forecast };
+    }
+}

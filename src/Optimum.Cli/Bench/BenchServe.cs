@@ -1,0 +1,75 @@
+using Optimum.Core;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Optimum.Hub;
+using Optimum.Models;
+using Optimum.Server;
+
+namespace Optimum.Cli;
+
+/// <summary>
+/// <c>optimum-net bench serve</c>: the completions service on 127.0.0.1 with the bench GPT-2 under a
+/// fixed number of concurrent clients: p50/p99 latency, requests/s and generated tokens/s (as the
+/// responses' usage counts them). After --warmup requests one at a time, each client sends --requests
+/// requests back to back; the unit timed is a request, so there is no --steps.
+/// </summary>
+public static class BenchServe
+{
+    public static int Run(BenchRun run, Gpt2Size size, int clients, int requests, int maxTokens, TextWriter output)
+    {
+        if (clients < 1 || requests < 1) throw new ArgumentException($"--clients {clients} and --requests {requests} must be >= 1.");
+        int tokenizerVocab = Gpt2Tokenizer.Create().VocabSize;
+        if (size.Vocab < tokenizerVocab)
+            throw new ArgumentException($"bench serve sends text through the GPT-2 tokenizer, so --vocab must be at least its {tokenizerVocab} tokens, not {size.Vocab}.");
+        var report = new BenchReport(run.Json, output);
+        var dir = Path.Combine(run.WorkDir, $"gpt2-serve-{size.Layers}x{size.Width}-v{size.Vocab}");
+        ModelKinds.WritePreset(dir, size.Config(256), seed: 0);
+        // Two completions at once, each with half the threads.
+        var app = OptimumServer.Build(["--urls", "http://127.0.0.1:0", $"--Optimum:Models:0={dir}", $"--Optimum:Threads={Math.Max(1, run.Threads / 2)}",
+            "--Optimum:MaxConcurrent=2", $"--Optimum:QueueLimit={clients * 2}", "--Logging:LogLevel:Default=Warning"]);
+        app.StartAsync().GetAwaiter().GetResult();
+        try
+        {
+            var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            using var http = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromMinutes(5) };
+            var body = $"{{\"prompt\": \"Call me Ishmael. Some years ago\", \"max_tokens\": {maxTokens}, \"temperature\": 0}}";
+            for (int i = 0; i < run.Warmup; i++)
+                http.PostAsync("/v1/completions", new StringContent(body)).GetAwaiter().GetResult().EnsureSuccessStatusCode();
+            var latencies = new ConcurrentBag<double>();
+            int failures = 0;
+            long generated = 0;
+            var clock = Stopwatch.StartNew();
+            Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+            {
+                for (int i = 0; i < requests; i++)
+                {
+                    var t = Stopwatch.GetTimestamp();
+                    using var response = await http.PostAsync("/v1/completions", new StringContent(body));
+                    if (!response.IsSuccessStatusCode) { Interlocked.Increment(ref failures); continue; }
+                    latencies.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+                    using var result = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+                    Interlocked.Add(ref generated, result.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt64());
+                }
+            })).GetAwaiter().GetResult();
+            double seconds = clock.Elapsed.TotalSeconds;
+            report.AddSpeed("serve", new Dictionary<string, object>
+            {
+                ["layers"] = size.Layers, ["width"] = size.Width, ["heads"] = size.Heads, ["vocab"] = size.Vocab, ["threads"] = run.Threads,
+                ["clients"] = clients, ["requests"] = clients * requests, ["warmup_requests"] = run.Warmup, ["max_tokens"] = maxTokens,
+                ["ok"] = latencies.Count, ["failed"] = failures, ["p50_ms"] = StepTimes.Quantile(latencies, 0.5), ["p99_ms"] = StepTimes.Quantile(latencies, 0.99),
+                ["requests_per_s"] = latencies.Count / seconds, ["completion_tokens"] = generated, ["tokens_per_s"] = generated / seconds,
+            });
+            report.Print();
+            return failures == 0 ? 0 : 1;
+        }
+        finally
+        {
+            app.StopAsync().GetAwaiter().GetResult();
+            ((IDisposable)app).Dispose();
+        }
+    }
+}
