@@ -40,7 +40,7 @@ Console.WriteLine($"{all.Length} words: {rest.Length - 1000} train, 1000 validat
 
 var options = new TrainerOptions
 {
-    ModelDir = modelDir, OutputDir = outDir, Steps = steps, BatchSize = 256, Lr = lr, Warmup = Math.Min(50, steps), Schedule = "cosine",
+    ModelDir = modelDir, OutputDir = outDir, Steps = steps, BatchSize = 256, Lr = lr, Warmup = Math.Min(50, steps), Schedule = ScheduleKind.Cosine,
     ClipNorm = 1, EvalEvery = (int)Math.Max(1, steps / 5), EvalSamples = 512, SaveEvery = 0, Seed = 0,
     Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
 };

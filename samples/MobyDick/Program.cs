@@ -17,7 +17,7 @@ for (int i = 0; i + 1 < args.Length; i += 2)
 var options = new TrainerOptions
 {
     ModelDir = "models/gpt2-mini", OutputDir = outDir, Steps = steps, BatchSize = 8, Lr = 2e-3, Warmup = Math.Min(30, steps),
-    Schedule = "cosine", ClipNorm = 1.0, EvalEvery = Math.Max(1, (int)steps / 6), EvalSamples = 64, SaveEvery = 0, Seed = 0,
+    Schedule = ScheduleKind.Cosine, ClipNorm = 1.0, EvalEvery = Math.Max(1, (int)steps / 6), EvalSamples = 64, SaveEvery = 0, Seed = 0,
     Optimizer = new OptimizerConfig { WeightDecay = 0.1, Beta2 = 0.99 },
 };
 TrainResult r;

@@ -41,7 +41,7 @@ Console.WriteLine($"{all.Count} series x {all[0].Values.Length} months ({M(all[0
 
 var options = new TrainerOptions
 {
-    ModelDir = modelDir, OutputDir = outDir, Steps = steps, BatchSize = 64, Lr = 1e-3, Warmup = Math.Min(50, steps), Schedule = "cosine",
+    ModelDir = modelDir, OutputDir = outDir, Steps = steps, BatchSize = 64, Lr = 1e-3, Warmup = Math.Min(50, steps), Schedule = ScheduleKind.Cosine,
     ClipNorm = 1, EvalEvery = (int)Math.Max(1, steps / 6), EvalSamples = 0, SaveEvery = 0, Seed = seed,
     Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
     // A model this small runs faster on one ONNX Runtime thread than on two (measured by bench forecast).

@@ -101,10 +101,10 @@ train.SetAction(r =>
     var options = new TrainerOptions
     {
         ModelDir = r.GetValue(tModel)!, OutputDir = r.GetValue(tOut)!, Steps = r.GetValue(tSteps), BatchSize = r.GetValue(tBatch),
-        GradAccum = r.GetValue(tAccum), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm), Schedule = r.GetValue(tSched)!, ClipNorm = r.GetValue(tClip),
+        GradAccum = r.GetValue(tAccum), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm), Schedule = EnumNames.Parse<ScheduleKind>(r.GetValue(tSched)!, "--schedule"), ClipNorm = r.GetValue(tClip),
         EvalEvery = r.GetValue(tEval), EvalSamples = r.GetValue(tEvalN), SaveEvery = r.GetValue(tSave), KeepCheckpoints = r.GetValue(tKeep),
-        Resume = r.GetValue(tResume), Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
-        Optimizer = new OptimizerConfig { Kind = r.GetValue(tOpt)!, WeightDecay = r.GetValue(tWd) },
+        Resume = r.GetValue(tResume) is { } resume ? CheckpointRef.Parse(resume) : null, Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
+        Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(r.GetValue(tOpt)!, "--optimizer"), WeightDecay = r.GetValue(tWd) },
         Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
     };
     using var cts = new CancellationTokenSource();

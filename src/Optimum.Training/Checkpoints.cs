@@ -71,7 +71,7 @@ public static class Checkpoints
         comm.Barrier();
         FaultInjection.AtCheckpoint(comm.Rank);
         var optFile = comm.Size == 1 ? OptimizerFile : $"optimizer-rank{comm.Rank:D3}-of-{comm.Size:D3}.safetensors";
-        var meta = new Dictionary<string, string> { ["optimizer"] = optimizer.Config.Kind };
+        var meta = new Dictionary<string, string> { ["optimizer"] = EnumNames.Name(optimizer.Config.Kind) };
         SafeTensorsFile.Write(Path.Combine(tmp, optFile), OptimizerTensors(store, optimizer, meta), meta);
         if (comm.Rank == 0) HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, store.Export());
         comm.Barrier();
@@ -148,8 +148,8 @@ public static class Checkpoints
         {
             var path = Path.Combine(dir, file);
             using var f = SafeTensorsFile.Open(path);
-            if (f.Metadata.TryGetValue("optimizer", out var kind) && kind != optimizer.Config.Kind)
-                throw new InvalidDataException($"'{path}' holds {kind} state but the run uses {optimizer.Config.Kind}.");
+            if (f.Metadata.TryGetValue("optimizer", out var kind) && kind != EnumNames.Name(optimizer.Config.Kind))
+                throw new InvalidDataException($"'{path}' holds {kind} state but the run uses {EnumNames.Name(optimizer.Config.Kind)}.");
             foreach (var name in f.Names)
             {
                 long offset = f.Metadata.TryGetValue("offset." + name, out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;
@@ -213,4 +213,27 @@ public static class Checkpoints
         using var f = File.OpenRead(path);
         return Convert.ToHexString(SHA256.HashData(f)).ToLowerInvariant();
     }
+}
+
+/// <summary>Which checkpoint a run resumes from: a folder, or the newest under the run's checkpoints/ (<c>--resume latest</c>).</summary>
+public sealed record CheckpointRef
+{
+    private CheckpointRef(string? dir) => Dir = dir;
+
+    /// <summary>The newest complete checkpoint of the run.</summary>
+    public static CheckpointRef Latest { get; } = new((string?)null);
+    /// <summary>A checkpoint folder.</summary>
+    public static CheckpointRef At(string dir) => new(string.IsNullOrWhiteSpace(dir) ? throw new ArgumentException("A checkpoint folder path is empty.", nameof(dir)) : dir);
+    /// <summary>"latest" or a folder path (the command-line spelling).</summary>
+    public static CheckpointRef Parse(string text) => text == "latest" ? Latest : At(text);
+
+    /// <summary>The folder, or null for <see cref="Latest"/>.</summary>
+    public string? Dir { get; }
+    public bool IsLatest => Dir is null;
+
+    /// <summary>The folder it names under <paramref name="checkpointRoot"/>; no checkpoint there to resume is an error naming the folder.</summary>
+    public string Resolve(string checkpointRoot) => Dir ?? Checkpoints.Latest(checkpointRoot)
+        ?? throw new DirectoryNotFoundException($"No checkpoint under '{checkpointRoot}' to resume from.");
+
+    public override string ToString() => Dir ?? "latest";
 }

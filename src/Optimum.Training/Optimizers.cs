@@ -2,13 +2,23 @@ using System.Numerics;
 using System.Runtime.InteropServices;
 using Optimum.Hub;
 
+using Optimum.Core;
+
 namespace Optimum.Training;
+
+/// <summary>Which optimizer steps the parameters (command-line and checkpoint names: adamw, sgd).</summary>
+public enum OptimizerKind
+{
+    /// <summary>torch.optim.AdamW.</summary>
+    AdamW,
+    /// <summary>torch.optim.SGD with momentum (and Nesterov).</summary>
+    Sgd,
+}
 
 /// <summary>Optimizer hyper-parameters (PyTorch names and defaults where they exist).</summary>
 public sealed record OptimizerConfig
 {
-    /// <summary>adamw or sgd.</summary>
-    public string Kind { get; init; } = "adamw";
+    public OptimizerKind Kind { get; init; } = OptimizerKind.AdamW;
     public double Beta1 { get; init; } = 0.9;
     public double Beta2 { get; init; } = 0.999;
     public double Eps { get; init; } = 1e-8;
@@ -21,7 +31,7 @@ public sealed record OptimizerConfig
 
     public void Validate()
     {
-        if (Kind is not ("adamw" or "sgd")) throw new ArgumentException($"Optimizer '{Kind}' is not one of adamw, sgd.");
+        if (!Enum.IsDefined(Kind)) throw new ArgumentException($"Optimizer {(int)Kind} is not one of {string.Join(", ", EnumNames.Names<OptimizerKind>())}.");
         if (Beta1 is < 0 or >= 1 || Beta2 is < 0 or >= 1) throw new ArgumentException($"Betas must be in [0, 1), got ({Beta1}, {Beta2}).");
         if (Eps <= 0 || WeightDecay < 0 || Momentum is < 0 or >= 1) throw new ArgumentException($"Invalid eps {Eps}, weight decay {WeightDecay} or momentum {Momentum}.");
     }
@@ -100,9 +110,9 @@ public abstract unsafe class Optimizer : IDisposable
 
     public static Optimizer Create(ParameterStore store, OptimizerConfig config, long begin = 0, long end = -1) => config.Kind switch
     {
-        "adamw" => new AdamW(store, config, begin, end < 0 ? store.Length : end),
-        "sgd" => new Sgd(store, config, begin, end < 0 ? store.Length : end),
-        var k => throw new ArgumentException($"Optimizer '{k}' is not one of adamw, sgd."),
+        OptimizerKind.AdamW => new AdamW(store, config, begin, end < 0 ? store.Length : end),
+        OptimizerKind.Sgd => new Sgd(store, config, begin, end < 0 ? store.Length : end),
+        var k => throw new ArgumentException($"Optimizer {(int)k} is not one of {string.Join(", ", EnumNames.Names<OptimizerKind>())}."),
     };
 
     public void Dispose()

@@ -20,7 +20,7 @@ public sealed record TrainerOptions
     /// <summary>Micro-batches per update (their gradients are averaged).</summary>
     public int GradAccum { get; init; } = 1;
     public OptimizerConfig Optimizer { get; init; } = new();
-    public string Schedule { get; init; } = "cosine";
+    public ScheduleKind Schedule { get; init; } = ScheduleKind.Cosine;
     public double Lr { get; init; } = 6e-4;
     public long Warmup { get; init; } = 20;
     /// <summary>Global gradient-norm clip (0 = off).</summary>
@@ -39,8 +39,8 @@ public sealed record TrainerOptions
     public bool SkipNonFinite { get; init; }
     /// <summary>Stop (with a checkpoint, as on Ctrl-C) once this many updates are done: time-boxed jobs continue with Resume.</summary>
     public long? StopAfter { get; init; }
-    /// <summary>A checkpoint folder to resume from, or "latest" for the newest under OutputDir/checkpoints.</summary>
-    public string? Resume { get; init; }
+    /// <summary>A checkpoint folder to resume from, or <see cref="CheckpointRef.Latest"/> for the newest under OutputDir/checkpoints.</summary>
+    public CheckpointRef? Resume { get; init; }
     /// <summary>Write final/ (model folder with the trained weights) and hf/ (HF folder) at the end.</summary>
     public bool Export { get; init; } = true;
     public SessionSettings Session { get; init; } = new();
@@ -145,7 +145,7 @@ public sealed class Trainer : IDisposable
         long start = 0, skipped = 0;
         if (_o.Resume is { } r)
         {
-            var dir = r == "latest" ? Checkpoints.Latest(CheckpointRoot) ?? throw new DirectoryNotFoundException($"No checkpoint under '{CheckpointRoot}' to resume from.") : r;
+            var dir = r.Resolve(CheckpointRoot);
             var state = Checkpoints.Load(dir, _store, _opt);
             CheckCompatible(state, dir);
             (start, skipped) = (state.Step, state.SkippedSteps);
@@ -310,7 +310,7 @@ public sealed class Trainer : IDisposable
         var state = new TrainerState
         {
             Step = step, SamplesSeen = step * SamplesPerStep, SkippedSteps = skipped, Seed = _o.Seed, TotalSteps = _o.Steps,
-            BatchSize = _o.BatchSize, GradAccum = _o.GradAccum, Optimizer = _o.Optimizer.Kind, Schedule = _o.Schedule, Lr = _o.Lr, Warmup = _o.Warmup,
+            BatchSize = _o.BatchSize, GradAccum = _o.GradAccum, Optimizer = EnumNames.Name(_o.Optimizer.Kind), Schedule = EnumNames.Name(_o.Schedule), Lr = _o.Lr, Warmup = _o.Warmup,
             WorldSize = _comm.Size, GlobalBatch = SamplesPerStep,
         };
         var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm);
@@ -329,7 +329,7 @@ public sealed class Trainer : IDisposable
         // The data position depends on the global batch only, so a run may resume on another number of ranks.
         Same("global batch (batch size x grad accum x ranks)", s.GlobalBatch == 0 ? (long)s.BatchSize * s.GradAccum * s.WorldSize : s.GlobalBatch, SamplesPerStep);
         Same("total steps", s.TotalSteps, _o.Steps);
-        Same("optimizer", s.Optimizer, _o.Optimizer.Kind);
+        Same("optimizer", s.Optimizer, EnumNames.Name(_o.Optimizer.Kind));
         if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{dir}' is at step {s.Step}, past the run's {_o.Steps} steps.");
     }
 

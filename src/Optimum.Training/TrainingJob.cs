@@ -73,7 +73,7 @@ public sealed class TrainingJob : IDisposable
             _say($"loss curve: {png}; metrics: {Path.Combine(t.OutputDir, "metrics.jsonl")}");
         }
         if (result.SkippedSteps > 0) _say($"{result.SkippedSteps} step(s) skipped for non-finite loss or gradients");
-        if (result.Interrupted) _say($"interrupted at step {result.Steps}; checkpoint {result.LastCheckpoint}; continue with --resume latest");
+        if (result.Interrupted) _say($"interrupted at step {result.Steps}; checkpoint {result.LastCheckpoint}; continue with Resume = CheckpointRef.Latest (--resume latest)");
         return result;
     }
 

@@ -25,7 +25,7 @@ public sealed class AdamWParityTests(ITestOutputHelper output) : IDisposable
         using var store = new ParameterStore(ps);
         store.Load(HfWeights.Load(Path.Combine(model, ModelFolder.WeightsFile), ps, out _));
         using var session = new TrainingSession(model, store, new SessionSettings { IntraOpThreads = 2 });
-        using var adam = Optimizer.Create(store, new OptimizerConfig { Kind = "adamw", WeightDecay = 0.01, DecayAll = true });
+        using var adam = Optimizer.Create(store, new OptimizerConfig { Kind = OptimizerKind.AdamW, WeightDecay = 0.01, DecayAll = true });
         var ids = expected["input_ids"].ToInt64s();
         var batch = new Batch
         {

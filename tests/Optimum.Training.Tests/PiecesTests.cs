@@ -15,17 +15,19 @@ public sealed class PiecesTests : IDisposable
     [Fact]
     public void Schedules_MatchHuggingFaceClosedForms()
     {
-        var lin = new LrSchedule("linear", 1.0, 10, 110);
+        var lin = new LrSchedule(ScheduleKind.Linear, 1.0, 10, 110);
         Assert.Equal([0, 0.5, 1, 0.5, 0], new[] { 0L, 5, 10, 60, 110 }.Select(lin.At));
-        var cos = new LrSchedule("cosine", 2.0, 0, 100);
+        var cos = new LrSchedule(ScheduleKind.Cosine, 2.0, 0, 100);
         Assert.Equal(2.0, cos.At(0), 12);
         Assert.Equal(1.0, cos.At(50), 12);
         Assert.Equal(2.0 * 0.5 * (1 + Math.Cos(Math.PI * 0.25)), cos.At(25), 12);
         Assert.Equal(0.0, cos.At(100), 12);
-        var flat = new LrSchedule("constant", 3.0, 4, 50);
+        var flat = new LrSchedule(ScheduleKind.Constant, 3.0, 4, 50);
         Assert.Equal([0, 1.5, 3, 3], new[] { 0L, 2, 4, 49 }.Select(flat.At));
-        Assert.Throws<ArgumentException>(() => new LrSchedule("step", 1, 0, 10).Validate());
-        Assert.Throws<ArgumentException>(() => new LrSchedule("linear", 1, 20, 10).Validate());
+        Assert.Throws<ArgumentException>(() => EnumNames.Parse<ScheduleKind>("step", "--schedule"));
+        Assert.Equal(ScheduleKind.Cosine, EnumNames.Parse<ScheduleKind>("cosine", "--schedule"));
+        Assert.Throws<ArgumentException>(() => new LrSchedule((ScheduleKind)7, 1, 0, 10).Validate());
+        Assert.Throws<ArgumentException>(() => new LrSchedule(ScheduleKind.Linear, 1, 20, 10).Validate());
     }
 
     private static ParameterStore Store(params float[][] values)
@@ -39,7 +41,7 @@ public sealed class PiecesTests : IDisposable
     public void Sgd_MatchesTorchWithMomentumNesterovAndDecay()
     {
         using var s = Store([1f, -2f], [0.5f]);
-        using var opt = Optimizer.Create(s, new OptimizerConfig { Kind = "sgd", Momentum = 0.9, WeightDecay = 0.1 });
+        using var opt = Optimizer.Create(s, new OptimizerConfig { Kind = OptimizerKind.Sgd, Momentum = 0.9, WeightDecay = 0.1 });
         float[] g1 = [0.3f, 0.1f], g2 = [-0.2f, 0.4f];
         g1.CopyTo(s.Grad(0)); s.Grad(1)[0] = 1f;
         opt.Step(1, 0.1);

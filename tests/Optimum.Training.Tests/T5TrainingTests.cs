@@ -35,8 +35,8 @@ public sealed class T5TrainingTests : IDisposable
     private TrainerOptions Options(string outDir, int batch, long steps, string optimizer) => new()
     {
         ModelDir = Path.Combine(_dir, "model"), OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = batch, Lr = optimizer == "sgd" ? 0.05 : 1e-2,
-        Warmup = 5, Schedule = "linear", ClipNorm = 1, EvalEvery = 0, EvalSamples = 32, SaveEvery = 0, Seed = 1, Export = false,
-        Optimizer = new OptimizerConfig { Kind = optimizer, Momentum = 0.9 }, Session = new SessionSettings { IntraOpThreads = 1 },
+        Warmup = 5, Schedule = ScheduleKind.Linear, ClipNorm = 1, EvalEvery = 0, EvalSamples = 32, SaveEvery = 0, Seed = 1, Export = false,
+        Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(optimizer, "optimizer"), Momentum = 0.9 }, Session = new SessionSettings { IntraOpThreads = 1 },
     };
 
     [Fact]

@@ -29,7 +29,7 @@ public sealed class TimeSeriesTrainingTests : IDisposable
     private TrainerOptions Options(string model, string outDir, long steps, int batch = 16) => new()
     {
         ModelDir = Path.Combine(_dir, model), OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = batch, Lr = 3e-3, Warmup = 2,
-        Schedule = "cosine", ClipNorm = 1, EvalEvery = 0, EvalSamples = 0, SaveEvery = 0, Seed = 4, Export = false,
+        Schedule = ScheduleKind.Cosine, ClipNorm = 1, EvalEvery = 0, EvalSamples = 0, SaveEvery = 0, Seed = 4, Export = false,
         Session = new SessionSettings { IntraOpThreads = 1 },
     };
 
@@ -66,7 +66,7 @@ public sealed class TimeSeriesTrainingTests : IDisposable
             straight = t.Store.Export();
         }
         using (var t = new Trainer(Options("informer", "resumed", 8) with { StopAfter = 4 }, Data(cfg), init)) t.Run();
-        using (var t = new Trainer(Options("informer", "resumed", 8) with { Resume = "latest" }, Data(cfg), init))
+        using (var t = new Trainer(Options("informer", "resumed", 8) with { Resume = CheckpointRef.Latest }, Data(cfg), init))
         {
             t.Run();
             resumed = t.Store.Export();

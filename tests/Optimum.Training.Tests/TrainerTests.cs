@@ -36,7 +36,7 @@ public sealed class TrainerTests : IDisposable
     private TrainerOptions Options(string model, string outDir, long steps = 20) => new()
     {
         ModelDir = model, OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = 3, GradAccum = 2, Lr = 1e-2, Warmup = Math.Min(4, steps),
-        Schedule = "cosine", ClipNorm = 0.5, EvalEvery = 5, EvalSamples = 6, SaveEvery = 0, Seed = 7, Export = false,
+        Schedule = ScheduleKind.Cosine, ClipNorm = 0.5, EvalEvery = 5, EvalSamples = 6, SaveEvery = 0, Seed = 7, Export = false,
         Session = new SessionSettings { IntraOpThreads = 1 },
     };
 
@@ -63,7 +63,7 @@ public sealed class TrainerTests : IDisposable
             Assert.Equal(10, r.Steps);
             Assert.EndsWith("checkpoint-0000010", r.LastCheckpoint);
         }
-        using (var t = new Trainer(Options(model, "split") with { Resume = "latest" }, Data(), Init(model, seed: 99)))
+        using (var t = new Trainer(Options(model, "split") with { Resume = CheckpointRef.Latest }, Data(), Init(model, seed: 99)))
         {
             var r = t.Run();
             Assert.Equal(20, r.Steps);
@@ -163,7 +163,7 @@ public sealed class TrainerTests : IDisposable
         }
 
         // Resuming with another batch size would change the data order: refused.
-        using var t2 = new Trainer(Options(model, "ck", steps: 12) with { BatchSize = 4, Resume = "latest" }, Data(), Init(model));
+        using var t2 = new Trainer(Options(model, "ck", steps: 12) with { BatchSize = 4, Resume = CheckpointRef.Latest }, Data(), Init(model));
         Assert.Contains("global batch (batch size x grad accum x ranks) 6; this run has 8", Assert.Throws<InvalidDataException>(() => t2.Run()).Message);
     }
 

@@ -37,7 +37,7 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
     private TrainerOptions Options(int ranks, string outDir, long steps = 8) => new()
     {
         ModelDir = Model(), OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = GlobalBatch / ranks, Lr = 5e-3, Warmup = Math.Min(3, steps),
-        Schedule = "linear", ClipNorm = 0.3, Optimizer = new OptimizerConfig { Kind = "sgd", Momentum = 0.9 }, EvalEvery = 4, EvalSamples = 12, SaveEvery = 0, Seed = 5, Export = false,
+        Schedule = ScheduleKind.Linear, ClipNorm = 0.3, Optimizer = new OptimizerConfig { Kind = OptimizerKind.Sgd, Momentum = 0.9 }, EvalEvery = 4, EvalSamples = 12, SaveEvery = 0, Seed = 5, Export = false,
         Session = new SessionSettings { IntraOpThreads = 1 },
     };
 
@@ -81,7 +81,7 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
     [InlineData("adamw")]
     public void Zero1_OneTwoThreeRanksMatchSingleProcessOnTheSameGlobalBatch(string optimizer)
     {
-        TrainerOptions Edit(TrainerOptions o) => o with { Optimizer = new OptimizerConfig { Kind = optimizer, Momentum = 0.9 } };
+        TrainerOptions Edit(TrainerOptions o) => o with { Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(optimizer, "optimizer"), Momentum = 0.9 } };
         float[][] single;
         TrainResult singleResult;
         using (var t = new Trainer(Edit(Options(1, "single")), Data(), Init()))
@@ -108,7 +108,7 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
         var (straight, _, _) = Train(2, "same-straight", steps: 8, Adam);
         var (_, r1, _) = Train(2, "same-split", steps: 8, o => Adam(o) with { StopAfter = 4 });
         Assert.True(r1.Interrupted);
-        var (resumed, _, _) = Train(2, "same-split", steps: 8, o => Adam(o) with { Resume = "latest" });
+        var (resumed, _, _) = Train(2, "same-split", steps: 8, o => Adam(o) with { Resume = CheckpointRef.Latest });
         Assert.Equal(0, MaxRelativeDiff(straight, resumed));
     }
 
@@ -118,7 +118,7 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
         long p = ModelFolder.ReadParameters(Model()).Sum(q => q.Count);
         foreach (var n in new[] { 1, 2, 3 })
         {
-            var (_, _, bytes) = Train(n, $"bytes{n}", steps: 1, o => o with { Optimizer = new OptimizerConfig { Kind = "adamw" } });
+            var (_, _, bytes) = Train(n, $"bytes{n}", steps: 1, o => o with { Optimizer = new OptimizerConfig { Kind = OptimizerKind.AdamW } });
             Assert.All(bytes, b => Assert.Equal((p + n - 1) / n * 8, b));
             output.WriteLine($"P = {p}, N = {n}: {bytes[0]} bytes of AdamW state per rank");
         }
@@ -133,7 +133,7 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
             var outDir = $"resume{first}to{second}";
             var (_, r1, _) = Train(first, outDir, steps: 10, o => o with { StopAfter = 5 });
             Assert.True(r1.Interrupted);
-            var (w, r2, _) = Train(second, outDir, steps: 10, o => o with { Resume = "latest" });
+            var (w, r2, _) = Train(second, outDir, steps: 10, o => o with { Resume = CheckpointRef.Latest });
             Assert.Equal(5, r2.History.Count);
             double diff = MaxRelativeDiff(straight, w);
             output.WriteLine($"N={first} then N={second}: max relative difference {diff:E2}");

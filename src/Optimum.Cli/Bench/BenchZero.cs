@@ -74,7 +74,7 @@ public static class BenchZero
         var options = new TrainerOptions
         {
             ModelDir = dir, OutputDir = Path.Combine(run.WorkDir, $"zero-{comm.Size}"), Steps = steps, BatchSize = size.Batch / comm.Size, Lr = 3e-4, Warmup = 0,
-            Schedule = "constant", ClipNorm = 1, EvalEvery = 0, EvalAtStart = false, EvalSamples = 1, SaveEvery = 0, Export = false,
+            Schedule = ScheduleKind.Constant, ClipNorm = 1, EvalEvery = 0, EvalAtStart = false, EvalSamples = 1, SaveEvery = 0, Export = false,
             Session = (run with { Threads = Math.Max(1, run.Threads / comm.Size) }).Session(),
         };
         using var trainer = new Trainer(options, new LmData(tokens, size.Seq, 0.01), ModelKinds.Initialize(ps, cfg, 0), comm);
