@@ -8,23 +8,6 @@ using Optimum.Data;
 
 var root = new RootCommand("optimum-net: train and serve transformer models on ONNX Runtime.");
 
-// train-mlp: the bundled main job until the GPT-2 trainer lands.
-var model = new Option<string>("--model") { Description = "Artifact folder (config.json, training.onnx, eval.onnx).", DefaultValueFactory = _ => "models/mlp-digits" };
-var data = new Option<string>("--data") { Description = "Digits CSV (gzip).", DefaultValueFactory = _ => "samples/data/digits.csv.gz" };
-var outDir = new Option<string>("--out") { Description = "Where the loss curve PNG goes.", DefaultValueFactory = _ => "out/mlp-digits" };
-var epochs = new Option<int>("--epochs") { Description = "Passes over the training split.", DefaultValueFactory = _ => 20 };
-var batch = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 32 };
-var lr = new Option<float>("--lr") { Description = "Learning rate.", DefaultValueFactory = _ => 0.05f };
-var momentum = new Option<float>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9f };
-var seed = new Option<int>("--seed") { Description = "Initialisation and shuffling seed.", DefaultValueFactory = _ => 0 };
-var trainMlp = new Command("train-mlp", "Train the digits MLP from its emitted ONNX training graph and plot the losses.")
-{
-    model, data, outDir, epochs, batch, lr, momentum, seed,
-};
-trainMlp.SetAction(r => Cli.Guard(() => MlpDemo.Run(new MlpDemoOptions(
-    r.GetValue(model)!, r.GetValue(data)!, r.GetValue(outDir)!, r.GetValue(epochs), r.GetValue(batch), r.GetValue(lr), r.GetValue(momentum), r.GetValue(seed)), Console.Out)));
-root.Subcommands.Add(trainMlp);
-
 // artifacts: regenerate the committed default artifacts.
 var artifactsOut = new Option<string>("--out") { Description = "Folder that receives one subfolder per default model.", DefaultValueFactory = _ => "models" };
 var artifacts = new Command("artifacts", "Regenerate the default model artifacts (deterministic: same bytes every time).") { artifactsOut };

@@ -54,10 +54,7 @@ public sealed class Forecaster : IDisposable
     public Forecaster(string modelDir, IReadOnlyList<float[]>? weights = null, SessionSettings? settings = null)
     {
         ModelDir = modelDir;
-        var hf = ModelFolder.ReadConfig(modelDir);
-        if (hf.ModelType is not ("time_series_transformer" or "informer"))
-            throw new InvalidDataException($"{hf.Source}: model_type '{hf.ModelType}' is not a forecasting model (time_series_transformer or informer).");
-        var c = TimeSeriesConfig.FromHf(hf);
+        var c = TimeSeriesConfig.FromHf(ModelFolder.ReadConfig(modelDir));      // refuses other model types, naming the file
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
         ModelType = c.ModelType;

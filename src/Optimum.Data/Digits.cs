@@ -1,10 +1,10 @@
 using System.Globalization;
 using System.IO.Compression;
 
-namespace Optimum.Cli;
+namespace Optimum.Data;
 
 /// <summary>The 8x8 handwritten digits (samples/data/digits.csv.gz): 64 pixels 0..16 then the label, per row.</summary>
-internal sealed record Digits(float[] Pixels, long[] Labels)
+public sealed record Digits(float[] Pixels, long[] Labels)
 {
     public int Count => Labels.Length;
     public const int Features = 64;
@@ -57,5 +57,48 @@ internal sealed record Digits(float[] Pixels, long[] Labels)
         new Random(seed).Shuffle(order);
         int nVal = (int)Math.Round(Count * validationFraction);
         return (Take(order[nVal..]), Take(order[..nVal]));
+    }
+}
+
+/// <summary>
+/// Digits as training batches for the MLP's graphs: "pixels" (batch, 64) in [0, 1] and "labels" (batch); a seeded
+/// shuffle holds <c>validationFraction</c> of the rows out for validation.
+/// </summary>
+public sealed class DigitsData : IBatchSource
+{
+    private readonly Digits _train, _val;
+
+    public DigitsData(Digits all, double validationFraction, int seed = 0)
+    {
+        if (validationFraction is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(validationFraction), validationFraction, "Must be in (0, 1).");
+        (_train, _val) = all.Split(validationFraction, seed);
+    }
+
+    public long TrainSamples => _train.Count;
+    public long ValidationSamples => _val.Count;
+    /// <summary>The held-out rows (e.g. for accuracy).</summary>
+    public Digits Validation => _val;
+
+    public void FillTrain(ReadOnlySpan<int> samples, Batch batch) => Fill(_train, samples.ToArray(), batch);
+
+    public void FillValidation(long first, int count, Batch batch) => Fill(_val, Enumerable.Range((int)first, count).ToArray(), batch);
+
+    private static void Fill(Digits from, int[] rows, Batch batch)
+    {
+        // The arrays are reused while the batch size stays, so the trainer binds them once.
+        int n = rows.Length;
+        if (!batch.TryGetValue("labels", out var l) || l.Shape[0] != n)
+        {
+            batch["pixels"] = new BatchTensor(new float[n * Digits.Features], [n, Digits.Features]);
+            batch["labels"] = new BatchTensor(new long[n], [n]);
+        }
+        var pixels = (float[])batch["pixels"].Data;
+        var labels = (long[])batch["labels"].Data;
+        for (int i = 0; i < n; i++)
+        {
+            Array.Copy(from.Pixels, rows[i] * Digits.Features, pixels, i * Digits.Features, Digits.Features);
+            labels[i] = from.Labels[rows[i]];
+        }
+        batch.Tokens = n;
     }
 }
