@@ -36,7 +36,7 @@ public sealed class ModelRegistry : IDisposable
     {
         foreach (var spec in o.Models)
         {
-            var (name, path) = spec.Contains('=') ? (spec[..spec.IndexOf('=')], spec[(spec.IndexOf('=') + 1)..]) : (Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(spec))), spec);
+            var (name, path) = (spec.Name, spec.Folder);
             if (_names.Contains(name)) throw new InvalidOperationException($"Two models are named '{name}'; name them with name=path.");
             var settings = new SessionSettings { IntraOpThreads = o.Threads };
             var kind = ModelFolder.ReadConfig(path).ModelType;
