@@ -186,13 +186,14 @@ var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/compl
 };
 serve.SetAction(r => Cli.Guard(() =>
 {
-    var settings = new List<string> { "--urls", r.GetValue(sUrls)! };
     var models = r.GetValue(sModels)!;
-    for (int i = 0; i < models.Length; i++) settings.Add($"--Optimum:Models:{i}={models[i]}");
-    settings.AddRange([$"--Optimum:MaxConcurrent={r.GetValue(sConc)}", $"--Optimum:QueueLimit={r.GetValue(sQueue)}",
-        $"--Optimum:RequestTimeoutSeconds={r.GetValue(sTimeout)}", $"--Optimum:Threads={r.GetValue(sThreads)}"]);
-    if (r.GetValue(sKey) is { Length: > 0 } key) settings.Add($"--Optimum:ApiKey={key}");
-    var app = Optimum.Server.OptimumServer.Build([.. settings]);
+    var options = new Optimum.Server.ServerOptions
+    {
+        Models = [.. models.Select(Optimum.Server.ServedModel.Parse)],
+        ApiKey = r.GetValue(sKey) is { Length: > 0 } key ? key : Environment.GetEnvironmentVariable("OPTIMUM__APIKEY"),
+        MaxConcurrent = r.GetValue(sConc), QueueLimit = r.GetValue(sQueue), RequestTimeoutSeconds = r.GetValue(sTimeout), Threads = r.GetValue(sThreads),
+    };
+    var app = Optimum.Server.OptimumServer.Build(options, ["--urls", r.GetValue(sUrls)!]);
     Console.WriteLine($"serving {string.Join(", ", models)} on {r.GetValue(sUrls)} (Ctrl-C stops after in-flight requests)");
     app.Run();
     return 0;

@@ -11,7 +11,7 @@ namespace Optimum.Server;
 /// </summary>
 public static partial class OptimumServer
 {
-    private static async Task<IResult> Forecast(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, ConcurrencyLimiter limiter)
+    private static async Task<IResult> Forecast(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, [FromKeyedServices(ServiceKey)] ConcurrencyLimiter limiter)
     {
         var (body, refusal) = await ReadBody(ctx, o);
         if (refusal is not null) return refusal;

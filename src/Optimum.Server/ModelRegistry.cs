@@ -35,7 +35,7 @@ public sealed class ModelRegistry : IDisposable
     {
         foreach (var spec in o.Models)
         {
-            var (name, path) = spec.Contains('=') ? (spec[..spec.IndexOf('=')], spec[(spec.IndexOf('=') + 1)..]) : (Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(spec))), spec);
+            var (name, path) = (spec.Name, spec.Folder);
             if (_names.Contains(name)) throw new InvalidOperationException($"Two models are named '{name}'; name them with name=path.");
             var model = ModelKinds.Load(path, new SessionSettings { IntraOpThreads = o.Threads });
             _owned.Add(model);

@@ -1,11 +1,8 @@
-using System.Diagnostics;
 using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http.Features;
 using Optimum.Inference;
-using OpenTelemetry.Metrics;
 
 namespace Optimum.Server;
 
@@ -16,86 +13,38 @@ namespace Optimum.Server;
 /// Errors are RFC 7807 problem details; limits: body size (413), context length (413), API key (401),
 /// bounded concurrency with a queue (429), per-request timeout (504); a client that disconnects
 /// stops its generation or forecast; shutdown lets in-flight requests finish.
+/// In an app of your own: <see cref="AddOptimum"/> and <see cref="MapOptimum"/> (OptimumEndpoints.cs); on its own: Build.
 /// </summary>
 public static partial class OptimumServer
 {
-    /// <summary>Builds the app from command-line args / configuration (section "Optimum").</summary>
-    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    /// <summary>The service on its own, configured by command-line args / configuration (section "Optimum"). The caller runs and disposes the app.</summary>
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null) => Create(args, configure, null);
+
+    /// <summary>
+    /// The service on its own with <paramref name="options"/>, which replace the configuration section "Optimum";
+    /// <paramref name="args"/> configure the host (--urls, logging). The caller runs and disposes the app.
+    /// </summary>
+    public static WebApplication Build(ServerOptions options, string[]? args = null, Action<WebApplicationBuilder>? configure = null) =>
+        Create(args ?? [], configure, o =>
+        {
+            // Every property, so that one added later cannot be forgotten here.
+            foreach (var p in typeof(ServerOptions).GetProperties()) p.SetValue(o, p.GetValue(options));
+            o.Models = [.. options.Models];
+        });
+
+    private static WebApplication Create(string[] args, Action<WebApplicationBuilder>? configure, Action<ServerOptions>? options)
     {
         var builder = WebApplication.CreateSlimBuilder(args);
         configure?.Invoke(builder);
-        // Options are read from configuration when first needed (after the host is built), so settings
-        // added by hosts and test factories are seen.
-        builder.Services.AddSingleton(sp =>
-        {
-            var o = sp.GetRequiredService<IConfiguration>().GetSection("Optimum").Get<ServerOptions>() ?? new ServerOptions();
-            o.Validate();
-            return o;
-        });
-        builder.Services.AddSingleton(sp => new ModelRegistry(sp.GetRequiredService<ServerOptions>()));
-        builder.Services.AddSingleton<ServerMetrics>();
-        builder.Services.AddSingleton(sp =>
-        {
-            var o = sp.GetRequiredService<ServerOptions>();
-            return new ConcurrencyLimiter(new ConcurrencyLimiterOptions { PermitLimit = o.MaxConcurrent, QueueLimit = o.QueueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst });
-        });
+        builder.Services.AddOptimum(options);
+        // What a host decides for all its routes, decided here for the service on its own: problem details with
+        // the framework's defaults (trace id), time for in-flight requests to finish at shutdown, quieter logs.
         builder.Services.AddProblemDetails();
         builder.Services.AddOptions<HostOptions>().Configure<ServerOptions>((h, o) => h.ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(30, o.RequestTimeoutSeconds)));
-        builder.Services.AddOptions<Microsoft.AspNetCore.Server.Kestrel.Core.KestrelServerOptions>().Configure<ServerOptions>((k, o) => k.Limits.MaxRequestBodySize = o.MaxBodyBytes);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(ServerMetrics.MeterName)
-            .AddView("optimum.request.duration", new ExplicitBucketHistogramConfiguration { Boundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] })
-            .AddPrometheusExporter(p => p.ScrapeResponseCacheDurationMilliseconds = 0));
-
         var app = builder.Build();
-        _ = app.Services.GetRequiredService<ModelRegistry>();           // load the models before taking requests
-        app.UseExceptionHandler();
-        app.Use(Measure);
-        app.Use(Authenticate);
-        app.MapGet("/healthz", (ModelRegistry m) => Results.Ok(new { status = "ok", models = m.Names }));
-        app.MapGet("/v1/models", (ModelRegistry m) => Results.Ok(new
-        {
-            @object = "list",
-            data = m.Names.Select(n => m.TryGetForecaster(n, out var f)
-                ? (object)new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net", kind = m.KindOf(n), prediction_length = f.Model.PredictionLength, context_length = f.Model.ContextLength }
-                : new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net", kind = m.KindOf(n) }),
-        }));
-        app.MapPost("/v1/completions", Complete);
-        app.MapPost("/v1/forecast", Forecast);
-        app.MapPrometheusScrapingEndpoint("/metrics");
+        app.MapOptimum();
         return app;
-    }
-
-    private static async Task Measure(HttpContext ctx, RequestDelegate next)
-    {
-        var start = Stopwatch.GetTimestamp();
-        try { await next(ctx); }
-        finally
-        {
-            var metrics = ctx.RequestServices.GetRequiredService<ServerMetrics>();
-            // The endpoint's route pattern, not the raw path: arbitrary paths must not create metric series.
-            var route = (ctx.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched";
-            metrics.Requests.Add(1, new("route", route), new("status", ctx.Response.StatusCode));
-            metrics.Duration.Record(Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("route", route));
-        }
-    }
-
-    private static async Task Authenticate(HttpContext ctx, RequestDelegate next)
-    {
-        var key = ctx.RequestServices.GetRequiredService<ServerOptions>().ApiKey;
-        if (!string.IsNullOrEmpty(key) && ctx.Request.Path.StartsWithSegments("/v1"))
-        {
-            var header = ctx.Request.Headers.Authorization.ToString();
-            var given = header.StartsWith("Bearer ", StringComparison.Ordinal) ? header["Bearer ".Length..] : "";
-            if (!CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(given), Encoding.UTF8.GetBytes(key)))
-            {
-                ctx.Response.Headers.WWWAuthenticate = "Bearer";
-                await Results.Problem(statusCode: 401, title: "Unauthorized",
-                    detail: header.Length == 0 ? "This service needs an API key: send 'Authorization: Bearer <key>'." : "The API key is not valid.").ExecuteAsync(ctx);
-                return;
-            }
-        }
-        await next(ctx);
     }
 
     private static IResult Problem(int status, string title, string detail) => Results.Problem(statusCode: status, title: title, detail: detail);
@@ -103,6 +52,8 @@ public static partial class OptimumServer
     /// <summary>The request body, or a 413 problem: refused by Content-Length first, then while reading (chunked bodies have no length).</summary>
     private static async Task<(ReadOnlyMemory<byte> Body, IResult? Refusal)> ReadBody(HttpContext ctx, ServerOptions o)
     {
+        // Only this request's limit: the server-wide one is the app's (Kestrel's default is 30 MB).
+        if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = o.MaxBodyBytes;
         if (ctx.Request.ContentLength > o.MaxBodyBytes) return (default, Problem(413, "Payload too large", $"The body has {ctx.Request.ContentLength} bytes; the limit is {o.MaxBodyBytes}."));
         var body = new MemoryStream();
         var buffer = new byte[8192];
@@ -122,7 +73,7 @@ public static partial class OptimumServer
         return (body.GetBuffer().AsMemory(0, (int)body.Length), null);
     }
 
-    private static async Task<IResult> Complete(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, ConcurrencyLimiter limiter)
+    private static async Task<IResult> Complete(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, [FromKeyedServices(ServiceKey)] ConcurrencyLimiter limiter)
     {
         var (body, refusal) = await ReadBody(ctx, o);
         if (refusal is not null) return refusal;

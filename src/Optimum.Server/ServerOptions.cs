@@ -1,10 +1,22 @@
+using System.ComponentModel;
+using System.Globalization;
+
 namespace Optimum.Server;
 
-/// <summary>Configuration section "Optimum" of the service.</summary>
+/// <summary>
+/// Options of the Optimum endpoints: set in code with <c>services.AddOptimum(o =&gt; ...)</c>, or bound from the
+/// configuration section "Optimum" (<c>--Optimum:Models:0=&lt;folder&gt;</c>, <c>OPTIMUM__APIKEY</c>); code runs after binding.
+/// </summary>
 public sealed class ServerOptions
 {
-    /// <summary>Model folders to serve; each is named after its folder, or "name=path".</summary>
-    public List<string> Models { get; set; } = [];
+    /// <summary>The configuration section the options are bound from.</summary>
+    public const string Section = "Optimum";
+
+    /// <summary>
+    /// Model folders to serve, in order: requests without "model" get the first of the kind they need. In configuration
+    /// each is a string, "name=path" or a path (named after its folder), or an object with Name and Folder.
+    /// </summary>
+    public List<ServedModel> Models { get; set; } = [];
     /// <summary>When set, /v1/* requests need "Authorization: Bearer &lt;key&gt;".</summary>
     public string? ApiKey { get; set; }
     /// <summary>Completions and forecasts computed at once.</summary>
@@ -21,14 +33,69 @@ public sealed class ServerOptions
     public int MaxForecastSeries { get; set; } = 64;
     /// <summary>Upper bound of "samples" (sample paths per series) in /v1/forecast.</summary>
     public int MaxForecastSamples { get; set; } = 1000;
-    /// <summary>ONNX Runtime intra-op threads per model.</summary>
+    /// <summary>ONNX Runtime intra-op threads per model (0: ONNX Runtime chooses).</summary>
     public int Threads { get; set; } = Environment.ProcessorCount;
 
+    /// <summary>Throws <see cref="InvalidOperationException"/> naming every invalid option with its value and the valid range.</summary>
     public void Validate()
     {
-        if (Models.Count == 0) throw new InvalidOperationException("No model to serve: set Optimum:Models (serve --model <folder>).");
-        if (MaxConcurrent < 1 || QueueLimit < 0 || RequestTimeoutSeconds <= 0 || MaxBodyBytes < 64 || MaxTokens < 1 || MaxForecastSeries < 1 || MaxForecastSamples < 1)
-            throw new InvalidOperationException($"Invalid server limits: concurrency {MaxConcurrent}, queue {QueueLimit}, timeout {RequestTimeoutSeconds}s, body {MaxBodyBytes} B, " +
-                $"max tokens {MaxTokens}, max forecast series {MaxForecastSeries}, max forecast samples {MaxForecastSamples} (expected queue >= 0, timeout > 0, body >= 64, the others >= 1).");
+        var problems = Problems();
+        if (problems.Count > 0) throw new InvalidOperationException(string.Join("; ", problems) + ".");
     }
+
+    /// <summary>What is wrong with these options, one clause per option that names it and its value (joined with "; " in errors); empty when they are valid.</summary>
+    private List<string> Problems()
+    {
+        var problems = new List<string>();
+        void AtLeast(string name, double value, double min)
+        {
+            if (value < min) problems.Add($"{Section}:{name} must be at least {min.ToString(CultureInfo.InvariantCulture)}, got {value.ToString(CultureInfo.InvariantCulture)}");
+        }
+        if (Models.Count == 0)
+            problems.Add($"{Section}:{nameof(Models)} is empty: name a model folder to serve (AddOptimum(o => o.Models.Add(...)), --{Section}:{nameof(Models)}:0=<folder>, serve --model <folder>)");
+        for (int i = 0; i < Models.Count; i++)
+        {
+            var (name, folder) = (Models[i]?.Name, Models[i]?.Folder);
+            if (string.IsNullOrWhiteSpace(name) || string.IsNullOrWhiteSpace(folder))
+                problems.Add($"{Section}:{nameof(Models)}:{i} needs a name and a folder, got name '{name}' and folder '{folder}'");
+            else if (!Directory.Exists(folder))
+                problems.Add($"{Section}:{nameof(Models)}:{i} ('{name}'): the folder '{folder}' does not exist");
+            else if (Models.FindIndex(m => m?.Name == name) is var first && first < i)
+                problems.Add($"{Section}:{nameof(Models)}:{i}: models {first} and {i} are both named '{name}' (rename one with name=path)");
+        }
+        AtLeast(nameof(MaxConcurrent), MaxConcurrent, 1);
+        AtLeast(nameof(QueueLimit), QueueLimit, 0);
+        if (!(RequestTimeoutSeconds > 0))
+            problems.Add($"{Section}:{nameof(RequestTimeoutSeconds)} must be greater than 0, got {RequestTimeoutSeconds.ToString(CultureInfo.InvariantCulture)}");
+        AtLeast(nameof(MaxBodyBytes), MaxBodyBytes, 64);
+        AtLeast(nameof(MaxTokens), MaxTokens, 1);
+        AtLeast(nameof(MaxForecastSeries), MaxForecastSeries, 1);
+        AtLeast(nameof(MaxForecastSamples), MaxForecastSamples, 1);
+        AtLeast(nameof(Threads), Threads, 0);
+        return problems;
+    }
+}
+
+/// <summary>A model to serve: <paramref name="Name"/> is what requests put in "model", <paramref name="Folder"/> the model folder.</summary>
+[TypeConverter(typeof(ServedModelConverter))]
+public sealed record ServedModel(string Name, string Folder)
+{
+    /// <summary>"name=path", or a path, which names the model after its folder ("models/tiny-gpt2/" is "tiny-gpt2").</summary>
+    public static ServedModel Parse(string spec)
+    {
+        int eq = spec.IndexOf('=');
+        if (eq >= 0) return new(spec[..eq], spec[(eq + 1)..]);
+        return string.IsNullOrWhiteSpace(spec) ? new("", spec) : new(Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(spec))), spec);
+    }
+
+    public override string ToString() => $"{Name}={Folder}";
+}
+
+/// <summary>Lets configuration binding read a <see cref="ServedModel"/> from its string form, "name=path" or a path.</summary>
+internal sealed class ServedModelConverter : TypeConverter
+{
+    public override bool CanConvertFrom(ITypeDescriptorContext? context, Type sourceType) => sourceType == typeof(string) || base.CanConvertFrom(context, sourceType);
+
+    public override object? ConvertFrom(ITypeDescriptorContext? context, CultureInfo? culture, object value) =>
+        value is string s ? ServedModel.Parse(s) : base.ConvertFrom(context, culture, value);
 }
