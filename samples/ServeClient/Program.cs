@@ -1,9 +1,12 @@
-// Starts the completions service on a trained model (by default the Moby-Dick sample's out/moby-dick/final)
-// on 127.0.0.1, then streams a completion from it with a plain HttpClient, printing text as it arrives.
+// Hosts the completions service inside an ASP.NET Core app of its own (AddOptimum / MapOptimum beside the app's
+// own /hello route) on a trained model (by default the Moby-Dick sample's out/moby-dick/final) on 127.0.0.1,
+// then streams a completion from it with a plain HttpClient, printing text as it arrives.
 // Usage: dotnet run -c Release --project samples/ServeClient [-- <model folder> "<prompt>"]
 using System.Net.Http.Json;
 using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Optimum.Models;
@@ -18,13 +21,19 @@ if (!File.Exists(Path.Combine(modelDir, "model.safetensors")))
     ModelKinds.WritePreset(modelDir, Gpt2Kind.Mini, seed: 0);
 }
 
-await using var app = OptimumServer.Build(["--urls", "http://127.0.0.1:0", $"--Optimum:Models:0=moby-dick={modelDir}"]);
+var builder = WebApplication.CreateSlimBuilder(["--urls", "http://127.0.0.1:0"]);
+builder.Logging.SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Warning);
+builder.Services.AddOptimum(o => o.Models.Add(new ServedModel("moby-dick", modelDir)));
+await using var app = builder.Build();
+app.MapGet("/hello", () => "the app's own route");
+app.MapOptimum();
 await app.StartAsync();
 var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
 Console.WriteLine($"service on {address}");
 
 using var http = new HttpClient { BaseAddress = new Uri(address) };
 var models = await http.GetFromJsonAsync<JsonElement>("/v1/models");
+Console.WriteLine($"/hello: {await http.GetStringAsync("/hello")}");
 Console.WriteLine($"models: {string.Join(", ", models.GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()))}");
 
 using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")

@@ -36,8 +36,24 @@ public sealed record GenerationOptions
     }
 }
 
-/// <summary>The new tokens of one sequence and why generation stopped: "eos", "length" or "stop" (stopped by the caller).</summary>
-public sealed record GenerationResult(IReadOnlyList<int> Tokens, string FinishReason);
+/// <summary>
+/// Why a generation ended. Wire names (<see cref="Optimum.Core.EnumNames"/>): "length", "eos", "stop", "cancelled".
+/// A <see cref="Completion"/> reports OpenAI's reasons: <see cref="Stop"/> for an end-of-sequence token or a stop string.
+/// </summary>
+public enum FinishReason
+{
+    /// <summary>max_new_tokens reached.</summary>
+    Length,
+    /// <summary>The end-of-sequence token was generated.</summary>
+    Eos,
+    /// <summary>The caller stopped it (a stop string in a completion).</summary>
+    Stop,
+    /// <summary>Cancelled (client gone, timeout, shutdown).</summary>
+    Cancelled,
+}
+
+/// <summary>The new tokens of one sequence and why generation stopped.</summary>
+public sealed record GenerationResult(IReadOnlyList<int> Tokens, FinishReason FinishReason);
 
 /// <summary>Decoding strategies over a <see cref="CausalLm"/>: greedy, sampling, beam search.</summary>
 public static class Generator
@@ -78,7 +94,7 @@ public static class Generator
             rows[b] = Enumerable.Repeat(0L, pad).Concat(Enumerable.Repeat(1L, prompts[b].Count)).ToList();
         }
         var generated = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
-        var finish = new string?[batch];
+        var finish = new FinishReason?[batch];
         var rngs = Enumerable.Range(0, batch).Select(b => new Random(o.Seed + b)).ToArray();
         var next = new long[batch];
         var nextPos = new long[batch];
@@ -91,14 +107,14 @@ public static class Generator
                 if (finish[b] is not null) { next[b] = eos ?? 0; continue; }
                 var row = logits.AsSpan(b * lm.VocabSize, lm.VocabSize);
                 int token = Sampling.Pick(row, o, rngs[b], prompts[b].Concat(generated[b]));
-                if (token == eos) { finish[b] = "eos"; next[b] = token; continue; }
+                if (token == eos) { finish[b] = FinishReason.Eos; next[b] = token; continue; }
                 generated[b].Add(token);
                 next[b] = token;
-                if (onToken is not null && !onToken(b, generated[b])) finish[b] = "stop";
-                else if (generated[b].Count >= o.MaxNewTokens) finish[b] = "length";
+                if (onToken is not null && !onToken(b, generated[b])) finish[b] = FinishReason.Stop;
+                else if (generated[b].Count >= o.MaxNewTokens) finish[b] = FinishReason.Length;
             }
             if (cancel.IsCancellationRequested)
-                for (int b = 0; b < batch; b++) finish[b] ??= "cancelled";
+                for (int b = 0; b < batch; b++) finish[b] ??= FinishReason.Cancelled;
             if (finish.All(f => f is not null)) break;
             for (int b = 0; b < batch; b++)
             {
@@ -107,7 +123,7 @@ public static class Generator
             }
             logits = state.Step(next, nextPos, [.. rows.SelectMany(r => r)], batch).ToArray();
         }
-        return generated.Select((g, b) => new GenerationResult(g, finish[b]!)).ToArray();
+        return generated.Select((g, b) => new GenerationResult(g, finish[b]!.Value)).ToArray();
     }
 
     /// <summary>
@@ -180,7 +196,7 @@ public static class Generator
         }
         for (int b = 0; b < k && !done; b++) finished.Add((Normalised(scores[b], beams[b].Count), beams[b]));
         var winner = finished.OrderByDescending(f => f.Score).First();
-        return new GenerationResult(winner.Tokens, winner.Tokens.Count >= o.MaxNewTokens ? "length" : "eos");
+        return new GenerationResult(winner.Tokens, winner.Tokens.Count >= o.MaxNewTokens ? FinishReason.Length : FinishReason.Eos);
     }
 }
 

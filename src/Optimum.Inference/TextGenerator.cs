@@ -5,7 +5,7 @@ using Optimum.Hub;
 namespace Optimum.Inference;
 
 /// <summary>Text out of a completion, with token counts for usage reports.</summary>
-public sealed record Completion(string Text, string FinishReason, int PromptTokens, int CompletionTokens);
+public sealed record Completion(string Text, FinishReason FinishReason, int PromptTokens, int CompletionTokens);
 
 /// <summary>
 /// Text in, text out over a causal LM (prompt continued) or an encoder-decoder (prompt = source
@@ -91,7 +91,7 @@ public sealed class TextGenerator
         var pieces = new System.Collections.Concurrent.BlockingCollection<string>();
         string text = "";
         int emitted = 0, count = 0;
-        string? reason = null;
+        FinishReason? reason = null;
         bool stopMatched = false;
         bool OnToken(int row, IReadOnlyList<int> tokens)
         {
@@ -102,14 +102,14 @@ public sealed class TextGenerator
             if (at >= 0)
             {
                 text = text[..at];
-                reason = "stop";
+                reason = FinishReason.Stop;
                 stopMatched = true;
                 Flush(text.Length);
                 return false;
             }
             Flush(SafeEnd(text, stop));
             if (!cancel.IsCancellationRequested) return true;
-            reason = "cancelled";
+            reason = FinishReason.Cancelled;
             return false;
         }
         void Flush(int end)
@@ -123,9 +123,9 @@ public sealed class TextGenerator
                 var r = o.NumBeams > 1 ? _generate(promptIds, o, null, cancel) : _generate(promptIds, o, OnToken, cancel);
                 if (o.NumBeams > 1) { OnToken(0, r.Tokens); }
                 // OpenAI's finish reasons: "stop" for EOS or a stop string, "length" for max tokens.
-                reason ??= r.FinishReason switch { "eos" => "stop", "cancelled" => "cancelled", _ => "length" };
+                reason ??= r.FinishReason switch { FinishReason.Eos => FinishReason.Stop, FinishReason.Cancelled => FinishReason.Cancelled, _ => FinishReason.Length };
                 if (!stopMatched) Flush(text.Length);       // the held-back rest, even a trailing partial character
-                done(new Completion("", reason, promptIds.Count, count));
+                done(new Completion("", reason.Value, promptIds.Count, count));
             }
             finally { pieces.CompleteAdding(); }
         });

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http.Features;
+using Optimum.Core;
 using Optimum.Inference;
 
 namespace Optimum.Server;
@@ -103,7 +104,7 @@ public static partial class OptimumServer
         };
         void Count(Completion c)
         {
-            var reason = timeout.IsCancellationRequested && !ctx.RequestAborted.IsCancellationRequested ? "timeout" : c.FinishReason;
+            var reason = timeout.IsCancellationRequested && !ctx.RequestAborted.IsCancellationRequested ? "timeout" : EnumNames.Name(c.FinishReason);
             metrics.Tokens.Add(c.CompletionTokens, new KeyValuePair<string, object?>("model", req.Model));
             metrics.Completions.Add(1, new("model", req.Model), new("finish_reason", reason));
         }
@@ -123,7 +124,7 @@ public static partial class OptimumServer
             return Results.Ok(new
             {
                 id, @object = "text_completion", created, model = req.Model,
-                choices = done.Select((c, i) => new { text = c.Text, index = i, logprobs = (object?)null, finish_reason = c.FinishReason }),
+                choices = done.Select((c, i) => new { text = c.Text, index = i, logprobs = (object?)null, finish_reason = EnumNames.Name(c.FinishReason) }),
                 usage = new { prompt_tokens = done.Sum(c => c.PromptTokens), completion_tokens = done.Sum(c => c.CompletionTokens), total_tokens = done.Sum(c => c.PromptTokens + c.CompletionTokens) },
             });
         }
@@ -145,7 +146,7 @@ public static partial class OptimumServer
             if (timeout.IsCancellationRequested && !ctx.RequestAborted.IsCancellationRequested)
                 await Send(new { error = new { message = $"The completion took longer than {o.RequestTimeoutSeconds} s.", type = "timeout" } });
             else
-                await Send(new { id, @object = "text_completion", created, model = req.Model, choices = new[] { new { text = "", index = 0, logprobs = (object?)null, finish_reason = (string?)final!.FinishReason } } });
+                await Send(new { id, @object = "text_completion", created, model = req.Model, choices = new[] { new { text = "", index = 0, logprobs = (object?)null, finish_reason = (string?)EnumNames.Name(final!.FinishReason) } } });
             await ctx.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException && ctx.RequestAborted.IsCancellationRequested)

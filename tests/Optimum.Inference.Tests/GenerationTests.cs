@@ -42,7 +42,7 @@ public sealed class GenerationTests : IClassFixture<GenerationTests.Fixture>
         var expected = _f.Expected["generate.greedy"].ToInt64s().Skip(5).Select(t => (int)t);
         var r = Generator.Generate(_f.Lm, [Prompt], new GenerationOptions { MaxNewTokens = 12 })[0];
         Assert.Equal(expected, r.Tokens);
-        Assert.Equal("length", r.FinishReason);
+        Assert.Equal(FinishReason.Length, r.FinishReason);
     }
 
     [Fact]
@@ -136,7 +136,7 @@ public sealed class GenerationTests : IClassFixture<GenerationTests.Fixture>
         int at = Enumerable.Range(1, free.Count - 1).First(i => !free.Take(i).Contains(free[i]));   // a token's first appearance
         var r = Generator.Generate(_f.Lm, [Prompt], o with { EosTokenId = free[at] })[0];
         Assert.Equal(free.Take(at), r.Tokens);
-        Assert.Equal("eos", r.FinishReason);
+        Assert.Equal(FinishReason.Eos, r.FinishReason);
     }
 
     [Fact]
@@ -171,7 +171,7 @@ public sealed class BeamSearchByHandTests : IDisposable
         // Best finished: [0] (-1.90) over "" (-inf).
         var r = Generator.BeamSearch(lm, [3], new GenerationOptions { NumBeams = 2, EosTokenId = 1, EarlyStopping = true, MaxNewTokens = 5 });
         Assert.Equal([0], r.Tokens);
-        Assert.Equal("eos", r.FinishReason);
+        Assert.Equal(FinishReason.Eos, r.FinishReason);
         // Without early stopping the search goes on while a live beam can still beat [0]'s -1.90:
         // [0,0] has -1.39 / 2 = -0.69 > -1.90, so it continues until max length, and [0,0,0,0,0]
         // (5 log .5 / 5 = -0.69) beats every finished hypothesis.

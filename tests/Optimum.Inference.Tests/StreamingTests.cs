@@ -44,7 +44,7 @@ public sealed class StreamingTests : IDisposable
         Assert.True(pieces.Count > 3);
         Assert.Equal(whole.Text, string.Concat(pieces));
         Assert.Equal(30, whole.CompletionTokens);
-        Assert.Equal("length", done!.FinishReason);
+        Assert.Equal(FinishReason.Length, done!.FinishReason);
         Assert.Equal(6, done.PromptTokens);
     }
 
@@ -56,7 +56,7 @@ public sealed class StreamingTests : IDisposable
         var stop = free.Substring(free.Length / 2, 2);
         var cut = _gen.Complete("The whale", o, [stop]);
         Assert.Equal(free[..free.IndexOf(stop, StringComparison.Ordinal)], cut.Text);
-        Assert.Equal("stop", cut.FinishReason);
+        Assert.Equal(FinishReason.Stop, cut.FinishReason);
         Assert.Equal(cut.Text, string.Concat(await Collect(_gen.StreamAsync("The whale", o, [stop]))));
     }
 
@@ -94,7 +94,7 @@ public sealed class StreamingTests : IDisposable
         cts.Cancel();                                   // e.g. the client has gone away
         Completion? done = null;
         var pieces = await Collect(_gen.StreamAsync("Call me", new GenerationOptions { MaxNewTokens = 50, Temperature = 1 }, completed: c => done = c, cancel: cts.Token));
-        Assert.Equal("cancelled", done!.FinishReason);
+        Assert.Equal(FinishReason.Cancelled, done!.FinishReason);
         Assert.True(done.CompletionTokens <= 1, $"{done.CompletionTokens} tokens after cancellation");
     }
 }

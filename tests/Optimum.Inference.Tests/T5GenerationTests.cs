@@ -39,7 +39,7 @@ public sealed class T5GenerationTests : IDisposable
 
     /// <summary>HF's output rows: decoder start, the tokens, EOS if it was produced, then pad up to the width.</summary>
     private long[] AsHf(IReadOnlyList<GenerationResult> results, int width) => results.SelectMany(r =>
-        new[] { 0L }.Concat(r.Tokens.Select(t => (long)t)).Concat(r.FinishReason == "eos" ? [1L] : []).Concat(Enumerable.Repeat(0L, width)).Take(width)).ToArray();
+        new[] { 0L }.Concat(r.Tokens.Select(t => (long)t)).Concat(r.FinishReason == FinishReason.Eos ? [1L] : []).Concat(Enumerable.Repeat(0L, width)).Take(width)).ToArray();
 
     [Fact]
     public void Greedy_EqualsTransformers()

@@ -29,8 +29,8 @@ public static class BenchServe
         var dir = Path.Combine(run.WorkDir, $"gpt2-serve-{size.Layers}x{size.Width}-v{size.Vocab}");
         ModelKinds.WritePreset(dir, size.Config(256), seed: 0);
         // Two completions at once, each with half the threads.
-        var app = OptimumServer.Build(["--urls", "http://127.0.0.1:0", $"--Optimum:Models:0={dir}", $"--Optimum:Threads={Math.Max(1, run.Threads / 2)}",
-            "--Optimum:MaxConcurrent=2", $"--Optimum:QueueLimit={clients * 2}", "--Logging:LogLevel:Default=Warning"]);
+        var app = OptimumServer.Build(new ServerOptions { Models = [new("bench", dir)], Threads = Math.Max(1, run.Threads / 2), MaxConcurrent = 2, QueueLimit = clients * 2 },
+            ["--urls", "http://127.0.0.1:0", "--Logging:LogLevel:Default=Warning"]);
         app.StartAsync().GetAwaiter().GetResult();
         try
         {
