@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Optimum.Models;
 using Optimum.Server;
 
@@ -22,7 +23,7 @@ if (!File.Exists(Path.Combine(modelDir, "model.safetensors")))
 }
 
 var builder = WebApplication.CreateSlimBuilder(["--urls", "http://127.0.0.1:0"]);
-builder.Logging.SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Warning);
+builder.Logging.AddFilter("Microsoft", Microsoft.Extensions.Logging.LogLevel.Warning);
 builder.Services.AddOptimum(o => o.Models.Add(new ServedModel("moby-dick", modelDir)));
 await using var app = builder.Build();
 app.MapGet("/hello", () => "the app's own route");
