@@ -39,15 +39,15 @@ public interface IModelKind
 }
 
 /// <summary>The typed base of a model kind: implement the members over <typeparamref name="TConfig"/>.</summary>
-public abstract class ModelKind<TConfig> : IModelKind where TConfig : class
+public abstract class ModelKind<TConfig> : IModelKind where TConfig : class, IHfConfig<TConfig>
 {
     public abstract IReadOnlyList<string> ModelTypes { get; }
     public Type ConfigType => typeof(TConfig);
     public virtual string TrainingData => "no training files (not trainable from the command line)";
     public virtual string ThroughputUnit => "tok/s";
 
-    public abstract TConfig ReadConfig(HfConfig config);
-    public abstract JsonObject ToHf(TConfig config);
+    public TConfig ReadConfig(HfConfig config) => TConfig.FromHf(config);
+    public JsonObject ToHf(TConfig config) => config.ToHf();
     public abstract void Write(string dir, TConfig config);
     public abstract float[][] Initialize(IReadOnlyList<ParameterInfo> parameters, TConfig config, int seed);
 

@@ -6,7 +6,7 @@ namespace Optimum.Core;
 /// GPT-2 hyper-parameters with Hugging Face's names and defaults (GPT2Config). Read from an HF
 /// <c>config.json</c>; values the definition does not implement are refused with a clear message.
 /// </summary>
-public sealed record Gpt2Config
+public sealed record Gpt2Config : IHfConfig<Gpt2Config>
 {
     public int VocabSize { get; init; } = 50257;            // vocab_size
     public int NPositions { get; init; } = 1024;            // n_positions: longest sequence

@@ -3,7 +3,7 @@ using System.Text.Json.Nodes;
 namespace Optimum.Core;
 
 /// <summary>T5 hyper-parameters with Hugging Face's names and defaults (T5Config).</summary>
-public sealed record T5Config
+public sealed record T5Config : IHfConfig<T5Config>
 {
     public int VocabSize { get; init; } = 32128;
     public int DModel { get; init; } = 512;

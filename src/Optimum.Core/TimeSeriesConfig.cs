@@ -7,7 +7,7 @@ namespace Optimum.Core;
 /// <c>time_series_transformer</c> / <c>informer</c>) with HF's names and defaults. Univariate targets
 /// (input_size 1) only.
 /// </summary>
-public sealed record TimeSeriesConfig
+public sealed record TimeSeriesConfig : IHfConfig<TimeSeriesConfig>
 {
     /// <summary>"time_series_transformer" or "informer".</summary>
     public string ModelType { get; init; } = "time_series_transformer";

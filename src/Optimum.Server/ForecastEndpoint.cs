@@ -13,11 +13,8 @@ public static partial class OptimumServer
 {
     private static async Task<IResult> Forecast(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, [FromKeyedServices(ServiceKey)] ConcurrencyLimiter limiter)
     {
-        var (body, refusal) = await ReadBody(ctx, o);
-        if (refusal is not null) return refusal;
-        ForecastRequest req;
-        try { req = ForecastParser.Parse(body.Span, o, models); }
-        catch (RequestError e) { return Problem(e.Status, e.Title, e.Message); }
+        var (req, refusal) = await ReadRequest(ctx, o, body => ForecastParser.Parse(body, o, models));
+        if (req is null) return refusal!;
         models.TryGetForecaster(req.Model, out var served);
 
         // The model's turn first (a Forecaster takes one call at a time), then a generation slot: a request

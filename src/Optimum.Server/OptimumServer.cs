@@ -74,13 +74,21 @@ public static partial class OptimumServer
         return (body.GetBuffer().AsMemory(0, (int)body.Length), null);
     }
 
-    private static async Task<IResult> Complete(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, [FromKeyedServices(ServiceKey)] ConcurrencyLimiter limiter)
+    private delegate T RequestParser<T>(ReadOnlySpan<byte> body);
+
+    /// <summary>The parsed request, or the problem to answer: 413 for the body's size, the parser's 4xx for its content.</summary>
+    private static async Task<(T? Request, IResult? Refusal)> ReadRequest<T>(HttpContext ctx, ServerOptions o, RequestParser<T> parse) where T : class
     {
         var (body, refusal) = await ReadBody(ctx, o);
-        if (refusal is not null) return refusal;
-        CompletionRequest req;
-        try { req = CompletionParser.Parse(body.Span, o, models); }
-        catch (RequestError e) { return Problem(e.Status, e.Title, e.Message); }
+        if (refusal is not null) return (null, refusal);
+        try { return (parse(body.Span), null); }
+        catch (RequestError e) { return (null, Problem(e.Status, e.Title, e.Message)); }
+    }
+
+    private static async Task<IResult> Complete(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, [FromKeyedServices(ServiceKey)] ConcurrencyLimiter limiter)
+    {
+        var (req, refusal) = await ReadRequest(ctx, o, body => CompletionParser.Parse(body, o, models));
+        if (req is null) return refusal!;
         models.TryGet(req.Model, out var generator);
         foreach (var prompt in req.Prompts)
             if (generator.CheckLength(generator.Encode(prompt).Count, req.MaxTokens) is { } tooLong)

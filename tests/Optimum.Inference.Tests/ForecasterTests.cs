@@ -68,7 +68,7 @@ public sealed class ForecasterTests(ITestOutputHelper output)
             if (e.TryGetValue(name, out var te)) feeds[name] = new HostTensor(te.ToFloats().Select(v => (double)v).ToArray(), te.Shape, DType.Float);
         if (e.TryGetValue("static_categorical_features", out var cat)) feeds["static_categorical_features"] = new HostTensor(cat.ToInt64s().Select(v => (double)v).ToArray(), cat.Shape, DType.Int64);
         feeds["future_observed_mask"] = new HostTensor(Enumerable.Repeat(1.0, future.Length).ToArray(), e["future_values"].Shape, DType.Float);
-        if (g.Inputs.Any(i => i.Name == TimeSeriesModel.SeedInput)) feeds[TimeSeriesModel.SeedInput] = new HostTensor([0], [], DType.Int64);
+        if (g.Inputs.Any(i => i.Name == GraphInputs.DropoutSeed)) feeds[GraphInputs.DropoutSeed] = new HostTensor([0], [], DType.Int64);
         using var m = new OrtModel(g);
         var r = m.Run(feeds);
         double max = 0;

@@ -83,7 +83,7 @@ public sealed class TimeSeriesConfigsTests(ITestOutputHelper output)
             feeds["static_categorical_features"] = new HostTensor(Enumerable.Range(0, b).SelectMany(r => cfg.Cardinality.Select(k => (double)((r + 1) % k))).ToArray(), [b, cfg.NumStaticCategoricalFeatures], DType.Int64);
         if (cfg.NumStaticRealFeatures > 0)
             feeds["static_real_features"] = new HostTensor(Enumerable.Range(0, b * cfg.NumStaticRealFeatures).Select(_ => Rand.Normal(rng)).ToArray(), [b, cfg.NumStaticRealFeatures], dt);
-        if (graph.Inputs.Any(i => i.Name == TimeSeriesModel.SeedInput)) feeds[TimeSeriesModel.SeedInput] = new HostTensor([11], [], DType.Int64);
+        if (graph.Inputs.Any(i => i.Name == GraphInputs.DropoutSeed)) feeds[GraphInputs.DropoutSeed] = new HostTensor([11], [], DType.Int64);
         return (ps, w, feeds);
     }
 

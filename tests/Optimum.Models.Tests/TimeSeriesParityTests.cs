@@ -34,7 +34,7 @@ public sealed class TimeSeriesParityTests(ITestOutputHelper output)
                 : new HostTensor(e[name].ToFloats().Select(v => (double)v).ToArray(), e[name].Shape, DType.Float);
         var fv = e["future_values"];
         f["future_observed_mask"] = new HostTensor(Enumerable.Repeat(1.0, fv.ToFloats().Length).ToArray(), fv.Shape, DType.Float);
-        f[TimeSeriesModel.SeedInput] = new HostTensor([seed], [], DType.Int64);
+        f[GraphInputs.DropoutSeed] = new HostTensor([seed], [], DType.Int64);
         return f;
     }
 

@@ -9,23 +9,11 @@ namespace Optimum.Models;
 /// One forward serves three graphs: training (loss + gradients), eval (loss + logits) and the
 /// KV-cache decoder (logits + present keys/values), which handles a prompt and each new token alike.
 /// </summary>
-public sealed class Gpt2
+public sealed class Gpt2 : GraphModel<Gpt2Config>
 {
-    private readonly GraphBuilder g;
-    private readonly Gpt2Config c;
-    private readonly DType dt;
-    private readonly bool training;
-    private readonly Dictionary<string, Value> _params = [];
     private Value? _dropoutSeed;
 
-    private Gpt2(GraphBuilder g, Gpt2Config c, DType dtype, bool training)
-    {
-        c.Validate();
-        this.g = g;
-        this.c = c;
-        dt = dtype;
-        this.training = training;
-    }
+    private Gpt2(GraphBuilder g, Gpt2Config c, DType dtype, bool training) : base(g, c, dtype, training) => c.Validate();
 
     /// <summary>
     /// The language-model graph: input_ids, attention_mask, labels (batch, seq) → loss (HF's shifted
@@ -66,12 +54,6 @@ public sealed class Gpt2
             g.Output(present[i].Key, $"present.{i}.key");
             g.Output(present[i].Value, $"present.{i}.value");
         }
-    }
-
-    private Value P(string name, params Dim[] shape)
-    {
-        if (!_params.TryGetValue(name, out var p)) _params[name] = p = g.Parameter(name, new Shape(shape), dt);
-        return p;
     }
 
     private (Value Logits, (Value Key, Value Value)[] Present) Forward(Value ids, Value positions, Value mask, (Value Key, Value Value)[]? past)

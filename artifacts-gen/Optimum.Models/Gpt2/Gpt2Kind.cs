@@ -20,8 +20,6 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
     public override IReadOnlyList<string> ModelTypes { get; } = ["gpt2"];
     public override string TrainingData => "text files or folders (*.txt; each file one document)";
 
-    public override Gpt2Config ReadConfig(HfConfig config) => Gpt2Config.FromHf(config);
-    public override JsonObject ToHf(Gpt2Config config) => config.ToHf();
 
     /// <summary>Writes config.json, training.onnx, eval.onnx and inference.onnx (the KV-cache decoder).</summary>
     public override void Write(string dir, Gpt2Config c)

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using Optimum.Hub;
 using Optimum.Onnx;
 using Optimum.Core;
@@ -5,7 +6,7 @@ using Optimum.Core;
 namespace Optimum.Models;
 
 /// <summary>A multi-layer perceptron classifier; the defaults fit the bundled 8x8 digits.</summary>
-public sealed record MlpConfig
+public sealed record MlpConfig : IHfConfig<MlpConfig>
 {
     /// <summary>Features per example (64 = 8x8 pixels).</summary>
     public int InputSize { get; init; } = 64;
@@ -17,6 +18,32 @@ public sealed record MlpConfig
     public string Activation { get; init; } = "relu";
     /// <summary>Dropout after each hidden layer, in training only.</summary>
     public double Dropout { get; init; } = 0.1;
+
+    /// <summary>Reads the MLP's config.json keys (input_size, hidden_sizes, num_classes, activation, dropout).</summary>
+    public static MlpConfig FromHf(HfConfig c)
+    {
+        var hidden = c.Json["hidden_sizes"] is JsonArray a
+            ? a.Select(n => n is JsonValue v && v.TryGetValue<int>(out var h) ? h : throw new InvalidDataException($"{c.Source}: 'hidden_sizes' must be a list of integers.")).ToArray()
+            : [64];
+        var cfg = new MlpConfig
+        {
+            InputSize = c.Int("input_size", 64), HiddenSizes = hidden, NumClasses = c.Int("num_classes", 10),
+            Activation = c.String("activation", "relu"), Dropout = c.Double("dropout", 0.1),
+        };
+        try { cfg.Validate(); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{c.Source}: {e.Message}", e); }
+        return cfg;
+    }
+
+    public JsonObject ToHf() => new()
+    {
+        ["input_size"] = InputSize,
+        ["hidden_sizes"] = new JsonArray(HiddenSizes.Select(h => (JsonNode)h).ToArray()),
+        ["num_classes"] = NumClasses,
+        ["activation"] = Activation,
+        ["dropout"] = Dropout,
+        ["model_type"] = "mlp",
+    };
 
     /// <summary>Refuses configurations the definition cannot build, naming the field.</summary>
     public void Validate()

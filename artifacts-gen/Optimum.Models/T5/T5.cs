@@ -12,24 +12,12 @@ namespace Optimum.Models;
 /// Graphs: training/eval (loss, logits, encoder output), the encoder (also the decoder layers'
 /// cross-attention keys/values, computed once per input) and the decoder with a self-attention cache.
 /// </summary>
-public sealed class T5
+public sealed class T5 : GraphModel<T5Config>
 {
-    private readonly GraphBuilder g;
-    private readonly T5Config c;
-    private readonly DType dt;
-    private readonly bool training;
-    private readonly Dictionary<string, Value> _params = [];
     private Value? _seed;
     private int _salt;
 
-    private T5(GraphBuilder g, T5Config c, DType dtype, bool training)
-    {
-        c.Validate();
-        this.g = g;
-        this.c = c;
-        dt = dtype;
-        this.training = training;
-    }
+    private T5(GraphBuilder g, T5Config c, DType dtype, bool training) : base(g, c, dtype, training) => c.Validate();
 
     /// <summary>input_ids, attention_mask (batch, src), labels (batch, tgt) → loss, logits, encoder_last_hidden_state.</summary>
     public static ModelOutputs DefineLm(GraphBuilder g, bool training, T5Config c, DType dtype = DType.Float)
@@ -83,12 +71,6 @@ public sealed class T5
             g.Output(present[i].Key, $"present.{i}.key");
             g.Output(present[i].Value, $"present.{i}.value");
         }
-    }
-
-    private Value P(string name, params Dim[] shape)
-    {
-        if (!_params.TryGetValue(name, out var p)) _params[name] = p = g.Parameter(name, new Shape(shape), dt);
-        return p;
     }
 
     private Value Dropout(Value x) => _seed is { } s && c.DropoutRate > 0 ? g.Dropout(x, c.DropoutRate, true, s, ++_salt) : x;

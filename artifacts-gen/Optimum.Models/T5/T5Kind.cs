@@ -16,8 +16,6 @@ public sealed class T5Kind : ModelKind<T5Config>
     public override IReadOnlyList<string> ModelTypes { get; } = ["t5"];
     public override string TrainingData => "(source, target) pair files (.tsv or .jsonl)";
 
-    public override T5Config ReadConfig(HfConfig config) => T5Config.FromHf(config);
-    public override JsonObject ToHf(T5Config config) => config.ToHf();
 
     /// <summary>Writes config.json, training.onnx, eval.onnx, encoder.onnx and decoder.onnx.</summary>
     public override void Write(string dir, T5Config c)

@@ -21,8 +21,6 @@ public sealed class TimeSeriesKind : ModelKind<TimeSeriesConfig>
     public override string TrainingData => "series files (.csv with series,month,value or vega's .json)";
     public override string ThroughputUnit => "windows/s";
 
-    public override TimeSeriesConfig ReadConfig(HfConfig config) => TimeSeriesConfig.FromHf(config);
-    public override JsonObject ToHf(TimeSeriesConfig config) => config.ToHf();
 
     /// <summary>Writes config.json, training.onnx, eval.onnx, encoder.onnx and decoder.onnx (no weights).</summary>
     public override void Write(string dir, TimeSeriesConfig c)

@@ -16,32 +16,22 @@ namespace Optimum.Models;
 /// generate runs it). Random choices (dropout, LayerDrop, ProbSparse key sampling) come from the
 /// int64 input <c>dropout_seed</c> through a counter hash, so they are reproducible.
 /// </summary>
-public sealed partial class TimeSeriesModel
+public sealed partial class TimeSeriesModel : GraphModel<TimeSeriesConfig>
 {
-    public const string SeedInput = "dropout_seed";
     /// <summary>Output name of the first distilling layer's BatchNorm input when <c>Define</c> is asked for it (tests).</summary>
     public const string DebugBatchNormInput = "debug.batch_norm_input";
     private bool _debugBatchNormInput;
 
-    private readonly GraphBuilder g;
-    private readonly TimeSeriesConfig c;
-    private readonly bool training;
-    private readonly DType dt;
-    private readonly Dictionary<string, Value> _params = [];
     private readonly List<KeyValuePair<string, Value>> _updates = [];
     private Value? _seed;
     private long _salt;
 
-    private TimeSeriesModel(GraphBuilder g, TimeSeriesConfig c, bool training, DType dtype)
+    private TimeSeriesModel(GraphBuilder g, TimeSeriesConfig c, bool training, DType dtype) : base(g, c, dtype, training)
     {
         c.Validate();
         if (dtype is not (DType.Float or DType.Double)) throw new ArgumentException($"Time-series graphs are float or double, not {dtype.Name()}.", nameof(dtype));
-        this.g = g;
-        this.c = c;
-        this.training = training;
-        dt = dtype;
         bool random = c.ProbAttention || (training && (c.Dropout > 0 || c.AttentionDropout > 0 || c.ActivationDropout > 0 || c.EncoderLayerdrop > 0 || c.DecoderLayerdrop > 0));
-        if (random) _seed = g.Input(SeedInput, DType.Int64, Shape.Scalar);
+        if (random) _seed = g.Input(GraphInputs.DropoutSeed, DType.Int64, Shape.Scalar);
     }
 
     private sealed record PastInputs(Value Values, Value TimeFeatures, Value Observed, Value? Categorical, Value? Real);
@@ -115,18 +105,6 @@ public sealed partial class TimeSeriesModel
             g.Input("past_observed_mask", dt, Shape.Of("batch", p)),
             c.NumStaticCategoricalFeatures > 0 ? g.Input("static_categorical_features", DType.Int64, Shape.Of("batch", c.NumStaticCategoricalFeatures)) : null,
             c.NumStaticRealFeatures > 0 ? g.Input("static_real_features", dt, Shape.Of("batch", c.NumStaticRealFeatures)) : null);
-    }
-
-    private Value P(string name, params Dim[] shape)
-    {
-        if (!_params.TryGetValue(name, out var v)) _params[name] = v = g.Parameter(name, new Shape(shape), dt);
-        return v;
-    }
-
-    private Value B(string name, params Dim[] shape)
-    {
-        if (!_params.TryGetValue(name, out var v)) _params[name] = v = g.Buffer(name, new Shape(shape), dt);
-        return v;
     }
 
     // ---- input pipeline (HF create_network_inputs) ----

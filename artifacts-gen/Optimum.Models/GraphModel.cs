@@ -1,0 +1,29 @@
+using Optimum.Onnx;
+
+namespace Optimum.Models;
+
+/// <summary>
+/// What a model definition holds while it builds one graph: the builder <c>g</c>, its config <c>c</c>, the float
+/// type <c>dt</c>, whether it is the training graph, and its parameters by HF name (created on first use, in order).
+/// </summary>
+public abstract class GraphModel<TConfig>(GraphBuilder g, TConfig c, DType dt, bool training)
+{
+    protected readonly GraphBuilder g = g;
+    protected readonly TConfig c = c;
+    protected readonly DType dt = dt;
+    protected readonly bool training = training;
+    private readonly Dictionary<string, Value> _params = [];
+
+    /// <summary>The trainable parameter <paramref name="name"/> (the same value on every use).</summary>
+    protected Value P(string name, params Dim[] shape) => Get(name, shape, buffer: false);
+
+    /// <summary>The buffer <paramref name="name"/>: stored with the parameters, never stepped (e.g. BatchNorm statistics).</summary>
+    protected Value B(string name, params Dim[] shape) => Get(name, shape, buffer: true);
+
+    private Value Get(string name, Dim[] shape, bool buffer)
+    {
+        if (!_params.TryGetValue(name, out var v))
+            _params[name] = v = buffer ? g.Buffer(name, new Shape(shape), dt) : g.Parameter(name, new Shape(shape), dt);
+        return v;
+    }
+}
