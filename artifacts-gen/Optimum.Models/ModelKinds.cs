@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Optimum.Core;
 using Optimum.Hub;
 using Optimum.Inference;
@@ -92,7 +91,7 @@ public static class ModelKinds
             return w;
         }
         var (kind, config) = Read(modelDir);
-        log?.Invoke($"weights: {kind.ModelTypes[0]} initialisation from seed {seed} (no {ModelFolder.WeightsFile} in {modelDir})");
+        log?.Invoke($"weights: {ModelFolder.ReadConfig(modelDir).ModelType} initialisation from seed {seed} (no {ModelFolder.WeightsFile} in {modelDir})");
         return kind.Initialize(ps, config, seed);
     }
 
@@ -111,7 +110,4 @@ public static class ModelKinds
         ["gpt2-mini"] = Gpt2Kind.Mini,
         ["mlp-digits"] = new MlpConfig(),
     };
-
-    /// <summary>The HF config document of a typed config (see <see cref="IModelKind.ToHf"/>).</summary>
-    public static JsonObject ToHf(object config) => For(config).ToHf(config);
 }

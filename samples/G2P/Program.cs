@@ -48,7 +48,7 @@ try
 {
     if (TrainingJob.Run(new TrainingJobOptions(options, [pairsFile], SeqLen: 0, ValidationFraction: 1000.0 / rest.Length), Console.Out).Interrupted) return 130;
 }
-catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
+catch (Exception e) when (ExpectedErrors.Are(e)) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
 
 using var lm = new Seq2SeqLm(Path.Combine(outDir, "final"));
 var predictions = new List<string>();

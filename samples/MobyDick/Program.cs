@@ -1,6 +1,7 @@
 // Trains models/gpt2-mini (4 layers, width 128, GPT-2's 50,257-token BPE) on Moby-Dick from its
 // emitted ONNX training graph, then continues a few prompts with the trained model.
 // Usage: dotnet run -c Release --project samples/MobyDick [-- --steps N --out DIR]
+using Optimum.Core;
 using Optimum.Models;
 using Optimum.Inference;
 using Optimum.Training;
@@ -22,7 +23,7 @@ var options = new TrainerOptions
 };
 TrainResult r;
 try { r = TrainingJob.Run(new TrainingJobOptions(options, ["samples/data/moby-dick.txt"], SeqLen: 128), Console.Out); }
-catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
+catch (Exception e) when (ExpectedErrors.Are(e)) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
 Console.WriteLine($"validation loss: {r.Evals[0].ValidationLoss:F3} at step {r.Evals[0].Step} -> {r.Evals[^1].ValidationLoss:F3} at step {r.Evals[^1].Step}");
 if (r.Interrupted) return 130;
 

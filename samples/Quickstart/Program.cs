@@ -7,8 +7,14 @@ using Optimum.Inference.Forecasting;
 using Optimum.Models;
 using Optimum.Training;
 
-long steps = args.Length > 1 && args[0] == "--steps" ? long.Parse(args[1]) : 100;
-string outDir = args.Length > 3 && args[2] == "--out" ? args[3] : "out/quickstart";
+long steps = 100;
+string outDir = "out/quickstart";
+for (int i = 0; i < args.Length; i += 2)
+{
+    if (args[i] == "--steps" && i + 1 < args.Length && long.TryParse(args[i + 1], out var n) && n > 0) steps = n;
+    else if (args[i] == "--out" && i + 1 < args.Length) outDir = args[i + 1];
+    else { Console.Error.WriteLine($"error: unknown option or missing value at '{args[i]}' (use --steps N, --out DIR)"); return 2; }
+}
 
 // 1. Train the bundled small GPT-2 on a text file: checkpoints, metrics.jsonl, loss.png, final/ and hf/ under out/.
 var gpt2 = new TrainerOptions { ModelDir = "models/gpt2-mini", OutputDir = $"{outDir}/gpt2", Steps = steps, BatchSize = 8, Lr = 2e-3, Warmup = 10 };
@@ -32,3 +38,4 @@ using (var forecaster = new Forecaster($"{outDir}/informer/final"))
     var forecast = forecaster.Predict([series], new ForecastOptions { Samples = 100, Seed = 1 })[0];
     Console.WriteLine($"Government, next 12 months (median): {string.Join(", ", forecast.Median.Select(v => v.ToString("F0")))}");
 }
+return 0;

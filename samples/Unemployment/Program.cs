@@ -51,7 +51,7 @@ try
 {
     if (TrainingJob.Run(new TrainingJobOptions(options, [trainFile], SeqLen: 0), Console.Out).Interrupted) return 130;
 }
-catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
+catch (Exception e) when (ExpectedErrors.Are(e)) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
 
 // Forecast the held-back months from what precedes them: forecasts.csv, a PNG per series, scores against seasonal naive.
 var run = SeriesForecast.Run(new SeriesForecastOptions

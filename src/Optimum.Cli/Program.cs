@@ -11,7 +11,7 @@ var root = new RootCommand("optimum-net: train and serve transformer models on O
 // artifacts: regenerate the committed default artifacts.
 var artifactsOut = new Option<string>("--out") { Description = "Folder that receives one subfolder per default model.", DefaultValueFactory = _ => "models" };
 var artifacts = new Command("artifacts", "Regenerate the default model artifacts (deterministic: same bytes every time).") { artifactsOut };
-artifacts.SetAction(r => Cli.Guard(() =>
+artifacts.SetAction(r => ExpectedErrors.Report(() =>
 {
     foreach (var (name, config) in ModelKinds.Defaults)
     {
@@ -29,7 +29,7 @@ var exportDst = new Option<string>("--out", "-o") { Description = "Artifact fold
 var preset = new Option<string?>("--preset") { Description = "Built-in config instead of an HF folder: gpt2-mini." };
 var exportSeed = new Option<int>("--seed") { Description = "Initialisation seed when there is no checkpoint.", DefaultValueFactory = _ => 0 };
 var export = new Command("export", "Write the graphs, config.json and model.safetensors for an HF GPT-2, T5, TimeSeriesTransformer or Informer folder (or a preset).") { exportSrc, exportDst, preset, exportSeed };
-export.SetAction(r => Cli.Guard(() =>
+export.SetAction(r => ExpectedErrors.Report(() =>
 {
     string src = r.GetValue(exportSrc) ?? "", dst = r.GetValue(exportDst)!, name = r.GetValue(preset) ?? "";
     if ((src == "") == (name == "")) throw new ArgumentException("Give either an HF folder or --preset, not both or neither.");
@@ -49,7 +49,7 @@ root.Subcommands.Add(export);
 
 // train: a model folder on text files.
 var tModel = new Option<string>("--model") { Description = "Model folder (config.json, training.onnx, eval.onnx; model.safetensors optional).", DefaultValueFactory = _ => "models/gpt2-mini" };
-var tData = new Option<string[]>("--data") { Description = "Text files or folders (*.txt); each file is one document.", Required = true, AllowMultipleArgumentsPerToken = true };
+var tData = new Option<string[]>("--data") { Description = "What the model's kind trains on: " + string.Join("; ", ModelKinds.All.Select(k => $"{string.Join("/", k.ModelTypes)}: {k.TrainingData}")) + ".", Required = true, AllowMultipleArgumentsPerToken = true };
 var tOut = new Option<string>("--out") { Description = "Output folder: checkpoints/, metrics.jsonl, loss.png, final/, hf/.", DefaultValueFactory = _ => "out/train" };
 var tSteps = new Option<long>("--steps") { Description = "Optimizer updates.", DefaultValueFactory = _ => 200 };
 var tBatch = new Option<int>("--batch-size") { Description = "Sequences per micro-batch.", DefaultValueFactory = _ => 8 };
@@ -81,15 +81,9 @@ train.SetAction(r =>
     using var mpi = Optimum.Distributed.MpiCommunicator.LaunchedByMpirun ? new Optimum.Distributed.MpiCommunicator() : null;
     int localRanks = mpi is null ? Math.Max(1, r.GetValue(tRanks)) : int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") ?? "1");
     int threads = r.GetValue(tThreads) > 0 ? r.GetValue(tThreads) : Math.Max(1, Environment.ProcessorCount / localRanks);
-    var options = new TrainerOptions
-    {
-        ModelDir = r.GetValue(tModel)!, OutputDir = r.GetValue(tOut)!, Steps = r.GetValue(tSteps), BatchSize = r.GetValue(tBatch),
-        GradAccum = r.GetValue(tAccum), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm), Schedule = EnumNames.Parse<ScheduleKind>(r.GetValue(tSched)!, "--schedule"), ClipNorm = r.GetValue(tClip),
-        EvalEvery = r.GetValue(tEval), EvalSamples = r.GetValue(tEvalN), SaveEvery = r.GetValue(tSave), KeepCheckpoints = r.GetValue(tKeep),
-        Resume = r.GetValue(tResume) is { } resume ? CheckpointRef.Parse(resume) : null, Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
-        Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(r.GetValue(tOpt)!, "--optimizer"), WeightDecay = r.GetValue(tWd) },
-        Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
-    };
+    TrainerOptions options;
+    try { options = TrainerOptionsFrom(r, threads); }
+    catch (ArgumentException e) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }      // a bad --schedule, --optimizer or --resume
     using var cts = new CancellationTokenSource();
     ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
     Console.CancelKeyPress += onCancel;
@@ -101,11 +95,49 @@ train.SetAction(r =>
             try { return TrainCommand.Run(command, cts.Token, mpi).Interrupted ? 130 : 0; }
             catch (Exception e) { mpi.Abort($"{e.GetType().Name}: {e.Message}"); return 1; }
         }
-        return Cli.Guard(() => TrainCommand.RunInProcess(command, localRanks, cts.Token).Interrupted ? 130 : 0);
+        return ExpectedErrors.Report(() => TrainCommand.RunInProcess(command, localRanks, cts.Token).Interrupted ? 130 : 0);
     }
     finally { Console.CancelKeyPress -= onCancel; }
 });
 root.Subcommands.Add(train);
+
+TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
+{
+    ModelDir = r.GetValue(tModel)!, OutputDir = r.GetValue(tOut)!, Steps = r.GetValue(tSteps), BatchSize = r.GetValue(tBatch),
+    GradAccum = r.GetValue(tAccum), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm), Schedule = EnumNames.Parse<ScheduleKind>(r.GetValue(tSched)!, "--schedule"), ClipNorm = r.GetValue(tClip),
+    EvalEvery = r.GetValue(tEval), EvalSamples = r.GetValue(tEvalN), SaveEvery = r.GetValue(tSave), KeepCheckpoints = r.GetValue(tKeep),
+    Resume = r.GetValue(tResume) is { } resume ? CheckpointRef.Parse(resume) : null, Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
+    Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(r.GetValue(tOpt)!, "--optimizer"), WeightDecay = r.GetValue(tWd) },
+    Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
+};
+
+// train-mlp: the first demo, kept as a shorthand: the digits MLP through the same trainer, by epochs, with SGD + momentum.
+var mModel = new Option<string>("--model") { Description = "MLP model folder.", DefaultValueFactory = _ => "models/mlp-digits" };
+var mData = new Option<string>("--data") { Description = "Digits CSV (gzip).", DefaultValueFactory = _ => "samples/data/digits.csv.gz" };
+var mOut = new Option<string>("--out") { Description = "Output folder: metrics.jsonl, loss.png, final/.", DefaultValueFactory = _ => "out/mlp-digits" };
+var mEpochs = new Option<int>("--epochs") { Description = "Passes over the training split (80% of the digits).", DefaultValueFactory = _ => 20 };
+var mBatch = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 32 };
+var mLr = new Option<double>("--lr") { Description = "Learning rate.", DefaultValueFactory = _ => 0.05 };
+var mMomentum = new Option<double>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9 };
+var mSeed = new Option<int>("--seed") { Description = "Initialisation and shuffling seed.", DefaultValueFactory = _ => 0 };
+var trainMlp = new Command("train-mlp", "Train the digits MLP (train --model models/mlp-digits by epochs, SGD with momentum, 20% held out).")
+{
+    mModel, mData, mOut, mEpochs, mBatch, mLr, mMomentum, mSeed,
+};
+trainMlp.SetAction(r => ExpectedErrors.Report(() =>
+{
+    const double Held = 0.2;
+    int all = Digits.Load(r.GetValue(mData)!).Count, train = all - (int)Math.Round(all * Held);                    // DigitsData's split
+    int perEpoch = Math.Max(1, train / Math.Max(1, r.GetValue(mBatch)));
+    var o = new TrainerOptions
+    {
+        ModelDir = r.GetValue(mModel)!, OutputDir = r.GetValue(mOut)!, Steps = (long)r.GetValue(mEpochs) * perEpoch, BatchSize = r.GetValue(mBatch), Lr = r.GetValue(mLr),
+        Warmup = 0, Schedule = ScheduleKind.Constant, ClipNorm = 0, EvalEvery = perEpoch, EvalSamples = 0, SaveEvery = 0, Seed = r.GetValue(mSeed),
+        Optimizer = new OptimizerConfig { Kind = OptimizerKind.Sgd, Momentum = r.GetValue(mMomentum), WeightDecay = 0 },
+    };
+    return TrainCommand.Run(new TrainingJobOptions(o, [r.GetValue(mData)!], ValidationFraction: Held)).Interrupted ? 130 : 0;
+}));
+root.Subcommands.Add(trainMlp);
 
 // generate: text from a model folder with weights.
 var gModel = new Option<string>("--model") { Description = "Model folder with inference.onnx and model.safetensors.", Required = true };
@@ -125,7 +157,7 @@ var generate = new Command("generate", "Continue a prompt with a trained causal 
 {
     gModel, gPrompt, gMax, gTemp, gTopK, gTopP, gRep, gBeams, gLenPen, gEarly, gStop, gSeed, gStream,
 };
-generate.SetAction(r => Cli.Guard(() =>
+generate.SetAction(r => ExpectedErrors.Report(() =>
 {
     var dir = r.GetValue(gModel)!;
     using var model = ModelKinds.Load(dir);
@@ -165,7 +197,7 @@ var forecast = new Command("forecast", "Probabilistic forecasts of every series 
 {
     fModel, fData, fOut, fHorizon, fSamples, fQuantiles, fSeed, fBacktest, fSeason,
 };
-forecast.SetAction(r => Cli.Guard(() => ForecastCommand.Run(new Optimum.Inference.Forecasting.SeriesForecastOptions
+forecast.SetAction(r => ExpectedErrors.Report(() => ForecastCommand.Run(new Optimum.Inference.Forecasting.SeriesForecastOptions
 {
     ModelDir = r.GetValue(fModel)!, Data = r.GetValue(fData)!, OutDir = r.GetValue(fOut)!, Horizon = r.GetValue(fHorizon), Samples = r.GetValue(fSamples),
     Quantiles = r.GetValue(fQuantiles)!, Seed = r.GetValue(fSeed), Backtest = r.GetValue(fBacktest), Season = r.GetValue(fSeason),
@@ -184,16 +216,17 @@ var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/compl
 {
     sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads,
 };
-serve.SetAction(r => Cli.Guard(() =>
+serve.SetAction(r => ExpectedErrors.Report(() =>
 {
     var models = r.GetValue(sModels)!;
-    var options = new Optimum.Server.ServerOptions
+    // The command's options over the configuration section "Optimum" (appsettings.json, OPTIMUM__* variables), which
+    // keeps supplying the rest (body and token limits, an API key when --api-key is not given).
+    var app = Optimum.Server.OptimumServer.Build(["--urls", r.GetValue(sUrls)!], b => Optimum.Server.OptimumServer.AddOptimum(b.Services, o =>
     {
-        Models = [.. models.Select(Optimum.Server.ServedModel.Parse)],
-        ApiKey = r.GetValue(sKey) is { Length: > 0 } key ? key : Environment.GetEnvironmentVariable("OPTIMUM__APIKEY"),
-        MaxConcurrent = r.GetValue(sConc), QueueLimit = r.GetValue(sQueue), RequestTimeoutSeconds = r.GetValue(sTimeout), Threads = r.GetValue(sThreads),
-    };
-    var app = Optimum.Server.OptimumServer.Build(options, ["--urls", r.GetValue(sUrls)!]);
+        o.Models = [.. models.Select(Optimum.Server.ServedModel.Parse)];
+        (o.MaxConcurrent, o.QueueLimit, o.RequestTimeoutSeconds, o.Threads) = (r.GetValue(sConc), r.GetValue(sQueue), r.GetValue(sTimeout), r.GetValue(sThreads));
+        if (r.GetValue(sKey) is { Length: > 0 } key) o.ApiKey = key;
+    }));
     Console.WriteLine($"serving {string.Join(", ", models)} on {r.GetValue(sUrls)} (Ctrl-C stops after in-flight requests)");
     app.Run();
     return 0;
@@ -216,7 +249,7 @@ root.Subcommands.Add(mpiCheck);
 // inspect: what an ONNX file holds.
 var file = new Argument<string>("file") { Description = "An .onnx model." };
 var inspect = new Command("inspect", "Print an ONNX model's inputs, outputs and op counts.") { file };
-inspect.SetAction(r => Cli.Guard(() =>
+inspect.SetAction(r => ExpectedErrors.Report(() =>
 {
     var g = ModelReader.Load(r.GetValue(file)!);
     Console.WriteLine($"graph '{g.Name}': {g.Nodes.Count} nodes, {g.Constants.Count} initializers");
@@ -229,20 +262,3 @@ inspect.SetAction(r => Cli.Guard(() =>
 root.Subcommands.Add(inspect);
 
 return root.Parse(args).Invoke();
-
-namespace Optimum.Cli
-{
-    public static class Cli
-    {
-        /// <summary>Runs a command; expected failures (bad files, bad options) print one clear line and exit 1.</summary>
-        public static int Guard(Func<int> body)
-        {
-            try { return body(); }
-            catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or GraphBuildException or UnauthorizedAccessException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException or Optimum.Training.TrainingDivergedException or InvalidOperationException)
-            {
-                Console.Error.WriteLine($"error: {e.Message}");
-                return 1;
-            }
-        }
-    }
-}

@@ -20,12 +20,12 @@ public static class TrainCommand
         using var job = TrainingJob.Open(o, comm, s => AnsiConsole.MarkupLineInterpolated($"[grey]{s}[/]"));
         if (comm is { Rank: > 0 }) return job.Run(cancel);
         var trainer = job.Trainer;
-        trainer.Evaluated += e => AnsiConsole.MarkupLineInterpolated($"step {e.Step,6}  [green]val_loss {e.ValidationLoss:F4}[/]");
         if (!AnsiConsole.Profile.Capabilities.Interactive)
         {
             job.WriteProgressTo(Console.Out);
             return job.Run(cancel);
         }
+        trainer.Evaluated += e => AnsiConsole.MarkupLineInterpolated($"step {e.Step,6}  [green]val_loss {e.ValidationLoss:F4}[/]");
         TrainResult result = null!;
         AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())

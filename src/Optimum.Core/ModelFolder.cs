@@ -23,6 +23,9 @@ public static class ModelFolder
     public const string TrainingFile = "training.onnx";
     public const string EvalFile = "eval.onnx";
     public const string InferenceFile = "inference.onnx";
+    /// <summary>Encoder-decoder kinds: the encoder (once per input) and the decoder (once per step).</summary>
+    public const string EncoderFile = "encoder.onnx";
+    public const string DecoderFile = "decoder.onnx";
     public const string WeightsFile = "model.safetensors";
 
     /// <summary>The folder's config.json; a missing file names the folder.</summary>

@@ -24,8 +24,13 @@ public sealed class Seq2SeqLm : IDisposable
         (DecoderStartTokenId, PadTokenId, EosTokenId, MaxPositions) = (c.DecoderStartTokenId, c.PadTokenId, c.EosTokenId, c.MaxLength);
         using var options = (settings ?? new SessionSettings()).CreateOptions();
         if (!EmbeddedWeights.Fits(ps)) throw new NotSupportedException($"'{modelDir}': T5 models over {EmbeddedWeights.MaxBytes / 1e9:F1} GB are not supported for generation yet.");
-        _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, "encoder.onnx"), ps, weights, options);
-        _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, "decoder.onnx"), ps, weights, options);
+        _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.EncoderFile), ps, weights, options);
+        try { _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.DecoderFile), ps, weights, options); }
+        catch
+        {
+            _encoder.Dispose();
+            throw;
+        }
     }
 
     public string ModelDir { get; }

@@ -62,7 +62,7 @@ public sealed record TrainResult(long Steps, bool Interrupted, string? LastCheck
     IReadOnlyList<EvalMetrics> Evals, long SkippedSteps);
 
 /// <summary>Thrown when the loss or the gradient norm stops being finite.</summary>
-public sealed class TrainingDivergedException(string message) : Exception(message);
+public sealed class TrainingDivergedException(string message) : InvalidOperationException(message);
 
 /// <summary>
 /// The training loop: batches from a seeded sample index, forward + backward in ONNX Runtime into

@@ -35,6 +35,7 @@ public sealed class TrainingJob : IDisposable
         (_o, _comm) = (o, comm);
         _say = s => { if (comm.Rank == 0) log?.Invoke(s); };
         var t = o.Trainer;
+        ModelType = ModelFolder.ReadConfig(t.ModelDir).ModelType ?? "";
         (Kind, var config) = ModelKinds.Read(t.ModelDir);
         Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout), config, _say);
         var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
@@ -52,6 +53,8 @@ public sealed class TrainingJob : IDisposable
         new(options, comm ?? new SingleProcess(), log);
 
     public IModelKind Kind { get; }
+    /// <summary>The folder's config.json model_type (a kind may read several, e.g. informer and time_series_transformer).</summary>
+    public string ModelType { get; }
     public IBatchSource Data { get; }
     public Trainer Trainer { get; }
     /// <summary>Throughput unit of the progress figures ("tok/s", "windows/s").</summary>
@@ -69,7 +72,7 @@ public sealed class TrainingJob : IDisposable
         {
             var png = Path.Combine(t.OutputDir, "loss.png");
             Plot.TrainingCurve(result.History.Select(m => (m.Step, m.Loss)).ToArray(), result.Evals.Select(e => (e.Step, e.ValidationLoss)).ToArray(), png,
-                $"{Kind.ModelTypes[0]} on {string.Join(", ", _o.Data.Select(Path.GetFileName))}");
+                $"{ModelType} on {string.Join(", ", _o.Data.Select(Path.GetFileName))}");
             _say($"loss curve: {png}; metrics: {Path.Combine(t.OutputDir, "metrics.jsonl")}");
         }
         if (result.SkippedSteps > 0) _say($"{result.SkippedSteps} step(s) skipped for non-finite loss or gradients");

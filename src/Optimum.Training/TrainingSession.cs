@@ -14,9 +14,6 @@ namespace Optimum.Training;
 /// </summary>
 public sealed class TrainingSession : IDisposable
 {
-    /// <summary>Name of the optional per-step dropout seed input.</summary>
-    public const string DropoutSeedInput = GraphInputs.DropoutSeed;
-
     private readonly ParameterStore _store;
     private readonly InferenceSession _train;
     private readonly InferenceSession _eval;
@@ -60,12 +57,12 @@ public sealed class TrainingSession : IDisposable
         }
         _trainBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_trainLoss, [])));
         _evalBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_evalLoss, [])));
-        if (TrainInputs.Contains(DropoutSeedInput))
-            _trainBinding.BindInput(DropoutSeedInput, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
+        if (TrainInputs.Contains(GraphInputs.DropoutSeed))
+            _trainBinding.BindInput(GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
         UpdatedBuffers = _updates.Select(u => u.Index).ToArray();
         // Graphs with random choices outside dropout (ProbSparse attention's key sampling) take a seed in eval too: a fixed one.
-        if (EvalInputs.Contains(DropoutSeedInput))
-            _evalBinding.BindInput(DropoutSeedInput, Own(OrtValue.CreateTensorValueFromMemory(new long[1], [])));
+        if (EvalInputs.Contains(GraphInputs.DropoutSeed))
+            _evalBinding.BindInput(GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(new long[1], [])));
     }
 
     private readonly List<(int Index, float[] Next)> _updates = [];
@@ -93,7 +90,7 @@ public sealed class TrainingSession : IDisposable
     public IReadOnlyList<string> TrainInputs { get; }
     public IReadOnlyList<string> EvalInputs { get; }
     /// <summary>True when the training graph takes a per-step dropout seed.</summary>
-    public bool UsesDropoutSeed => TrainInputs.Contains(DropoutSeedInput);
+    public bool UsesDropoutSeed => TrainInputs.Contains(GraphInputs.DropoutSeed);
 
     /// <summary>
     /// One forward + backward: the gradients land in the store's gradient buffer. Returns the loss.
@@ -120,7 +117,7 @@ public sealed class TrainingSession : IDisposable
     {
         foreach (var name in inputs)
         {
-            if (name == DropoutSeedInput) continue;
+            if (name == GraphInputs.DropoutSeed) continue;
             if (!batch.TryGetValue(name, out var t))
                 throw new ArgumentException($"The batch lacks '{name}', an input of the {(training ? "training" : "eval")} graph (it has: {string.Join(", ", batch.Keys)}).");
             var key = (training, name);

@@ -59,6 +59,11 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
     public override LoadedModel Load(string dir, SessionSettings? settings = null)
     {
         var lm = new CausalLm(dir, settings: settings);
-        return new LoadedModel(dir, new TextGenerator(lm, Gpt2Tokenizer.Create()), lm);
+        try { return new LoadedModel(dir, new TextGenerator(lm, Gpt2Tokenizer.Create()), lm); }
+        catch
+        {
+            lm.Dispose();
+            throw;
+        }
     }
 }

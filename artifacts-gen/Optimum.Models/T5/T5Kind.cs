@@ -10,9 +10,6 @@ namespace Optimum.Models;
 /// <summary>T5 (model_type t5): an encoder-decoder trained on (source, target) pairs, served by cached greedy/beam decoding.</summary>
 public sealed class T5Kind : ModelKind<T5Config>
 {
-    public const string EncoderFile = "encoder.onnx";
-    public const string DecoderFile = "decoder.onnx";
-
     public override IReadOnlyList<string> ModelTypes { get; } = ["t5"];
     public override string TrainingData => "(source, target) pair files (.tsv or .jsonl)";
 
@@ -24,7 +21,7 @@ public sealed class T5Kind : ModelKind<T5Config>
         T5.DefineEncoder(encoder, c);
         var decoder = new GraphBuilder("t5_decoder");
         T5.DefineDecoder(decoder, c);
-        Artifacts.Write(dir, "t5", c.ToHf(), (g, training) => T5.DefineLm(g, training, c), [(EncoderFile, "encoder", encoder), (DecoderFile, "decoder", decoder)]);
+        Artifacts.Write(dir, "t5", c.ToHf(), (g, training) => T5.DefineLm(g, training, c), [(ModelFolder.EncoderFile, "encoder", encoder), (ModelFolder.DecoderFile, "decoder", decoder)]);
     }
 
     /// <summary>HF's T5PreTrainedModel._init_weights.</summary>

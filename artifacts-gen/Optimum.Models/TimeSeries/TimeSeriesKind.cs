@@ -14,9 +14,6 @@ namespace Optimum.Models;
 /// </summary>
 public sealed class TimeSeriesKind : ModelKind<TimeSeriesConfig>
 {
-    public const string EncoderFile = "encoder.onnx";
-    public const string DecoderFile = "decoder.onnx";
-
     public override IReadOnlyList<string> ModelTypes { get; } = ["time_series_transformer", "informer"];
     public override string TrainingData => "series files (.csv with series,month,value or vega's .json)";
     public override string ThroughputUnit => "windows/s";
@@ -30,7 +27,7 @@ public sealed class TimeSeriesKind : ModelKind<TimeSeriesConfig>
         var decoder = new GraphBuilder(c.ModelType + "_decoder");
         TimeSeriesModel.DefineDecoder(decoder, c);
         Artifacts.Write(dir, c.ModelType, c.ToHf(), (g, training) => TimeSeriesModel.Define(g, training, c),
-            [(EncoderFile, "encoder", encoder), (DecoderFile, "decoder", decoder)]);
+            [(ModelFolder.EncoderFile, "encoder", encoder), (ModelFolder.DecoderFile, "decoder", decoder)]);
     }
 
     /// <summary>

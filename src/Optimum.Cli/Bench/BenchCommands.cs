@@ -38,7 +38,7 @@ public static class BenchCommands
         {
             json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath,
         };
-        train.SetAction(r => Cli.Guard(() => BenchTrain.Run(Common(r, trainSteps, profiles: true), Gpt2(r), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
+        train.SetAction(r => ExpectedErrors.Report(() => BenchTrain.Run(Common(r, trainSteps, profiles: true), Gpt2(r), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
 
         // bench zero: ZeRO-1 at one and two ranks.
         var zeroSteps = Steps(5, "one ZeRO-1 update of the global batch");
@@ -47,7 +47,7 @@ public static class BenchCommands
         {
             json, threads, warmup, zeroSteps, layers, width, heads, seq, vocab, batch, worker,
         };
-        zero.SetAction(r => Cli.Guard(() => BenchZero.Run(Common(r, zeroSteps), Gpt2(r), r.GetValue(worker), Console.Out)));
+        zero.SetAction(r => ExpectedErrors.Report(() => BenchZero.Run(Common(r, zeroSteps), Gpt2(r), r.GetValue(worker), Console.Out)));
 
         // bench generate: KV cache against re-running the sequence.
         var generateSteps = Steps(1, "one generation of --new-tokens tokens, with and without the cache");
@@ -57,7 +57,7 @@ public static class BenchCommands
         {
             json, threads, warmup, generateSteps, layers, width, heads, vocab, prompt, newTokens, profile,
         };
-        generate.SetAction(r => Cli.Guard(() => BenchGenerate.Run(Common(r, generateSteps, profiles: true), Gpt2(r, trains: false),
+        generate.SetAction(r => ExpectedErrors.Report(() => BenchGenerate.Run(Common(r, generateSteps, profiles: true), Gpt2(r, trains: false),
             r.GetValue(prompt), r.GetValue(newTokens), Console.Out)));
 
         // bench serve: the HTTP service under concurrent load (the unit timed is a request: no --steps).
@@ -69,7 +69,7 @@ public static class BenchCommands
         {
             json, threads, serveWarmup, layers, width, heads, vocab, clients, requests, maxTokens,
         };
-        serve.SetAction(r => Cli.Guard(() => BenchServe.Run(new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)),
+        serve.SetAction(r => ExpectedErrors.Report(() => BenchServe.Run(new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)),
             Gpt2(r, trains: false), r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out)));
 
         // bench t5: encoder-decoder training and generation.
@@ -81,7 +81,7 @@ public static class BenchCommands
         {
             json, threads, warmup, t5Steps, layers, width, heads, batch, source, target, t5Vocab, profile,
         };
-        t5.SetAction(r => Cli.Guard(() => BenchT5.Run(Common(r, t5Steps, profiles: true), new T5Size(r.GetValue(layers), r.GetValue(width), r.GetValue(heads),
+        t5.SetAction(r => ExpectedErrors.Report(() => BenchT5.Run(Common(r, t5Steps, profiles: true), new T5Size(r.GetValue(layers), r.GetValue(width), r.GetValue(heads),
             r.GetValue(batch), r.GetValue(source), r.GetValue(target), r.GetValue(t5Vocab)), Console.Out)));
 
         // bench forecast: the time-series models at the unemployment sample's size.
@@ -93,7 +93,7 @@ public static class BenchCommands
         {
             json, threads, warmup, forecastSteps, forecastModel, forecastBatch, samples, profile,
         };
-        forecast.SetAction(r => Cli.Guard(() => BenchForecast.Run(Common(r, forecastSteps, profiles: true), r.GetValue(forecastModel)!,
+        forecast.SetAction(r => ExpectedErrors.Report(() => BenchForecast.Run(Common(r, forecastSteps, profiles: true), r.GetValue(forecastModel)!,
             r.GetValue(forecastBatch), r.GetValue(samples), Console.Out)));
 
         return new Command("bench", "Performance measurements (not tests).") { train, zero, generate, serve, t5, forecast };

@@ -65,8 +65,8 @@ public sealed class Forecaster : IDisposable
         UsesSeed = ModelFolder.ReadInputs(modelDir, "decoder").Any(i => i.Name == GraphInputs.DropoutSeed);
         SeriesNames = SeriesIds.Load(modelDir);
         using var options = (settings ?? new SessionSettings()).CreateOptions();
-        _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, "encoder.onnx"), ps, weights, options);
-        try { _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, "decoder.onnx"), ps, weights, options); }
+        _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.EncoderFile), ps, weights, options);
+        try { _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.DecoderFile), ps, weights, options); }
         catch
         {
             _encoder.Dispose();
