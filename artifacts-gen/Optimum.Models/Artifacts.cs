@@ -1,8 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Nodes;
-using Optimum.Hub;
-using Optimum.Onnx;
-using Optimum.Core;
 
 namespace Optimum.Models;
 

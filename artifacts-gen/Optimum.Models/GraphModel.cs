@@ -1,5 +1,3 @@
-using Optimum.Onnx;
-
 namespace Optimum.Models;
 
 /// <summary>

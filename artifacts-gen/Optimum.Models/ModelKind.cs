@@ -1,8 +1,3 @@
-using System.Text.Json.Nodes;
-using Optimum.Core;
-using Optimum.Data;
-using Optimum.Inference;
-
 namespace Optimum.Models;
 
 /// <summary>

@@ -1,7 +1,3 @@
-using Optimum.Core;
-using Optimum.Hub;
-using Optimum.Inference;
-
 namespace Optimum.Models;
 
 /// <summary>

@@ -1,6 +1,3 @@
-using Optimum.Onnx;
-using Optimum.Core;
-
 namespace Optimum.Models;
 
 /// <summary>

@@ -1,10 +1,3 @@
-using System.Text.Json.Nodes;
-using Optimum.Core;
-using Optimum.Data;
-using Optimum.Hub;
-using Optimum.Inference;
-using Optimum.Onnx;
-
 namespace Optimum.Models;
 
 /// <summary>GPT-2 (model_type gpt2): a causal LM trained on text files with GPT-2's BPE, served with a KV-cache decoder.</summary>

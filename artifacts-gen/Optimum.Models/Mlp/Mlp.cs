@@ -1,8 +1,3 @@
-using System.Text.Json.Nodes;
-using Optimum.Hub;
-using Optimum.Onnx;
-using Optimum.Core;
-
 namespace Optimum.Models;
 
 /// <summary>A multi-layer perceptron classifier; the defaults fit the bundled 8x8 digits.</summary>

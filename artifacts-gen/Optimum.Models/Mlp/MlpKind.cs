@@ -1,7 +1,3 @@
-using System.Text.Json.Nodes;
-using Optimum.Core;
-using Optimum.Data;
-
 namespace Optimum.Models;
 
 /// <summary>The digits MLP (model_type mlp), the first demo: a classifier trained on the 8x8 digits (gzip CSV rows of 64 pixels and a label).</summary>

@@ -1,10 +1,3 @@
-using System.Text.Json.Nodes;
-using Optimum.Core;
-using Optimum.Data;
-using Optimum.Hub;
-using Optimum.Inference;
-using Optimum.Onnx;
-
 namespace Optimum.Models;
 
 /// <summary>T5 (model_type t5): an encoder-decoder trained on (source, target) pairs, served by cached greedy/beam decoding.</summary>

@@ -1,10 +1,4 @@
-using System.Text.Json.Nodes;
-using Optimum.Core;
-using Optimum.Data;
-using Optimum.Hub;
-using Optimum.Inference;
 using Optimum.Inference.Forecasting;
-using Optimum.Onnx;
 
 namespace Optimum.Models;
 

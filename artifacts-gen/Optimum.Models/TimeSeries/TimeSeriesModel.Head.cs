@@ -1,6 +1,3 @@
-using Optimum.Onnx;
-using Optimum.Core;
-
 namespace Optimum.Models;
 
 /// <summary>The distribution head, its negative log-likelihood, and the small pieces every layer uses.</summary>
