@@ -19,12 +19,17 @@ public static partial class OptimumServer
 
         // The model's turn first (a Forecaster takes one call at a time), then a generation slot: a request
         // waiting for its model holds no slot that a completion could use.
+        IResult GaveUp()                                                                        // the client left while queued: its series count as cancelled
+        {
+            metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", "cancelled"));
+            return Results.Empty;
+        }
         using var turn = await Acquire(served.Turn, ctx);
-        if (turn is null) return Results.Empty;                                                 // gave up while queued
+        if (turn is null) return GaveUp();
         if (!turn.IsAcquired)
             return Problem(429, "Too many requests", $"Model '{req.Model}' forecasts one request at a time and its {o.QueueLimit} queue places are taken; retry later.");
         using var slot = await Acquire(limiter, ctx);
-        if (slot is null) return Results.Empty;
+        if (slot is null) return GaveUp();
         if (!slot.IsAcquired)
             return Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later.");
 

@@ -110,9 +110,10 @@ public static partial class OptimumServer
             MaxNewTokens = req.MaxTokens, Temperature = req.Temperature, TopP = req.TopP, TopK = req.TopK, RepetitionPenalty = req.RepetitionPenalty,
             Seed = (req.Seed ?? Random.Shared.Next()) + index,
         };
+        var aborted = ctx.RequestAborted;                                                       // read once: the count may come after the request ended
         void Count(Completion c)
         {
-            var reason = timeout.IsCancellationRequested && !ctx.RequestAborted.IsCancellationRequested ? "timeout" : EnumNames.Name(c.FinishReason);
+            var reason = timeout.IsCancellationRequested && !aborted.IsCancellationRequested ? "timeout" : EnumNames.Name(c.FinishReason);
             metrics.Tokens.Add(c.CompletionTokens, new KeyValuePair<string, object?>("model", req.Model));
             metrics.Completions.Add(1, new("model", req.Model), new("finish_reason", reason));
         }
@@ -148,9 +149,9 @@ public static partial class OptimumServer
         Completion? final = null;
         try
         {
-            await foreach (var piece in generator.StreamAsync(req.Prompts[0], Options(0), req.Stop, c => final = c, timeout.Token))
+            // Counted when the generation ends, also when a write to a client that hung up throws first.
+            await foreach (var piece in generator.StreamAsync(req.Prompts[0], Options(0), req.Stop, c => { final = c; Count(c); }, timeout.Token))
                 await Send(new { id, @object = "text_completion", created, model = req.Model, choices = new[] { new { text = piece, index = 0, logprobs = (object?)null, finish_reason = (string?)null } } });
-            Count(final!);
             if (timeout.IsCancellationRequested && !ctx.RequestAborted.IsCancellationRequested)
                 await Send(new { error = new { message = $"The completion took longer than {o.RequestTimeoutSeconds} s.", type = "timeout" } });
             else
