@@ -33,13 +33,12 @@ public static partial class OptimumServer
         if (!slot.IsAcquired)
             return Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later.");
 
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
-        timeout.CancelAfter(TimeSpan.FromSeconds(o.RequestTimeoutSeconds));
+        using var timeout = new RequestDeadline(o.RequestTimeoutSeconds, ctx.RequestAborted);
         var options = new ForecastOptions { Samples = req.Samples, Quantiles = req.Quantiles, Horizon = req.Horizon, Seed = req.Seed };
         IReadOnlyList<Forecast>? forecasts = null;
         string outcome = "ok";
         try { forecasts = await Task.Run(() => served.Model.Predict(req.Series, options, timeout.Token)); }
-        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+        catch (OperationCanceledException) when (timeout.Token.IsCancellationRequested)
         {
             outcome = ctx.RequestAborted.IsCancellationRequested ? "cancelled" : "timeout";
         }
@@ -49,6 +48,7 @@ public static partial class OptimumServer
             metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", "error"));
             return Problem(500, "Forecast failed", e.Message);
         }
+        if (forecasts is not null && timeout.Expired) (forecasts, outcome) = (null, "timeout");
         metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", outcome));
         if (ctx.RequestAborted.IsCancellationRequested) return Results.Empty;
         if (forecasts is null) return Problem(504, "Timed out", $"The forecast took longer than {o.RequestTimeoutSeconds} s.");

@@ -101,8 +101,7 @@ public static partial class OptimumServer
         if (!lease.IsAcquired)
             return Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later.");
 
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
-        timeout.CancelAfter(TimeSpan.FromSeconds(o.RequestTimeoutSeconds));
+        using var timeout = new RequestDeadline(o.RequestTimeoutSeconds, ctx.RequestAborted);
         var id = "cmpl-" + Convert.ToHexString(RandomNumberGenerator.GetBytes(12)).ToLowerInvariant();
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         GenerationOptions Options(int index) => new()
@@ -110,10 +109,9 @@ public static partial class OptimumServer
             MaxNewTokens = req.MaxTokens, Temperature = req.Temperature, TopP = req.TopP, TopK = req.TopK, RepetitionPenalty = req.RepetitionPenalty,
             Seed = (req.Seed ?? Random.Shared.Next()) + index,
         };
-        var aborted = ctx.RequestAborted;                                                       // read once: the count may come after the request ended
-        void Count(Completion c)
+        void Count(Completion c)                                                                // may run after the request ended (a client that hung up)
         {
-            var reason = timeout.IsCancellationRequested && !aborted.IsCancellationRequested ? "timeout" : EnumNames.Name(c.FinishReason);
+            var reason = timeout.Expired ? "timeout" : EnumNames.Name(c.FinishReason);
             metrics.Tokens.Add(c.CompletionTokens, new KeyValuePair<string, object?>("model", req.Model));
             metrics.Completions.Add(1, new("model", req.Model), new("finish_reason", reason));
         }
@@ -128,7 +126,7 @@ public static partial class OptimumServer
                 done.Add(c);
             }
             if (ctx.RequestAborted.IsCancellationRequested) return Results.Empty;
-            if (timeout.IsCancellationRequested)
+            if (timeout.Expired)
                 return Problem(504, "Timed out", $"The completion took longer than {o.RequestTimeoutSeconds} s.");
             return Results.Ok(new
             {
@@ -152,7 +150,7 @@ public static partial class OptimumServer
             // Counted when the generation ends, also when a write to a client that hung up throws first.
             await foreach (var piece in generator.StreamAsync(req.Prompts[0], Options(0), req.Stop, c => { final = c; Count(c); }, timeout.Token))
                 await Send(new { id, @object = "text_completion", created, model = req.Model, choices = new[] { new { text = piece, index = 0, logprobs = (object?)null, finish_reason = (string?)null } } });
-            if (timeout.IsCancellationRequested && !ctx.RequestAborted.IsCancellationRequested)
+            if (timeout.Expired)
                 await Send(new { error = new { message = $"The completion took longer than {o.RequestTimeoutSeconds} s.", type = "timeout" } });
             else
                 await Send(new { id, @object = "text_completion", created, model = req.Model, choices = new[] { new { text = "", index = 0, logprobs = (object?)null, finish_reason = (string?)EnumNames.Name(final!.FinishReason) } } });
