@@ -34,6 +34,7 @@ internal static class GradientRuleCases
             (g, x) => [g.Conv(x[0], x[1], null, pads: [1, 0, 1, 1], dilations: [2, 1])], F),
         new("Conv", "Conv1d twice (symbolic batch and length)", [P(2, 2, 6).As("n", 2, "len"), P(3, 2, 3), P(2, 3, 2)],
             (g, x) => [g.Conv(g.Relu(g.Conv(x[0], x[1], pads: [1, 1])), x[2], pads: [0, 1])], F),
+        new("Cos", "Cos", [P(3, 4)], (g, x) => [g.Cos(x[0] * 2.0)]),
         new("CumSum", "CumSum", [P(2, 5)], (g, x) => [g.CumSum(x[0], 1) * x[0]]),
         new("CumSum", "CumSum (exclusive, reverse)", [P(3, 4)], (g, x) => [g.CumSum(x[0], 0, exclusive: true, reverse: true)]),
         new("Div", "Div (broadcast)", [P(2, 3), Pos(3)], (g, x) => [x[0] / x[1]]),
@@ -88,6 +89,7 @@ internal static class GradientRuleCases
             (g, x) => { var l = g.SoftmaxCrossEntropyLoss(x[0], x[1], reduction: "none"); return [l, l.Producer!.Outputs[1]]; }),
         new("SoftmaxCrossEntropyLoss", "SoftmaxCrossEntropyLoss (mean, weights, ignore_index)", [P(5, 3), Ints([0, 2, -1, 1, 2], 5), Const(Pos(3))],
             (g, x) => [g.SoftmaxCrossEntropyLoss(x[0], x[1], x[2], ignoreIndex: -1)]),
+        new("Sin", "Sin", [P(3, 4)], (g, x) => [g.Sin(x[0] * 2.0)]),
         new("Softplus", "Softplus", [P(3, 4)], (g, x) => [g.Softplus(x[0])]),
         new("Split", "Split (unused output)", [P(2, 6)], (g, x) => { var s = g.Split(x[0], 1, 1, 2, 3); return [s[0], s[2] * s[2]]; }),
         new("Split", "Split (runtime sizes of symbolic dims)", [P(2, 3).As(2, "p"), P(2, 2).As(2, "q")], (g, x) =>
