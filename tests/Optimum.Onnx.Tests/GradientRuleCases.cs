@@ -89,6 +89,8 @@ internal static class GradientRuleCases
             (g, x) => { var l = g.SoftmaxCrossEntropyLoss(x[0], x[1], reduction: "none"); return [l, l.Producer!.Outputs[1]]; }),
         new("SoftmaxCrossEntropyLoss", "SoftmaxCrossEntropyLoss (mean, weights, ignore_index)", [P(5, 3), Ints([0, 2, -1, 1, 2], 5), Const(Pos(3))],
             (g, x) => [g.SoftmaxCrossEntropyLoss(x[0], x[1], x[2], ignoreIndex: -1)]),
+        new("Resize", "Resize (nearest, 2x2 upsampling)", [P(1, 2, 3, 3)], (g, x) => [g.ResizeNearest(x[0], [1, 1, 2, 2]) * g.ResizeNearest(x[0], [1, 1, 2, 2])], F),
+        new("Resize", "Resize (nearest, 2x3, symbolic batch)", [P(2, 2, 3, 4).As("n", 2, 3, 4), P(1, 2, 6, 12)], (g, x) => [g.ResizeNearest(x[0], [1, 1, 2, 3]) * x[1]], F),
         new("Sin", "Sin", [P(3, 4)], (g, x) => [g.Sin(x[0] * 2.0)]),
         new("Softplus", "Softplus", [P(3, 4)], (g, x) => [g.Softplus(x[0])]),
         new("Split", "Split (unused output)", [P(2, 6)], (g, x) => { var s = g.Split(x[0], 1, 1, 2, 3); return [s[0], s[2] * s[2]]; }),

@@ -47,6 +47,7 @@ public static partial class GradientRules
         ["ReduceSum"] = c => [ReduceSumGrad(c), null],
         ["Relu"] = c => [c.G.Where(c.G.Greater(c.X(0), c.Zero), c.Dy, c.Zero)],
         ["Reshape"] = c => [c.ReshapeLike(c.Dy, c.X(0)), null],
+        ["Resize"] = Resize,
         ["ScatterElements"] = ScatterElements,
         ["Sigmoid"] = c => [c.Dy * c.Y() * (1.0 - c.Y())],
         ["Sin"] = c => [c.Dy * c.G.Cos(c.X(0))],
@@ -135,6 +136,23 @@ public static partial class GradientRules
         int r = x.Rank;
         var ends = Enumerable.Range(0, r).Select(i => pads[r + i] == 0 ? long.MaxValue : -pads[r + i]).ToArray();
         var dx = c.G.Slice(c.Dy, pads.Take(r).ToArray(), ends);
+        return [c.ReshapeLike(dx, x), null, null, null];
+    }
+
+    /// <summary>
+    /// Nearest upsampling by whole factors f (out[i] = x[floor(i / f)]): each input element's gradient is the sum of
+    /// its block of output gradients, a reshape to (d0, f0, d1, f1, ...) and a sum over the f axes.
+    /// </summary>
+    private static Value?[] Resize(GradContext c)
+    {
+        var x = c.X(0);
+        var scales = c.Node.Input(2)?.Data?.ToDoubles();
+        if (c.Node.GetString("mode", "nearest") != "nearest" || c.Node.GetString("coordinate_transformation_mode", "half_pixel") != "asymmetric"
+            || c.Node.GetString("nearest_mode", "round_prefer_floor") != "floor" || scales is null || scales.Length != x.Rank
+            || scales.Any(s => s < 1 || s != Math.Floor(s)) || c.Node.Input(3) is not null)
+            throw new NotSupportedException($"{c.Node}: gradients are defined for nearest upsampling by whole factors (asymmetric, floor) given as constant scales.");
+        var blocks = Enumerable.Range(0, x.Rank).SelectMany(i => new[] { c.SizeAlong(x, i), c.G.Ints((long)scales[i]) }).ToArray();
+        var dx = c.G.ReduceSum(c.G.Reshape(c.Dy, c.G.Concat(0, blocks)), Enumerable.Range(0, x.Rank).Select(i => 2L * i + 1).ToArray(), keepDims: false);
         return [c.ReshapeLike(dx, x), null, null, null];
     }
 

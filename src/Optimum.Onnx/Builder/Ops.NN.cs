@@ -228,4 +228,18 @@ public sealed partial class GraphBuilder
             return training ? [(x.Type, x.Shape), (mean.Type, mean.Shape), (var.Type, var.Shape)] : [(x.Type, x.Shape)];
         });
     }
+
+    /// <summary>
+    /// Nearest-neighbour upsampling by whole <paramref name="factors"/> per axis, as torch's
+    /// <c>F.interpolate(mode="nearest")</c> does it: out[i] = x[floor(i / f)] (ONNX Resize with asymmetric
+    /// coordinates and floor rounding).
+    /// </summary>
+    public Value ResizeNearest(Value x, long[] factors) => Emit("Resize",
+        [x, null, Constant(TensorData.FromFloats(factors.Select(f => (float)f).ToArray(), factors.Length))],
+        new() { ["coordinate_transformation_mode"] = "asymmetric", ["mode"] = "nearest", ["nearest_mode"] = "floor" }, n =>
+        {
+            if (factors.Length != x.Rank || factors.Any(f => f < 1))
+                throw Error("Resize", n, $"factors [{string.Join(", ", factors)}] must be {x.Rank} whole numbers >= 1 for {x.Shape}");
+            return [(x.Type, new Shape(x.Shape.Select((d, i) => factors[i] == 1 ? d : d * Dim.Of(factors[i]))))];
+        })[0];
 }
