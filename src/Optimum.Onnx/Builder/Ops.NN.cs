@@ -242,4 +242,25 @@ public sealed partial class GraphBuilder
                 throw Error("Resize", n, $"factors [{string.Join(", ", factors)}] must be {x.Rank} whole numbers >= 1 for {x.Shape}");
             return [(x.Type, new Shape(x.Shape.Select((d, i) => factors[i] == 1 ? d : d * Dim.Of(factors[i]))))];
         })[0];
+
+    /// <summary>
+    /// torch's GroupNorm over x (N, C, ...): the C channels split into <paramref name="groups"/>, each group normalised
+    /// over its channels and positions (biased variance plus <paramref name="epsilon"/>), then a per-channel
+    /// <paramref name="scale"/> and <paramref name="bias"/> (C). Built from Reshape, ReduceMean and Sqrt rather than ONNX
+    /// GroupNormalization, whose scale and bias are per group in opset 18 but per channel in opset 21.
+    /// </summary>
+    public Value GroupNorm(Value x, long groups, Value scale, Value bias, double epsilon = 1e-5)
+    {
+        if (x.Rank < 2 || !x.Shape[1].IsStatic || groups < 1 || x.Shape[1].Value % groups != 0)
+            throw new GraphBuildException($"GroupNorm needs (N, C, ...) with a static C divisible by {groups} groups, got {x.Shape}");
+        long channels = x.Shape[1].Value;
+        static bool PerChannel(Value v, long c) => v.Rank == 1 && v.Shape[0].IsStatic && v.Shape[0].Value == c;
+        if (!PerChannel(scale, channels) || !PerChannel(bias, channels))
+            throw new GraphBuildException($"GroupNorm's scale {scale.Shape} and bias {bias.Shape} must be ({channels})");
+        var grouped = Reshape(x, 0, groups, -1);                                        // (N, G, C/G · positions)
+        var centred = grouped - ReduceMean(grouped, [2]);
+        var normed = centred / Sqrt(ReduceMean(centred * centred, [2]) + epsilon);
+        long[] perChannel = [channels, .. Enumerable.Repeat(1L, x.Rank - 2)];             // (C, 1, ...) against (N, C, ...)
+        return Reshape(normed, ShapeOf(x)) * Reshape(scale, perChannel) + Reshape(bias, perChannel);
+    }
 }
