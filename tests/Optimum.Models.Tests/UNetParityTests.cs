@@ -1,0 +1,48 @@
+using Optimum.Core;
+using Optimum.Hub;
+using Optimum.Onnx;
+using Optimum.Tests;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Optimum.Models.Tests;
+
+/// <summary>The UNet against ../shared/fixtures/ref/unet-tiny: predicted noise, MSE loss and all 144 gradients (tolerances from its README).</summary>
+public sealed class UNetParityTests(ITestOutputHelper output)
+{
+    private static readonly string Dir = Path.GetFullPath(Path.Combine(Repo.Fixture("."), "..", "ref", "unet-tiny"));
+
+    [Fact]
+    public void TrainingGraph_MatchesNoiseLossAndEveryGradient()
+    {
+        var cfg = UNet2DConfig.FromHf(HfConfig.Load(Path.Combine(Dir, "config.json")));
+        var g = new GraphBuilder("train");
+        var m = UNet2D.Define(g, true, cfg);
+        TrainingGraph.AddGradientOutputs(g, m.Loss);
+        foreach (var (k, v) in m.Outputs!) g.Output(v, k);
+        var ps = g.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic())).ToArray();
+        var w = HfWeights.Load(Path.Combine(Dir, "model.safetensors"), ps, out var unused);
+        Assert.Empty(unused);
+        var e = SafeTensorsFile.ReadAll(Path.Combine(Dir, "expected.safetensors"));
+        var feeds = ps.Select((p, i) => (p, i)).ToDictionary(x => x.p.Name, x => new HostTensor(w[x.i].Select(v => (double)v).ToArray(), x.p.Shape, DType.Float));
+        HostTensor F(string name) => new(e[name].ToFloats().Select(v => (double)v).ToArray(), e[name].Shape, DType.Float);
+        feeds["sample"] = F("noisy_sample");
+        feeds["target"] = F("noise");
+        feeds["timestep"] = new HostTensor(e["timesteps"].ToInt64s().Select(v => (double)v).ToArray(), e["timesteps"].Shape, DType.Int64);
+        using var ort = new OrtModel(g);
+        var r = ort.Run(feeds);
+
+        var (sampleAbs, _) = Compare.Check("noise_pred", r["noise_pred"], e["sample"].ToFloats(), 1e-4, 0);
+        double loss = r["loss"][0], lossRef = e["loss"].ToFloats()[0];
+        Assert.True(Math.Abs(loss - lossRef) <= 1e-5 * Math.Abs(lossRef), $"loss {loss} vs {lossRef}");
+        double gAbs = 0, gRel = 0;
+        foreach (var p in ps)
+        {
+            var (a, rel) = Compare.Check("grad." + p.Name, r["grad." + p.Name], e["grad." + p.Name].ToFloats(), 1e-4, 1e-3);
+            (gAbs, gRel) = (Math.Max(gAbs, a), Math.Max(gRel, rel));
+        }
+        Assert.Equal(144, ps.Length);
+        Assert.Equal(e.Keys.Count(k => k.StartsWith("grad.", StringComparison.Ordinal)), ps.Length);
+        output.WriteLine($"PARITY unet-tiny: sample max_abs={sampleAbs:E2}; loss {loss:F7} vs {lossRef:F7}; {ps.Length} gradients max_abs={gAbs:E2} max_rel={gRel:E2}");
+    }
+}
