@@ -1,5 +1,6 @@
 using Optimum.Core;
 using Optimum.Hub;
+using Optimum.Inference.Diffusion;
 using Optimum.Onnx;
 using Optimum.Tests;
 using Xunit;
@@ -44,5 +45,29 @@ public sealed class UNetParityTests(ITestOutputHelper output)
         Assert.Equal(144, ps.Length);
         Assert.Equal(e.Keys.Count(k => k.StartsWith("grad.", StringComparison.Ordinal)), ps.Length);
         output.WriteLine($"PARITY unet-tiny: sample max_abs={sampleAbs:E2}; loss {loss:F7} vs {lossRef:F7}; {ps.Length} gradients max_abs={gAbs:E2} max_rel={gRel:E2}");
+    }
+
+    [Fact]
+    public void TenDdimSteps_FromTheFixturesNoise_MatchItsSample()
+    {
+        var cfg = UNet2DConfig.FromHf(HfConfig.Load(Path.Combine(Dir, "config.json")));
+        var g = new GraphBuilder("denoiser");
+        UNet2D.DefineDenoiser(g, cfg);
+        var ps = g.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic())).ToArray();
+        var w = HfWeights.Load(Path.Combine(Dir, "model.safetensors"), ps, out _);
+        var e = SafeTensorsFile.ReadAll(Path.Combine(Dir, "expected.safetensors"));
+        var feeds = ps.Select((p, i) => (p, i)).ToDictionary(x => x.p.Name, x => new HostTensor(w[x.i].Select(v => (double)v).ToArray(), x.p.Shape, DType.Float));
+        using var ort = new OrtModel(g);
+        float[] Predict(float[] x, long t)
+        {
+            feeds["sample"] = new HostTensor(x.Select(v => (double)v).ToArray(), [1, cfg.InChannels, cfg.SampleSize, cfg.SampleSize], DType.Float);
+            feeds["timestep"] = new HostTensor([t], [1], DType.Int64);
+            return ort.Run(feeds)["noise_pred"].Select(v => (float)v).ToArray();
+        }
+        var timesteps = Ddim.Timesteps(1000, 10);
+        Assert.Equal(e["ddim.timesteps"].ToInt64s(), timesteps);
+        var sample = Ddim.Sample(NoiseSchedule.Linear(), e["ddim.x_T"].ToFloats(), timesteps, Predict);
+        var (maxAbs, _) = Compare.Check("ddim.sample", sample.Select(v => (double)v).ToArray(), e["ddim.sample"].ToFloats(), 1e-3, 0);
+        output.WriteLine($"PARITY unet-tiny DDIM 10 steps: max_abs={maxAbs:E2}");
     }
 }
