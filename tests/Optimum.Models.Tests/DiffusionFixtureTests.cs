@@ -14,8 +14,8 @@ namespace Optimum.Models.Tests;
 /// </summary>
 public sealed class DiffusionFixtureTests(ITestOutputHelper output)
 {
-    private static readonly string Dir = Path.GetFullPath(Path.Combine(Repo.Fixture("."), "..", "ref", "unet-tiny"));
-    private static readonly IReadOnlyDictionary<string, SafeTensor> Expected = SafeTensorsFile.ReadAll(Path.Combine(Dir, "expected.safetensors"));
+    private static string Dir => UnetTiny.Dir;
+    private static IReadOnlyDictionary<string, SafeTensor> Expected => UnetTiny.Expected;
 
     [Fact]
     public void Config_ReadsTheFixtureAndRefusesWhatIsNotBuilt()

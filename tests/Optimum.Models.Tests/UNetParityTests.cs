@@ -8,24 +8,36 @@ using Xunit.Abstractions;
 
 namespace Optimum.Models.Tests;
 
-/// <summary>The UNet against ../shared/fixtures/ref/unet-tiny: predicted noise, MSE loss and all 144 gradients (tolerances from its README).</summary>
+/// <summary>../shared/fixtures/ref/unet-tiny (plain PyTorch after diffusers; its README gives the tolerances).</summary>
+internal static class UnetTiny
+{
+    public static readonly string Dir = Path.GetFullPath(Path.Combine(Repo.Fixture("."), "..", "ref", "unet-tiny"));
+    public static readonly IReadOnlyDictionary<string, SafeTensor> Expected = SafeTensorsFile.ReadAll(Path.Combine(Dir, "expected.safetensors"));
+    public static UNet2DConfig Config => UNet2DConfig.FromHf(HfConfig.Load(Path.Combine(Dir, "config.json")));
+
+    /// <summary>The fixture's weights for the parameters of <paramref name="g"/>, as feeds by name.</summary>
+    public static (ParameterInfo[] Parameters, Dictionary<string, HostTensor> Feeds) Weights(GraphBuilder g)
+    {
+        var ps = g.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic())).ToArray();
+        var w = HfWeights.Load(Path.Combine(Dir, "model.safetensors"), ps, out var unused);
+        if (unused.Count > 0) throw new Xunit.Sdk.XunitException($"fixture tensors the graph does not use: {string.Join(", ", unused)}");
+        return (ps, ps.Select((p, i) => (p, i)).ToDictionary(x => x.p.Name, x => new HostTensor(w[x.i].Select(v => (double)v).ToArray(), x.p.Shape, DType.Float)));
+    }
+}
+
+/// <summary>The UNet against unet-tiny: predicted noise, MSE loss, all 144 gradients, and a 10-step DDIM trajectory.</summary>
 public sealed class UNetParityTests(ITestOutputHelper output)
 {
-    private static readonly string Dir = Path.GetFullPath(Path.Combine(Repo.Fixture("."), "..", "ref", "unet-tiny"));
 
     [Fact]
     public void TrainingGraph_MatchesNoiseLossAndEveryGradient()
     {
-        var cfg = UNet2DConfig.FromHf(HfConfig.Load(Path.Combine(Dir, "config.json")));
         var g = new GraphBuilder("train");
-        var m = UNet2D.Define(g, true, cfg);
+        var m = UNet2D.Define(g, true, UnetTiny.Config);
         TrainingGraph.AddGradientOutputs(g, m.Loss);
         foreach (var (k, v) in m.Outputs!) g.Output(v, k);
-        var ps = g.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic())).ToArray();
-        var w = HfWeights.Load(Path.Combine(Dir, "model.safetensors"), ps, out var unused);
-        Assert.Empty(unused);
-        var e = SafeTensorsFile.ReadAll(Path.Combine(Dir, "expected.safetensors"));
-        var feeds = ps.Select((p, i) => (p, i)).ToDictionary(x => x.p.Name, x => new HostTensor(w[x.i].Select(v => (double)v).ToArray(), x.p.Shape, DType.Float));
+        var (ps, feeds) = UnetTiny.Weights(g);
+        var e = UnetTiny.Expected;
         HostTensor F(string name) => new(e[name].ToFloats().Select(v => (double)v).ToArray(), e[name].Shape, DType.Float);
         feeds["sample"] = F("noisy_sample");
         feeds["target"] = F("noise");
@@ -50,13 +62,11 @@ public sealed class UNetParityTests(ITestOutputHelper output)
     [Fact]
     public void TenDdimSteps_FromTheFixturesNoise_MatchItsSample()
     {
-        var cfg = UNet2DConfig.FromHf(HfConfig.Load(Path.Combine(Dir, "config.json")));
+        var cfg = UnetTiny.Config;
         var g = new GraphBuilder("denoiser");
         UNet2D.DefineDenoiser(g, cfg);
-        var ps = g.Parameters.Select(p => new ParameterInfo(p.Name, p.Shape.ToStatic())).ToArray();
-        var w = HfWeights.Load(Path.Combine(Dir, "model.safetensors"), ps, out _);
-        var e = SafeTensorsFile.ReadAll(Path.Combine(Dir, "expected.safetensors"));
-        var feeds = ps.Select((p, i) => (p, i)).ToDictionary(x => x.p.Name, x => new HostTensor(w[x.i].Select(v => (double)v).ToArray(), x.p.Shape, DType.Float));
+        var (_, feeds) = UnetTiny.Weights(g);
+        var e = UnetTiny.Expected;
         using var ort = new OrtModel(g);
         float[] Predict(float[] x, long t)
         {
