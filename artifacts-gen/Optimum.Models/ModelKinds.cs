@@ -14,6 +14,7 @@ public static class ModelKinds
         new T5Kind(),
         new TimeSeriesKind(),
         new MlpKind(),
+        new UNetKind(),
     ];
 
     /// <summary>Every model_type a kind reads.</summary>

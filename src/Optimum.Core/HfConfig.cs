@@ -32,7 +32,12 @@ public sealed class HfConfig
         catch (JsonException e) { throw new InvalidDataException($"{source}: not valid JSON ({e.Message}).", e); }
     }
 
-    public string? ModelType => Json["model_type"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+    /// <summary>
+    /// transformers' <c>model_type</c>; for a diffusers config, which has none, its <c>_class_name</c> (e.g. UNet2DModel).
+    /// </summary>
+    public string? ModelType => Text("model_type") ?? Text("_class_name");
+
+    private string? Text(string key) => Json[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
 
     /// <summary>An integer field, or <paramref name="fallback"/> when absent or null; a wrong type is refused.</summary>
     public int Int(string key, int fallback) => Get(key, fallback, n => n.GetValueKind() == JsonValueKind.Number && n.AsValue().TryGetValue<int>(out var i) ? (true, i) : (false, 0), "an integer");

@@ -106,6 +106,7 @@ public sealed record UNet2DConfig : IHfConfig<UNet2DConfig>
     {
         var o = Source?.DeepClone().AsObject() ?? new JsonObject();
         o.Remove("optimum");
+        o.Remove("model_type");                                                          // a diffusers config names its class instead
         static JsonArray A<T>(IEnumerable<T> xs) => new(xs.Select(x => JsonValue.Create(x)).ToArray<JsonNode?>());
         o["_class_name"] = ClassName;
         o["sample_size"] = SampleSize; o["in_channels"] = InChannels; o["out_channels"] = OutChannels;

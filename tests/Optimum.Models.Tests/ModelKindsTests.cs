@@ -1,4 +1,5 @@
 using Optimum.Core;
+using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Tests;
 using Xunit;
@@ -11,13 +12,18 @@ public sealed class ModelKindsTests : IDisposable
     private readonly string _dir = Repo.TempDir();
     public void Dispose() => Directory.Delete(_dir, true);
 
-    public static TheoryData<string> Configs => ["gpt2", "t5", "informer", "time_series_transformer", "mlp"];
+    public static TheoryData<string> Configs => ["gpt2", "t5", "informer", "time_series_transformer", "mlp", "UNet2DModel"];
 
     private static object Config(string type) => type switch
     {
         "gpt2" => new Gpt2Config { VocabSize = 61, NPositions = 16, NEmbd = 16, NLayer = 1, NHead = 2 },
         "t5" => new T5Config { VocabSize = 40, DModel = 16, DKv = 4, DFf = 32, NumLayers = 1, NumDecoderLayers = 1, NumHeads = 2 },
         "mlp" => new MlpConfig { HiddenSizes = [8] },
+        "UNet2DModel" => new UNet2DConfig
+        {
+            SampleSize = 8, InChannels = 1, OutChannels = 1, BlockOutChannels = [8, 16], LayersPerBlock = 1, NormNumGroups = 4, AttentionHeadDim = 4,
+            DownBlockTypes = ["DownBlock2D", "AttnDownBlock2D"], UpBlockTypes = ["AttnUpBlock2D", "UpBlock2D"], NumClassEmbeds = 10,
+        },
         _ => TimeSeriesConfig.Monthly(type, seriesCount: 3),
     };
 
@@ -45,7 +51,7 @@ public sealed class ModelKindsTests : IDisposable
         File.WriteAllText(Path.Combine(_dir, "config.json"), "{\"model_type\": \"bert\"}");
         var e = Assert.Throws<InvalidDataException>(() => ModelKinds.Read(_dir));
         Assert.Contains(Path.Combine(_dir, "config.json"), e.Message);
-        Assert.Contains("'bert' is not a known model kind (known: gpt2, t5, time_series_transformer, informer, mlp)", e.Message);
+        Assert.Contains("'bert' is not a known model kind (known: gpt2, t5, time_series_transformer, informer, mlp, UNet2DModel)", e.Message);
         File.WriteAllText(Path.Combine(_dir, "config.json"), "{}");
         Assert.Contains("model_type is missing", Assert.Throws<InvalidDataException>(() => ModelKinds.Read(_dir)).Message);
         Assert.Throws<ArgumentException>(() => ModelKinds.For(new object()));
@@ -58,5 +64,26 @@ public sealed class ModelKindsTests : IDisposable
         ModelKinds.WritePreset(dir, new MlpConfig(), seed: 0);
         var e = Assert.Throws<NotSupportedException>(() => ModelKinds.Load(dir));
         Assert.Contains("mlp models have no inference loader", e.Message);
+    }
+
+    [Fact]
+    public void DiffusersUNetFolder_ExportsWithItsWeights_AndInitialisesAsTorch()
+    {
+        var dir = Path.Combine(_dir, "unet");
+        Assert.Empty(ModelKinds.Export(UnetTiny.Dir, dir));                             // found by _class_name: UNet2DModel
+        var ps = ModelFolder.ReadParameters(dir);
+        var exported = HfWeights.Load(Path.Combine(dir, ModelFolder.WeightsFile), ps, out _);
+        var fixture = HfWeights.Load(Path.Combine(UnetTiny.Dir, ModelFolder.WeightsFile), ps, out var unused);
+        Assert.Empty(unused);
+        for (int i = 0; i < ps.Count; i++) Assert.Equal(fixture[i], exported[i]);
+        Assert.Equal(144, ps.Count);
+
+        var init = ModelKinds.Initialize(ps, UnetTiny.Config, seed: 1);
+        var conv = init[ps.ToList().FindIndex(p => p.Name == "up_blocks.0.resnets.0.conv1.weight")];     // (32, 64, 3, 3): fan_in 576
+        double bound = 1 / Math.Sqrt(576), std = Math.Sqrt(conv.Select(v => (double)v * v).Average());
+        Assert.True(conv.Max() <= bound && conv.Min() >= -bound, "weights outside U(-1/sqrt(fan_in), 1/sqrt(fan_in))");
+        Assert.InRange(std, 0.95 * bound / Math.Sqrt(3), 1.05 * bound / Math.Sqrt(3));   // 18,432 draws
+        Assert.All(init[ps.ToList().FindIndex(p => p.Name == "conv_norm_out.weight")], v => Assert.Equal(1f, v));
+        Assert.All(init[ps.ToList().FindIndex(p => p.Name == "conv_norm_out.bias")], v => Assert.Equal(0f, v));
     }
 }
