@@ -94,10 +94,8 @@ public static partial class OptimumServer
             if (generator.CheckLength(generator.Encode(prompt).Count, req.MaxTokens) is { } tooLong)
                 return Problem(413, "Prompt too long", tooLong);
 
-        RateLimitLease lease;
-        try { lease = await limiter.AcquireAsync(1, ctx.RequestAborted); }
-        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { return Results.Empty; }   // gave up while queued
-        using var _ = lease;
+        using var lease = await Acquire(limiter, ctx);
+        if (lease is null) return Results.Empty;                                                // gave up while queued
         if (!lease.IsAcquired)
             return Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later.");
 
