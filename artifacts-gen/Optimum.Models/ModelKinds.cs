@@ -87,9 +87,10 @@ public static class ModelKinds
             foreach (var u in unused) log?.Invoke($"warning: '{u}' in {path} is not a parameter of the model");
             return w;
         }
-        var (kind, config) = Read(modelDir);
-        log?.Invoke($"weights: {ModelFolder.ReadConfig(modelDir).ModelType} initialisation from seed {seed} (no {ModelFolder.WeightsFile} in {modelDir})");
-        return kind.Initialize(ps, config, seed);
+        var hf = ModelFolder.ReadConfig(modelDir);
+        var kind = For(hf);
+        log?.Invoke($"weights: {hf.ModelType} initialisation from seed {seed} (no {ModelFolder.WeightsFile} in {modelDir})");
+        return kind.Initialize(ps, kind.ReadConfig(hf), seed);
     }
 
     /// <summary>Loads a model folder with weights for inference (text generation or forecasting); the caller disposes it.</summary>

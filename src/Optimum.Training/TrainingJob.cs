@@ -35,8 +35,10 @@ public sealed class TrainingJob : IDisposable
         (_o, _comm) = (o, comm);
         _say = s => { if (comm.Rank == 0) log?.Invoke(s); };
         var t = o.Trainer;
-        ModelType = ModelFolder.ReadConfig(t.ModelDir).ModelType ?? "";
-        (Kind, var config) = ModelKinds.Read(t.ModelDir);
+        var hf = ModelFolder.ReadConfig(t.ModelDir);
+        Kind = ModelKinds.For(hf);
+        ModelType = hf.ModelType!;                                                      // For refuses a folder without one
+        var config = Kind.ReadConfig(hf);
         Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout), config, _say);
         var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
         Trainer = new Trainer(t, Data, weights, comm);
