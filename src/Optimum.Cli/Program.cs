@@ -197,11 +197,15 @@ var forecast = new Command("forecast", "Probabilistic forecasts of every series 
 {
     fModel, fData, fOut, fHorizon, fSamples, fQuantiles, fSeed, fBacktest, fSeason,
 };
-forecast.SetAction(r => ExpectedErrors.Report(() => ForecastCommand.Run(new Optimum.Inference.Forecasting.SeriesForecastOptions
+forecast.SetAction(r => ExpectedErrors.Report(() =>
 {
-    ModelDir = r.GetValue(fModel)!, Data = r.GetValue(fData)!, OutDir = r.GetValue(fOut)!, Horizon = r.GetValue(fHorizon), Samples = r.GetValue(fSamples),
-    Quantiles = r.GetValue(fQuantiles)!, Seed = r.GetValue(fSeed), Backtest = r.GetValue(fBacktest), Season = r.GetValue(fSeason),
-}, Console.Out)));
+    Optimum.Inference.Forecasting.SeriesForecast.Run(new Optimum.Inference.Forecasting.SeriesForecastOptions
+    {
+        ModelDir = r.GetValue(fModel)!, Data = r.GetValue(fData)!, OutDir = r.GetValue(fOut)!, Horizon = r.GetValue(fHorizon), Samples = r.GetValue(fSamples),
+        Quantiles = r.GetValue(fQuantiles)!, Seed = r.GetValue(fSeed), Backtest = r.GetValue(fBacktest), Season = r.GetValue(fSeason),
+    }, Console.Out);
+    return 0;
+}));
 root.Subcommands.Add(forecast);
 
 // serve: the completions microservice.

@@ -42,14 +42,15 @@ public sealed class ForecastCommandTests
             Assert.Equal(20, r.Steps);
             Assert.True(File.Exists(Path.Combine(tmp, "run", "loss.png")));
             var output = new StringWriter();
-            Assert.Equal(0, ForecastCommand.Run(new SeriesForecastOptions { ModelDir = Path.Combine(tmp, "run", "final"), Data = csv, OutDir = Path.Combine(tmp, "fc"), Samples = 50, Backtest = 6, Season = 12 }, output));
+            var run = SeriesForecast.Run(new SeriesForecastOptions { ModelDir = Path.Combine(tmp, "run", "final"), Data = csv, OutDir = Path.Combine(tmp, "fc"), Samples = 50, Backtest = 6, Season = 12 }, output);
+            Assert.Equal(3, run.Forecasts.Count);
             var rows = File.ReadAllLines(Path.Combine(tmp, "fc", "forecasts.csv"));
             Assert.Equal("series,month,mean,median,q0.1,q0.5,q0.9,actual", rows[0]);
             Assert.Equal(1 + 3 * 6, rows.Length);
             Assert.StartsWith("s0,2019-07,", rows[1]);                   // the first held-back month
             Assert.Equal(3, Directory.GetFiles(Path.Combine(tmp, "fc", "forecasts"), "*.png").Length);
             Assert.Matches(@"backtest of the last 6 points: MASE \d+\.\d{3} \(seasonal naive \d+\.\d{3}\)", output.ToString());
-            var bad = Assert.Throws<ArgumentException>(() => ForecastCommand.Run(new SeriesForecastOptions { ModelDir = Path.Combine(tmp, "run", "final"), Data = csv, OutDir = Path.Combine(tmp, "fc2"), Horizon = 3, Samples = 10, Quantiles = [0.5], Backtest = 6, Season = 12 }, TextWriter.Null));
+            var bad = Assert.Throws<ArgumentException>(() => SeriesForecast.Run(new SeriesForecastOptions { ModelDir = Path.Combine(tmp, "run", "final"), Data = csv, OutDir = Path.Combine(tmp, "fc2"), Horizon = 3, Samples = 10, Quantiles = [0.5], Backtest = 6, Season = 12 }, TextWriter.Null));
             Assert.Contains("--backtest 6 and --horizon 3 differ", bad.Message);
         }
         finally { Directory.Delete(tmp, true); }
