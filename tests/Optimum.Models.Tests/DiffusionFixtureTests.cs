@@ -1,5 +1,6 @@
 using Optimum.Core;
 using Optimum.Hub;
+using Optimum.Core.Diffusion;
 using Optimum.Inference.Diffusion;
 using Optimum.Onnx;
 using Optimum.Tests;

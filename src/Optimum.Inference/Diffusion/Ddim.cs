@@ -1,3 +1,5 @@
+using Optimum.Core.Diffusion;
+
 namespace Optimum.Inference.Diffusion;
 
 /// <summary>

@@ -1,4 +1,4 @@
-namespace Optimum.Inference.Diffusion;
+namespace Optimum.Core.Diffusion;
 
 /// <summary>
 /// The DDPM noise schedule as diffusers' DDPMScheduler builds it (float32 like torch): betas, alphas = 1 − betas and
