@@ -71,9 +71,13 @@ var tThreads = new Option<int>("--threads") { Description = "ONNX Runtime intra-
 var tRanks = new Option<int>("--ranks") { Description = "In-process ranks (threads) for ZeRO-1 without MPI; under mpirun the MPI world is used.", DefaultValueFactory = _ => 1 };
 var tStop = new Option<long?>("--stop-after") { Description = "Stop with a checkpoint after this many updates (continue later with --resume latest)." };
 var tSkip = new Option<bool>("--skip-nonfinite") { Description = "Skip updates with a non-finite loss or gradient norm instead of stopping." };
+var tEma = new Option<bool>("--ema") { Description = "Keep an exponential moving average of the weights (diffusers' EMAModel: inv_gamma 1, power 3/4, max decay --ema-max-decay); checkpointed; final/ and hf/ get it." };
+var tEmaDecay = new Option<double>("--ema-max-decay") { Description = "Largest EMA decay.", DefaultValueFactory = _ => 0.9999 };
+var tLabelDrop = new Option<double>("--label-dropout") { Description = "Class-conditional diffusion models: share of labels replaced by the null label (the last class embedding) for classifier-free guidance.", DefaultValueFactory = _ => 0.1 };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
     tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
+    tEma, tEmaDecay, tLabelDrop,
 };
 train.SetAction(r =>
 {
@@ -89,7 +93,7 @@ train.SetAction(r =>
     Console.CancelKeyPress += onCancel;
     try
     {
-        var command = new TrainingJobOptions(options, r.GetValue(tData)!, r.GetValue(tSeq));
+        var command = new TrainingJobOptions(options, r.GetValue(tData)!, r.GetValue(tSeq), LabelDropout: r.GetValue(tLabelDrop));
         if (mpi is { Size: > 1 })
         {
             try { return TrainCommand.Run(command, cts.Token, mpi).Interrupted ? 130 : 0; }
@@ -109,6 +113,7 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
     Resume = r.GetValue(tResume) is { } resume ? CheckpointRef.Parse(resume) : null, Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
     Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(r.GetValue(tOpt)!, "--optimizer"), WeightDecay = r.GetValue(tWd) },
     Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
+    Ema = r.GetValue(tEma) ? new EmaOptions { MaxDecay = r.GetValue(tEmaDecay) } : null,
 };
 
 // train-mlp: the first demo, kept as a shorthand: the digits MLP through the same trainer, by epochs, with SGD + momentum.

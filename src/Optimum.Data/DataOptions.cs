@@ -9,5 +9,7 @@ namespace Optimum.Data;
 /// <param name="ValidationFraction">Share of the text or pairs held out for validation.</param>
 /// <param name="CacheDir">Where token caches go (null = the default cache folder).</param>
 /// <param name="Holdout">Time series: points at the end of each series kept out of training windows (null = prediction_length).</param>
+/// <param name="Seed">The run's seed, for sources that draw per-sample randomness (diffusion noise and timesteps).</param>
+/// <param name="LabelDropout">Class-conditional diffusion: share of labels replaced by the null label (classifier-free guidance).</param>
 public sealed record DataOptions(string ModelDir, IReadOnlyList<string> Files, int SeqLen = 128, double ValidationFraction = 0.05,
-    string? CacheDir = null, int? Holdout = null);
+    string? CacheDir = null, int? Holdout = null, int Seed = 0, double LabelDropout = 0.1);

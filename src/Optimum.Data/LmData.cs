@@ -10,6 +10,12 @@ public interface IBatchSource
     long ValidationSamples { get; }
     /// <summary>Fills <paramref name="batch"/> (reused across calls) with the training samples <paramref name="samples"/>.</summary>
     void FillTrain(ReadOnlySpan<int> samples, Batch batch);
+    /// <summary>
+    /// As <see cref="FillTrain(ReadOnlySpan{int}, Batch)"/>, told where the batch starts in the run's sample stream
+    /// (<paramref name="position"/>: the same after a resume and on any number of ranks): sources that draw random
+    /// augmentations or noise per sample seed them from it.
+    /// </summary>
+    void FillTrain(ReadOnlySpan<int> samples, long position, Batch batch) => FillTrain(samples, batch);
     /// <summary>Fills <paramref name="batch"/> with validation samples [first, first + count).</summary>
     void FillValidation(long first, int count, Batch batch);
 }

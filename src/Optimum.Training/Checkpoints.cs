@@ -29,6 +29,8 @@ public sealed record TrainerState
     public string Schedule { get; init; } = "";
     public double Lr { get; init; }
     public long Warmup { get; init; }
+    /// <summary>The EMA settings of a run that averages its weights (ema.safetensors), or null.</summary>
+    public EmaOptions? Ema { get; init; }
     /// <summary>SHA-256 of every other file of the checkpoint, checked on load.</summary>
     public SortedDictionary<string, string> Files { get; init; } = new(StringComparer.Ordinal);
 }
@@ -57,7 +59,7 @@ public static class Checkpoints
     /// <paramref name="keep"/>; returns its folder. Every rank calls it: each writes its optimizer shard,
     /// rank 0 the parameters and the trainer state, then renames the temporary folder into place.
     /// </summary>
-    public static string Save(string root, ParameterStore store, Optimizer optimizer, TrainerState state, int keep, ICommunicator? comm = null)
+    public static string Save(string root, ParameterStore store, Optimizer optimizer, TrainerState state, int keep, ICommunicator? comm = null, EmaWeights? ema = null)
     {
         comm ??= new SingleProcess();
         var final = Path.Combine(root, $"{Prefix}{state.Step:D7}");
@@ -74,6 +76,8 @@ public static class Checkpoints
         var meta = new Dictionary<string, string> { ["optimizer"] = EnumNames.Name(optimizer.Config.Kind) };
         SafeTensorsFile.Write(Path.Combine(tmp, optFile), OptimizerTensors(store, optimizer, meta), meta);
         if (comm.Rank == 0) HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, store.Export());
+        if (comm.Rank == 0 && state.Ema is not null)
+            (ema ?? throw new ArgumentException("The state names EMA settings but no EMA weights were given.", nameof(ema))).Save(Path.Combine(tmp, EmaWeights.File));
         comm.Barrier();
         if (comm.Rank == 0)
         {
@@ -128,7 +132,7 @@ public static class Checkpoints
     /// a missing file, a checksum that differs (corruption), a truncated safetensors file, a missing
     /// tensor or a shape that differs is refused naming the file and the tensor.
     /// </summary>
-    public static TrainerState Load(string dir, ParameterStore store, Optimizer optimizer)
+    public static TrainerState Load(string dir, ParameterStore store, Optimizer optimizer, EmaWeights? ema = null)
     {
         var state = ReadState(dir);
         foreach (var (file, hash) in state.Files)
@@ -142,6 +146,9 @@ public static class Checkpoints
         store.Load(HfWeights.Load(Path.Combine(dir, ModelFolder.WeightsFile), store.Parameters, out var unused));
         if (unused.Count > 0)
             throw new InvalidDataException($"Checkpoint '{Path.Combine(dir, ModelFolder.WeightsFile)}' has tensors the model lacks: {string.Join(", ", unused)}.");
+        if (state.Ema is not null && !state.Files.ContainsKey(EmaWeights.File))
+            throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}' names EMA settings but its files do not list {EmaWeights.File}.");
+        if (ema is not null && state.Files.ContainsKey(EmaWeights.File)) ema.Load(Path.Combine(dir, EmaWeights.File));
         // Optimizer state may come from any number of rank files: index every slice, then copy ours (re-sharding).
         var slices = new Dictionary<string, List<(string File, long Offset, long Length)>>(StringComparer.Ordinal);
         foreach (var file in state.Files.Keys.Where(f => f.StartsWith("optimizer", StringComparison.Ordinal)))

@@ -43,6 +43,8 @@ public sealed record TrainerOptions
     public CheckpointRef? Resume { get; init; }
     /// <summary>Write final/ (model folder with the trained weights) and hf/ (HF folder) at the end.</summary>
     public bool Export { get; init; } = true;
+    /// <summary>Keep an exponential moving average of the weights (diffusers' EMAModel); it is checkpointed and is what final/ and hf/ get.</summary>
+    public EmaOptions? Ema { get; init; }
     public SessionSettings Session { get; init; } = new();
 
     public void Validate()
@@ -52,6 +54,7 @@ public sealed record TrainerOptions
             throw new ArgumentException("clip, eval-every, save-every and eval-samples must be >= 0; keep >= 1.");
         new LrSchedule(Schedule, Lr, Warmup, Steps).Validate();
         Optimizer.Validate();
+        Ema?.Validate();
     }
 }
 
@@ -86,6 +89,7 @@ public sealed class Trainer : IDisposable
     private readonly Batch _val = new();
     private readonly ICommunicator _comm;
     private readonly float[]? _shardGrads;
+    private readonly EmaWeights? _ema;
     private double _commSeconds;
 
     public Trainer(TrainerOptions options, IBatchSource data, IReadOnlyList<float[]> initialWeights, ICommunicator? communicator = null)
@@ -110,6 +114,8 @@ public sealed class Trainer : IDisposable
         _schedule = new LrSchedule(options.Schedule, options.Lr, options.Warmup, options.Steps);
         if (options.GradAccum > 1) _accum = new float[_store.Length];
         if (_comm.Size > 1) _shardGrads = new float[_store.ShardLength];
+        // Only rank 0 writes checkpoints and the export, so only it keeps the average (every rank has all weights after the all-gather).
+        if (options.Ema is { } ema && Lead) _ema = new EmaWeights(_store, ema);
     }
 
     public ICommunicator Communicator => _comm;
@@ -127,6 +133,8 @@ public sealed class Trainer : IDisposable
     public ParameterStore Store => _store;
     public TrainingSession Session => _session;
     public Optimizer Optimizer => _opt;
+    /// <summary>The moving average of the weights (rank 0 of a run with <see cref="TrainerOptions.Ema"/>; null otherwise).</summary>
+    public EmaWeights? Ema => _ema;
     public string CheckpointRoot => Path.Combine(_o.OutputDir, "checkpoints");
 
     public event Action<StepMetrics>? StepCompleted;
@@ -146,7 +154,7 @@ public sealed class Trainer : IDisposable
         if (_o.Resume is { } r)
         {
             var dir = r.Resolve(CheckpointRoot);
-            var state = Checkpoints.Load(dir, _store, _opt);
+            var state = Checkpoints.Load(dir, _store, _opt, _ema);
             CheckCompatible(state, dir);
             (start, skipped) = (state.Step, state.SkippedSteps);
             if (Lead) Log?.Invoke($"resumed from {dir} at step {start} ({state.WorldSize} rank(s) then, {_comm.Size} now)");
@@ -227,6 +235,7 @@ public sealed class Trainer : IDisposable
                 _opt.Step(step + 1 - skipped, lr);
                 optSeconds = clock.Elapsed.TotalSeconds - o0;
                 if (_comm.Size > 1) Timed(() => { _comm.AllGather(_store.AllParams); return 0; });
+                _ema?.Update(step + 1 - skipped);
             }
             var dt = clock.Elapsed.TotalSeconds - t0;
             var m = new StepMetrics(step + 1, _o.Steps, loss, lr, norm, tokens / dt, dt, optSeconds, bad, clock.Elapsed.TotalSeconds, _commSeconds);
@@ -266,7 +275,7 @@ public sealed class Trainer : IDisposable
         {
             // Global samples of micro-batch (step, micro) are N consecutive batches; this rank takes its own.
             long first = ((step * _o.GradAccum + micro) * _comm.Size + _comm.Rank) * _o.BatchSize;
-            _data.FillTrain(index.Slice(first, _o.BatchSize), _train);
+            _data.FillTrain(index.Slice(first, _o.BatchSize), first, _train);
             double w = _train.LossWeight ?? _train.Tokens;
             loss += _session.TrainStep(_train, Seeds.Derive(_o.Seed, step, micro, _comm.Rank)) * w;
             weight += w;
@@ -311,9 +320,9 @@ public sealed class Trainer : IDisposable
         {
             Step = step, SamplesSeen = step * SamplesPerStep, SkippedSteps = skipped, Seed = _o.Seed, TotalSteps = _o.Steps,
             BatchSize = _o.BatchSize, GradAccum = _o.GradAccum, Optimizer = EnumNames.Name(_o.Optimizer.Kind), Schedule = EnumNames.Name(_o.Schedule), Lr = _o.Lr, Warmup = _o.Warmup,
-            WorldSize = _comm.Size, GlobalBatch = SamplesPerStep,
+            WorldSize = _comm.Size, GlobalBatch = SamplesPerStep, Ema = _o.Ema,
         };
-        var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm);
+        var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm, _ema);
         if (Lead) Log?.Invoke($"checkpoint {dir}");
         return dir;
     }
@@ -330,6 +339,7 @@ public sealed class Trainer : IDisposable
         Same("global batch (batch size x grad accum x ranks)", s.GlobalBatch == 0 ? (long)s.BatchSize * s.GradAccum * s.WorldSize : s.GlobalBatch, SamplesPerStep);
         Same("total steps", s.TotalSteps, _o.Steps);
         Same("optimizer", s.Optimizer, EnumNames.Name(_o.Optimizer.Kind));
+        Same("EMA", s.Ema?.ToString() ?? "none", _o.Ema?.ToString() ?? "none");
         if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{dir}' is at step {s.Step}, past the run's {_o.Steps} steps.");
     }
 
@@ -341,10 +351,10 @@ public sealed class Trainer : IDisposable
         // Everything of the model folder (graphs, config, tokenizer files) but its old weights.
         foreach (var src in Directory.GetFiles(_o.ModelDir).Where(f => Path.GetFileName(f) != ModelFolder.WeightsFile && !Path.GetFileName(f).StartsWith('.')))
             Optimum.Core.AtomicFile.Write(Path.Combine(final, Path.GetFileName(src)), File.ReadAllBytes(src));
-        var weights = _store.Export();
+        var weights = _ema?.Export() ?? _store.Export();
         HfWeights.Save(Path.Combine(final, ModelFolder.WeightsFile), _store.Parameters, weights);
         HfWeights.SaveFolder(Path.Combine(_o.OutputDir, "hf"), ModelFolder.ReadConfig(_o.ModelDir).Json, _store.Parameters, weights);
-        Log?.Invoke($"exported {final} and {Path.Combine(_o.OutputDir, "hf")}");
+        Log?.Invoke($"exported {final} and {Path.Combine(_o.OutputDir, "hf")}" + (_ema is null ? "" : " with the EMA weights (the last checkpoint's model.safetensors has the raw ones)"));
     }
 
     public void Dispose()

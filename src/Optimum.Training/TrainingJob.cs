@@ -13,8 +13,9 @@ namespace Optimum.Training;
 /// <param name="ValidationFraction">Share of the text or pairs held out for validation.</param>
 /// <param name="CacheDir">Where token caches go.</param>
 /// <param name="Holdout">Time series: points at the end of each series kept out of training windows (default: prediction_length).</param>
+/// <param name="LabelDropout">Class-conditional diffusion models: share of labels dropped to the null label (for classifier-free guidance).</param>
 public sealed record TrainingJobOptions(TrainerOptions Trainer, IReadOnlyList<string> Data, int SeqLen = 128, double ValidationFraction = 0.05,
-    string? CacheDir = null, int? Holdout = null);
+    string? CacheDir = null, int? Holdout = null, double LabelDropout = 0.1);
 
 /// <summary>
 /// A whole training run of a model folder on files, for any model kind: the kind opens and checks the data, the
@@ -39,7 +40,7 @@ public sealed class TrainingJob : IDisposable
         Kind = ModelKinds.For(hf);
         ModelType = hf.ModelType!;                                                      // For refuses a folder without one
         var config = Kind.ReadConfig(hf);
-        Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout), config, _say);
+        Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout, t.Seed, o.LabelDropout), config, _say);
         var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
         Trainer = new Trainer(t, Data, weights, comm);
         Trainer.Log += _say;

@@ -1,13 +1,40 @@
+using Optimum.Core.Diffusion;
+
 namespace Optimum.Models;
 
 /// <summary>
 /// diffusers' UNet2DModel (config.json <c>_class_name: UNet2DModel</c>): an epsilon-predicting denoiser. Graphs,
-/// model folder, initialisation and diffusers import/export; training data, the sampler loader and serving are
-/// not built yet (the base class refuses them with a message).
+/// model folder, initialisation, diffusers import/export and its training data (images through the DDPM objective).
 /// </summary>
 public sealed class UNetKind : ModelKind<UNet2DConfig>
 {
     public override IReadOnlyList<string> ModelTypes { get; } = [UNet2DConfig.ClassName];
+    public override string TrainingData => "image .safetensors files (tensor 'images' U8 or F32 in [0, 1], (N, H, W) or (N, C, H, W); 'labels' (N) for class-conditional models)";
+    public override string ThroughputUnit => "images/s";
+
+    /// <summary>
+    /// The images of the given files, centred on sample_size × sample_size when smaller, a seeded
+    /// <see cref="DataOptions.ValidationFraction"/> held out, noised by the folder's DDPM schedule (<see cref="DiffusionData"/>).
+    /// </summary>
+    public override IBatchSource OpenTrainingData(DataOptions o, UNet2DConfig c, Action<string> say)
+    {
+        if (o.Files.Count == 0) throw new InvalidDataException($"{o.ModelDir}: no image files to train on.");
+        var images = ImageSet.Concat(o.Files.Select(ImageSet.Load).ToArray(), o.Files);
+        if (images.Channels != c.InChannels)
+            throw new InvalidDataException($"{o.Files[0]}: images have {images.Channels} channel(s); the model's in_channels is {c.InChannels}.");
+        if (images.Height != c.SampleSize || images.Width != c.SampleSize)
+        {
+            if (images.Height > c.SampleSize || images.Width > c.SampleSize || (c.SampleSize - images.Height) % 2 != 0 || (c.SampleSize - images.Width) % 2 != 0)
+                throw new InvalidDataException($"{o.Files[0]}: images are {images.Height}×{images.Width}; the model's sample_size is {c.SampleSize} (smaller images are centred when the margins are even; resize them first).");
+            say($"data: centring {images.Height}×{images.Width} images on {c.SampleSize}×{c.SampleSize}");
+            images = images.PadTo(c.SampleSize);
+        }
+        var (train, val) = images.Split(o.ValidationFraction, o.Seed);
+        var data = new DiffusionData(train, val, NoiseSchedule.Linear(), c.NumClassEmbeds, o.LabelDropout, o.Seed);
+        say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation images ({c.InChannels}×{c.SampleSize}×{c.SampleSize}) from {o.Files.Count} file(s)"
+            + (data.NullLabel is { } nl ? $"; labels dropped to {nl} with probability {o.LabelDropout}" : ""));
+        return data;
+    }
 
     /// <summary>Writes config.json, training.onnx, eval.onnx (loss, noise_pred) and inference.onnx (sample, timestep[, class_labels] → noise_pred).</summary>
     public override void Write(string dir, UNet2DConfig c)
