@@ -224,3 +224,45 @@ public sealed class DiffusionData : IBatchSource
         }
     }
 }
+
+/// <summary>
+/// Labelled images as classifier batches for the MLP's graphs: "pixels" (batch, C·H·W) in [0, 1] and "labels" (batch);
+/// a seeded shuffle holds <c>validationFraction</c> of the images out.
+/// </summary>
+public sealed class ImageClassificationData : IBatchSource
+{
+    private readonly ImageSet _train, _val;
+
+    public ImageClassificationData(ImageSet images, double validationFraction, int seed = 0)
+    {
+        if (images.Labels is null) throw new InvalidDataException($"A classifier needs labelled images (a '{ImageSet.LabelsTensor}' tensor).");
+        if (validationFraction is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(validationFraction), validationFraction, "Must be in (0, 1).");
+        (_train, _val) = images.Split(validationFraction, seed);
+    }
+
+    public long TrainSamples => _train.Count;
+    public long ValidationSamples => _val.Count;
+
+    public void FillTrain(ReadOnlySpan<int> samples, Batch batch) => Fill(_train, samples, batch);
+
+    public void FillValidation(long first, int count, Batch batch) => Fill(_val, Enumerable.Range(checked((int)first), count).ToArray(), batch);
+
+    private static void Fill(ImageSet from, ReadOnlySpan<int> rows, Batch batch)
+    {
+        int n = rows.Length, per = from.PixelsPerImage;
+        if (!batch.TryGetValue("labels", out var l) || l.Shape[0] != n)
+        {
+            batch["pixels"] = new BatchTensor(new float[n * per], [n, per]);
+            batch["labels"] = new BatchTensor(new long[n], [n]);
+        }
+        var pixels = (float[])batch["pixels"].Data;
+        var labels = (long[])batch["labels"].Data;
+        for (int i = 0; i < n; i++)
+        {
+            var src = from.Pixels.AsSpan(rows[i] * per, per);
+            for (int k = 0; k < per; k++) pixels[i * per + k] = (src[k] + 1) * 0.5f;
+            labels[i] = from.Labels![rows[i]];
+        }
+        batch.Tokens = n;
+    }
+}
