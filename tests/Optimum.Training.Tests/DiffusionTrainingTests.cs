@@ -252,6 +252,32 @@ public sealed class DiffusionTrainingTests : IDisposable
         Assert.Contains("EMA", e.Message);
     }
 
+    /// <summary>The MLP kind reads labelled image files too (pixels in [0, 1]); a size or label the model cannot take is refused.</summary>
+    [Fact]
+    public void Mlp_LearnsLabelledImageFiles_AndRefusesOnesThatDoNotFit()
+    {
+        var file = PatternFile("classes.safetensors", 150, 6);
+        var mlpDir = Path.Combine(_dir, "mlp");
+        var cfg = new MlpConfig { InputSize = 36, HiddenSizes = [32], NumClasses = 3, Dropout = 0 };
+        ModelKinds.Write(mlpDir, cfg);
+        var kind = ModelKinds.For(ModelFolder.ReadConfig(mlpDir));
+        var data = kind.OpenTrainingData(new DataOptions(mlpDir, [file], ValidationFraction: 0.2, Seed: 1), cfg, _ => { });
+        Assert.Equal((120, 30), (data.TrainSamples, data.ValidationSamples));
+        var batch = new Batch();
+        data.FillValidation(0, 2, batch);
+        Assert.Equal([2, 36], batch["pixels"].Shape);
+        Assert.True(((float[])batch["pixels"].Data).All(v => v is >= 0 and <= 1));
+        TrainResult r;
+        var options = Options("mlp-run", 60) with { ModelDir = mlpDir, EvalEvery = 60, Lr = 1e-2 };
+        using (var t = new Trainer(options, data, ModelKinds.Initialize(ModelFolder.ReadParameters(mlpDir), cfg, 0))) r = t.Run();
+        Assert.True(r.Evals[^1].ValidationLoss < 0.2 && r.Evals[0].ValidationLoss > 0.8, $"validation loss {r.Evals[0].ValidationLoss:F3} -> {r.Evals[^1].ValidationLoss:F3}");
+
+        var e = Assert.Throws<InvalidDataException>(() => kind.OpenTrainingData(new DataOptions(mlpDir, [file]), cfg with { InputSize = 64 }, _ => { }));
+        Assert.Contains("input_size is 64", e.Message);
+        e = Assert.Throws<InvalidDataException>(() => kind.OpenTrainingData(new DataOptions(mlpDir, [file]), cfg with { NumClasses = 2 }, _ => { }));
+        Assert.Contains("label 2 is out of the model's 2 classes", e.Message);
+    }
+
     [Fact]
     public void UNet_Zero1OverTwoRanks_MatchesOneRank()
     {
