@@ -23,7 +23,7 @@ public interface IModelKind
     JsonObject ToHf(object config);
     /// <summary>Writes config.json and the graphs of a model folder (no weights).</summary>
     void Write(string dir, object config);
-    /// <summary>On export, copies what the kind reads beside config.json from an HF/diffusers folder into the model folder (a UNet's scheduler_config.json); most kinds copy nothing.</summary>
+    /// <summary>On export, before <see cref="Write"/>: copies what the kind reads beside config.json from an HF/diffusers folder into the model folder (a UNet's scheduler_config.json); most kinds copy nothing.</summary>
     void ImportFiles(string hfDir, string modelDir);
     /// <summary>Initial weights in parameter order, as transformers initialises them, deterministic in the seed.</summary>
     float[][] Initialize(IReadOnlyList<ParameterInfo> parameters, object config, int seed);

@@ -65,8 +65,8 @@ public static class ModelKinds
         var hf = HfConfig.Load(Path.Combine(hfDir, ModelFolder.ConfigFile));
         var kind = For(hf);
         var config = kind.ReadConfig(hf);
+        kind.ImportFiles(hfDir, outDir);                                                  // first: a file it refuses stops the export before anything is written
         kind.Write(outDir, config);
-        kind.ImportFiles(hfDir, outDir);
         return Artifacts.WriteWeights(outDir, hfDir, ps => kind.Initialize(ps, config, seed));
     }
 

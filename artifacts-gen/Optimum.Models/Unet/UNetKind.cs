@@ -34,7 +34,9 @@ public sealed class UNetKind : ModelKind<UNet2DConfig>
         string beside = Path.Combine(hfDir, SchedulerConfig.FileName);
         string pipeline = Path.Combine(hfDir, "..", SchedulerConfig.PipelineFolder, SchedulerConfig.FileName);
         var source = File.Exists(beside) ? beside : File.Exists(pipeline) ? pipeline : null;
-        (source is null ? new SchedulerConfig() : SchedulerConfig.FromJson(HfConfig.Load(source))).Save(modelDir);
+        var scheduler = source is null ? new SchedulerConfig() : SchedulerConfig.FromJson(HfConfig.Load(source));
+        Directory.CreateDirectory(modelDir);
+        scheduler.Save(modelDir);
     }
 
     /// <summary>The image generator over the folder's inference.onnx, model.safetensors and scheduler_config.json; the caller disposes it.</summary>
