@@ -104,3 +104,31 @@ public sealed class GenerateImagesCommandTests(ITestOutputHelper output)
         return (p.ExitCode, stderr);
     }
 }
+
+/// <summary>The PNG grid writer: [−1, 1] to bytes as diffusers' numpy_to_pil, RGB layout, columns and refusals.</summary>
+public sealed class ImageGridTests
+{
+    [Fact]
+    public void RgbGrid_MapsValuesAndPlacesImagesByColumns()
+    {
+        var tmp = Repo.TempDir();
+        try
+        {
+            // 3 RGB images of 2×2, 2 per row, no padding, scale 1: image k pixel (y, x) channel c = −1 + 0.25·k + 0.5·c + 0.1·(2y + x).
+            var v = new float[3 * 3 * 4];
+            for (int k = 0; k < 3; k++) for (int c = 0; c < 3; c++) for (int p = 0; p < 4; p++) v[k * 12 + c * 4 + p] = -1 + 0.25f * k + 0.5f * c + 0.1f * p;
+            var path = Path.Combine(tmp, "grid.png");
+            ImageGrid.Save(v, 3, 3, 2, 2, path, columns: 2, padding: 0);
+            using var png = SKBitmap.Decode(path);
+            Assert.Equal((4, 4), (png.Width, png.Height));
+            var px = png.GetPixel(3, 2);                                                    // image 2 is in row 1, column 0: (x 3, y 2) is empty
+            Assert.Equal((0, 0, 0), (px.Red, px.Green, px.Blue));
+            px = png.GetPixel(3, 1);                                                        // image 1, pixel (1, 1): p = 3
+            Assert.Equal((ImageGrid.ToByte(-1 + 0.25f + 0.3f), ImageGrid.ToByte(-1 + 0.25f + 0.5f + 0.3f), ImageGrid.ToByte(-1 + 0.25f + 1f + 0.3f)), (px.Red, px.Green, px.Blue));
+            Assert.Equal((0, 128, 255, 255, 0), (ImageGrid.ToByte(-1), ImageGrid.ToByte(0.0019f), ImageGrid.ToByte(1), ImageGrid.ToByte(7), ImageGrid.ToByte(float.NaN)));
+            Assert.Contains("2 channels cannot be drawn", Assert.Throws<ArgumentException>(() => ImageGrid.Save(new float[8], 1, 2, 2, 2, path)).Message);
+            Assert.Contains("35 values are not 3 images of (3, 2, 2)", Assert.Throws<ArgumentException>(() => ImageGrid.Save(new float[35], 3, 3, 2, 2, path)).Message);
+        }
+        finally { Directory.Delete(tmp, true); }
+    }
+}
