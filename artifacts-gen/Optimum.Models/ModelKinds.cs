@@ -56,7 +56,8 @@ public static class ModelKinds
 
     /// <summary>
     /// <c>optimum-net export</c>: an HF folder (config.json, model.safetensors) of any kind to a model folder with
-    /// the graphs and the weights (HF names, F32). Without model.safetensors the weights are initialised from
+    /// the graphs and the weights (HF names, F32), plus the files its kind reads beside them (a UNet's
+    /// scheduler_config.json). Without model.safetensors the weights are initialised from
     /// <paramref name="seed"/>. Returns checkpoint tensors that were not used.
     /// </summary>
     public static IReadOnlyList<string> Export(string hfDir, string outDir, int seed = 0)
@@ -64,6 +65,7 @@ public static class ModelKinds
         var hf = HfConfig.Load(Path.Combine(hfDir, ModelFolder.ConfigFile));
         var kind = For(hf);
         var config = kind.ReadConfig(hf);
+        kind.ImportFiles(hfDir, outDir);                                                  // first: a file it refuses stops the export before anything is written
         kind.Write(outDir, config);
         return Artifacts.WriteWeights(outDir, hfDir, ps => kind.Initialize(ps, config, seed));
     }

@@ -213,6 +213,9 @@ forecast.SetAction(r => ExpectedErrors.Report(() =>
 }));
 root.Subcommands.Add(forecast);
 
+// generate-images: samples from a diffusion UNet folder (src/Optimum.Cli/GenerateImagesCommand.cs).
+root.Subcommands.Add(GenerateImagesCommand.Create());
+
 // serve: the completions microservice.
 var sModels = new Option<string[]>("--model") { Description = "Model folder(s) to serve (name=path to rename).", Required = true, AllowMultipleArgumentsPerToken = true };
 var sUrls = new Option<string>("--urls") { Description = "Where to listen.", DefaultValueFactory = _ => "http://127.0.0.1:5000" };

@@ -1,3 +1,4 @@
+using Optimum.Inference.Diffusion;
 using Optimum.Inference.Forecasting;
 
 namespace Optimum.Inference;
@@ -11,6 +12,8 @@ public enum ModelTask
     Seq2Seq,
     /// <summary>Probabilistic forecasts of series ("forecaster").</summary>
     Forecasting,
+    /// <summary>Samples images with a diffusion UNet ("image-generation").</summary>
+    ImageGeneration,
 }
 
 public static class ModelTaskNames
@@ -21,12 +24,13 @@ public static class ModelTaskNames
         ModelTask.CausalLm => "causal-lm",
         ModelTask.Seq2Seq => "seq2seq",
         ModelTask.Forecasting => "forecaster",
+        ModelTask.ImageGeneration => "image-generation",
         _ => throw new ArgumentOutOfRangeException(nameof(t), t, null),
     };
 }
 
 /// <summary>
-/// A model folder loaded for inference by its kind: a text generator (causal or seq2seq) or a forecaster.
+/// A model folder loaded for inference by its kind: a text generator (causal or seq2seq), a forecaster or an image generator.
 /// Owns the sessions behind it; dispose it.
 /// </summary>
 public sealed class LoadedModel : IDisposable
@@ -47,12 +51,21 @@ public sealed class LoadedModel : IDisposable
         Task = ModelTask.Forecasting;
     }
 
+    /// <summary>An image generator (owned).</summary>
+    public LoadedModel(string dir, ImageGenerator images)
+    {
+        (Dir, Images, _owner) = (dir, images, images);
+        Task = ModelTask.ImageGeneration;
+    }
+
     public string Dir { get; }
     public ModelTask Task { get; }
     /// <summary>Set for language models.</summary>
     public TextGenerator? Generator { get; }
     /// <summary>Set for forecasting models.</summary>
     public Forecaster? Forecaster { get; }
+    /// <summary>Set for diffusion models: sample size, channels and classes for /v1/models are on it.</summary>
+    public ImageGenerator? Images { get; }
 
     public void Dispose() => _owner.Dispose();
 }

@@ -1,10 +1,13 @@
 using Optimum.Core.Diffusion;
+using Optimum.Inference.Diffusion;
 
 namespace Optimum.Models;
 
 /// <summary>
 /// diffusers' UNet2DModel (config.json <c>_class_name: UNet2DModel</c>): an epsilon-predicting denoiser. Graphs,
-/// model folder, initialisation, diffusers import/export and its training data (images through the DDPM objective).
+/// model folder with its scheduler_config.json, initialisation, diffusers import/export, its training data (images
+/// through the DDPM objective with the folder's noise schedule) and the image generator (<see cref="ImageGenerator"/>)
+/// as its inference loader.
 /// </summary>
 public sealed class UNetKind : ModelKind<UNet2DConfig>
 {
@@ -30,19 +33,41 @@ public sealed class UNetKind : ModelKind<UNet2DConfig>
             images = images.PadTo(c.SampleSize);
         }
         var (train, val) = images.Split(o.ValidationFraction, o.Seed);
-        var data = new DiffusionData(train, val, NoiseSchedule.Linear(), c.NumClassEmbeds, o.LabelDropout, o.Seed);
+        var data = new DiffusionData(train, val, SchedulerConfig.Load(o.ModelDir).Build(), c.NumClassEmbeds, o.LabelDropout, o.Seed);
         say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation images ({c.InChannels}×{c.SampleSize}×{c.SampleSize}) from {o.Files.Count} file(s)"
             + (data.NullLabel is { } nl ? $"; labels dropped to {nl} with probability {o.LabelDropout}" : ""));
         return data;
     }
 
-    /// <summary>Writes config.json, training.onnx, eval.onnx (loss, noise_pred) and inference.onnx (sample, timestep[, class_labels] → noise_pred).</summary>
+    /// <summary>
+    /// Writes config.json, training.onnx, eval.onnx (loss, noise_pred), inference.onnx (sample, timestep[, class_labels] →
+    /// noise_pred) and, unless the folder has one, a scheduler_config.json with DDPMScheduler's defaults.
+    /// </summary>
     public override void Write(string dir, UNet2DConfig c)
     {
         var denoiser = new GraphBuilder("unet_denoiser");
         UNet2D.DefineDenoiser(denoiser, c);
         Artifacts.Write(dir, UNet2DConfig.ClassName, c.ToHf(), (g, training) => UNet2D.Define(g, training, c), [(ModelFolder.InferenceFile, "inference", denoiser)]);
+        if (!File.Exists(Path.Combine(dir, SchedulerConfig.FileName))) new SchedulerConfig().Save(dir);
     }
+
+    /// <summary>
+    /// The scheduler_config.json of a diffusers folder: beside its config.json, or in the pipeline's scheduler/ folder
+    /// next to it (unet/ and scheduler/); read (refusing what the samplers do not implement) and saved into the model folder.
+    /// Without one the model folder gets DDPMScheduler's defaults.
+    /// </summary>
+    public override void ImportFiles(string hfDir, string modelDir)
+    {
+        string beside = Path.Combine(hfDir, SchedulerConfig.FileName);
+        string pipeline = Path.Combine(hfDir, "..", SchedulerConfig.PipelineFolder, SchedulerConfig.FileName);
+        var source = File.Exists(beside) ? beside : File.Exists(pipeline) ? pipeline : null;
+        var scheduler = source is null ? new SchedulerConfig() : SchedulerConfig.FromJson(HfConfig.Load(source));
+        Directory.CreateDirectory(modelDir);
+        scheduler.Save(modelDir);
+    }
+
+    /// <summary>The image generator over the folder's inference.onnx, model.safetensors and scheduler_config.json; the caller disposes it.</summary>
+    public override LoadedModel Load(string dir, SessionSettings? settings = null) => new(dir, new ImageGenerator(dir, settings));
 
     /// <summary>
     /// torch's default initialisation, which diffusers keeps for UNet2DModel: Conv2d and Linear weights and biases

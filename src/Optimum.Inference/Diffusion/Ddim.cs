@@ -3,9 +3,9 @@ using Optimum.Core.Diffusion;
 namespace Optimum.Inference.Diffusion;
 
 /// <summary>
-/// Deterministic DDIM sampling (eta 0) as diffusers' DDIMScheduler.step does it for epsilon-predicting models:
-/// x̂₀ = (x_t − √(1 − ᾱ_t)·ε) / √ᾱ_t, clipped to [−1, 1] (clip_sample), then
-/// x_prev = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev)·ε with the model's own ε; after the last step ᾱ_prev = 1 (set_alpha_to_one).
+/// Deterministic DDIM sampling (eta 0, set_alpha_to_one) over a bare <see cref="NoiseSchedule"/>, for callers without a
+/// scheduler_config.json: the same update as <see cref="DdimScheduler"/>, which adds eta, clip_sample_range,
+/// set_alpha_to_one and steps_offset from a <see cref="SchedulerConfig"/>.
 /// </summary>
 public static class Ddim
 {
@@ -13,26 +13,15 @@ public static class Ddim
     /// diffusers' "leading" spacing: <paramref name="steps"/> timesteps k·(T / steps) for k = steps − 1 … 0
     /// (10 of 1,000: 900, 800, …, 0).
     /// </summary>
-    public static long[] Timesteps(int trainSteps, int steps)
-    {
-        if (steps < 1 || steps > trainSteps) throw new ArgumentOutOfRangeException(nameof(steps), steps, $"DDIM takes 1..{trainSteps} steps.");
-        long ratio = trainSteps / steps;
-        return Enumerable.Range(0, steps).Select(k => (long)(steps - 1 - k) * ratio).ToArray();
-    }
+    public static long[] Timesteps(int trainSteps, int steps) => DiffusionScheduler.LeadingTimesteps(trainSteps, steps);
 
-    /// <summary>One step from timestep <paramref name="t"/> to <paramref name="previous"/> (−1 after the last) given the predicted noise; returns x_prev.</summary>
+    /// <summary>One eta-0 step from timestep <paramref name="t"/> to <paramref name="previous"/> (−1 after the last: ᾱ_prev = 1) given the predicted noise; returns x_prev.</summary>
     public static float[] Step(NoiseSchedule schedule, ReadOnlySpan<float> x, ReadOnlySpan<float> eps, long t, long previous, bool clipSample = true)
     {
         if (x.Length != eps.Length) throw new ArgumentException($"{x.Length} sample values but {eps.Length} noise values.");
         float a = schedule.AlphasCumprod[(int)t], aPrev = previous >= 0 ? schedule.AlphasCumprod[(int)previous] : 1f;
-        float sa = MathF.Sqrt(a), s1a = MathF.Sqrt(1f - a), saPrev = MathF.Sqrt(aPrev), dir = MathF.Sqrt(1f - aPrev);
         var result = new float[x.Length];
-        for (int i = 0; i < x.Length; i++)
-        {
-            float x0 = (x[i] - s1a * eps[i]) / sa;
-            if (clipSample) x0 = Math.Clamp(x0, -1f, 1f);
-            result[i] = saPrev * x0 + dir * eps[i];
-        }
+        DdimScheduler.Update(x, eps, default, result, a, aPrev, 0f, clipSample ? 1f : null);
         return result;
     }
 
