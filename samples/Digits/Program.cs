@@ -94,7 +94,7 @@ try
     {
         using var generator = new ImageGenerator(Path.Combine(unetRun, "final"), new SessionSettings { IntraOpThreads = Environment.ProcessorCount });
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var images = generator.Generate(new ImageGenerationOptions { Steps = sampleSteps, GuidanceScale = w, Labels = labels, Seed = seed + 1, BatchSize = 50 },
+        var images = generator.Generate(new ImageGenerationOptions { Steps = sampleSteps, GuidanceScale = w, Labels = labels, Count = labels.Length, Seed = seed + 1, BatchSize = 50 },
             k => { if ((k + 1) % 5 == 0 || k + 1 == sampleSteps) Console.Write($"\rsampling (guidance {w}): step {k + 1}/{sampleSteps}"); });
         Console.WriteLine($"  {images.Count:N0} images in {clock.Elapsed.TotalSeconds:F0} s");
         return images;
