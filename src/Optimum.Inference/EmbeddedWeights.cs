@@ -10,9 +10,10 @@ namespace Optimum.Inference;
 /// <summary>
 /// Inference sessions whose parameters are the graph's initializers: the weights are written into the
 /// model (in memory) in place of its parameter inputs, so ONNX Runtime treats them as constants
-/// (pre-packed matrices, folded transposes) and each token streams the weights once.
+/// (pre-packed matrices, folded transposes) and each token streams the weights once. Public for
+/// callers that drive a model folder's graph themselves (the benches); the caller disposes the session.
 /// </summary>
-internal static class EmbeddedWeights
+public static class EmbeddedWeights
 {
     /// <summary>A protobuf message must stay under 2 GB; larger models keep their weights as bound inputs.</summary>
     public const long MaxBytes = 1_800_000_000;

@@ -32,7 +32,7 @@ public static class BenchCommands
 
         // bench train: throughput against ORT's MatMul peak (and optionally TorchSharp).
         var trainSteps = Steps(5, "one batch's forward, backward and AdamW update");
-        var torch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratio." };
+        var torch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratios." };
         var torchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => "../shared/tools/torch-ref/run.sh" };
         var train = new Command("train", "Training throughput of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
         {
@@ -96,6 +96,18 @@ public static class BenchCommands
         forecast.SetAction(r => ExpectedErrors.Report(() => BenchForecast.Run(Common(r, forecastSteps, profiles: true), r.GetValue(forecastModel)!,
             r.GetValue(forecastBatch), r.GetValue(samples), Console.Out)));
 
-        return new Command("bench", "Performance measurements (not tests).") { train, zero, generate, serve, t5, forecast };
+        // bench unet: the PyTorch reference's diffusion UNet, training through the Trainer and DDIM sampling.
+        var unetSteps = Steps(10, "one Trainer update of --batch images; sampling measures one whole trajectory of --sample-steps UNet runs");
+        var unetBatch = new Option<int>("--batch") { Description = "Training images per step.", DefaultValueFactory = _ => 32 };
+        var sampleSteps = new Option<int>("--sample-steps") { Description = "DDIM steps of the sampling trajectory.", DefaultValueFactory = _ => 50 };
+        var sampleBatch = new Option<int>("--sample-batch") { Description = "Images per UNet run when sampling.", DefaultValueFactory = _ => 16 };
+        var unet = new Command("unet", "Diffusion UNet (the PyTorch reference's: 32x32x1, [32, 64, 64], 1.7M parameters) training images/s and DDIM sampling UNet evaluations/s.")
+        {
+            json, threads, warmup, unetSteps, unetBatch, sampleSteps, sampleBatch, profile, torch, torchPath,
+        };
+        unet.SetAction(r => ExpectedErrors.Report(() => BenchUnet.Run(Common(r, unetSteps, profiles: true),
+            new UnetBenchSize(r.GetValue(unetBatch), r.GetValue(sampleSteps), r.GetValue(sampleBatch)), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
+
+        return new Command("bench", "Performance measurements (not tests).") { train, zero, generate, serve, t5, forecast, unet };
     }
 }

@@ -34,16 +34,22 @@ public sealed class BenchReport(bool json, TextWriter output)
     /// <summary>Adds one measurement from its JSON line (as <see cref="Add"/> writes it) and returns its fields.</summary>
     public IReadOnlyDictionary<string, object> AddJson(string line)
     {
+        var fields = Parse(line);
+        Add(fields.TryGetValue("bench", out var b) ? (string)b : "?", fields);
+        return fields;
+    }
+
+    /// <summary>The fields of a JSON line (another program's measurement): strings, longs, doubles, booleans, other values as raw JSON.</summary>
+    public static Dictionary<string, object> Parse(string line)
+    {
         using var doc = JsonDocument.Parse(line);
-        var fields = doc.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.ValueKind switch
+        return doc.RootElement.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.ValueKind switch
         {
             JsonValueKind.String => p.Value.GetString()!,
             JsonValueKind.Number => p.Value.TryGetInt64(out var l) ? l : (object)p.Value.GetDouble(),
             JsonValueKind.True or JsonValueKind.False => p.Value.GetBoolean(),
             _ => p.Value.GetRawText(),
         });
-        Add(fields.TryGetValue("bench", out var b) ? (string)b : "?", fields);
-        return fields;
     }
 
     /// <summary>

@@ -9,9 +9,10 @@ public static class OrtProfile
     /// <summary>
     /// Moves the traces a session's EndProfiling returned into the work dir and adds the first one's 20 op
     /// types with the most kernel time as "profile" rows: kernel milliseconds per <paramref name="unit"/>
-    /// (the trace covers <paramref name="count"/> of them) and share of all kernel time.
+    /// (the trace covers <paramref name="count"/> of them) and share of all kernel time. A bench that profiles two
+    /// sessions names their tables apart with <paramref name="bench"/>.
     /// </summary>
-    public static void Report(BenchReport report, BenchRun run, IReadOnlyList<string> traces, int count, string unit)
+    public static void Report(BenchReport report, BenchRun run, IReadOnlyList<string> traces, int count, string unit, string bench = "profile")
     {
         var kept = traces.Select(t => MoveInto(t, run.WorkDir)).ToArray();
         using var doc = JsonDocument.Parse(File.ReadAllBytes(kept[0]));
@@ -25,7 +26,7 @@ public static class OrtProfile
         }
         double total = byOp.Values.Sum();
         foreach (var (op, us) in byOp.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).Take(20))
-            report.Add("profile", new Dictionary<string, object> { ["op_type"] = op, [$"ms_per_{unit}"] = us / 1000 / count, ["share"] = us / total });
+            report.Add(bench, new Dictionary<string, object> { ["op_type"] = op, [$"ms_per_{unit}"] = us / 1000 / count, ["share"] = us / total });
     }
 
     /// <summary>
