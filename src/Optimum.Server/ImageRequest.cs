@@ -66,13 +66,14 @@ public static class ImageParser
             if (rf.GetString() != "b64_json") throw Range($"'response_format' must be \"b64_json\" (PNG files in base64; this service keeps no files to link to), got \"{Clip(rf.GetString()!)}\".");
         }
 
-        int n = count ?? labels?.Count switch { null or 1 => DefaultCount, int k => k };
+        if (labels is { Count: 0 }) throw Range("'labels' is empty; give one label per image, or leave it out for unconditional images.");
+        int n = count ?? labels?.Count ?? DefaultCount;
+        if (count is null && n > o.MaxImages) throw Range($"'labels' asks for {n} images; a request takes at most {o.MaxImages}.");
         if (n < 1 || n > o.MaxImages) throw Range($"'{countField}' must be in [1, {o.MaxImages}], got {n}.");
         if (labels is not null)
         {
             if (!g.IsClassConditional)
                 throw Range($"Model '{model}' is unconditional (no num_class_embeds); it takes no '{labelField}'.");
-            if (labels.Count == 0) throw Range("'labels' is empty; give one label per image, or leave it out for unconditional images.");
             if (labels.Count != 1 && labels.Count != n)
                 throw Range($"'labels' holds {labels.Count} labels for {n} images ('{countField}'); give one label per image.");
             for (int i = 0; i < labels.Count; i++)
