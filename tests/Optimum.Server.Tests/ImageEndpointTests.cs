@@ -30,7 +30,7 @@ public sealed class ImageFixture : IDisposable
         ModelKinds.WritePreset(Unconditional, Config(channels: 3, classes: null), seed: 4);
     }
 
-    private static UNet2DConfig Config(int channels, int? classes) => new()
+    public static UNet2DConfig Config(int channels, int? classes) => new()
     {
         SampleSize = 8, InChannels = channels, OutChannels = channels, BlockOutChannels = [8, 16], LayersPerBlock = 1,
         DownBlockTypes = ["DownBlock2D", "AttnDownBlock2D"], UpBlockTypes = ["AttnUpBlock2D", "UpBlock2D"],
@@ -273,5 +273,15 @@ public sealed class ImageEndpointTests(ModelFixture lm, ImageFixture img) : ICla
         Assert.Matches(@"optimum_images_generated_total\{[^}]*model=""digits""[^}]*outcome=""cancelled""[^}]*\} 16", metrics);
         // The model is free again.
         Assert.Equal(HttpStatusCode.OK, (await c.PostAsync("/v1/images/generations", Json("{\"label\": 1, \"steps\": 1}"))).StatusCode);
+    }
+
+    [Fact]
+    public void ModelOfTwoChannels_IsRefusedAtStartUp_AsNoPngHoldsIt()
+    {
+        var dir = Path.Combine(img.Root, "latents");
+        ModelKinds.WritePreset(dir, ImageFixture.Config(channels: 2, classes: null), seed: 5);
+        var e = Assert.Throws<InvalidOperationException>(() => new ModelRegistry(new ServerOptions { Models = [new("latents", dir)], Threads = 1 }));
+        Assert.Contains("Model 'latents'", e.Message);
+        Assert.Contains("makes images of 2 channels; /v1/images/generations returns PNGs, which take 1 (grayscale) or 3 (RGB)", e.Message);
     }
 }
