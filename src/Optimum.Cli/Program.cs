@@ -216,7 +216,7 @@ root.Subcommands.Add(forecast);
 // generate-images: samples from a diffusion UNet folder (src/Optimum.Cli/GenerateImagesCommand.cs).
 root.Subcommands.Add(GenerateImagesCommand.Create());
 
-// serve: the completions microservice.
+// serve: the completions, forecasting and image generation microservice.
 var sModels = new Option<string[]>("--model") { Description = "Model folder(s) to serve (name=path to rename).", Required = true, AllowMultipleArgumentsPerToken = true };
 var sUrls = new Option<string>("--urls") { Description = "Where to listen.", DefaultValueFactory = _ => "http://127.0.0.1:5000" };
 var sKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer <key>' on /v1 (or set OPTIMUM__APIKEY)." };
@@ -224,7 +224,7 @@ var sConc = new Option<int>("--max-concurrent") { Description = "Completions gen
 var sQueue = new Option<int>("--queue") { Description = "Completions waiting for a slot before 429.", DefaultValueFactory = _ => 16 };
 var sTimeout = new Option<double>("--timeout") { Description = "Seconds per completion before 504.", DefaultValueFactory = _ => 60 };
 var sThreads = new Option<int>("--threads") { Description = "ONNX Runtime threads per model.", DefaultValueFactory = _ => Environment.ProcessorCount };
-var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/completions (with SSE streaming) for language models, /v1/forecast for time-series models, /v1/models, /healthz, /metrics.")
+var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/completions (with SSE streaming) for language models, /v1/forecast for time-series models, /v1/images/generations for diffusion UNets, /v1/models, /healthz, /metrics.")
 {
     sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads,
 };

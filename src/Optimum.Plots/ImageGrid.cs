@@ -12,11 +12,18 @@ public static class ImageGrid
     /// <paramref name="scale"/>×<paramref name="scale"/>, <paramref name="padding"/> black pixels between and around them.
     /// Values map as diffusers' numpy_to_pil does: round(clamp(v/2 + 0.5, 0, 1)·255); 1 channel is grayscale, 3 are RGB.
     /// </summary>
-    public static void Save(float[] images, int n, int c, int h, int w, string path, int columns = 0, int scale = 1, int padding = 2)
+    public static void Save(float[] images, int n, int c, int h, int w, string path, int columns = 0, int scale = 1, int padding = 2) =>
+        AtomicFile.Write(path, EncodePng(images, n, c, h, w, columns, scale, padding));
+
+    /// <summary>
+    /// The PNG file that <see cref="Save"/> writes, as bytes in memory (e.g. for base64 in a response); with
+    /// <paramref name="n"/> = 1 and <paramref name="padding"/> = 0 it is one image at its own size.
+    /// </summary>
+    public static byte[] EncodePng(ReadOnlySpan<float> images, int n, int c, int h, int w, int columns = 0, int scale = 1, int padding = 2)
     {
         if (c is not (1 or 3)) throw new ArgumentException($"Images with {c} channels cannot be drawn; a grid takes 1 (grayscale) or 3 (RGB).", nameof(c));
-        if (n < 1 || h < 1 || w < 1 || (long)n * c * h * w != images.LongLength)
-            throw new ArgumentException($"{images.LongLength} values are not {n} images of ({c}, {h}, {w}).", nameof(images));
+        if (n < 1 || h < 1 || w < 1 || (long)n * c * h * w != images.Length)
+            throw new ArgumentException($"{images.Length} values are not {n} images of ({c}, {h}, {w}).", nameof(images));
         if (columns < 0 || scale < 1 || padding < 0)
             throw new ArgumentOutOfRangeException(nameof(columns), $"columns {columns} (0 = auto), scale {scale} (>= 1) and padding {padding} (>= 0) are out of range.");
         int cols = columns == 0 ? (int)Math.Ceiling(Math.Sqrt(n)) : Math.Min(columns, n), rows = (n + cols - 1) / cols;
@@ -39,7 +46,7 @@ public static class ImageGrid
         }
         System.Runtime.InteropServices.Marshal.Copy(pixels, 0, bitmap.GetPixels(), pixels.Length);
         using var data = bitmap.Encode(SKEncodedImageFormat.Png, 100);
-        AtomicFile.Write(path, data.AsSpan());
+        return data.ToArray();
     }
 
     /// <summary>A [−1, 1] value as a byte: round(clamp(v/2 + 0.5, 0, 1)·255), NaN as 0.</summary>

@@ -17,7 +17,7 @@ public static class CompletionParser
     {
         using var doc = RequestJson.Parse(body);
         var root = doc.RootElement;
-        string model = RequestJson.Model(root, models, forecaster: false);
+        string model = RequestJson.Model(root, models, ServedKind.Language);
         if (!root.TryGetProperty("prompt", out var p)) throw Bad("'prompt' is required.");
         List<string> prompts = p.ValueKind switch
         {

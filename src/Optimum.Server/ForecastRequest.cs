@@ -24,7 +24,7 @@ public static class ForecastParser
     {
         using var doc = RequestJson.Parse(body);
         var root = doc.RootElement;
-        string model = Model(root, models, forecaster: true);
+        string model = Model(root, models, ServedKind.Forecaster);
         models.TryGetForecaster(model, out var served);
         var f = served.Model;
 

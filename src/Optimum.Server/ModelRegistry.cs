@@ -1,21 +1,35 @@
 using System.Threading.RateLimiting;
 using Optimum.Hub;
 using Optimum.Inference;
+using Optimum.Inference.Diffusion;
 using Optimum.Inference.Forecasting;
 using Optimum.Core;
 using Optimum.Models;
 
 namespace Optimum.Server;
 
+/// <summary>The three kinds of route a served model can answer; a request for one kind never reaches a model of another.</summary>
+public enum ServedKind
+{
+    /// <summary>/v1/completions: causal-lm or seq2seq.</summary>
+    Language,
+    /// <summary>/v1/forecast.</summary>
+    Forecaster,
+    /// <summary>/v1/images/generations.</summary>
+    ImageGenerator,
+}
+
 /// <summary>
 /// The served models, loaded once at start-up; owns their sessions. Language models (config.json model_type
-/// gpt2 or t5) serve /v1/completions; forecasters (time_series_transformer or informer) serve /v1/forecast.
+/// gpt2 or t5) serve /v1/completions; forecasters (time_series_transformer or informer) serve /v1/forecast;
+/// diffusion UNets (UNet2DModel) serve /v1/images/generations.
 /// </summary>
 public sealed class ModelRegistry : IDisposable
 {
     private readonly List<string> _names = [];
     private readonly Dictionary<string, TextGenerator> _generators = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ServedForecaster> _forecasters = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ServedImageGenerator> _images = new(StringComparer.Ordinal);
     private readonly List<IDisposable> _owned = [];
 
     public ModelRegistry(ServerOptions o)
@@ -45,7 +59,16 @@ public sealed class ModelRegistry : IDisposable
                 _owned.Add(f.Turn);
                 _forecasters[name] = f;
             }
-            else _generators[name] = model.Generator!;
+            else if (model.Images is { } images)
+            {
+                // Served images are PNGs: grayscale or RGB only (a latent-space UNet needs a VAE this service does not have).
+                if (images.Channels is not (1 or 3))
+                    throw new InvalidOperationException($"Model '{name}' ('{path}') makes images of {images.Channels} channels; /v1/images/generations returns PNGs, which take 1 (grayscale) or 3 (RGB).");
+                var g = new ServedImageGenerator(images, o.QueueLimit);
+                _owned.Add(g.Turn);
+                _images[name] = g;
+            }
+            else _generators[name] = model.Generator ?? throw new InvalidOperationException($"Model '{name}' ('{path}') is of kind '{model.Task.WireName()}', which this service does not serve.");
             _names.Add(name);
         }
     }
@@ -53,16 +76,30 @@ public sealed class ModelRegistry : IDisposable
     public long Created { get; }
     /// <summary>Every served model, in the order they were configured.</summary>
     public IReadOnlyList<string> Names => _names;
-    /// <summary>The first language model: /v1/completions without "model" uses it (null when only forecasters are served).</summary>
+    /// <summary>The first language model: /v1/completions without "model" uses it (null when none is served).</summary>
     public string? DefaultGenerator => _names.FirstOrDefault(_generators.ContainsKey);
     /// <summary>The first forecaster: /v1/forecast without "model" uses it (null when none is served).</summary>
     public string? DefaultForecaster => _names.FirstOrDefault(_forecasters.ContainsKey);
-    public bool Contains(string name) => _generators.ContainsKey(name) || _forecasters.ContainsKey(name);
-    public bool IsForecaster(string name) => _forecasters.ContainsKey(name);
-    /// <summary>"causal-lm", "seq2seq" or "forecaster".</summary>
-    public string KindOf(string name) => (_forecasters.ContainsKey(name) ? ModelTask.Forecasting : _generators[name].Task).WireName();
+    /// <summary>The first image generator: /v1/images/generations without "model" uses it (null when none is served).</summary>
+    public string? DefaultImageGenerator => _names.FirstOrDefault(_images.ContainsKey);
+    /// <summary>The first served model of <paramref name="kind"/> (null when none is served).</summary>
+    public string? DefaultOf(ServedKind kind) => kind switch
+    {
+        ServedKind.Language => DefaultGenerator,
+        ServedKind.Forecaster => DefaultForecaster,
+        _ => DefaultImageGenerator,
+    };
+    public bool Contains(string name) => _generators.ContainsKey(name) || _forecasters.ContainsKey(name) || _images.ContainsKey(name);
+    /// <summary>The route kind of a served model.</summary>
+    public ServedKind ServedKindOf(string name) =>
+        _forecasters.ContainsKey(name) ? ServedKind.Forecaster : _images.ContainsKey(name) ? ServedKind.ImageGenerator
+        : _generators.ContainsKey(name) ? ServedKind.Language : throw new KeyNotFoundException($"Model '{name}' is not served.");
+    /// <summary>"causal-lm", "seq2seq", "forecaster" or "image-generation".</summary>
+    public string KindOf(string name) => (_forecasters.ContainsKey(name) ? ModelTask.Forecasting
+        : _images.ContainsKey(name) ? ModelTask.ImageGeneration : _generators[name].Task).WireName();
     public bool TryGet(string name, out TextGenerator generator) => _generators.TryGetValue(name, out generator!);
     public bool TryGetForecaster(string name, out ServedForecaster forecaster) => _forecasters.TryGetValue(name, out forecaster!);
+    public bool TryGetImageGenerator(string name, out ServedImageGenerator images) => _images.TryGetValue(name, out images!);
 
     public void Dispose()
     {
@@ -78,5 +115,17 @@ public sealed class ModelRegistry : IDisposable
 public sealed class ServedForecaster(Forecaster model, int queueLimit)
 {
     public Forecaster Model { get; } = model;
+    public ConcurrencyLimiter Turn { get; } = new(new ConcurrencyLimiterOptions { PermitLimit = 1, QueueLimit = queueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst });
+}
+
+/// <summary>
+/// An image generator and its turn. <see cref="ImageGenerator.Generate"/> could run concurrently, but every UNet run
+/// already uses all of the model's intra-op threads, so two requests at once would only share them and both finish
+/// late; one at a time, the first finishes first. Requests wait for the single permit of <see cref="Turn"/> (at most
+/// the server's queue limit of them; more get 429). The registry disposes the model and the turn.
+/// </summary>
+public sealed class ServedImageGenerator(ImageGenerator model, int queueLimit)
+{
+    public ImageGenerator Model { get; } = model;
     public ConcurrencyLimiter Turn { get; } = new(new ConcurrencyLimiterOptions { PermitLimit = 1, QueueLimit = queueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst });
 }

@@ -61,7 +61,7 @@ public static partial class OptimumServer
     }
 
     /// <summary>
-    /// Maps POST /v1/completions, POST /v1/forecast, GET /v1/models, GET /healthz and GET /metrics (Prometheus) under
+    /// Maps POST /v1/completions, POST /v1/forecast, POST /v1/images/generations, GET /v1/models, GET /healthz and GET /metrics (Prometheus) under
     /// <paramref name="prefix"/>, and loads the models now, so invalid options or model folders fail at start-up
     /// (<see cref="InvalidOperationException"/> naming the option). Returns the group of all of them, for more conventions.
     /// </summary>
@@ -83,16 +83,24 @@ public static partial class OptimumServer
         v1.MapGet("/models", ListModels);
         v1.MapPost("/completions", Complete);
         v1.MapPost("/forecast", Forecast);
+        v1.MapPost("/images/generations", GenerateImages);
         group.MapPrometheusScrapingEndpoint("/metrics");
         return group;
     }
 
+    /// <summary>Every model with its kind, and what a client needs to call it: a forecaster's lengths, an image generator's size and classes.</summary>
     private static IResult ListModels(ModelRegistry m) => Results.Ok(new
     {
         @object = "list",
-        data = m.Names.Select(n => m.TryGetForecaster(n, out var f)
-            ? (object)new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net", kind = m.KindOf(n), prediction_length = f.Model.PredictionLength, context_length = f.Model.ContextLength }
-            : new { id = n, @object = "model", created = m.Created, owned_by = "optimum-net", kind = m.KindOf(n) }),
+        data = m.Names.Select(n =>
+        {
+            var (id, kind) = (n, m.KindOf(n));
+            if (m.TryGetForecaster(n, out var f))
+                return (object)new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, prediction_length = f.Model.PredictionLength, context_length = f.Model.ContextLength };
+            if (m.TryGetImageGenerator(n, out var g))
+                return new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, sample_size = g.Model.SampleSize, channels = g.Model.Channels, classes = g.Model.ClassCount };
+            return new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind };
+        }),
     });
 
     /// <summary>Counts the request by route and status, and answers an exception thrown before the response started with problem details.</summary>

@@ -8,12 +8,12 @@ using Optimum.Inference;
 namespace Optimum.Server;
 
 /// <summary>
-/// The completions and forecasting microservice (ASP.NET Core minimal API): POST /v1/completions (OpenAI subset,
+/// The completions, forecasting and image generation microservice (ASP.NET Core minimal API): POST /v1/completions (OpenAI subset,
 /// server-sent events when streaming), POST /v1/forecast (probabilistic forecasts, see ForecastEndpoint.cs),
-/// GET /v1/models, GET /healthz, GET /metrics (Prometheus).
+/// POST /v1/images/generations (diffusion samples as PNGs, see ImagesEndpoint.cs), GET /v1/models, GET /healthz, GET /metrics (Prometheus).
 /// Errors are RFC 7807 problem details; limits: body size (413), context length (413), API key (401),
 /// bounded concurrency with a queue (429), per-request timeout (504); a client that disconnects
-/// stops its generation or forecast; shutdown lets in-flight requests finish.
+/// stops its generation, forecast or sampling; shutdown lets in-flight requests finish.
 /// In an app of your own: <see cref="AddOptimum"/> and <see cref="MapOptimum"/> (OptimumEndpoints.cs); on its own: Build.
 /// </summary>
 public static partial class OptimumServer

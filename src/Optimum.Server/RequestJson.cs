@@ -29,20 +29,23 @@ internal static class RequestJson
 
     /// <summary>
     /// The model named by "model", or the first served model of the wanted kind when none is named:
-    /// 404 when it is not served, 400 when it is of the other kind (a forecaster on /v1/completions, a language model on /v1/forecast).
+    /// 404 when it is not served, 400 when it is of another kind (a forecaster on /v1/completions, a language model on /v1/images/generations, ...).
     /// </summary>
-    public static string Model(JsonElement root, ModelRegistry models, bool forecaster)
+    public static string Model(JsonElement root, ModelRegistry models, ServedKind kind)
     {
-        var (route, want) = forecaster
-            ? ("/v1/forecast", "a forecaster (model_type time_series_transformer or informer)")
-            : ("/v1/completions", "a language model (causal-lm or seq2seq)");
+        var (route, want) = kind switch
+        {
+            ServedKind.Forecaster => ("/v1/forecast", "a forecaster (model_type time_series_transformer or informer)"),
+            ServedKind.ImageGenerator => ("/v1/images/generations", "an image generator (a diffusion UNet2DModel)"),
+            _ => ("/v1/completions", "a language model (causal-lm or seq2seq)"),
+        };
         if (!root.TryGetProperty("model", out var m))
-            return (forecaster ? models.DefaultForecaster : models.DefaultGenerator)
+            return models.DefaultOf(kind)
                 ?? throw new RequestError(404, "Model not found", $"{route} needs {want}; none is served (GET /v1/models: {string.Join(", ", models.Names)}).");
         if (m.ValueKind != JsonValueKind.String) throw Type("model", "a string", m);
         var name = m.GetString()!;
         if (!models.Contains(name)) throw new RequestError(404, "Model not found", $"Model '{name}' is not served; see GET /v1/models ({string.Join(", ", models.Names)}).");
-        if (models.IsForecaster(name) != forecaster)
+        if (models.ServedKindOf(name) != kind)
             throw new RequestError(400, "Wrong kind of model", $"Model '{name}' is of kind '{models.KindOf(name)}'; {route} needs {want}.");
         return name;
     }

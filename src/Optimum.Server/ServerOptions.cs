@@ -19,11 +19,11 @@ public sealed class ServerOptions
     public List<ServedModel> Models { get; set; } = [];
     /// <summary>When set, /v1/* requests need "Authorization: Bearer &lt;key&gt;".</summary>
     public string? ApiKey { get; set; }
-    /// <summary>Completions and forecasts computed at once.</summary>
+    /// <summary>Completions, forecasts and image generations computed at once.</summary>
     public int MaxConcurrent { get; set; } = 2;
-    /// <summary>Requests waiting for a slot (and forecasts waiting for their model); more get 429.</summary>
+    /// <summary>Requests waiting for a slot (and forecasts and image generations waiting for their model); more get 429.</summary>
     public int QueueLimit { get; set; } = 16;
-    /// <summary>A completion or forecast taking longer is stopped (504, or an error event when streaming).</summary>
+    /// <summary>A completion, forecast or image generation taking longer is stopped (504, or an error event when streaming).</summary>
     public double RequestTimeoutSeconds { get; set; } = 60;
     /// <summary>Larger request bodies get 413.</summary>
     public int MaxBodyBytes { get; set; } = 64 * 1024;
@@ -33,6 +33,8 @@ public sealed class ServerOptions
     public int MaxForecastSeries { get; set; } = 64;
     /// <summary>Upper bound of "samples" (sample paths per series) in /v1/forecast.</summary>
     public int MaxForecastSamples { get; set; } = 1000;
+    /// <summary>Upper bound of "count" (images in one /v1/images/generations request).</summary>
+    public int MaxImages { get; set; } = 16;
     /// <summary>ONNX Runtime intra-op threads per model (0: ONNX Runtime chooses).</summary>
     public int Threads { get; set; } = Environment.ProcessorCount;
 
@@ -71,6 +73,7 @@ public sealed class ServerOptions
         AtLeast(nameof(MaxTokens), MaxTokens, 1);
         AtLeast(nameof(MaxForecastSeries), MaxForecastSeries, 1);
         AtLeast(nameof(MaxForecastSamples), MaxForecastSamples, 1);
+        AtLeast(nameof(MaxImages), MaxImages, 1);
         AtLeast(nameof(Threads), Threads, 0);
         return problems;
     }
