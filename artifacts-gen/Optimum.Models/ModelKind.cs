@@ -25,6 +25,8 @@ public interface IModelKind
     void Write(string dir, object config);
     /// <summary>On export, before <see cref="Write"/>: copies what the kind reads beside config.json from an HF/diffusers folder into the model folder (a UNet's scheduler_config.json); most kinds copy nothing.</summary>
     void ImportFiles(string hfDir, string modelDir);
+    /// <summary>The inverse, when trained weights are written as an HF/diffusers folder: copies those files from the model folder into it.</summary>
+    void ExportFiles(string modelDir, string hfDir);
     /// <summary>Initial weights in parameter order, as transformers initialises them, deterministic in the seed.</summary>
     float[][] Initialize(IReadOnlyList<ParameterInfo> parameters, object config, int seed);
     /// <summary>The training batches of <paramref name="options"/>' files, validated against the model; <paramref name="say"/> reports.</summary>
@@ -54,6 +56,8 @@ public abstract class ModelKind<TConfig> : IModelKind where TConfig : class, IHf
     public virtual void SaveDataFiles(IBatchSource data, string dir) { }
 
     public virtual void ImportFiles(string hfDir, string modelDir) { }
+
+    public virtual void ExportFiles(string modelDir, string hfDir) { }
 
     public virtual LoadedModel Load(string dir, SessionSettings? settings = null) =>
         throw new NotSupportedException($"{dir}: {ModelTypes[0]} models have no inference loader (nothing to serve or generate).");

@@ -50,9 +50,8 @@ try
     var all = ImageSet.Load(mnist);
     var (rest, heldOut) = all.Split(0.1, seed: 1);
     var (unetImages, classifierImages) = rest.Split(1 / 3.0, seed: 2);
-    string unetFile = Path.Combine(outDir, "unet-train.safetensors"), classifierFile = Path.Combine(outDir, "classifier-train.safetensors");
+    string unetFile = Path.Combine(outDir, "unet-train.safetensors");
     unetImages.Save(unetFile);
-    classifierImages.Save(classifierFile);
     Console.WriteLine($"MNIST: {all.Count:N0} digits 28×28; {unetImages.Count:N0} train the UNet, {classifierImages.Count:N0} the classifier, {heldOut.Count:N0} held out from both");
 
     // 2. The UNet: diffusers' UNet2DModel, 10 classes + the null label that label dropout trains for guidance.
@@ -69,10 +68,12 @@ try
         ModelDir = unetDir, OutputDir = unetRun, Steps = steps, BatchSize = 64, Lr = 2e-3, Warmup = Math.Min(100, steps), Schedule = ScheduleKind.Cosine, ClipNorm = 1,
         EvalEvery = (int)Math.Max(1, steps / 6), EvalSamples = 0, SaveEvery = 500, Seed = seed, Optimizer = new OptimizerConfig { WeightDecay = 0 },
         Ema = new EmaOptions { MaxDecay = 0.999 },
+        // A second run continues (or just re-exports) the first one's checkpoints instead of starting over.
+        Resume = Checkpoints.Latest(Path.Combine(unetRun, "checkpoints")) is null ? null : CheckpointRef.Latest,
     };
     if (TrainingJob.Run(new TrainingJobOptions(unetOptions, [unetFile], ValidationFraction: 0.02, LabelDropout: 0.1), Console.Out).Interrupted) return 130;
 
-    // 3. The judge: an MLP (784 → 256 → 128 → 10) trained on its own 3,000 digits.
+    // 3. The judge: an MLP (784 → 256 → 128 → 10) trained on its own 3,000 digits (300 of them for validation).
     var mlpCfg = new MlpConfig { InputSize = 28 * 28, HiddenSizes = [256, 128], NumClasses = 10, Dropout = 0.1 };
     var mlpDir = Path.Combine(outDir, "classifier-model");
     ModelKinds.Write(mlpDir, mlpCfg);
@@ -82,7 +83,12 @@ try
         ModelDir = mlpDir, OutputDir = mlpRun, Steps = 1500, BatchSize = 64, Lr = 1e-3, Warmup = 50, Schedule = ScheduleKind.Cosine,
         EvalEvery = 500, EvalSamples = 0, SaveEvery = 0, Seed = seed, Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
     };
-    TrainingJob.Run(new TrainingJobOptions(mlpOptions, [classifierFile], ValidationFraction: 0.1), Console.Out);
+    // Its training digits move by up to 2 pixels each way (seeded per sample): an MLP has no translation invariance of its own.
+    using (var classifier = new Trainer(mlpOptions, new ImageClassificationData(classifierImages, 0.1, seed, maxShift: 2), ModelKinds.InitialWeights(mlpDir, seed)))
+    {
+        classifier.Evaluated += e => Console.WriteLine($"classifier step {e.Step,5}  val_loss {e.ValidationLoss:F4}");
+        if (classifier.Run().Interrupted) return 130;
+    }
     var judge = MlpJudge.Load(Path.Combine(mlpRun, "final"), mlpCfg);
     var (realAccuracy, _) = judge.Accuracy(heldOut.Pixels, heldOut.Labels!);
     Console.WriteLine($"classifier: {realAccuracy:P1} of the {heldOut.Count:N0} held-out real digits right");
@@ -141,7 +147,7 @@ static float[] PixelGaussians(ImageSet real, int count, int seed)
         for (int k = 0; k < per; k++) { double v = real.Pixels[i * per + k]; mean[k] += v; sq[k] += v * v; }
     var rng = new Random(seed);
     var noise = new float[count * per];
-    DiffusionData.Gaussian(rng, noise);
+    Optimum.Hub.HfWeights.Normal(rng, noise);
     for (int i = 0; i < count; i++)
         for (int k = 0; k < per; k++)
         {

@@ -55,6 +55,16 @@ public sealed record ImageSet(float[] Pixels, long[]? Labels, int Count, int Cha
         return new ImageSet(pixels, labels, n, c, h, w);
     }
 
+    /// <summary>
+    /// The image files of <paramref name="paths"/>: files as given, folders as their *.safetensors files in name order;
+    /// a missing path or a folder without any is refused naming it.
+    /// </summary>
+    public static IReadOnlyList<string> Files(IEnumerable<string> paths) => paths.SelectMany(p =>
+        Directory.Exists(p)
+            ? Directory.GetFiles(p, "*.safetensors").Order(StringComparer.Ordinal).ToArray() is { Length: > 0 } found ? found
+                : throw new InvalidDataException($"Folder '{p}' has no .safetensors image files.")
+            : File.Exists(p) ? [p] : throw new FileNotFoundException($"Image data '{p}' does not exist.", p)).ToArray();
+
     /// <summary>Several sets of the same image shape as one (all labelled or none).</summary>
     public static ImageSet Concat(IReadOnlyList<ImageSet> sets, IReadOnlyList<string>? names = null)
     {
@@ -151,12 +161,12 @@ public sealed class DiffusionData : IBatchSource
         {
             if (train.Labels is null || validation.Labels is null)
                 throw new InvalidDataException($"The model is class-conditional (num_class_embeds {classEmbeddings}) but the images have no '{ImageSet.LabelsTensor}'.");
-            long classes = labelDropout > 0 ? classEmbeddings!.Value - 1 : classEmbeddings!.Value;
+            // The last class embedding always stands for "no label" (what the samplers' guidance uses), trained or not.
+            long classes = classEmbeddings!.Value - 1;
             long max = Math.Max(train.Labels.DefaultIfEmpty().Max(), validation.Labels.DefaultIfEmpty().Max());
             if (max >= classes)
-                throw new InvalidDataException(labelDropout > 0
-                    ? $"The images have label {max}, but the model's {classEmbeddings} class embeddings leave labels 0..{classes - 1}: with label dropout the last embedding ({classes}) stands for 'no label'. Make num_class_embeds the number of classes + 1, or train with label dropout 0 (no guidance)."
-                    : $"The images have label {max}, but the model has {classEmbeddings} class embeddings (labels 0..{classes - 1}).");
+                throw new InvalidDataException($"The images have label {max}, but the model's {classEmbeddings} class embeddings leave labels 0..{classes - 1}: " +
+                    $"the last embedding ({classes}) stands for 'no label' (classifier-free guidance). Make num_class_embeds the number of classes + 1.");
             if (labelDropout > 0) _nullLabel = classes;
         }
         else if (labelDropout > 0) labelDropout = 0;                                    // nothing to drop on an unconditional model
@@ -200,54 +210,49 @@ public sealed class DiffusionData : IBatchSource
         {
             var rng = new Random(Seeds.Derive(_seed, stream, position < 0 ? rows[i] : position + i));
             timesteps[i] = rng.Next(_schedule.Steps);
-            Gaussian(rng, noise.AsSpan(i * per, per));
+            HfWeights.Normal(rng, noise.AsSpan(i * per, per));
             if (_conditional)
             {
                 var labels = (long[])batch["class_labels"].Data;
                 labels[i] = dropout > 0 && rng.NextDouble() < dropout ? _nullLabel!.Value : from.Labels![rows[i]];
             }
-            float a = MathF.Sqrt(_schedule.AlphasCumprod[(int)timesteps[i]]), b = MathF.Sqrt(1f - _schedule.AlphasCumprod[(int)timesteps[i]]);
-            var x0 = from.Pixels.AsSpan(rows[i] * per, per);
-            for (int k = 0; k < per; k++) sample[i * per + k] = a * x0[k] + b * noise[i * per + k];
+            _schedule.AddNoise(from.Pixels.AsSpan(rows[i] * per, per), noise.AsSpan(i * per, per), timesteps[i], sample.AsSpan(i * per, per));
         }
         batch.Tokens = n;
-    }
-
-    /// <summary>Standard normal values by the Box–Muller transform of <paramref name="rng"/>'s uniforms.</summary>
-    public static void Gaussian(Random rng, Span<float> into)
-    {
-        for (int k = 0; k < into.Length; k += 2)
-        {
-            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble(), r = Math.Sqrt(-2 * Math.Log(u1));
-            into[k] = (float)(r * Math.Cos(2 * Math.PI * u2));
-            if (k + 1 < into.Length) into[k + 1] = (float)(r * Math.Sin(2 * Math.PI * u2));
-        }
     }
 }
 
 /// <summary>
 /// Labelled images as classifier batches for the MLP's graphs: "pixels" (batch, C·H·W) in [0, 1] and "labels" (batch);
-/// a seeded shuffle holds <c>validationFraction</c> of the images out.
+/// a seeded shuffle holds <c>validationFraction</c> of the images out. With <c>maxShift</c> &gt; 0 each training image is
+/// moved by a random whole number of pixels in [−maxShift, maxShift] along each axis (black filling in), drawn from a
+/// counter hash of its position in the run's sample stream (so runs resume exactly); validation images are never moved.
 /// </summary>
 public sealed class ImageClassificationData : IBatchSource
 {
     private readonly ImageSet _train, _val;
+    private readonly int _maxShift, _seed;
 
-    public ImageClassificationData(ImageSet images, double validationFraction, int seed = 0)
+    public ImageClassificationData(ImageSet images, double validationFraction, int seed = 0, int maxShift = 0)
     {
         if (images.Labels is null) throw new InvalidDataException($"A classifier needs labelled images (a '{ImageSet.LabelsTensor}' tensor).");
         if (validationFraction is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(validationFraction), validationFraction, "Must be in (0, 1).");
+        if (maxShift < 0 || maxShift >= Math.Min(images.Height, images.Width)) throw new ArgumentOutOfRangeException(nameof(maxShift), maxShift, "The shift must be >= 0 and smaller than the images.");
         (_train, _val) = images.Split(validationFraction, seed);
+        (_maxShift, _seed) = (maxShift, seed);
     }
 
     public long TrainSamples => _train.Count;
     public long ValidationSamples => _val.Count;
 
-    public void FillTrain(ReadOnlySpan<int> samples, Batch batch) => Fill(_train, samples, batch);
+    public void FillTrain(ReadOnlySpan<int> samples, Batch batch) => Fill(_train, samples, batch, -1);
 
-    public void FillValidation(long first, int count, Batch batch) => Fill(_val, Enumerable.Range(checked((int)first), count).ToArray(), batch);
+    public void FillTrain(ReadOnlySpan<int> samples, long position, Batch batch) => Fill(_train, samples, batch, position);
 
-    private static void Fill(ImageSet from, ReadOnlySpan<int> rows, Batch batch)
+    public void FillValidation(long first, int count, Batch batch) => Fill(_val, Enumerable.Range(checked((int)first), count).ToArray(), batch, null);
+
+    /// <summary><paramref name="position"/>: the stream position of the first sample (−1: key by image index; null: no shifts).</summary>
+    private void Fill(ImageSet from, ReadOnlySpan<int> rows, Batch batch, long? position)
     {
         int n = rows.Length, per = from.PixelsPerImage;
         if (!batch.TryGetValue("labels", out var l) || l.Shape[0] != n)
@@ -257,10 +262,26 @@ public sealed class ImageClassificationData : IBatchSource
         }
         var pixels = (float[])batch["pixels"].Data;
         var labels = (long[])batch["labels"].Data;
+        int h = from.Height, w = from.Width, plane = h * w;
         for (int i = 0; i < n; i++)
         {
             var src = from.Pixels.AsSpan(rows[i] * per, per);
-            for (int k = 0; k < per; k++) pixels[i * per + k] = (src[k] + 1) * 0.5f;
+            var dst = pixels.AsSpan(i * per, per);
+            int dy = 0, dx = 0;
+            if (_maxShift > 0 && position is { } p)
+            {
+                var rng = new Random(Seeds.Derive(_seed, 0x5817, p < 0 ? rows[i] : p + i));
+                (dy, dx) = (rng.Next(-_maxShift, _maxShift + 1), rng.Next(-_maxShift, _maxShift + 1));
+            }
+            if (dy == 0 && dx == 0) for (int k = 0; k < per; k++) dst[k] = (src[k] + 1) * 0.5f;
+            else
+            {
+                dst.Clear();
+                for (int ch = 0; ch < from.Channels; ch++)
+                    for (int y = Math.Max(0, dy); y < Math.Min(h, h + dy); y++)
+                        for (int x = Math.Max(0, dx); x < Math.Min(w, w + dx); x++)
+                            dst[ch * plane + y * w + x] = (src[ch * plane + (y - dy) * w + x - dx] + 1) * 0.5f;
+            }
             labels[i] = from.Labels![rows[i]];
         }
         batch.Tokens = n;

@@ -52,13 +52,19 @@ public static class HfWeights
     public static float[] Normal(Random rng, long count, double std)
     {
         var r = new float[count];
-        for (long i = 0; i < count; i += 2)
+        Normal(rng, r, std);
+        return r;
+    }
+
+    /// <summary>Fills <paramref name="into"/> with standard normal samples (pairs u1, u2 → √(−2 ln(1 − u1))·(cos 2πu2, sin 2πu2)) scaled by <paramref name="std"/>.</summary>
+    public static void Normal(Random rng, Span<float> into, double std = 1)
+    {
+        for (int i = 0; i < into.Length; i += 2)
         {
             double u1 = 1 - rng.NextDouble(), u2 = rng.NextDouble(), m = Math.Sqrt(-2 * Math.Log(u1)) * std;
-            r[i] = (float)(m * Math.Cos(2 * Math.PI * u2));
-            if (i + 1 < count) r[i + 1] = (float)(m * Math.Sin(2 * Math.PI * u2));
+            into[i] = (float)(m * Math.Cos(2 * Math.PI * u2));
+            if (i + 1 < into.Length) into[i + 1] = (float)(m * Math.Sin(2 * Math.PI * u2));
         }
-        return r;
     }
 
     /// <summary>

@@ -28,8 +28,8 @@ public sealed class ModelRegistry : IDisposable
 {
     private readonly List<string> _names = [];
     private readonly Dictionary<string, TextGenerator> _generators = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, ServedForecaster> _forecasters = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, ServedImageGenerator> _images = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Served<Forecaster>> _forecasters = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Served<ImageGenerator>> _images = new(StringComparer.Ordinal);
     private readonly List<IDisposable> _owned = [];
 
     public ModelRegistry(ServerOptions o)
@@ -55,7 +55,7 @@ public sealed class ModelRegistry : IDisposable
             _owned.Add(model);
             if (model.Forecaster is { } forecaster)
             {
-                var f = new ServedForecaster(forecaster, o.QueueLimit);
+                var f = new Served<Forecaster>(forecaster, o.QueueLimit);
                 _owned.Add(f.Turn);
                 _forecasters[name] = f;
             }
@@ -64,7 +64,7 @@ public sealed class ModelRegistry : IDisposable
                 // Served images are PNGs: grayscale or RGB only (a latent-space UNet needs a VAE this service does not have).
                 if (images.Channels is not (1 or 3))
                     throw new InvalidOperationException($"Model '{name}' ('{path}') makes images of {images.Channels} channels; /v1/images/generations returns PNGs, which take 1 (grayscale) or 3 (RGB).");
-                var g = new ServedImageGenerator(images, o.QueueLimit);
+                var g = new Served<ImageGenerator>(images, o.QueueLimit);
                 _owned.Add(g.Turn);
                 _images[name] = g;
             }
@@ -98,8 +98,8 @@ public sealed class ModelRegistry : IDisposable
     public string KindOf(string name) => (_forecasters.ContainsKey(name) ? ModelTask.Forecasting
         : _images.ContainsKey(name) ? ModelTask.ImageGeneration : _generators[name].Task).WireName();
     public bool TryGet(string name, out TextGenerator generator) => _generators.TryGetValue(name, out generator!);
-    public bool TryGetForecaster(string name, out ServedForecaster forecaster) => _forecasters.TryGetValue(name, out forecaster!);
-    public bool TryGetImageGenerator(string name, out ServedImageGenerator images) => _images.TryGetValue(name, out images!);
+    public bool TryGetForecaster(string name, out Served<Forecaster> forecaster) => _forecasters.TryGetValue(name, out forecaster!);
+    public bool TryGetImageGenerator(string name, out Served<ImageGenerator> images) => _images.TryGetValue(name, out images!);
 
     public void Dispose()
     {
@@ -108,24 +108,14 @@ public sealed class ModelRegistry : IDisposable
 }
 
 /// <summary>
-/// A forecaster and its turn: a <see cref="Forecaster"/> runs one call at a time, so its requests wait for
-/// the single permit of <see cref="Turn"/> (at most the server's queue limit of them; more get 429).
-/// The registry disposes the model and the turn.
+/// A model that runs one request at a time and its turn: requests wait for the single permit of <see cref="Turn"/>
+/// (at most the server's queue limit of them; more get 429). A <see cref="Forecaster"/> must (it takes one call at a
+/// time); an <see cref="ImageGenerator"/> could run concurrently, but every UNet run already uses all of the model's
+/// intra-op threads, so two requests at once would only share them and both finish late. The registry disposes the
+/// model and the turn.
 /// </summary>
-public sealed class ServedForecaster(Forecaster model, int queueLimit)
+public sealed class Served<TModel>(TModel model, int queueLimit)
 {
-    public Forecaster Model { get; } = model;
-    public ConcurrencyLimiter Turn { get; } = new(new ConcurrencyLimiterOptions { PermitLimit = 1, QueueLimit = queueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst });
-}
-
-/// <summary>
-/// An image generator and its turn. <see cref="ImageGenerator.Generate"/> could run concurrently, but every UNet run
-/// already uses all of the model's intra-op threads, so two requests at once would only share them and both finish
-/// late; one at a time, the first finishes first. Requests wait for the single permit of <see cref="Turn"/> (at most
-/// the server's queue limit of them; more get 429). The registry disposes the model and the turn.
-/// </summary>
-public sealed class ServedImageGenerator(ImageGenerator model, int queueLimit)
-{
-    public ImageGenerator Model { get; } = model;
+    public TModel Model { get; } = model;
     public ConcurrencyLimiter Turn { get; } = new(new ConcurrencyLimiterOptions { PermitLimit = 1, QueueLimit = queueLimit, QueueProcessingOrder = QueueProcessingOrder.OldestFirst });
 }

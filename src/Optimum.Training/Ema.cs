@@ -53,7 +53,8 @@ public sealed class EmaWeights
     /// <summary>Moves the average towards the store's weights after optimizer update <paramref name="update"/> (1-based).</summary>
     public void Update(long update)
     {
-        float keep = (float)Options.Decay(update), take = 1 - keep;
+        double decay = Options.Decay(update);
+        float keep = (float)decay, take = (float)(1 - decay);                             // 1 − d in double, as EMAModel computes it
         for (int i = 0; i < _store.Parameters.Count; i++)
         {
             var w = _store.Param(i);

@@ -347,13 +347,17 @@ public sealed class Trainer : IDisposable
     private void ExportFinal()
     {
         var final = Path.Combine(_o.OutputDir, "final");
+        // The kind (when the registry has one) adds its files to hf/ (a UNet's scheduler_config.json); resolved before anything is written.
+        var config = ModelFolder.ReadConfig(_o.ModelDir);
+        var kind = Optimum.Models.ModelKinds.All.FirstOrDefault(k => k.ModelTypes.Contains(config.ModelType ?? ""));
         Directory.CreateDirectory(final);
         // Everything of the model folder (graphs, config, tokenizer files) but its old weights.
         foreach (var src in Directory.GetFiles(_o.ModelDir).Where(f => Path.GetFileName(f) != ModelFolder.WeightsFile && !Path.GetFileName(f).StartsWith('.')))
             Optimum.Core.AtomicFile.Write(Path.Combine(final, Path.GetFileName(src)), File.ReadAllBytes(src));
         var weights = _ema?.Export() ?? _store.Export();
         HfWeights.Save(Path.Combine(final, ModelFolder.WeightsFile), _store.Parameters, weights);
-        HfWeights.SaveFolder(Path.Combine(_o.OutputDir, "hf"), ModelFolder.ReadConfig(_o.ModelDir).Json, _store.Parameters, weights);
+        HfWeights.SaveFolder(Path.Combine(_o.OutputDir, "hf"), config.Json, _store.Parameters, weights);
+        kind?.ExportFiles(_o.ModelDir, Path.Combine(_o.OutputDir, "hf"));
         Log?.Invoke($"exported {final} and {Path.Combine(_o.OutputDir, "hf")}" + (_ema is null ? "" : " with the EMA weights (the last checkpoint's model.safetensors has the raw ones)"));
     }
 

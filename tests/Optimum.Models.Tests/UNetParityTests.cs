@@ -75,9 +75,16 @@ public sealed class UNetParityTests(ITestOutputHelper output)
             feeds["timestep"] = new HostTensor([t], [1], DType.Int64);
             return ort.Run(feeds)["noise_pred"].Select(v => (float)v).ToArray();
         }
-        var timesteps = Ddim.Timesteps(1000, 10);
-        Assert.Equal(e["ddim.timesteps"].ToInt64s(), timesteps);
-        var sample = Ddim.Sample(NoiseSchedule.Linear(), e["ddim.x_T"].ToFloats(), timesteps, Predict);
+        // DDIMScheduler's defaults over DDPMScheduler's schedule (linear, 1000 steps): clip_sample, set_alpha_to_one, eta 0.
+        var scheduler = new DdimScheduler(new SchedulerConfig(), 10);
+        Assert.Equal(e["ddim.timesteps"].ToInt64s(), scheduler.Timesteps);
+        var sample = e["ddim.x_T"].ToFloats();
+        for (int k = 0; k < scheduler.Timesteps.Count; k++)
+        {
+            var next = new float[sample.Length];
+            scheduler.Step(k, sample, Predict(sample, scheduler.Timesteps[k]), default, next);
+            sample = next;
+        }
         var (maxAbs, _) = Compare.Check("ddim.sample", sample.Select(v => (double)v).ToArray(), e["ddim.sample"].ToFloats(), 1e-3, 0);
         output.WriteLine($"PARITY unet-tiny DDIM 10 steps: max_abs={maxAbs:E2}");
     }

@@ -154,6 +154,9 @@ public sealed class DiffusionTrainingTests : IDisposable
         // Labels the model cannot embed, and a conditional model without labels, are refused.
         var e = Assert.Throws<InvalidDataException>(() => new DiffusionData(set, set, schedule, classEmbeddings: 3, labelDropout: 0.1, seed: 0));
         Assert.Contains("num_class_embeds the number of classes + 1", e.Message);
+        // Without label dropout too: the last embedding is the samplers' "no label" either way.
+        Assert.Throws<InvalidDataException>(() => new DiffusionData(set, set, schedule, classEmbeddings: 3, labelDropout: 0, seed: 0));
+        Assert.Null(new DiffusionData(set, set, schedule, classEmbeddings: 4, labelDropout: 0, seed: 0).NullLabel);
         var unlabeled = set with { Labels = null };
         Assert.Throws<InvalidDataException>(() => new DiffusionData(unlabeled, unlabeled, schedule, classEmbeddings: 4, labelDropout: 0.1, seed: 0));
         Assert.Null(new DiffusionData(unlabeled, unlabeled, schedule, null, 0.1, 0).NullLabel);
@@ -242,6 +245,9 @@ public sealed class DiffusionTrainingTests : IDisposable
         // final/ carries the average, not the last weights.
         var exported = HfWeights.Load(Path.Combine(_dir, "straight", "final", ModelFolder.WeightsFile), ps, out _);
         for (int i = 0; i < ps.Count; i++) Assert.Equal(straightEma[i], exported[i]);
+        // hf/ is a diffusers folder: config, weights and the scheduler the model was trained with.
+        Assert.True(File.Exists(Path.Combine(_dir, "straight", "hf", SchedulerConfig.FileName)));
+        Assert.Equal(SchedulerConfig.Load(Path.Combine(_dir, "unet")).ToJson().ToJsonString(), SchedulerConfig.Load(Path.Combine(_dir, "straight", "hf")).ToJson().ToJsonString());
 
         // Resuming with other EMA settings, or none, is refused.
         var e = Assert.Throws<InvalidDataException>(() =>
@@ -276,6 +282,43 @@ public sealed class DiffusionTrainingTests : IDisposable
         Assert.Contains("input_size is 64", e.Message);
         e = Assert.Throws<InvalidDataException>(() => kind.OpenTrainingData(new DataOptions(mlpDir, [file]), cfg with { NumClasses = 2 }, _ => { }));
         Assert.Contains("label 2 is out of the model's 2 classes", e.Message);
+    }
+
+    /// <summary>Shift augmentation: each training image is the original moved by a whole-pixel offset within the limit, seeded by stream position.</summary>
+    [Fact]
+    public void ImageClassificationData_ShiftsTrainingImagesBySeededOffsets()
+    {
+        var set = ImageSet.Load(PatternFile("shift.safetensors", 40, 8));
+        var data = new ImageClassificationData(set, 0.25, seed: 3, maxShift: 2);
+        var plain = new ImageClassificationData(set, 0.25, seed: 3);
+        int[] rows = Enumerable.Range(0, 30).ToArray();
+        Batch a = new(), b = new(), c = new();
+        data.FillTrain(rows, 100, a);
+        plain.FillTrain(rows, 100, b);
+        var shifted = (float[])a["pixels"].Data;
+        var original = (float[])b["pixels"].Data;
+        var offsets = new HashSet<(int, int)>();
+        for (int i = 0; i < 30; i++)
+        {
+            // Find the offset that explains the image: every pixel is the original's moved by (dy, dx), or 0 where it came from outside.
+            var match = (from dy in Enumerable.Range(-2, 5) from dx in Enumerable.Range(-2, 5)
+                         where Enumerable.Range(0, 36).All(k =>
+                         {
+                             int y = k / 6 - dy, x = k % 6 - dx;
+                             float expected = y is >= 0 and < 6 && x is >= 0 and < 6 ? original[i * 36 + y * 6 + x] : 0f;
+                             return shifted[i * 36 + k] == expected;
+                         })
+                         select (dy, dx)).ToArray();
+            Assert.NotEmpty(match);
+            offsets.Add(match[0]);
+        }
+        Assert.True(offsets.Count > 5, $"only {offsets.Count} distinct offsets in 30 images");
+        data.FillTrain(rows, 100, c);
+        Assert.Equal(shifted, (float[])c["pixels"].Data);
+        // Validation images are never moved.
+        data.FillValidation(0, 10, a);
+        plain.FillValidation(0, 10, b);
+        Assert.Equal((float[])b["pixels"].Data, (float[])a["pixels"].Data);
     }
 
     [Fact]

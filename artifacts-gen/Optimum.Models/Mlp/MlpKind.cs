@@ -18,15 +18,16 @@ public sealed class MlpKind : ModelKind<MlpConfig>
     public override IBatchSource OpenTrainingData(DataOptions o, MlpConfig c, Action<string> say)
     {
         if (o.Files.Count == 0) throw new InvalidDataException($"{o.ModelDir}: no files to train on.");
-        if (o.Files.All(f => f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)))
+        if (o.Files.All(f => f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || Directory.Exists(f)))
         {
-            var images = ImageSet.Concat(o.Files.Select(ImageSet.Load).ToArray(), o.Files);
+            var files = ImageSet.Files(o.Files);
+            var images = ImageSet.Concat(files.Select(ImageSet.Load).ToArray(), files);
             if (images.PixelsPerImage != c.InputSize)
-                throw new InvalidDataException($"{o.Files[0]}: images have {images.Channels}×{images.Height}×{images.Width} = {images.PixelsPerImage} pixels; the model's input_size is {c.InputSize}.");
-            if (images.Labels is null) throw new InvalidDataException($"{o.Files[0]}: a classifier needs labels (a '{ImageSet.LabelsTensor}' tensor).");
-            if (images.Labels.Max() >= c.NumClasses) throw new InvalidDataException($"{o.Files[0]}: label {images.Labels.Max()} is out of the model's {c.NumClasses} classes.");
+                throw new InvalidDataException($"{files[0]}: images have {images.Channels}×{images.Height}×{images.Width} = {images.PixelsPerImage} pixels; the model's input_size is {c.InputSize}.");
+            if (images.Labels is null) throw new InvalidDataException($"{files[0]}: a classifier needs labels (a '{ImageSet.LabelsTensor}' tensor).");
+            if (images.Labels.Max() >= c.NumClasses) throw new InvalidDataException($"{files[0]}: label {images.Labels.Max()} is out of the model's {c.NumClasses} classes.");
             var set = new ImageClassificationData(images, o.ValidationFraction, o.Seed);
-            say($"data: {set.TrainSamples:N0} training and {set.ValidationSamples:N0} validation images from {o.Files.Count} file(s)");
+            say($"data: {set.TrainSamples:N0} training and {set.ValidationSamples:N0} validation images from {files.Count} file(s)");
             return set;
         }
         if (c.InputSize != Digits.Features || c.NumClasses != 10)

@@ -21,20 +21,21 @@ public sealed class UNetKind : ModelKind<UNet2DConfig>
     /// </summary>
     public override IBatchSource OpenTrainingData(DataOptions o, UNet2DConfig c, Action<string> say)
     {
-        if (o.Files.Count == 0) throw new InvalidDataException($"{o.ModelDir}: no image files to train on.");
-        var images = ImageSet.Concat(o.Files.Select(ImageSet.Load).ToArray(), o.Files);
+        var files = ImageSet.Files(o.Files);
+        if (files.Count == 0) throw new InvalidDataException($"{o.ModelDir}: no image files to train on.");
+        var images = ImageSet.Concat(files.Select(ImageSet.Load).ToArray(), files);
         if (images.Channels != c.InChannels)
-            throw new InvalidDataException($"{o.Files[0]}: images have {images.Channels} channel(s); the model's in_channels is {c.InChannels}.");
+            throw new InvalidDataException($"{files[0]}: images have {images.Channels} channel(s); the model's in_channels is {c.InChannels}.");
         if (images.Height != c.SampleSize || images.Width != c.SampleSize)
         {
             if (images.Height > c.SampleSize || images.Width > c.SampleSize || (c.SampleSize - images.Height) % 2 != 0 || (c.SampleSize - images.Width) % 2 != 0)
-                throw new InvalidDataException($"{o.Files[0]}: images are {images.Height}×{images.Width}; the model's sample_size is {c.SampleSize} (smaller images are centred when the margins are even; resize them first).");
+                throw new InvalidDataException($"{files[0]}: images are {images.Height}×{images.Width}; the model's sample_size is {c.SampleSize} (smaller images are centred when the margins are even; resize them first).");
             say($"data: centring {images.Height}×{images.Width} images on {c.SampleSize}×{c.SampleSize}");
             images = images.PadTo(c.SampleSize);
         }
         var (train, val) = images.Split(o.ValidationFraction, o.Seed);
         var data = new DiffusionData(train, val, SchedulerConfig.Load(o.ModelDir).Build(), c.NumClassEmbeds, o.LabelDropout, o.Seed);
-        say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation images ({c.InChannels}×{c.SampleSize}×{c.SampleSize}) from {o.Files.Count} file(s)"
+        say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation images ({c.InChannels}×{c.SampleSize}×{c.SampleSize}) from {files.Count} file(s)"
             + (data.NullLabel is { } nl ? $"; labels dropped to {nl} with probability {o.LabelDropout}" : ""));
         return data;
     }
@@ -65,6 +66,9 @@ public sealed class UNetKind : ModelKind<UNet2DConfig>
         Directory.CreateDirectory(modelDir);
         scheduler.Save(modelDir);
     }
+
+    /// <summary>The model folder's scheduler_config.json (or DDPMScheduler's defaults) beside the diffusers folder's config.json.</summary>
+    public override void ExportFiles(string modelDir, string hfDir) => SchedulerConfig.Load(modelDir).Save(hfDir);
 
     /// <summary>The image generator over the folder's inference.onnx, model.safetensors and scheduler_config.json; the caller disposes it.</summary>
     public override LoadedModel Load(string dir, SessionSettings? settings = null) => new(dir, new ImageGenerator(dir, settings));

@@ -18,9 +18,9 @@ public sealed record UnetBenchSize(int Batch = 32, int SampleSteps = 50, int Sam
 /// <c>optimum-net bench unet</c>: the diffusion UNet of the PyTorch reference (../shared/tools/torch-ref/Unet.cs: 32×32,
 /// 1 channel, block_out_channels [32, 64, 64], 2 layers per block, attention in levels 2 and 3 and the mid block,
 /// 8 groups, head dim 8, 1,707,009 parameters). Training images/s through the <see cref="Trainer"/> (DDPM epsilon
-/// objective on random images, AdamW as the reference sets it, no clipping; a step is one update, timed by the
-/// trainer's own loop) and sampling UNet evaluations/s (deterministic DDIM on the inference graph with its weights
-/// embedded, a batch of images per run; a step is one UNet run, the measured ones one whole trajectory).
+/// objective on random images through <see cref="DiffusionData"/>, AdamW as the reference sets it, no clipping; a step is
+/// one update, timed by the trainer's own loop) and sampling UNet evaluations/s (the library's <see cref="ImageGenerator"/>,
+/// deterministic DDIM, a batch of images per UNet run; a step is one run, the measured ones one whole trajectory).
 /// With --torch the reference runs with the same settings and both ratios are printed.
 /// </summary>
 public static class BenchUnet
@@ -47,7 +47,11 @@ public static class BenchUnet
         if (parameters != ReferenceParameters)
             throw new InvalidOperationException($"The bench UNet has {parameters:N0} parameters, the PyTorch reference {ReferenceParameters:N0}: the two models differ.");
         var weights = ModelKinds.Initialize(ps, Config, 0);
-        var schedule = NoiseSchedule.Linear();
+        // The DDPM objective on random images uniform in [−1, 1] (as the reference's x0), through the library's data path.
+        var rng = new Random(0);
+        int per = Config.InChannels * Config.SampleSize * Config.SampleSize, count = 4 * size.Batch;
+        var images = new ImageSet(Enumerable.Range(0, count * per).Select(_ => (float)(2 * rng.NextDouble() - 1)).ToArray(), null, count, Config.InChannels, Config.SampleSize, Config.SampleSize);
+        var data = new DiffusionData(images, images.Take([0]), SchedulerConfig.Load(dir).Build(), null, 0, seed: 1);
 
         PeakMemory.TakeMegabytes();                                                     // the training figure starts here, not at graph building
         var options = new TrainerOptions
@@ -58,7 +62,7 @@ public static class BenchUnet
         };
         StepTimes train;
         double lastLoss;
-        using (var trainer = new Trainer(options, new RandomImages(Config, schedule, 4 * size.Batch), weights))
+        using (var trainer = new Trainer(options, data, weights))
         {
             var history = trainer.Run().History;
             train = StepTimes.FromHistory(run.Warmup, history.Select(m => m.StepSeconds).ToArray());
@@ -79,7 +83,7 @@ public static class BenchUnet
             if (run.Profile) OrtProfile.Report(report, run, trainer.Session.EndProfiling(), run.Warmup + run.Steps, "step", "profile-train");
         }
 
-        var sample = Sample(run, size, dir, ps, weights, schedule, report);
+        var sample = Sample(run, size, dir, weights, report);
         // Our measurements are printed even when the reference fails (its error follows them).
         try { if (torchRef is not null) RunTorch(torchRef, run, size, size.Batch / train.Mean, size.SampleBatch / sample.Mean, report); }
         finally { report.Print(); }
@@ -87,46 +91,32 @@ public static class BenchUnet
     }
 
     /// <summary>
-    /// DDIM (eta 0, clip_sample, set_alpha_to_one) from Gaussian noise over <see cref="UnetBenchSize.SampleSteps"/> "leading"
-    /// timesteps, one run of the inference graph per step on a batch of <see cref="UnetBenchSize.SampleBatch"/> images, its
-    /// weights embedded as initializers as the library's inference sessions have them. The warm-up runs are the first
-    /// steps of a trajectory of their own (as the reference warms up on two timesteps).
+    /// The library's <see cref="ImageGenerator"/> (deterministic DDIM, clip_sample, set_alpha_to_one, over the model folder's
+    /// scheduler_config.json) generating <see cref="UnetBenchSize.SampleBatch"/> images in one UNet run per step over
+    /// <see cref="UnetBenchSize.SampleSteps"/> "leading" timesteps; each step is timed from the generator's progress callback.
+    /// The warm-up is a short trajectory of its own (as the reference warms up on two timesteps).
     /// </summary>
-    private static StepTimes Sample(BenchRun run, UnetBenchSize size, string dir, IReadOnlyList<ParameterInfo> ps, float[][] weights, NoiseSchedule schedule, BenchReport report)
+    private static StepTimes Sample(BenchRun run, UnetBenchSize size, string dir, float[][] weights, BenchReport report)
     {
-        int s = Config.SampleSize, per = Config.InChannels * s * s, b = size.SampleBatch;
-        long[] shape = [b, Config.InChannels, s, s];
-        var timesteps = Ddim.Timesteps(schedule.Steps, size.SampleSteps);
-        using var sessionOptions = run.Session("unet-sample-profile").CreateOptions();
-        using var session = EmbeddedWeights.Open(Path.Combine(dir, ModelFolder.InferenceFile), ps, weights, sessionOptions);
-        var x = new float[b * per];
-        var eps = new float[b * per];
-        var t = new long[b];
-        using var xValue = OrtValue.CreateTensorValueFromMemory(x, shape);
-        using var tValue = OrtValue.CreateTensorValueFromMemory(t, [b]);
-        using var epsValue = OrtValue.CreateTensorValueFromMemory(eps, shape);
-        using var runOptions = new RunOptions();
-        var rng = new Random(0);
-        var all = Enumerable.Range(0, run.Warmup).Select(k => (Step: k % timesteps.Length, Fresh: k == 0))
-            .Concat(Enumerable.Range(0, timesteps.Length).Select(k => (Step: k, Fresh: k == 0))).ToArray();
-        var times = StepTimes.Measure(run.Warmup, timesteps.Length, i =>
-        {
-            var (k, fresh) = all[i];
-            if (fresh) HfWeights.Normal(rng, x.Length, 1.0).CopyTo(x, 0);
-            Array.Fill(t, timesteps[k]);
-            session.Run(runOptions, ["sample", "timestep"], [xValue, tValue], ["noise_pred"], [epsValue]);
-            Ddim.Step(schedule, x, eps, timesteps[k], k + 1 < timesteps.Length ? timesteps[k + 1] : -1).CopyTo(x, 0);
-        });
+        int b = size.SampleBatch;
+        using var generator = new ImageGenerator(dir, run.Session("unet-sample-profile"), weights);
+        var options = new ImageGenerationOptions { Steps = size.SampleSteps, Count = b, BatchSize = b, Seed = 0 };
+        if (run.Warmup > 0) generator.Generate(options with { Steps = run.Warmup });
+        var seconds = new double[size.SampleSteps];
+        var clock = Stopwatch.StartNew();
+        double last = 0;
+        var images = generator.Generate(options, k => { seconds[k] = clock.Elapsed.TotalSeconds - last; last = clock.Elapsed.TotalSeconds; });
+        var times = StepTimes.FromHistory(0, seconds);
         var r = new Dictionary<string, object>
         {
             ["engine"] = "optimum-net-ort", ["sample_steps"] = size.SampleSteps, ["sample_batch"] = b, ["threads"] = run.Threads,
         };
         times.AddTo(r, "unet_run");
-        r["ms_per_image"] = times.Mean * timesteps.Length * 1000 / b;
+        r["ms_per_image"] = times.Mean * size.SampleSteps * 1000 / b;
         r["unet_evals_per_s"] = b / times.Mean;
-        r["sample_in_range"] = x.All(v => v is >= -1f and <= 1f);
+        r["sample_in_range"] = images.Pixels.All(v => v is >= -1f and <= 1f);
         report.AddSpeed("unet-sample", r);
-        if (run.Profile) OrtProfile.Report(report, run, [session.EndProfiling()], run.Warmup + timesteps.Length, "run", "profile-sample");
+        if (run.Profile) OrtProfile.Report(report, run, [generator.EndProfiling()], (run.Warmup > 0 ? run.Warmup : 0) + size.SampleSteps, "run", "profile-sample");
         return times;
     }
 
@@ -170,52 +160,5 @@ public static class BenchUnet
         });
         if (Convert.ToInt64(trainRef["parameters"]) != ReferenceParameters)
             throw new InvalidDataException($"The PyTorch reference built {trainRef["parameters"]} parameters, not {ReferenceParameters:N0}.");
-    }
-
-    /// <summary>
-    /// The DDPM objective on random images: <c>samples</c> fixed images uniform in [−1, 1] (as the reference's x0), and for
-    /// every use a fresh timestep in [0, 1000) and Gaussian noise from one seeded generator; sample = √ᾱ_t·x0 + √(1 − ᾱ_t)·noise,
-    /// target = noise.
-    /// </summary>
-    private sealed class RandomImages : IBatchSource
-    {
-        private readonly UNet2DConfig _c;
-        private readonly NoiseSchedule _schedule;
-        private readonly float[][] _images;
-        private readonly Random _rng = new(1);
-
-        public RandomImages(UNet2DConfig c, NoiseSchedule schedule, int samples)
-        {
-            (_c, _schedule) = (c, schedule);
-            var rng = new Random(0);
-            int per = c.InChannels * c.SampleSize * c.SampleSize;
-            _images = Enumerable.Range(0, samples).Select(_ => Enumerable.Range(0, per).Select(_ => (float)(2 * rng.NextDouble() - 1)).ToArray()).ToArray();
-        }
-
-        public long TrainSamples => _images.Length;
-        public long ValidationSamples => _images.Length;
-
-        public void FillTrain(ReadOnlySpan<int> samples, Batch batch) => Fill(samples.ToArray(), batch);
-
-        public void FillValidation(long first, int count, Batch batch) =>
-            Fill(Enumerable.Range(0, count).Select(i => (int)((first + i) % _images.Length)).ToArray(), batch);
-
-        private void Fill(int[] samples, Batch batch)
-        {
-            int n = samples.Length, s = _c.SampleSize, per = _c.InChannels * s * s;
-            long[] shape = [n, _c.InChannels, s, s];
-            float[] Buffer(string name) => batch.TryGetValue(name, out var t) && t.Data.Length == n * per ? (float[])t.Data : (float[])(batch[name] = new(new float[n * per], shape)).Data;
-            var (sample, target) = (Buffer("sample"), Buffer("target"));
-            var t = batch.TryGetValue("timestep", out var ts) && ts.Data.Length == n ? (long[])ts.Data : (long[])(batch["timestep"] = new(new long[n], [n])).Data;
-            var x0 = new float[n * per];
-            for (int i = 0; i < n; i++)
-            {
-                _images[samples[i]].CopyTo(x0, i * per);
-                t[i] = _rng.Next(_schedule.Steps);
-            }
-            HfWeights.Normal(_rng, target.Length, 1.0).CopyTo(target, 0);
-            _schedule.AddNoise(x0, target, t).CopyTo(sample, 0);
-            batch.Tokens = n;
-        }
     }
 }

@@ -83,12 +83,16 @@ public sealed class NoiseSchedule
         int per = x0.Length / timesteps.Count;
         var xt = new float[x0.Length];
         for (int b = 0; b < timesteps.Count; b++)
-        {
-            long t = timesteps[b];
-            if (t < 0 || t >= Steps) throw new ArgumentOutOfRangeException(nameof(timesteps), t, $"Timesteps are in [0, {Steps}).");
-            float a = MathF.Sqrt(_alphasCumprod[t]), s = MathF.Sqrt(1f - _alphasCumprod[t]);
-            for (int i = b * per; i < (b + 1) * per; i++) xt[i] = a * x0[i] + s * noise[i];
-        }
+            AddNoise(x0.Slice(b * per, per), noise.Slice(b * per, per), timesteps[b], xt.AsSpan(b * per, per));
         return xt;
+    }
+
+    /// <summary>x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε of one sample at timestep <paramref name="t"/>, into <paramref name="xt"/>.</summary>
+    public void AddNoise(ReadOnlySpan<float> x0, ReadOnlySpan<float> noise, long t, Span<float> xt)
+    {
+        if (t < 0 || t >= Steps) throw new ArgumentOutOfRangeException(nameof(t), t, $"Timesteps are in [0, {Steps}).");
+        if (noise.Length != x0.Length || xt.Length != x0.Length) throw new ArgumentException($"{x0.Length} sample values, {noise.Length} noise values and {xt.Length} outputs differ.");
+        float a = MathF.Sqrt(_alphasCumprod[t]), s = MathF.Sqrt(1f - _alphasCumprod[t]);
+        for (int i = 0; i < x0.Length; i++) xt[i] = a * x0[i] + s * noise[i];
     }
 }

@@ -1,3 +1,4 @@
+using Optimum.Core;
 using Optimum.Hub;
 using Optimum.Onnx;
 using Optimum.Plots;
@@ -44,8 +45,10 @@ public static class ImageFiles
         var grid = images.Channels is 1 or 3 ? Path.Combine(dir, GridFile) : null;
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
         if (images.Labels is { } labels) metadata["labels"] = string.Join(",", labels);
+        // The PNG is encoded before either file is written, so a failure leaves both as they were.
+        var png = grid is null ? null : ImageGrid.EncodePng(images.Pixels, images.Count, images.Channels, images.Height, images.Width, columns, scale);
         SafeTensorsFile.Write(tensor, [SafeTensor.FromFloats(TensorName, images.Pixels, images.Shape)], metadata);
-        if (grid is not null) ImageGrid.Save(images.Pixels, images.Count, images.Channels, images.Height, images.Width, grid, columns, scale);
+        if (grid is not null) AtomicFile.Write(grid, png);
         return (tensor, grid);
     }
 }

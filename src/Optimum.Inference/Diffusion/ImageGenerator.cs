@@ -51,7 +51,7 @@ public sealed record GeneratedImages(float[] Pixels, int Count, int Channels, in
 /// Randomness is per image, so an image does not depend on the batch size or on the other images: image i's latents
 /// come from <c>new System.Random(Seeds.Derive(seed, i, 0))</c> and its sampler noise from
 /// <c>new System.Random(Seeds.Derive(seed, i, 1))</c>, each drawn as standard normals by the Box–Muller transform of
-/// <see cref="HfWeights.Normal"/> (pairs u1, u2 → √(−2 ln(1 − u1))·(cos 2πu2, sin 2πu2)), the latents in (C, H, W)
+/// <see cref="HfWeights.Normal(Random, long, double)"/> (pairs u1, u2 → √(−2 ln(1 − u1))·(cos 2πu2, sin 2πu2)), the latents in (C, H, W)
 /// order and one (C, H, W) draw per noisy step.
 /// </para>
 /// Owns its session; dispose it. <see cref="Generate"/> may run on several threads at once (all state is per call).
@@ -159,6 +159,9 @@ public sealed class ImageGenerator : IDisposable
         }
         else count = o.Count ?? 1;
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(o.Count), count, "Generate at least 1 image.");
+        // Every image's values live in one array (twice with guidance's unconditional rows).
+        if ((long)count * per * 2 > Array.MaxLength)
+            throw new ArgumentOutOfRangeException(nameof(o.Count), count, $"{count} images of {per} values do not fit in memory at once; generate at most {Array.MaxLength / (2L * per)} per call.");
         return count;
     }
 
@@ -214,6 +217,9 @@ public sealed class ImageGenerator : IDisposable
             foreach (var v in inputs.Values) v.Dispose();
         }
     }
+
+    /// <summary>Ends ONNX Runtime's profiling of the UNet session (settings with a profile prefix) and returns the file written.</summary>
+    public string EndProfiling() => _session.EndProfiling();
 
     public void Dispose() => _session.Dispose();
 }

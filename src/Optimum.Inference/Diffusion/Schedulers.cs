@@ -96,7 +96,8 @@ public sealed class DdimScheduler : DiffusionScheduler
 {
     public DdimScheduler(SchedulerConfig config, int steps, double eta = 0) : base(config, steps)
     {
-        if (!(eta >= 0) || !double.IsFinite(eta)) throw new ArgumentOutOfRangeException(nameof(eta), eta, "eta must be finite and >= 0 (0 = deterministic DDIM, 1 = DDPM-like noise).");
+        // Beyond 1, σ_t² can exceed 1 − ᾱ_prev and the direction term's square root turns NaN.
+        if (!(eta is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(eta), eta, "eta must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like noise).");
         Eta = eta;
     }
 
