@@ -18,9 +18,9 @@ using Optimum.Plots;
 using Optimum.Training;
 
 string outDir = "out/digits";
-long steps = 3000;
+long steps = 800;
 int seed = 0, sampleSteps = 25;
-double guidance = 3;
+double guidance = 1.5;
 for (int i = 0; i + 1 < args.Length; i += 2)
 {
     string v = args[i + 1];

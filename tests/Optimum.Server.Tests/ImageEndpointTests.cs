@@ -251,7 +251,14 @@ public sealed class ImageEndpointTests(ModelFixture lm, ImageFixture img) : ICla
         var c = f.CreateClient();
         // 16 guided images of 1,000 steps: about 9 s on one thread here (0.46 s per 50 steps), 20 times what the probing below takes.
         using var hangUp = new CancellationTokenSource();
-        var slow = c.PostAsync("/v1/images/generations", Json("{\"label\": 1, \"count\": 16, \"steps\": 1000}"), hangUp.Token);
+        // Let the slow request take the model before probing (a probe sent at the same moment could take it first).
+        Task<HttpResponseMessage> slow = null!;
+        for (int attempt = 0; attempt < 5; attempt++)
+        {
+            slow = c.PostAsync("/v1/images/generations", Json("{\"label\": 1, \"count\": 16, \"steps\": 1000}"), hangUp.Token);
+            await Task.Delay(300);
+            if (!slow.IsCompleted) break;
+        }
         string? detail = null;
         for (int i = 0; i < 100 && detail is null && !slow.IsCompleted; i++)
         {
