@@ -134,21 +134,32 @@ public static class BenchUnet
             "--head-dim", $"{Config.AttentionHeadDim}", "--batch", $"{size.Batch}", "--threads", $"{run.Threads}", "--steps", $"{run.Steps}",
             "--warmup", $"{run.Warmup}", "--sample-steps", $"{size.SampleSteps}", "--sample-batch", $"{size.SampleBatch}"])
         { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        double peakMb = 0;
-        var status = $"/proc/{p.Id}/status";
-        while (!p.WaitForExit(100))
-            try
-            {
-                var line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-                if (line is not null) peakMb = Math.Max(peakMb, long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024 / 1e6);
-            }
-            catch (IOException) { }                                                         // exited between the check and the read
-        var lines = stdout.Result.Split('\n').Where(l => l.TrimStart().StartsWith('{')).ToArray();
+        (string[] Lines, string Stderr, int Exit, double PeakMb) Once()
+        {
+            using var p = Process.Start(psi)!;
+            var stderr = p.StandardError.ReadToEndAsync();
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            double peakMb = 0;
+            var status = $"/proc/{p.Id}/status";
+            while (!p.WaitForExit(100))
+                try
+                {
+                    var line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+                    if (line is not null) peakMb = Math.Max(peakMb, long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024 / 1e6);
+                }
+                catch (IOException) { }                                                     // exited between the check and the read
+            return (stdout.Result.Split('\n').Where(l => l.TrimStart().StartsWith('{')).ToArray(), stderr.Result, p.ExitCode, peakMb);
+        }
+        // The reference sometimes aborts when its loss turns non-finite (TorchSharp can leave GroupNorm parameters
+        // uninitialised, see its Unet.cs): it is run again, up to three times, and the bench says so.
+        var (lines, err, exit, peakMb) = Once();
+        for (int attempt = 2; attempt <= 3 && lines.Length < 2; attempt++)
+        {
+            Console.Error.WriteLine($"note: the PyTorch reference exited {exit} without its results; running it again (attempt {attempt} of 3)");
+            (lines, err, exit, peakMb) = Once();
+        }
         string Line(string bench) => lines.FirstOrDefault(l => l.Contains($"\"bench\":\"{bench}\"", StringComparison.Ordinal))
-            ?? throw new InvalidDataException($"The PyTorch reference '{script}' printed no {bench} result (exit {p.ExitCode}): {stderr.Result}");
+            ?? throw new InvalidDataException($"The PyTorch reference '{script}' printed no {bench} result (exit {exit}): {err}");
         var trainRef = BenchReport.Parse(Line("unet-train"));
         var sampleRef = BenchReport.Parse(Line("unet-sample"));
         double torchImages = Convert.ToDouble(trainRef["images_per_s"]), torchEvals = Convert.ToDouble(sampleRef["unet_evals_per_s"]);
