@@ -35,7 +35,6 @@ public sealed record GenerateImagesArgs
 /// </summary>
 public static class GenerateImagesCommand
 {
-    public const double DefaultGuidance = 3;
     public const int DefaultCount = 16;
 
     public static Command Create()
@@ -44,7 +43,7 @@ public static class GenerateImagesCommand
         var scheduler = new Option<string>("--scheduler") { Description = "ddim or ddpm.", DefaultValueFactory = _ => "ddim" };
         var steps = new Option<int>("--steps") { Description = "Sampling steps (leading spacing of the model's schedule).", DefaultValueFactory = _ => 50 };
         var eta = new Option<double>("--eta") { Description = "DDIM eta (0 = deterministic).", DefaultValueFactory = _ => 0 };
-        var guidance = new Option<double?>("--guidance") { Description = $"Classifier-free guidance scale (default {DefaultGuidance} with --label on a class-conditional model, else 1 = none)." };
+        var guidance = new Option<double?>("--guidance") { Description = $"Classifier-free guidance scale (default {ImageGenerationOptions.DefaultGuidance} with --label on a class-conditional model, else 1 = none)." };
         var label = new Option<int[]>("--label") { Description = "Class label for every image, or one per image.", AllowMultipleArgumentsPerToken = true };
         var count = new Option<int?>("--count") { Description = $"Images (default: the latents' N, else {DefaultCount})." };
         var seed = new Option<long>("--seed") { Description = "Seed of the starting noise and of the sampler's noise.", DefaultValueFactory = _ => 0 };
@@ -105,7 +104,7 @@ public static class GenerateImagesCommand
         var labels = a.Labels.Length > 0 ? a.Labels : null;
         var options = new ImageGenerationOptions
         {
-            Scheduler = kind, Steps = a.Steps, Eta = a.Eta, GuidanceScale = a.Guidance ?? (labels is not null && gen.IsClassConditional ? DefaultGuidance : 1),
+            Scheduler = kind, Steps = a.Steps, Eta = a.Eta, GuidanceScale = a.Guidance ?? (labels is not null && gen.IsClassConditional ? ImageGenerationOptions.DefaultGuidance : 1),
             Labels = labels, Seed = a.Seed, Count = count ?? DefaultCount, BatchSize = a.BatchSize, Latents = latents,
         };
         int images = options.Count!.Value, every = Math.Max(1, a.Steps / 10);

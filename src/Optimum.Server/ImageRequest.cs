@@ -27,8 +27,6 @@ public static class ImageParser
 {
     public const int DefaultCount = 1;
     public const int DefaultSteps = 50;
-    /// <summary>The guidance scale when a class-conditional model is given labels and no "guidance" (the CLI's default).</summary>
-    public const double DefaultGuidance = 3;
 
     public static ImageRequest Parse(ReadOnlySpan<byte> body, ServerOptions o, ModelRegistry models)
     {
@@ -83,7 +81,7 @@ public static class ImageParser
         }
         int maxSteps = g.Scheduler.NumTrainTimesteps;
         if (steps < 1 || steps > maxSteps) throw Range($"'steps' must be in [1, {maxSteps}] (the model's num_train_timesteps), got {steps}.");
-        double w = guidance ?? (labels is not null ? DefaultGuidance : 1);
+        double w = guidance ?? (labels is not null ? ImageGenerationOptions.DefaultGuidance : 1);
         if (!double.IsFinite(w)) throw Range($"'guidance' must be a finite number, got {w}.");
         if (w != 1 && !g.IsClassConditional)
             throw Range($"'guidance' {w} needs a class-conditional model; model '{model}' is unconditional (use 1 or leave it out).");

@@ -8,6 +8,9 @@ namespace Optimum.Inference.Diffusion;
 /// <summary>What to generate and how: the sampler, its steps, guidance, labels, the seed and the batch size.</summary>
 public sealed record ImageGenerationOptions
 {
+    /// <summary>The guidance scale the CLI and the service use when labels are given and none is asked for.</summary>
+    public const double DefaultGuidance = 3;
+
     public SamplerKind Scheduler { get; init; } = SamplerKind.Ddim;
     /// <summary>Sampling steps ("leading" spacing of the model's schedule; at most num_train_timesteps).</summary>
     public int Steps { get; init; } = 50;
