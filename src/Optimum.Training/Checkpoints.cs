@@ -200,18 +200,53 @@ public static class Checkpoints
         return state;
     }
 
-    /// <summary>Reads trainer_state.json, refusing a missing or malformed file by name.</summary>
+    /// <summary>The fields every trainer_state.json must hold (ema is optional: null for runs without EMA).</summary>
+    public static readonly IReadOnlyList<string> RequiredStateFields =
+        ["format", "step", "samples_seen", "skipped_steps", "seed", "total_steps", "batch_size", "grad_accum", "world_size", "global_batch",
+         "optimizer", "schedule", "lr", "warmup", "files"];
+
+    /// <summary>Reads trainer_state.json, refusing a missing or malformed file, a missing field or a value out of range by name.</summary>
     public static TrainerState ReadState(string dir)
     {
         var path = Path.Combine(dir, StateFile);
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"Checkpoint folder '{dir}' does not exist.");
         if (!File.Exists(path)) throw new InvalidDataException($"Checkpoint '{dir}' has no {StateFile} (incomplete checkpoint?).");
         TrainerState? s;
-        try { s = JsonSerializer.Deserialize<TrainerState>(File.ReadAllBytes(path), Json); }
+        var bytes = File.ReadAllBytes(path);
+        try
+        {
+            // Every field is required: a missing one would silently take its default (a missing step restarts the schedule at 0).
+            using (var doc = JsonDocument.Parse(bytes))
+            {
+                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"'{path}' is not a valid trainer state: it is not a JSON object.");
+                foreach (var field in RequiredStateFields)
+                    if (!doc.RootElement.TryGetProperty(field, out var v) || v.ValueKind == JsonValueKind.Null)
+                        throw new InvalidDataException($"'{path}': field '{field}' is missing; a checkpoint's trainer state needs {string.Join(", ", RequiredStateFields)}.");
+            }
+            s = JsonSerializer.Deserialize<TrainerState>(bytes, Json);
+        }
         catch (JsonException e) { throw new InvalidDataException($"'{path}' is not a valid trainer state: {e.Message}", e); }
         if (s is null || s.Format != TrainerState.CurrentFormat)
             throw new InvalidDataException($"'{path}': format '{s?.Format}' is not {TrainerState.CurrentFormat}.");
-        if (s.Step < 0 || s.SamplesSeen < 0) throw new InvalidDataException($"'{path}': step {s.Step} / samples_seen {s.SamplesSeen} are invalid.");
+        void Check(bool ok, string field, object value, string expected)
+        {
+            if (!ok) throw new InvalidDataException($"'{path}': field '{field}' is {value}; expected {expected}.");
+        }
+        Check(s.TotalSteps >= 1, "total_steps", s.TotalSteps, "at least 1");
+        Check(s.Step >= 0 && s.Step <= s.TotalSteps, "step", s.Step, $"in [0, total_steps {s.TotalSteps}]");
+        Check(s.SkippedSteps >= 0 && s.SkippedSteps <= s.Step, "skipped_steps", s.SkippedSteps, $"in [0, step {s.Step}]");
+        Check(s.BatchSize >= 1, "batch_size", s.BatchSize, "at least 1");
+        Check(s.GradAccum >= 1, "grad_accum", s.GradAccum, "at least 1");
+        Check(s.WorldSize >= 1, "world_size", s.WorldSize, "at least 1");
+        Check(s.GlobalBatch == (long)s.BatchSize * s.GradAccum * s.WorldSize, "global_batch", s.GlobalBatch,
+            $"batch_size × grad_accum × world_size = {(long)s.BatchSize * s.GradAccum * s.WorldSize}");
+        Check(s.SamplesSeen == s.Step * s.GlobalBatch, "samples_seen", s.SamplesSeen, $"step × global_batch = {s.Step * s.GlobalBatch}");
+        Check(double.IsFinite(s.Lr) && s.Lr >= 0, "lr", s.Lr, "a finite number >= 0");
+        Check(s.Warmup >= 0, "warmup", s.Warmup, ">= 0");
+        Check(s.Files.Count > 0, "files", "empty", "the checksums of the checkpoint's other files");
+        foreach (var (file, hash) in s.Files)
+            Check(file.Length > 0 && Path.GetFileName(file) == file && hash.Length == 64 && hash.All(Uri.IsHexDigit), "files", $"'{file}': '{hash}'",
+                "file names in the checkpoint folder with SHA-256 hex digests");
         return s;
     }
 

@@ -336,7 +336,7 @@ public sealed class Trainer : IDisposable
         }
         Same("seed", s.Seed, _o.Seed);
         // The data position depends on the global batch only, so a run may resume on another number of ranks.
-        Same("global batch (batch size x grad accum x ranks)", s.GlobalBatch == 0 ? (long)s.BatchSize * s.GradAccum * s.WorldSize : s.GlobalBatch, SamplesPerStep);
+        Same("global batch (batch size x grad accum x ranks)", s.GlobalBatch, SamplesPerStep);
         Same("total steps", s.TotalSteps, _o.Steps);
         Same("optimizer", s.Optimizer, EnumNames.Name(_o.Optimizer.Kind));
         Same("EMA", s.Ema?.ToString() ?? "none", _o.Ema?.ToString() ?? "none");

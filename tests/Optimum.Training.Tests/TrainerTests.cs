@@ -151,7 +151,31 @@ public sealed class TrainerTests : IDisposable
 
         Fresh();
         File.WriteAllText(Path.Combine(bad, Checkpoints.StateFile), "{\"format\": \"optimum-net-checkpoint/1\", \"step\": \"twelve\"}");
-        Assert.Contains("is not a valid trainer state", Assert.Throws<InvalidDataException>(() => Load(bad)).Message);
+        Assert.Contains("field 'samples_seen' is missing", Assert.Throws<InvalidDataException>(() => Load(bad)).Message);
+
+        // Every field of the state is required and range-checked (a missing step would restart the schedule on trained weights).
+        var good = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ck, Checkpoints.StateFile)))!.AsObject();
+        string Refusal(Action<System.Text.Json.Nodes.JsonObject> spoil)
+        {
+            Fresh();
+            var st = (System.Text.Json.Nodes.JsonObject)good.DeepClone();
+            spoil(st);
+            File.WriteAllText(Path.Combine(bad, Checkpoints.StateFile), st.ToJsonString());
+            return Assert.Throws<InvalidDataException>(() => Load(bad)).Message;
+        }
+        foreach (var field in Checkpoints.RequiredStateFields)
+        {
+            var m = Refusal(st => st.Remove(field));
+            Assert.Contains($"field '{field}' is missing", m);
+            Assert.Contains(Checkpoints.StateFile, m);
+        }
+        foreach (var field in new[] { "step", "samples_seen", "skipped_steps", "batch_size", "grad_accum", "world_size", "global_batch", "total_steps", "warmup", "lr" })
+            Assert.Contains($"field '{field}' is -1", Refusal(st => st[field] = -1));
+        Assert.Contains("field 'samples_seen' is 95; expected step × global_batch = 72", Refusal(st => st["samples_seen"] = 95));
+        Assert.Contains("field 'global_batch' is 12; expected batch_size × grad_accum × world_size = 6", Refusal(st => st["global_batch"] = 12));
+        Assert.Contains("field 'step' is 13; expected in [0, total_steps 12]", Refusal(st => { st["step"] = 13; st["samples_seen"] = 78; }));
+        Assert.Contains("is not a valid trainer state", Refusal(st => st["step"] = "twelve"));
+        Assert.Contains("field 'files'", Refusal(st => st["files"] = new System.Text.Json.Nodes.JsonObject { ["../model.safetensors"] = new string('0', 64) }));
 
         // A checkpoint of another model: the tensor whose shape differs is named.
         var wide = Model(Tiny with { NEmbd = 20 }, "wide");
