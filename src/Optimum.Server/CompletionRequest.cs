@@ -21,8 +21,8 @@ public static class CompletionParser
         if (!root.TryGetProperty("prompt", out var p)) throw Bad("'prompt' is required.");
         List<string> prompts = p.ValueKind switch
         {
-            JsonValueKind.String => [p.GetString()!],
-            JsonValueKind.Array when p.EnumerateArray().All(x => x.ValueKind == JsonValueKind.String) => p.EnumerateArray().Select(x => x.GetString()!).ToList(),
+            JsonValueKind.String => [RequestJson.Text(p, "prompt")],
+            JsonValueKind.Array when p.EnumerateArray().All(x => x.ValueKind == JsonValueKind.String) => p.EnumerateArray().Select((x, i) => RequestJson.Text(x, $"prompt[{i}]")).ToList(),
             _ => throw Type("prompt", "a string or an array of strings", p),
         };
         if (prompts.Count == 0 || prompts.Count > MaxPrompts) throw Range($"'prompt' must hold 1 to {MaxPrompts} prompts, got {prompts.Count}.");
@@ -50,8 +50,8 @@ public static class CompletionParser
         {
             stop = sp.ValueKind switch
             {
-                JsonValueKind.String => [sp.GetString()!],
-                JsonValueKind.Array when sp.EnumerateArray().All(x => x.ValueKind == JsonValueKind.String) => sp.EnumerateArray().Select(x => x.GetString()!).ToList(),
+                JsonValueKind.String => [RequestJson.Text(sp, "stop")],
+                JsonValueKind.Array when sp.EnumerateArray().All(x => x.ValueKind == JsonValueKind.String) => sp.EnumerateArray().Select((x, i) => RequestJson.Text(x, $"stop[{i}]")).ToList(),
                 _ => throw Type("stop", "a string or an array of strings", sp),
             };
             if (stop.Count > MaxStops || stop.Any(x => x.Length == 0 || x.Length > 64)) throw Range($"'stop' must hold at most {MaxStops} non-empty strings of at most 64 characters.");

@@ -88,7 +88,7 @@ public static class ForecastParser
         DateTime? start = null;
         if (s.TryGetProperty("start", out var st) && st.ValueKind != JsonValueKind.Null)
         {
-            if (st.ValueKind != JsonValueKind.String || !DateTime.TryParseExact(st.GetString(), DateFormats, CultureInfo.InvariantCulture, DateTimeStyles.None, out var date))
+            if (st.ValueKind != JsonValueKind.String || !DateTime.TryParseExact(RequestJson.Text(st, $"{at}.start"), DateFormats, CultureInfo.InvariantCulture, DateTimeStyles.None, out var date))
                 throw Type($"{at}.start", "a date \"YYYY-MM\" or \"YYYY-MM-DD\"", st);
             start = date;
         }
@@ -107,7 +107,7 @@ public static class ForecastParser
             real = Items(sr, $"{at}.static_real", "an array of numbers", (x, name) => Float(x, name, "a number"));
         string? seriesName = null;
         if (s.TryGetProperty("name", out var nm) && nm.ValueKind != JsonValueKind.Null)
-            seriesName = nm.ValueKind == JsonValueKind.String ? nm.GetString() : throw Type($"{at}.name", "a string (a series the model was trained on)", nm);
+            seriesName = nm.ValueKind == JsonValueKind.String ? RequestJson.Text(nm, $"{at}.name") : throw Type($"{at}.name", "a string (a series the model was trained on)", nm);
         if (seriesName is not null && categorical is not null) throw Bad($"'{at}' gives both 'name' and 'static_categorical'; the name picks the series index, give one of them.");
         return (new SeriesInput { Values = values, Start = start, StaticCategorical = categorical, StaticReal = real }, time, seriesName);
     }

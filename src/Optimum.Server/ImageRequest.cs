@@ -54,14 +54,15 @@ public static class ImageParser
         double eta = Number(root, "eta", 0);
         string scheduler = EnumNames.Name(SamplerKind.Ddim);
         if (root.TryGetProperty("scheduler", out var sc) && sc.ValueKind != JsonValueKind.Null)
-            scheduler = sc.ValueKind == JsonValueKind.String ? sc.GetString()! : throw Type("scheduler", $"a string ({string.Join(" or ", EnumNames.Names<SamplerKind>())})", sc);
+            scheduler = sc.ValueKind == JsonValueKind.String ? RequestJson.Text(sc, "scheduler") : throw Type("scheduler", $"a string ({string.Join(" or ", EnumNames.Names<SamplerKind>())})", sc);
         long? seed = null;
         if (root.TryGetProperty("seed", out var sd) && sd.ValueKind != JsonValueKind.Null)
             seed = sd.ValueKind == JsonValueKind.Number && sd.TryGetInt64(out var s) ? s : throw Type("seed", "an integer", sd);
         if (root.TryGetProperty("response_format", out var rf) && rf.ValueKind != JsonValueKind.Null)
         {
             if (rf.ValueKind != JsonValueKind.String) throw Type("response_format", "a string", rf);
-            if (rf.GetString() != "b64_json") throw Range($"'response_format' must be \"b64_json\" (PNG files in base64; this service keeps no files to link to), got \"{Clip(rf.GetString()!)}\".");
+            var format = RequestJson.Text(rf, "response_format");
+            if (format != "b64_json") throw Range($"'response_format' must be \"b64_json\" (PNG files in base64; this service keeps no files to link to), got \"{Clip(format)}\".");
         }
 
         if (labels is { Count: 0 }) throw Range("'labels' is empty; give one label per image, or leave it out for unconditional images.");

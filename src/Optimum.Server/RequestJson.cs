@@ -43,11 +43,21 @@ internal static class RequestJson
             return models.DefaultOf(kind)
                 ?? throw new RequestError(404, "Model not found", $"{route} needs {want}; none is served (GET /v1/models: {string.Join(", ", models.Names)}).");
         if (m.ValueKind != JsonValueKind.String) throw Type("model", "a string", m);
-        var name = m.GetString()!;
+        var name = Text(m, "model");
         if (!models.Contains(name)) throw new RequestError(404, "Model not found", $"Model '{name}' is not served; see GET /v1/models ({string.Join(", ", models.Names)}).");
         if (models.ServedKindOf(name) != kind)
             throw new RequestError(400, "Wrong kind of model", $"Model '{name}' is of kind '{models.KindOf(name)}'; {route} needs {want}.");
         return name;
+    }
+
+    /// <summary>
+    /// A JSON string's text: an escaped lone surrogate ("\ud800") or any other text .NET cannot hold as UTF-16 is a 400
+    /// naming <paramref name="field"/>, not an exception from the reader.
+    /// </summary>
+    public static string Text(JsonElement v, string field)
+    {
+        try { return v.GetString()!; }
+        catch (InvalidOperationException e) { throw new RequestError(400, "Malformed request", $"'{field}' is not valid Unicode text (a lone surrogate?): {e.Message}", e); }
     }
 
     public static int Int(JsonElement root, string name, int fallback)

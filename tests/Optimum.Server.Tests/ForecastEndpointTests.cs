@@ -206,6 +206,8 @@ public sealed class ForecastEndpointTests(ModelFixture lm, ForecastFixture fc) :
     [InlineData("{\"series\": [$S], \"samples\": 2.5}", "'samples' must be an integer")]
     [InlineData("{\"series\": [$S], \"seed\": \"x\"}", "'seed' must be an integer")]
     [InlineData("{\"series\": [$S], \"model\": 7}", "'model' must be a string")]
+    [InlineData("{\"series\": [{\"values\": [1], \"name\": \"\\udfff\"}]}", "'series[0].name' is not valid Unicode text")]
+    [InlineData("{\"series\": [{\"values\": [1], \"start\": \"2020-\\ud800\"}]}", "'series[0].start' is not valid Unicode text")]
     public async Task MalformedRequests_Get400(string template, string expected)
     {
         await using var f = Factory();

@@ -189,6 +189,7 @@ public sealed class ImageEndpointTests(ModelFixture lm, ImageFixture img) : ICla
     [InlineData("{\"guidance\": \"3\"}", "'guidance' must be a number")]
     [InlineData("{\"eta\": true}", "'eta' must be a number")]
     [InlineData("{\"scheduler\": 1}", "'scheduler' must be a string (ddim or ddpm)")]
+    [InlineData("{\"scheduler\": \"dd\\ud800im\"}", "'scheduler' is not valid Unicode text")]
     [InlineData("{\"seed\": 1.5}", "'seed' must be an integer")]
     [InlineData("{\"response_format\": 1}", "'response_format' must be a string")]
     public async Task MalformedRequests_Get400(string body, string expected)
