@@ -32,13 +32,27 @@ public sealed class TextGenerator
         PromptSharesContext = promptSharesContext;
     }
 
-    /// <summary>A causal LM continuing GPT-2-tokenized prompts.</summary>
+    /// <summary>A causal LM continuing GPT-2-tokenized prompts; a model whose vocab_size the tokenizer does not fit is refused.</summary>
     public TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
-        : this(ModelTask.CausalLm, tokenizer.Encode, ids => tokenizer.Decode(ids), (ids, o, on, ct) => Generator.Generate(lm, [ids], o, on, ct)[0], lm.MaxPositions, true) { }
+        : this(ModelTask.CausalLm, tokenizer.Encode, ids => tokenizer.Decode(ids), (ids, o, on, ct) => Generator.Generate(lm, [ids], o, on, ct)[0], lm.MaxPositions, true) =>
+        CheckVocabulary(tokenizer.VocabSize, lm.VocabSize, "GPT-2's BPE tokenizer");
 
-    /// <summary>An encoder-decoder: the prompt is the source text; the completion is the generated target.</summary>
-    public static TextGenerator ForSeq2Seq(Seq2SeqLm lm, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode) =>
-        new(ModelTask.Seq2Seq, encode, decode, (ids, o, on, ct) => lm.Generate([ids], o, on, ct)[0], lm.MaxPositions, false);
+    /// <summary>An encoder-decoder: the prompt is the source text; the completion is the generated target. <paramref name="tokenizerVocab"/> must fit the model.</summary>
+    public static TextGenerator ForSeq2Seq(Seq2SeqLm lm, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode, int tokenizerVocab)
+    {
+        CheckVocabulary(tokenizerVocab, lm.VocabSize, "the model folder's tokenizer");
+        return new(ModelTask.Seq2Seq, encode, decode, (ids, o, on, ct) => lm.Generate([ids], o, on, ct)[0], lm.MaxPositions, false);
+    }
+
+    /// <summary>
+    /// Every id the tokenizer can produce must be below the model's vocab_size, or a prompt would reach ONNX Runtime
+    /// with an id its embedding cannot gather (a 500 on every request): such a model is refused at load.
+    /// </summary>
+    private static void CheckVocabulary(int tokenizerVocab, int modelVocab, string tokenizer)
+    {
+        if (tokenizerVocab > modelVocab)
+            throw new InvalidDataException($"{char.ToUpperInvariant(tokenizer[0])}{tokenizer[1..]} has {tokenizerVocab:N0} tokens but the model's vocab_size is {modelVocab:N0}: prompts would hold ids the model cannot embed. Use a model whose vocab_size is at least {tokenizerVocab:N0}, or a tokenizer that fits.");
+    }
 
     /// <summary><see cref="ModelTask.CausalLm"/> or <see cref="ModelTask.Seq2Seq"/>.</summary>
     public ModelTask Task { get; }

@@ -66,6 +66,20 @@ public sealed class ModelKindsTests : IDisposable
         Assert.Contains("mlp models have no inference loader", e.Message);
     }
 
+    /// <summary>A GPT-2 whose vocab_size is below the BPE tokenizer's is refused at load (served, every request would be a 500).</summary>
+    [Fact]
+    public void LanguageModelTheTokenizerDoesNotFit_IsRefusedAtLoad()
+    {
+        var dir = Path.Combine(_dir, "small-vocab");
+        ModelKinds.WritePreset(dir, new Gpt2Config { VocabSize = 512, NPositions = 16, NEmbd = 16, NLayer = 1, NHead = 2 }, seed: 0);
+        var e = Assert.Throws<InvalidDataException>(() => ModelKinds.Load(dir));
+        Assert.Contains("GPT-2's BPE tokenizer has 50,257 tokens but the model's vocab_size is 512", e.Message);
+        var fits = Path.Combine(_dir, "full-vocab");
+        ModelKinds.WritePreset(fits, new Gpt2Config { VocabSize = 50257, NPositions = 16, NEmbd = 8, NLayer = 1, NHead = 2 }, seed: 0);
+        using var model = ModelKinds.Load(fits);
+        Assert.NotNull(model.Generator);
+    }
+
     [Fact]
     public void DiffusersUNetFolder_ExportsWithItsWeights_AndInitialisesAsTorch()
     {

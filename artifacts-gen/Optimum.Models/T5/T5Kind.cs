@@ -60,7 +60,7 @@ public sealed class T5Kind : ModelKind<T5Config>
         try
         {
             var tok = PairTokenizers.Load(dir);
-            return new LoadedModel(dir, TextGenerator.ForSeq2Seq(lm, tok.EncodeSource, ids => tok.DecodeTarget(ids)), lm);
+            return new LoadedModel(dir, TextGenerator.ForSeq2Seq(lm, tok.EncodeSource, ids => tok.DecodeTarget(ids), tok.VocabSize), lm);
         }
         catch
         {
