@@ -46,12 +46,15 @@ public static class ModelKinds
     /// <summary>Initial weights for a typed config, deterministic in the seed and the parameter order.</summary>
     public static float[][] Initialize(IReadOnlyList<ParameterInfo> parameters, object config, int seed) => For(config).Initialize(parameters, config, seed);
 
-    /// <summary>Writes a model folder with weights initialised from <paramref name="seed"/>.</summary>
+    /// <summary>Writes a model folder with weights initialised from <paramref name="seed"/> (all of it or, on failure, nothing).</summary>
     public static void WritePreset(string outDir, object config, int seed = 0)
     {
         var kind = For(config);
-        kind.Write(outDir, config);
-        Artifacts.WriteWeights(outDir, null, ps => kind.Initialize(ps, config, seed));
+        AtomicFolder.Write(outDir, tmp =>
+        {
+            kind.Write(tmp, config);
+            Artifacts.WriteWeights(tmp, null, ps => kind.Initialize(ps, config, seed));
+        });
     }
 
     /// <summary>
@@ -65,9 +68,15 @@ public static class ModelKinds
         var hf = HfConfig.Load(Path.Combine(hfDir, ModelFolder.ConfigFile));
         var kind = For(hf);
         var config = kind.ReadConfig(hf);
-        kind.ImportFiles(hfDir, outDir);                                                  // first: a file it refuses stops the export before anything is written
-        kind.Write(outDir, config);
-        return Artifacts.WriteWeights(outDir, hfDir, ps => kind.Initialize(ps, config, seed));
+        // Everything goes into a temporary folder first: a refused file or corrupted weights leave outDir as it was.
+        IReadOnlyList<string> unused = [];
+        AtomicFolder.Write(outDir, tmp =>
+        {
+            kind.ImportFiles(hfDir, tmp);
+            kind.Write(tmp, config);
+            unused = Artifacts.WriteWeights(tmp, hfDir, ps => kind.Initialize(ps, config, seed));
+        });
+        return unused;
     }
 
     /// <summary>

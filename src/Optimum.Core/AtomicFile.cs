@@ -25,3 +25,44 @@ public static class AtomicFile
         }
     }
 }
+
+/// <summary>Writes folders so that a failure leaves the destination as it was.</summary>
+public static class AtomicFolder
+{
+    /// <summary>
+    /// Calls <paramref name="fill"/> with a new temporary folder beside <paramref name="dir"/>; when it returns, the folder
+    /// becomes <paramref name="dir"/> (renamed into place, or, when <paramref name="dir"/> exists, its files moved in over
+    /// the old ones, leaving files the new folder does not have). When it throws, the temporary folder is deleted and
+    /// <paramref name="dir"/> is untouched.
+    /// </summary>
+    public static void Write(string dir, Action<string> fill)
+    {
+        var full = Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar);
+        if (File.Exists(full)) throw new IOException($"'{dir}' is a file; a model folder cannot be written there.");
+        var parent = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(parent);
+        var tmp = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        try
+        {
+            Directory.CreateDirectory(tmp);
+            fill(tmp);
+            if (!Directory.Exists(full)) Directory.Move(tmp, full);
+            else
+            {
+                foreach (var f in Directory.GetFiles(tmp)) File.Move(f, Path.Combine(full, Path.GetFileName(f)), overwrite: true);
+                foreach (var d in Directory.GetDirectories(tmp))
+                {
+                    var target = Path.Combine(full, Path.GetFileName(d));
+                    if (Directory.Exists(target)) Directory.Delete(target, true);
+                    Directory.Move(d, target);
+                }
+                Directory.Delete(tmp, true);
+            }
+        }
+        catch
+        {
+            if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
+            throw;
+        }
+    }
+}

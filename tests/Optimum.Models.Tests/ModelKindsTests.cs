@@ -66,6 +66,39 @@ public sealed class ModelKindsTests : IDisposable
         Assert.Contains("mlp models have no inference loader", e.Message);
     }
 
+    /// <summary>A failed export leaves its destination as it was: nothing new in a fresh one, the old files of an existing one.</summary>
+    [Fact]
+    public void FailedExport_LeavesTheDestinationAsItWas()
+    {
+        var cfg = new Gpt2Config { VocabSize = 61, NPositions = 16, NEmbd = 16, NLayer = 1, NHead = 2 };
+        var preset = Path.Combine(_dir, "preset");
+        ModelKinds.WritePreset(preset, cfg, seed: 1);
+        var ps = ModelFolder.ReadParameters(preset);
+        var hf = Path.Combine(_dir, "hf");
+        ModelKinds.ExportHf(hf, cfg, ps, HfWeights.Load(Path.Combine(preset, ModelFolder.WeightsFile), ps, out _));
+        var weights = Path.Combine(hf, ModelFolder.WeightsFile);
+        var good = File.ReadAllBytes(weights);
+
+        var fresh = Path.Combine(_dir, "out", "fresh");
+        var existing = Path.Combine(_dir, "out", "existing");
+        Directory.CreateDirectory(existing);
+        File.WriteAllText(Path.Combine(existing, "config.json"), "old");
+        foreach (var cut in new[] { good.Length - 1, good.Length / 2, 100, 9 })
+        {
+            File.WriteAllBytes(weights, good[..cut]);
+            foreach (var dest in new[] { fresh, existing })
+                Assert.Throws<InvalidDataException>(() => ModelKinds.Export(hf, dest));
+            Assert.False(Directory.Exists(fresh), $"a failed export (weights cut at {cut} bytes) created {fresh}");
+            Assert.Equal(["config.json"], Directory.GetFiles(existing).Select(Path.GetFileName));
+            Assert.Equal("old", File.ReadAllText(Path.Combine(existing, "config.json")));
+            Assert.Equal(["existing"], Directory.GetFileSystemEntries(Path.Combine(_dir, "out")).Select(Path.GetFileName));   // no temporary folders left
+        }
+        File.WriteAllBytes(weights, good);
+        ModelKinds.Export(hf, existing);
+        Assert.Equal(ps.Count, HfWeights.Load(Path.Combine(existing, ModelFolder.WeightsFile), ps, out _).Length);
+        Assert.NotEqual("old", File.ReadAllText(Path.Combine(existing, "config.json")));
+    }
+
     /// <summary>A GPT-2 whose vocab_size is below the BPE tokenizer's is refused at load (served, every request would be a 500).</summary>
     [Fact]
     public void LanguageModelTheTokenizerDoesNotFit_IsRefusedAtLoad()
