@@ -82,6 +82,9 @@ var train = new Command("train", "Train a model folder on text with AdamW/SGD, s
 train.SetAction(r =>
 {
     // Under mpirun every process is one rank of the MPI world; a failing rank stops the whole job.
+    // Counts are checked before anything starts (0 or negative ranks used to become 1, negative threads the default).
+    if (r.GetValue(tRanks) < 1) { Console.Error.WriteLine($"error: --ranks {r.GetValue(tRanks)} must be at least 1."); return 1; }
+    if (r.GetValue(tThreads) < 0) { Console.Error.WriteLine($"error: --threads {r.GetValue(tThreads)} must be >= 0 (0 = cores / ranks)."); return 1; }
     using var mpi = Optimum.Distributed.MpiCommunicator.LaunchedByMpirun ? new Optimum.Distributed.MpiCommunicator() : null;
     int localRanks = mpi is null ? Math.Max(1, r.GetValue(tRanks)) : int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") ?? "1");
     int threads = r.GetValue(tThreads) > 0 ? r.GetValue(tThreads) : Math.Max(1, Environment.ProcessorCount / localRanks);

@@ -18,7 +18,10 @@ public static class TimeSeriesFiles
     public static IReadOnlyList<TimeSeries> ReadVegaUnemployment(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Time-series file '{path}' does not exist.", path);
-        using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        JsonDocument parsed;
+        try { parsed = JsonDocument.Parse(File.ReadAllBytes(path)); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}); expected a JSON array of records {{series, year, month, count}}.", e); }
+        using var doc = parsed;
         if (doc.RootElement.ValueKind != JsonValueKind.Array)
             throw new InvalidDataException($"{path}: expected a JSON array of records, got {doc.RootElement.ValueKind}.");
 

@@ -52,6 +52,7 @@ public sealed record TrainerOptions
         if (Steps < 1 || BatchSize < 1 || GradAccum < 1) throw new ArgumentException($"steps {Steps}, batch size {BatchSize} and grad accum {GradAccum} must be positive.");
         if (ClipNorm < 0 || EvalEvery < 0 || SaveEvery < 0 || EvalSamples < 0 || KeepCheckpoints < 1)
             throw new ArgumentException("clip, eval-every, save-every and eval-samples must be >= 0; keep >= 1.");
+        if (StopAfter is < 1) throw new ArgumentException($"--stop-after {StopAfter} must be at least 1 update (omit it to run all {Steps} steps).");
         new LrSchedule(Schedule, Lr, Warmup, Steps).Validate();
         Optimizer.Validate();
         Ema?.Validate();

@@ -89,8 +89,14 @@ public sealed class GenerateImagesCommandTests(ITestOutputHelper output)
         finally { Directory.Delete(tmp, true); }
     }
 
-    /// <summary>Runs the built CLI (dotnet optimum-net.dll) and returns its exit code and standard error.</summary>
-    private (int Code, string Stderr) Cli(string args)
+    private (int Code, string Stderr) Cli(string args) => CliProcess.Run(args, output);
+}
+
+/// <summary>The built CLI (dotnet optimum-net.dll) as a process.</summary>
+internal static class CliProcess
+{
+    /// <summary>Runs it with <paramref name="args"/>; returns its exit code and standard error (both streams go to the test output).</summary>
+    public static (int Code, string Stderr) Run(string args, Xunit.Abstractions.ITestOutputHelper output)
     {
         var psi = new ProcessStartInfo("dotnet", $"{Path.Combine(AppContext.BaseDirectory, "optimum-net.dll")} {args}")
         {

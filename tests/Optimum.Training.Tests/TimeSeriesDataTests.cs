@@ -45,6 +45,15 @@ public sealed class TimeSeriesDataTests : IDisposable
             """);
         var s = TimeSeriesFiles.ReadVegaUnemployment(path);
         Assert.Equal(["A", "B"], s.Select(x => x.Name));
+        // Empty or garbage files are refused naming the file (they were a JsonReaderException with a stack trace).
+        foreach (var (name, text) in new[] { ("empty.json", ""), ("garbage.json", "not json {"), ("cut.json", "[{\"series\": \"A\", ") })
+        {
+            var bad = Path.Combine(_dir, name);
+            File.WriteAllText(bad, text);
+            var refused = Assert.Throws<InvalidDataException>(() => TimeSeriesFiles.Read(bad));
+            Assert.Contains(bad, refused.Message);
+            Assert.Contains("not valid JSON", refused.Message);
+        }
         Assert.Equal(new DateTime(2000, 12, 1), s[0].Start);
         Assert.Equal([2f, 3f, float.NaN], s[0].Values);
         Assert.Equal([7f], s[1].Values);
