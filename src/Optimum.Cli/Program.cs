@@ -236,14 +236,25 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
     var models = r.GetValue(sModels)!;
     // The command's options over the configuration section "Optimum" (appsettings.json, OPTIMUM__* variables), which
     // keeps supplying the rest (body and token limits, an API key when --api-key is not given).
-    var app = Optimum.Server.OptimumServer.Build(["--urls", r.GetValue(sUrls)!], b => Optimum.Server.OptimumServer.AddOptimum(b.Services, o =>
+    var app = Optimum.Server.OptimumServer.Build(["--urls", r.GetValue(sUrls)!], b =>
     {
-        o.Models = [.. models.Select(Optimum.Server.ServedModel.Parse)];
-        (o.MaxConcurrent, o.QueueLimit, o.RequestTimeoutSeconds, o.Threads) = (r.GetValue(sConc), r.GetValue(sQueue), r.GetValue(sTimeout), r.GetValue(sThreads));
-        if (r.GetValue(sKey) is { Length: > 0 } key) o.ApiKey = key;
-    }));
-    Console.WriteLine($"serving {string.Join(", ", models)} on {r.GetValue(sUrls)} (Ctrl-C stops after in-flight requests)");
-    app.Run();
+        // A start-up failure (port in use, a bad --urls) is reported below in one line; the host would also log it with its stack.
+        Microsoft.Extensions.Logging.FilterLoggingBuilderExtensions.AddFilter(b.Logging, "Microsoft.Extensions.Hosting.Internal.Host", Microsoft.Extensions.Logging.LogLevel.None);
+        Optimum.Server.OptimumServer.AddOptimum(b.Services, o =>
+        {
+            o.Models = [.. models.Select(Optimum.Server.ServedModel.Parse)];
+            (o.MaxConcurrent, o.QueueLimit, o.RequestTimeoutSeconds, o.Threads) = (r.GetValue(sConc), r.GetValue(sQueue), r.GetValue(sTimeout), r.GetValue(sThreads));
+            if (r.GetValue(sKey) is { Length: > 0 } key) o.ApiKey = key;
+        });
+    });
+    // Started before "serving" is printed: a failure to bind says so and exits 1.
+    try { app.StartAsync().GetAwaiter().GetResult(); }
+    catch (Exception e) when (e is FormatException or OverflowException or ArgumentOutOfRangeException)
+    {
+        throw new ArgumentException($"--urls '{r.GetValue(sUrls)}' is not a usable address ({e.Message}).", e);
+    }
+    Console.WriteLine($"serving {string.Join(", ", models)} on {string.Join(", ", app.Urls)} (Ctrl-C stops after in-flight requests)");
+    Microsoft.Extensions.Hosting.HostingAbstractionsHostExtensions.WaitForShutdownAsync(app).GetAwaiter().GetResult();
     return 0;
 }));
 root.Subcommands.Add(serve);

@@ -22,3 +22,38 @@ public sealed class TrainArgumentsTests(ITestOutputHelper output)
         Assert.Single(stderr.Trim().Split('\n'));
     }
 }
+
+/// <summary>serve's start-up failures are one line and exit 1, before "serving" is printed.</summary>
+public sealed class ServeStartupTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void PortInUse_AndBadUrls_AreOneLineErrors()
+    {
+        var dir = Repo.TempDir();
+        try
+        {
+            var model = Path.Combine(dir, "unet");
+            Optimum.Models.ModelKinds.WritePreset(model, new Optimum.Core.UNet2DConfig
+            {
+                SampleSize = 8, InChannels = 1, OutChannels = 1, BlockOutChannels = [8], LayersPerBlock = 1, NormNumGroups = 4,
+                DownBlockTypes = ["DownBlock2D"], UpBlockTypes = ["UpBlock2D"],
+            }, seed: 0);
+            using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+            taken.Start();
+            int port = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port;
+            foreach (var (urls, expected) in new[]
+            {
+                ($"http://127.0.0.1:{port}", "address already in use"),
+                ("garbage", "--urls 'garbage' is not a usable address"),
+                ("http://127.0.0.1:99999", "--urls 'http://127.0.0.1:99999' is not a usable address"),
+            })
+            {
+                var (code, stderr) = CliProcess.Run($"serve --model {model} --urls {urls} --threads 1", output);
+                Assert.Equal(1, code);
+                Assert.Contains(expected, stderr);
+                Assert.Single(stderr.Trim().Split('\n'));
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
