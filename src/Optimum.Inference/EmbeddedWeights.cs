@@ -23,7 +23,9 @@ public static class EmbeddedWeights
     public static InferenceSession Open(string path, IReadOnlyList<ParameterInfo> ps, IReadOnlyList<float[]> weights, SessionOptions options)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"'{path}' does not exist.", path);
-        var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        ModelProto model;
+        try { model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path)); }
+        catch (InvalidProtocolBufferException e) { throw new InvalidDataException($"'{path}' is not a readable ONNX model (truncated or corrupted?): {e.Message}", e); }
         var inputs = model.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         var parameters = ps.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
         var keep = model.Graph.Input.Where(i => !parameters.Contains(i.Name)).ToArray();

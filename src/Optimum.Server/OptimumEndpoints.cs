@@ -135,7 +135,8 @@ public static partial class OptimumServer
     private static async ValueTask<object?> Authorize(EndpointFilterInvocationContext fc, EndpointFilterDelegate next, string key)
     {
         var header = fc.HttpContext.Request.Headers.Authorization.ToString();
-        var given = header.StartsWith("Bearer ", StringComparison.Ordinal) ? header["Bearer ".Length..] : "";
+        // The scheme is case-insensitive (RFC 9110 §11.1): "bearer <key>" is the same credential.
+        var given = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header["Bearer ".Length..] : "";
         if (CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(given), Encoding.UTF8.GetBytes(key))) return await next(fc);
         fc.HttpContext.Response.Headers.WWWAuthenticate = "Bearer";
         return Problem(401, "Unauthorized", header.Length == 0 ? "This service needs an API key: send 'Authorization: Bearer <key>'." : "The API key is not valid.");

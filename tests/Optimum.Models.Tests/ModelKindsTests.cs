@@ -99,6 +99,24 @@ public sealed class ModelKindsTests : IDisposable
         Assert.NotEqual("old", File.ReadAllText(Path.Combine(existing, "config.json")));
     }
 
+    /// <summary>A corrupted inference graph is refused naming the file (it was a bare protobuf message).</summary>
+    [Fact]
+    public void CorruptedInferenceGraph_IsRefusedNamingTheFile()
+    {
+        var dir = Path.Combine(_dir, "corrupt");
+        ModelKinds.WritePreset(dir, new UNet2DConfig
+        {
+            SampleSize = 8, InChannels = 1, OutChannels = 1, BlockOutChannels = [8], LayersPerBlock = 1, NormNumGroups = 4,
+            DownBlockTypes = ["DownBlock2D"], UpBlockTypes = ["UpBlock2D"],
+        }, seed: 0);
+        var graph = Path.Combine(dir, ModelFolder.InferenceFile);
+        var bytes = File.ReadAllBytes(graph);
+        File.WriteAllBytes(graph, bytes[..(bytes.Length / 3)]);
+        var e = Assert.Throws<InvalidDataException>(() => ModelKinds.Load(dir));
+        Assert.Contains(graph, e.Message);
+        Assert.Contains("is not a readable ONNX model", e.Message);
+    }
+
     /// <summary>A GPT-2 whose vocab_size is below the BPE tokenizer's is refused at load (served, every request would be a 500).</summary>
     [Fact]
     public void LanguageModelTheTokenizerDoesNotFit_IsRefusedAtLoad()

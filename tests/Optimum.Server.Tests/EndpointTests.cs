@@ -171,6 +171,13 @@ public sealed class EndpointTests(ModelFixture model)
         await Problem(await c.PostAsync("/v1/completions", Json("{\"prompt\": \"x\"}")), HttpStatusCode.Unauthorized);
         c.DefaultRequestHeaders.Authorization = new("Bearer", "s3cret");
         Assert.Equal(HttpStatusCode.OK, (await c.GetAsync("/v1/models")).StatusCode);
+        foreach (var scheme in new[] { "bearer", "BEARER" })                                // the scheme is case-insensitive
+        {
+            c.DefaultRequestHeaders.Authorization = new(scheme, "s3cret");
+            Assert.Equal(HttpStatusCode.OK, (await c.GetAsync("/v1/models")).StatusCode);
+        }
+        c.DefaultRequestHeaders.Authorization = new("bearer", "S3CRET");                    // the key is not
+        await Problem(await c.GetAsync("/v1/models"), HttpStatusCode.Unauthorized);
         c.DefaultRequestHeaders.Authorization = null;
         Assert.Equal(HttpStatusCode.OK, (await c.GetAsync("/healthz")).StatusCode);      // health stays open
     }
