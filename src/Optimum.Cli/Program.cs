@@ -267,6 +267,7 @@ var mcChunk = new Option<int>("--chunk") { Description = "Elements per MPI call 
 var mpiCheck = new Command("mpi-check", "Run every collective under mpirun and check the results on each rank.") { mcChunk };
 mpiCheck.SetAction(r =>
 {
+    if (r.GetValue(mcChunk) < 1) { Console.Error.WriteLine($"error: --chunk {r.GetValue(mcChunk)} must be at least 1 element per MPI call."); return 1; }
     using var c = new Optimum.Distributed.MpiCommunicator();
     return MpiCheck.Run(c, r.GetValue(mcChunk));
 });

@@ -30,7 +30,13 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     private bool _disposed;
 
     /// <summary>Largest element count passed to one MPI call (MPI counts are ints); lowered in tests to exercise chunking.</summary>
-    public int MaxCount { get; set; } = int.MaxValue;
+    public int MaxCount
+    {
+        get => _maxCount;
+        // 0 would never advance through a buffer (a hang), not split it.
+        set => _maxCount = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(MaxCount), value, "Elements per MPI call must be at least 1.");
+    }
+    private int _maxCount = int.MaxValue;
 
     /// <summary>True when this process was started by mpirun (OpenMPI, or a PMI-based launcher).</summary>
     public static bool LaunchedByMpirun =>

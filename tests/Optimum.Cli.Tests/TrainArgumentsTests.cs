@@ -23,6 +23,20 @@ public sealed class TrainArgumentsTests(ITestOutputHelper output)
     }
 }
 
+/// <summary>mpi-check refuses a chunk that would never advance through a buffer (it hung).</summary>
+public sealed class MpiCheckArgumentsTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-5")]
+    public void ZeroOrNegativeChunk_IsAnError(string chunk)
+    {
+        var (code, stderr) = CliProcess.Run($"mpi-check --chunk {chunk}", output);
+        Assert.Equal(1, code);
+        Assert.Contains($"--chunk {chunk} must be at least 1", stderr);
+    }
+}
+
 /// <summary>serve's start-up failures are one line and exit 1, before "serving" is printed.</summary>
 public sealed class ServeStartupTests(ITestOutputHelper output)
 {
