@@ -260,14 +260,14 @@ public sealed class ForecastEndpointTests(ModelFixture lm, ForecastFixture fc) :
     [Fact]
     public async Task FullQueue_Gets429()
     {
-        await using var f = Factory(false, ("MaxConcurrent", "1"), ("QueueLimit", "0"));
+        await using var f = Factory(false, ("MaxConcurrent", "1"), ("QueueLimit", "0"), ("MaxForecastSamples", "1000"), ("MaxForecastSeries", "64"), ("MaxBodyBytes", "1000000"));
         var c = f.CreateClient();
-        // A long forecast takes the model first (8 requests sent at once could also run one after another and never meet);
+        // A long forecast (64 series of 1,000 paths, seconds) takes the model first (8 requests sent at once could also run one after another and never meet);
         // requests sent while it runs find no place.
         Task<HttpResponseMessage> slow = null!;
         for (int attempt = 0; attempt < 5; attempt++)
         {
-            slow = c.PostAsync("/v1/forecast", Body("{\"series\": [$S, $S, $S, $S, $S, $S, $S, $S], \"samples\": 1000}"));
+            slow = c.PostAsync("/v1/forecast", Body("{\"series\": [" + string.Join(", ", Enumerable.Repeat("$S", 64)) + "], \"samples\": 1000}"));
             await Task.Delay(300);
             if (!slow.IsCompleted) break;
         }
