@@ -17,21 +17,11 @@ public static partial class OptimumServer
         if (req is null) return refusal!;
         models.TryGetForecaster(req.Model, out var served);
 
-        // The model's turn first (a Forecaster takes one call at a time), then a generation slot: a request
-        // waiting for its model holds no slot that a completion could use.
-        IResult GaveUp()                                                                        // the client left while queued: its series count as cancelled
-        {
-            metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", "cancelled"));
-            return Results.Empty;
-        }
-        using var turn = await Acquire(served.Turn, ctx);
-        if (turn is null) return GaveUp();
-        if (!turn.IsAcquired)
-            return Problem(429, "Too many requests", $"Model '{req.Model}' forecasts one request at a time and its {o.QueueLimit} queue places are taken; retry later.");
-        using var slot = await Acquire(limiter, ctx);
-        if (slot is null) return GaveUp();
-        if (!slot.IsAcquired)
-            return Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later.");
+        // A Forecaster takes one call at a time; a client that leaves while queued has its series counted as cancelled.
+        var (leases, refused) = await AcquireTurnAndSlot(ctx, o, served.Turn, limiter, req.Model, "forecasts",
+            () => metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", "cancelled")));
+        if (leases is null) return refused!;
+        using var _ = leases;
 
         using var timeout = new RequestDeadline(o.RequestTimeoutSeconds, ctx.RequestAborted);
         var options = new ForecastOptions { Samples = req.Samples, Quantiles = req.Quantiles, Horizon = req.Horizon, Seed = req.Seed };
@@ -63,6 +53,42 @@ public static partial class OptimumServer
                 quantiles = req.Quantiles.ToDictionary(ForecastParser.Key, q => f.Quantiles[q]),
             }),
         });
+    }
+
+    /// <summary>
+    /// The model's turn, then a generation slot (a request waiting for its model holds no slot another model could use):
+    /// both leases to dispose when done, or the answer instead: 429 naming the full queue, or an empty response after
+    /// <paramref name="clientLeft"/> when the client hung up while queued. <paramref name="verb"/> says what the model does ("forecasts").
+    /// </summary>
+    private static async Task<(IDisposable? Leases, IResult? Answer)> AcquireTurnAndSlot(HttpContext ctx, ServerOptions o, ConcurrencyLimiter turn,
+        ConcurrencyLimiter slots, string model, string verb, Action clientLeft)
+    {
+        var t = await Acquire(turn, ctx);
+        if (t is null) { clientLeft(); return (null, Results.Empty); }
+        if (!t.IsAcquired)
+        {
+            t.Dispose();
+            return (null, Problem(429, "Too many requests", $"Model '{model}' {verb} one request at a time and its {o.QueueLimit} queue places are taken; retry later."));
+        }
+        var s = await Acquire(slots, ctx);
+        if (s is null || !s.IsAcquired)
+        {
+            s?.Dispose();
+            t.Dispose();
+            if (s is null) { clientLeft(); return (null, Results.Empty); }
+            return (null, Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later."));
+        }
+        return (new Leases(s, t), null);
+    }
+
+    /// <summary>Releases the slot, then the model's turn.</summary>
+    private sealed class Leases(RateLimitLease slot, RateLimitLease turn) : IDisposable
+    {
+        public void Dispose()
+        {
+            slot.Dispose();
+            turn.Dispose();
+        }
     }
 
     /// <summary>A lease from <paramref name="limiter"/> (not acquired when its queue is full), or null when the client left while queued.</summary>

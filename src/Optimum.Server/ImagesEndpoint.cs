@@ -21,15 +21,9 @@ public static partial class OptimumServer
         models.TryGetImageGenerator(req.Model, out var served);
         void Count(string outcome) => metrics.Images.Add(req.Count, new("model", req.Model), new("outcome", outcome));
 
-        // The model's turn first, then a generation slot: a request waiting for its model holds no slot that another model could use.
-        using var turn = await Acquire(served.Turn, ctx);
-        if (turn is null) { Count("cancelled"); return Results.Empty; }                     // the client left while queued
-        if (!turn.IsAcquired)
-            return Problem(429, "Too many requests", $"Model '{req.Model}' generates one request at a time and its {o.QueueLimit} queue places are taken; retry later.");
-        using var slot = await Acquire(limiter, ctx);
-        if (slot is null) { Count("cancelled"); return Results.Empty; }
-        if (!slot.IsAcquired)
-            return Problem(429, "Too many requests", $"All {o.MaxConcurrent} generation slots and {o.QueueLimit} queue places are taken; retry later.");
+        var (leases, busy) = await AcquireTurnAndSlot(ctx, o, served.Turn, limiter, req.Model, "generates", () => Count("cancelled"));
+        if (leases is null) return busy!;
+        using var _ = leases;
 
         using var timeout = new RequestDeadline(o.RequestTimeoutSeconds, ctx.RequestAborted);
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
