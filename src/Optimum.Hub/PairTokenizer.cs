@@ -14,6 +14,22 @@ public interface IPairTokenizer
 /// <summary>The tokenizer of a T5 model folder: spiece.model (SentencePiece, as HF ships T5) or vocab.json (a data-built vocabulary).</summary>
 public static class PairTokenizers
 {
+    /// <summary>The files a pair tokenizer is read from (whichever the folder has), in the order <see cref="Load"/> looks.</summary>
+    public static IReadOnlyList<string> Files { get; } = [SentencePieceText.FileName, SymbolTokenizer.FileName];
+
+    /// <summary>
+    /// Copies the tokenizer of <paramref name="fromDir"/> into <paramref name="toDir"/> after checking it loads, so an
+    /// export never carries a model without the tokenizer it was trained with (or a corrupt one).
+    /// </summary>
+    public static IPairTokenizer Copy(string fromDir, string toDir)
+    {
+        var tok = Load(fromDir);
+        Directory.CreateDirectory(toDir);
+        foreach (var name in Files.Where(f => File.Exists(Path.Combine(fromDir, f))))
+            Optimum.Core.AtomicFile.Write(Path.Combine(toDir, name), File.ReadAllBytes(Path.Combine(fromDir, name)));
+        return tok;
+    }
+
     public static IPairTokenizer Load(string dir)
     {
         if (File.Exists(Path.Combine(dir, SentencePieceText.FileName))) return SentencePieceText.Load(dir);

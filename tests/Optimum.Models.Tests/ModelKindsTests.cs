@@ -131,6 +131,44 @@ public sealed class ModelKindsTests : IDisposable
         Assert.NotNull(model.Generator);
     }
 
+    /// <summary>
+    /// An HF T5 folder with a data-built vocab.json exports with its tokenizer (generate on the export found none), a
+    /// tokenizer larger than the vocabulary is refused before anything is written, and trained weights written for
+    /// transformers carry it too.
+    /// </summary>
+    [Fact]
+    public void T5Export_CarriesTheTokenizer()
+    {
+        var cfg = new T5Config { VocabSize = 40, DModel = 16, DKv = 4, DFf = 32, NumLayers = 1, NumDecoderLayers = 1, NumHeads = 2 };
+        var preset = Path.Combine(_dir, "t5-preset");
+        ModelKinds.WritePreset(preset, cfg, seed: 2);
+        var ps = ModelFolder.ReadParameters(preset);
+        var hf = Path.Combine(_dir, "t5-hf");
+        ModelKinds.ExportHf(hf, cfg, ps, HfWeights.Load(Path.Combine(preset, ModelFolder.WeightsFile), ps, out _));
+        var tok = SymbolTokenizer.Build([("abc", "x y"), ("ba", "y z")]);
+        tok.Save(hf);
+
+        var out1 = Path.Combine(_dir, "t5-export");
+        ModelKinds.Export(hf, out1);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(hf, SymbolTokenizer.FileName)), File.ReadAllBytes(Path.Combine(out1, SymbolTokenizer.FileName)));
+        using (var model = ModelKinds.Load(out1))
+        {
+            var done = model.Generator!.Complete("abc", new Optimum.Inference.GenerationOptions { MaxNewTokens = 3 });
+            Assert.InRange(done.CompletionTokens, 1, 3);
+            Assert.Equal(tok.EncodeSource("abc").Length, done.PromptTokens);
+        }
+        var back = Path.Combine(_dir, "t5-back");
+        ModelKinds.For(cfg).ExportFiles(out1, back);
+        Assert.True(File.Exists(Path.Combine(back, SymbolTokenizer.FileName)));
+
+        // 41 symbols for a vocabulary of 40: refused, naming both, and the destination is not created.
+        SymbolTokenizer.Build([(string.Concat(Enumerable.Range(0, 37).Select(i => (char)('A' + i))), "w")]).Save(hf);
+        var out2 = Path.Combine(_dir, "t5-refused");
+        var e = Assert.Throws<InvalidDataException>(() => ModelKinds.Export(hf, out2));
+        Assert.Contains("has 41 tokens but its config.json's vocab_size is 40", e.Message);
+        Assert.False(Directory.Exists(out2));
+    }
+
     [Fact]
     public void DiffusersUNetFolder_ExportsWithItsWeights_AndInitialisesAsTorch()
     {

@@ -54,6 +54,27 @@ public sealed class T5Kind : ModelKind<T5Config>
         return data;
     }
 
+    /// <summary>
+    /// The HF folder's tokenizer (spiece.model or vocab.json), checked to load and to fit the vocabulary: generation needs
+    /// it beside the weights. A folder without one exports without one (a data-built vocab.json can be added later).
+    /// </summary>
+    public override void ImportFiles(string hfDir, string modelDir)
+    {
+        if (!HasTokenizer(hfDir)) return;
+        var tok = PairTokenizers.Copy(hfDir, modelDir);
+        var c = ReadConfig(HfConfig.Load(Path.Combine(hfDir, ModelFolder.ConfigFile)));
+        if (tok.VocabSize > c.VocabSize)
+            throw new InvalidDataException($"The tokenizer of '{hfDir}' has {tok.VocabSize} tokens but its config.json's vocab_size is {c.VocabSize}.");
+    }
+
+    /// <summary>The model folder's tokenizer (when it has one) beside trained weights written for transformers.</summary>
+    public override void ExportFiles(string modelDir, string hfDir)
+    {
+        if (HasTokenizer(modelDir)) PairTokenizers.Copy(modelDir, hfDir);
+    }
+
+    private static bool HasTokenizer(string dir) => PairTokenizers.Files.Any(f => File.Exists(Path.Combine(dir, f)));
+
     public override LoadedModel Load(string dir, SessionSettings? settings = null)
     {
         var lm = new Seq2SeqLm(dir, settings: settings);
