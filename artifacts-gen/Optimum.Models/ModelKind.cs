@@ -16,6 +16,8 @@ public interface IModelKind
     string TrainingData { get; }
     /// <summary>Throughput unit of its training progress ("tok/s", "windows/s").</summary>
     string ThroughputUnit { get; }
+    /// <summary>Whether its training data is cut into windows of <see cref="DataOptions.SeqLen"/> tokens (causal LMs); other kinds refuse a sequence length.</summary>
+    bool CutsWindows { get; }
 
     /// <summary>The typed config of an HF config.json; unsupported values are refused naming the field.</summary>
     object ReadConfig(HfConfig config);
@@ -44,6 +46,7 @@ public abstract class ModelKind<TConfig> : IModelKind where TConfig : class, IHf
     public Type ConfigType => typeof(TConfig);
     public virtual string TrainingData => "no training files (not trainable from the command line)";
     public virtual string ThroughputUnit => "tok/s";
+    public virtual bool CutsWindows => false;
 
     public TConfig ReadConfig(HfConfig config) => TConfig.FromHf(config);
     public JsonObject ToHf(TConfig config) => config.ToHf();

@@ -46,7 +46,7 @@ var options = new TrainerOptions
 };
 try
 {
-    if (TrainingJob.Run(new TrainingJobOptions(options, [pairsFile], SeqLen: 0, ValidationFraction: 1000.0 / rest.Length), Console.Out).Interrupted) return 130;
+    if (TrainingJob.Run(new TrainingJobOptions(options, [pairsFile], ValidationFraction: 1000.0 / rest.Length), Console.Out).Interrupted) return 130;
 }
 catch (Exception e) when (ExpectedErrors.Are(e)) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
 

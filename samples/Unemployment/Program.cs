@@ -49,7 +49,7 @@ var options = new TrainerOptions
 };
 try
 {
-    if (TrainingJob.Run(new TrainingJobOptions(options, [trainFile], SeqLen: 0), Console.Out).Interrupted) return 130;
+    if (TrainingJob.Run(new TrainingJobOptions(options, [trainFile]), Console.Out).Interrupted) return 130;
 }
 catch (Exception e) when (ExpectedErrors.Are(e)) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
 

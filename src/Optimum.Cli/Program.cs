@@ -53,7 +53,7 @@ var tData = new Option<string[]>("--data") { Description = "What the model's kin
 var tOut = new Option<string>("--out") { Description = "Output folder: checkpoints/, metrics.jsonl, loss.png, final/, hf/.", DefaultValueFactory = _ => "out/train" };
 var tSteps = new Option<long>("--steps") { Description = "Optimizer updates.", DefaultValueFactory = _ => 200 };
 var tBatch = new Option<int>("--batch-size") { Description = "Sequences per micro-batch.", DefaultValueFactory = _ => 8 };
-var tSeq = new Option<int>("--seq-len") { Description = "Tokens per sequence.", DefaultValueFactory = _ => 128 };
+var tSeq = new Option<int?>("--seq-len") { Description = "Causal LMs (gpt2): tokens per training window (default 128, at most n_positions). Other kinds train at their config's lengths and refuse it." };
 var tLr = new Option<double>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 1e-3 };
 var tWarm = new Option<long>("--warmup") { Description = "Linear warmup updates.", DefaultValueFactory = _ => 20 };
 var tSched = new Option<string>("--schedule") { Description = "constant, linear or cosine.", DefaultValueFactory = _ => "cosine" };

@@ -147,6 +147,19 @@ public sealed class Trainer : IDisposable
     /// <summary>Samples per update over all ranks.</summary>
     private long SamplesPerStep => (long)_o.BatchSize * _o.GradAccum * _comm.Size;
 
+    /// <summary>
+    /// Refuses data with fewer training samples than one update takes over all ranks (batch size x grad accum x
+    /// ranks): every update would repeat samples. Cheap; run it before loading weights on many ranks.
+    /// </summary>
+    public static void CheckDataFits(IBatchSource data, TrainerOptions o, int ranks)
+    {
+        long global = (long)o.BatchSize * o.GradAccum * ranks;
+        if (data.TrainSamples < global)
+            throw new InvalidDataException(global == o.BatchSize
+                ? $"The data has {data.TrainSamples:N0} training samples, fewer than one batch of {o.BatchSize}."
+                : $"The data has {data.TrainSamples:N0} training samples, fewer than one update takes: batch size {o.BatchSize} x grad accum {o.GradAccum} x {ranks} rank(s) = {global:N0}.");
+    }
+
     public TrainResult Run(CancellationToken cancel = default)
     {
         if (Lead) Directory.CreateDirectory(_o.OutputDir);
@@ -160,8 +173,7 @@ public sealed class Trainer : IDisposable
             (start, skipped) = (state.Step, state.SkippedSteps);
             if (Lead) Log?.Invoke($"resumed from {dir} at step {start} ({state.WorldSize} rank(s) then, {_comm.Size} now)");
         }
-        if (_data.TrainSamples < _o.BatchSize)
-            throw new InvalidDataException($"The data has {_data.TrainSamples} training samples, fewer than one batch of {_o.BatchSize}.");
+        CheckDataFits(_data, _o, _comm.Size);
         var index = new SampleIndex(_data.TrainSamples, _o.Steps * SamplesPerStep, _o.Seed);
         var history = new List<StepMetrics>();
         var evals = new List<EvalMetrics>();

@@ -9,12 +9,12 @@ namespace Optimum.Training;
 /// <summary>Options of a <see cref="TrainingJob"/> beyond the trainer's own.</summary>
 /// <param name="Trainer">The trainer's options.</param>
 /// <param name="Data">Text files (GPT-2), pair files (T5) or series files (time-series models): what the model's kind reads.</param>
-/// <param name="SeqLen">Tokens per causal-LM window.</param>
+/// <param name="SeqLen">Tokens per causal-LM window (null: 128); refused for kinds that train on whole examples (pairs, series windows, images).</param>
 /// <param name="ValidationFraction">Share of the text or pairs held out for validation.</param>
 /// <param name="CacheDir">Where token caches go.</param>
 /// <param name="Holdout">Time series: points at the end of each series kept out of training windows (default: prediction_length).</param>
 /// <param name="LabelDropout">Class-conditional diffusion models: share of labels dropped to the null label (for classifier-free guidance).</param>
-public sealed record TrainingJobOptions(TrainerOptions Trainer, IReadOnlyList<string> Data, int SeqLen = 128, double ValidationFraction = 0.05,
+public sealed record TrainingJobOptions(TrainerOptions Trainer, IReadOnlyList<string> Data, int? SeqLen = null, double ValidationFraction = 0.05,
     string? CacheDir = null, int? Holdout = null, double LabelDropout = 0.1);
 
 /// <summary>
@@ -40,7 +40,10 @@ public sealed class TrainingJob : IDisposable
         Kind = ModelKinds.For(hf);
         ModelType = hf.ModelType!;                                                      // For refuses a folder without one
         var config = Kind.ReadConfig(hf);
+        if (o.SeqLen is int seqLen && !Kind.CutsWindows)
+            throw new ArgumentException($"--seq-len {seqLen} does not apply to {ModelType} models, which train on {Kind.TrainingData} at the lengths their config.json sets; leave it out.");
         Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout, t.Seed, o.LabelDropout), config, _say);
+        Trainer.CheckDataFits(Data, t, comm.Size);                                       // before every rank loads weights and sessions
         var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
         Trainer = new Trainer(t, Data, weights, comm);
         Trainer.Log += _say;

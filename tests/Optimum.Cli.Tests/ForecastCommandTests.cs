@@ -38,7 +38,7 @@ public sealed class ForecastCommandTests
                 ModelDir = model, OutputDir = Path.Combine(tmp, "run"), Steps = 20, BatchSize = 8, Lr = 3e-3, Warmup = 2, EvalEvery = 0, SaveEvery = 0,
                 Session = new SessionSettings { IntraOpThreads = 1 },
             };
-            var r = TrainCommand.Run(new TrainingJobOptions(options, [csv], SeqLen: 0));
+            var r = TrainCommand.Run(new TrainingJobOptions(options, [csv]));
             Assert.Equal(20, r.Steps);
             Assert.True(File.Exists(Path.Combine(tmp, "run", "loss.png")));
             var output = new StringWriter();

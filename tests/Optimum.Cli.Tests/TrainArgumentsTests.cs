@@ -23,6 +23,57 @@ public sealed class TrainArgumentsTests(ITestOutputHelper output)
     }
 }
 
+/// <summary>
+/// Options that do not fit the model or the data are refused naming them: --seq-len for kinds that train at their
+/// config's lengths (it was silently ignored), and a global batch larger than the data (--ranks 200 ran out of memory).
+/// </summary>
+public sealed class TrainDataArgumentsTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private (int Code, string Stderr) Train(string model, string data, string flags) =>
+        CliProcess.Run($"train --model {model} --data {data} --out {Path.Combine(_dir, "out-" + Guid.NewGuid().ToString("N"))} --steps 2 {flags}", output);
+
+    [Theory]
+    [InlineData("t5", "2")]
+    [InlineData("t5", "100000")]
+    [InlineData("informer", "-1")]
+    [InlineData("time_series_transformer", "16")]
+    public void SeqLen_IsRefusedForKindsThatDoNotCutWindows(string type, string seqLen)
+    {
+        var model = Path.Combine(_dir, type);
+        Optimum.Models.ModelKinds.WritePreset(model, type == "t5"
+            ? new Optimum.Core.T5Config { VocabSize = 40, DModel = 16, DKv = 4, DFf = 32, NumLayers = 1, NumDecoderLayers = 1, NumHeads = 2 }
+            : Optimum.Core.TimeSeriesConfig.Monthly(type, seriesCount: 3), seed: 0);
+        var data = Path.Combine(_dir, "data.tsv");
+        File.WriteAllText(data, "a\tb\n");
+        var (code, stderr) = Train(model, data, $"--seq-len {seqLen}");
+        Assert.Equal(1, code);
+        Assert.Contains($"--seq-len {seqLen} does not apply to {type} models", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
+    [Theory]
+    [InlineData("1", "--seq-len 1 must be at least 2")]
+    [InlineData("257", "--seq-len 257 exceeds the model's n_positions 256")]
+    public void SeqLen_OutsideTheCausalLmsRange_IsRefused(string seqLen, string expected)
+    {
+        var (code, stderr) = Train(Repo.Path("models", "gpt2-mini"), Repo.Path("samples", "data", "moby-dick.txt"), $"--seq-len {seqLen}");
+        Assert.Equal(1, code);
+        Assert.Contains(expected, stderr);
+    }
+
+    /// <summary>200 in-process ranks of 16 digits each want 3,200 samples per update; the data has fewer. Refused before any rank loads weights.</summary>
+    [Fact]
+    public void GlobalBatchLargerThanTheData_IsRefused()
+    {
+        var (code, stderr) = Train(Repo.Path("models", "mlp-digits"), Repo.Path("samples", "data", "digits.csv.gz"), "--ranks 200 --batch-size 16");
+        Assert.Equal(1, code);
+        Assert.Matches(@"The data has [\d,]+ training samples, fewer than one update takes: batch size 16 x grad accum 1 x 200 rank\(s\) = 3,200", stderr);
+    }
+}
+
 /// <summary>mpi-check refuses a chunk that would never advance through a buffer (it hung).</summary>
 public sealed class MpiCheckArgumentsTests(ITestOutputHelper output)
 {

@@ -11,6 +11,7 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
     };
 
     public override IReadOnlyList<string> ModelTypes { get; } = ["gpt2"];
+    public override bool CutsWindows => true;
     public override string TrainingData => "text files or folders (*.txt; each file one document)";
 
 
@@ -41,11 +42,13 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
     /// <summary>Text tokenized with GPT-2's BPE (cached), cut into windows of <see cref="DataOptions.SeqLen"/> tokens.</summary>
     public override IBatchSource OpenTrainingData(DataOptions o, Gpt2Config c, Action<string> say)
     {
-        if (o.SeqLen > c.NPositions) throw new ArgumentException($"--seq-len {o.SeqLen} exceeds the model's n_positions {c.NPositions}.");
+        int seqLen = o.SeqLen ?? Math.Min(DataOptions.DefaultSeqLen, c.NPositions);
+        if (seqLen > c.NPositions) throw new ArgumentException($"--seq-len {seqLen} exceeds the model's n_positions {c.NPositions}.");
+        if (seqLen < 2) throw new ArgumentException($"--seq-len {seqLen} must be at least 2 (the loss predicts each token from the ones before it).");
         if (c.VocabSize < Gpt2Tokenizer.EndOfText + 1) throw new ArgumentException($"The model's vocab_size {c.VocabSize} is smaller than GPT-2's BPE vocabulary ({Gpt2Tokenizer.EndOfText + 1}).");
         var corpus = TokenCorpus.Load(o.Files, o.CacheDir, say);
-        var data = new LmData(corpus.Tokens, o.SeqLen, o.ValidationFraction);
-        say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation windows of {o.SeqLen} tokens");
+        var data = new LmData(corpus.Tokens, seqLen, o.ValidationFraction);
+        say($"data: {data.TrainSamples:N0} training and {data.ValidationSamples:N0} validation windows of {seqLen} tokens");
         return data;
     }
 
