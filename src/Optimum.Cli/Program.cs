@@ -161,7 +161,7 @@ var gEarly = new Option<bool>("--early-stopping") { Description = "Stop beam sea
 var gStop = new Option<string[]>("--stop") { Description = "Stop strings (not included in the output).", AllowMultipleArgumentsPerToken = true };
 var gSeed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
 var gStream = new Option<bool>("--stream") { Description = "Print text as it is generated." };
-var generate = new Command("generate", "Continue a prompt with a trained causal LM (KV cache): greedy, sampling, beam search, streaming.")
+var generate = new Command("generate", "Text from a language model folder: continue a prompt (gpt2) or transduce it (t5); greedy, sampling, beam search, streaming.")
 {
     gModel, gPrompt, gMax, gTemp, gTopK, gTopP, gRep, gBeams, gLenPen, gEarly, gStop, gSeed, gStream,
 };
@@ -178,15 +178,18 @@ generate.SetAction(r => ExpectedErrors.Report(() =>
         EarlyStopping = r.GetValue(gEarly), Seed = r.GetValue(gSeed),
     };
     var stop = r.GetValue(gStop) ?? [];
-    if (gen.Task == Optimum.Inference.ModelTask.Seq2Seq) Console.Write($"{prompt} -> ");
-    else Console.Write(prompt);
+    // Everything is checked before the prompt is echoed: an error is the only output.
+    o.Validate(key => "--" + key.Replace('_', '-'));
+    if (gen.CheckLength(gen.Encode(prompt).Count, o.MaxNewTokens, "--max-new-tokens") is { } tooLong) throw new ArgumentException(tooLong);
+    var echo = gen.Task == Optimum.Inference.ModelTask.Seq2Seq ? $"{prompt} -> " : prompt;
     if (r.GetValue(gStream))
     {
+        Console.Write(echo);
         var stream = gen.StreamAsync(prompt, o, stop).GetAsyncEnumerator();
         while (stream.MoveNextAsync().AsTask().GetAwaiter().GetResult()) Console.Write(stream.Current);
         Console.WriteLine();
     }
-    else Console.WriteLine(gen.Complete(prompt, o, stop).Text);
+    else Console.WriteLine(echo + gen.Complete(prompt, o, stop).Text);       // nothing printed when the model fails
     return 0;
 }));
 root.Subcommands.Add(generate);

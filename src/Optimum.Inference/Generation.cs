@@ -23,16 +23,23 @@ public sealed record GenerationOptions
     /// <summary>Beam search stops as soon as NumBeams hypotheses are finished.</summary>
     public bool EarlyStopping { get; init; }
 
-    public void Validate()
+    /// <summary>
+    /// Refuses values out of range with an <see cref="ArgumentException"/> naming the option: by its HF name
+    /// (max_new_tokens), or as <paramref name="name"/> spells an HF name for the caller (a flag: --max-new-tokens).
+    /// </summary>
+    public void Validate(Func<string, string>? name = null)
     {
-        void Check(bool ok, string what) { if (!ok) throw new ArgumentOutOfRangeException(what, $"Invalid generation option: {what}."); }
-        Check(MaxNewTokens >= 1, $"max_new_tokens {MaxNewTokens} must be >= 1");
-        Check(Temperature is >= 0 and <= 100 && double.IsFinite(Temperature), $"temperature {Temperature} must be in [0, 100]");
-        Check(TopK >= 0, $"top_k {TopK} must be >= 0");
-        Check(TopP is > 0 and <= 1, $"top_p {TopP} must be in (0, 1]");
-        Check(RepetitionPenalty is > 0 and <= 100, $"repetition_penalty {RepetitionPenalty} must be in (0, 100]");
-        Check(NumBeams is >= 1 and <= 64, $"num_beams {NumBeams} must be in [1, 64]");
-        Check(double.IsFinite(LengthPenalty), $"length_penalty {LengthPenalty} must be finite");
+        void Check(bool ok, string key, object value, string rule)
+        {
+            if (!ok) throw new ArgumentException($"Invalid generation option: {name?.Invoke(key) ?? key} {value} must be {rule}.");
+        }
+        Check(MaxNewTokens >= 1, "max_new_tokens", MaxNewTokens, ">= 1");
+        Check(Temperature is >= 0 and <= 100 && double.IsFinite(Temperature), "temperature", Temperature, "in [0, 100]");
+        Check(TopK >= 0, "top_k", TopK, ">= 0");
+        Check(TopP is > 0 and <= 1, "top_p", TopP, "in (0, 1]");
+        Check(RepetitionPenalty is > 0 and <= 100, "repetition_penalty", RepetitionPenalty, "in (0, 100]");
+        Check(NumBeams is >= 1 and <= 64, "num_beams", NumBeams, "in [1, 64]");
+        Check(double.IsFinite(LengthPenalty), "length_penalty", LengthPenalty, "finite");
     }
 }
 

@@ -57,10 +57,22 @@ public abstract class KvCacheState : IDecodeState
         Length += seq;
         Batch = batch;
         var logits = _outputs[0].GetTensorDataAsSpan<float>();
-        if (seq == 1) return logits;
+        if (seq == 1) return RequireFinite(logits);
         var last = new float[batch * _vocab];
         for (int b = 0; b < batch; b++) logits.Slice(((b + 1) * seq - 1) * _vocab, _vocab).CopyTo(last.AsSpan(b * _vocab));
-        return last;
+        return RequireFinite(last);
+    }
+
+    /// <summary>
+    /// NaN or infinite logits (finite weights that overflow, e.g. a run trained on with --skip-nonfinite into
+    /// divergence) would be decoded as garbage text; they stop generation with an error instead.
+    /// </summary>
+    private ReadOnlySpan<float> RequireFinite(ReadOnlySpan<float> logits)
+    {
+        int bad = logits.IndexOfAnyExceptInRange(float.MinValue, float.MaxValue);
+        if (bad >= 0)
+            throw new NonFiniteOutputException($"The model's logits hold {logits[bad]} (row {bad / _vocab}, token {bad % _vocab}) after {Length} positions: its weights overflow in float32 (a diverged training run?); generation stopped.");
+        return logits;
     }
 
     /// <summary>Reorders the cache rows: row i becomes old row <paramref name="rows"/>[i] (beam search); in place, in native memory.</summary>
@@ -85,3 +97,6 @@ public abstract class KvCacheState : IDecodeState
         GC.SuppressFinalize(this);
     }
 }
+
+/// <summary>A model produced NaN or infinite outputs from valid inputs: the model is at fault, not the request.</summary>
+public sealed class NonFiniteOutputException(string message) : InvalidOperationException(message);

@@ -63,11 +63,14 @@ public sealed class TextGenerator
     /// <summary>Prompt tokens of <paramref name="prompt"/>.</summary>
     public IReadOnlyList<int> Encode(string prompt) => _encode(prompt);
 
-    /// <summary>Why a prompt of <paramref name="promptTokens"/> with <paramref name="maxTokens"/> new tokens does not fit, or null.</summary>
-    public string? CheckLength(int promptTokens, int maxTokens) => PromptSharesContext
-        ? promptTokens + maxTokens > MaxPositions ? $"The prompt has {promptTokens} tokens; with max_tokens {maxTokens} that exceeds the model's context of {MaxPositions} tokens." : null
+    /// <summary>
+    /// Why a prompt of <paramref name="promptTokens"/> with <paramref name="maxTokens"/> new tokens does not fit, or null;
+    /// <paramref name="maxName"/> is what the caller calls the token limit (the request field, or a flag).
+    /// </summary>
+    public string? CheckLength(int promptTokens, int maxTokens, string maxName = "max_tokens") => PromptSharesContext
+        ? promptTokens + maxTokens > MaxPositions ? $"The prompt has {promptTokens} tokens; with {maxName} {maxTokens} that exceeds the model's context of {MaxPositions} tokens." : null
         : promptTokens > MaxPositions ? $"The prompt has {promptTokens} tokens; the model's input holds {MaxPositions}."
-        : maxTokens + 1 > MaxPositions ? $"max_tokens {maxTokens} plus the decoder start token exceeds the model's output length of {MaxPositions} tokens." : null;
+        : maxTokens + 1 > MaxPositions ? $"{maxName} {maxTokens} plus the decoder start token exceeds the model's output length of {MaxPositions} tokens." : null;
 
     public Completion Complete(string prompt, GenerationOptions o, IReadOnlyList<string>? stop = null, CancellationToken cancel = default)
     {

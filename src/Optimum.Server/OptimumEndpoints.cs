@@ -119,7 +119,9 @@ public static partial class OptimumServer
             if (status >= 500)
                 ctx.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(OptimumServer).FullName!).LogError(e, "{Method} {Path} failed", ctx.Request.Method, ctx.Request.Path);
             ctx.Response.Clear();
-            await Results.Problem(statusCode: status, detail: status < 500 ? e.Message : null).ExecuteAsync(ctx);
+            // A model that outputs NaN is a server-side fault worth naming (its message holds no request data).
+            var detail = status < 500 || e is Optimum.Inference.NonFiniteOutputException ? e.Message : null;
+            await Results.Problem(statusCode: status, detail: detail).ExecuteAsync(ctx);
         }
         finally
         {

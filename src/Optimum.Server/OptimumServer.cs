@@ -158,6 +158,12 @@ public static partial class OptimumServer
         {
             // The client went away: the generation has stopped with the stream.
         }
+        catch (Optimum.Inference.NonFiniteOutputException e)
+        {
+            // The model broke mid-stream (the 200 is already sent): an error event and a clean end, not a cut connection.
+            await Send(new { error = new { message = e.Message, type = "model_error" } });
+            await ctx.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
+        }
         return Results.Empty;
     }
 }

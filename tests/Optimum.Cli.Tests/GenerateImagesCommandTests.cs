@@ -98,6 +98,13 @@ internal static class CliProcess
     /// <summary>Runs it with <paramref name="args"/>; returns its exit code and standard error (both streams go to the test output).</summary>
     public static (int Code, string Stderr) Run(string args, Xunit.Abstractions.ITestOutputHelper output)
     {
+        var (code, _, stderr) = RunWithOutput(args, output);
+        return (code, stderr);
+    }
+
+    /// <summary>As <see cref="Run"/>, with standard output too.</summary>
+    public static (int Code, string Stdout, string Stderr) RunWithOutput(string args, Xunit.Abstractions.ITestOutputHelper output)
+    {
         var psi = new ProcessStartInfo("dotnet", $"{Path.Combine(AppContext.BaseDirectory, "optimum-net.dll")} {args}")
         {
             RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false,
@@ -107,7 +114,7 @@ internal static class CliProcess
         var stderr = p.StandardError.ReadToEnd();
         p.WaitForExit();
         output.WriteLine($"$ optimum-net {args} -> exit {p.ExitCode}\n{stdout.Result}{stderr}");
-        return (p.ExitCode, stderr);
+        return (p.ExitCode, stdout.Result, stderr);
     }
 }
 

@@ -169,6 +169,28 @@ public sealed class ModelKindsTests : IDisposable
         Assert.False(Directory.Exists(out2));
     }
 
+    /// <summary>Every kind's inference loader refuses weights holding NaN or infinity, naming the folder and the tensor.</summary>
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("t5")]
+    [InlineData("informer")]
+    [InlineData("UNet2DModel")]
+    public void NonFiniteWeights_AreRefusedAtLoad(string type)
+    {
+        var dir = Path.Combine(_dir, type + "-nan");
+        var config = type == "gpt2" ? new Gpt2Config { VocabSize = 50257, NPositions = 16, NEmbd = 8, NLayer = 1, NHead = 2 } : Config(type);
+        ModelKinds.WritePreset(dir, config, seed: 0);
+        if (type == "t5") SymbolTokenizer.Build([("ab", "c")]).Save(dir);
+        var ps = ModelFolder.ReadParameters(dir);
+        var path = Path.Combine(dir, ModelFolder.WeightsFile);
+        var w = HfWeights.Load(path, ps, out _);
+        int last = ps.Count - 1;
+        w[last][w[last].Length - 1] = type == "informer" ? float.NegativeInfinity : float.NaN;
+        HfWeights.Save(path, ps, w);
+        var e = Assert.Throws<InvalidDataException>(() => ModelKinds.Load(dir));
+        Assert.Contains($"'{dir}': weight '{ps[last].Name}' holds {(type == "informer" ? "-Infinity" : "NaN")} at element {w[last].Length - 1}", e.Message);
+    }
+
     [Fact]
     public void DiffusersUNetFolder_ExportsWithItsWeights_AndInitialisesAsTorch()
     {

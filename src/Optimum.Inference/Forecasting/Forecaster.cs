@@ -57,6 +57,7 @@ public sealed class Forecaster : IDisposable
         var c = TimeSeriesConfig.FromHf(ModelFolder.ReadConfig(modelDir));      // refuses other model types, naming the file
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
+        FiniteWeights.Require(modelDir, ps, weights);
         ModelType = c.ModelType;
         (PredictionLength, ContextLength, PastLength, _lags) = (c.PredictionLength, c.ContextLength, c.PastLength, c.LagsSequence);
         (TimeFeatureCount, StaticCategoricalCount, _cardinality, StaticRealCount) = (c.TimeFeatureCount, c.NumStaticCategoricalFeatures, c.Cardinality, c.NumStaticRealFeatures);
@@ -222,6 +223,11 @@ public sealed class Forecaster : IDisposable
         {
             foreach (var v in inputs.Values) v.Dispose();
         }
+        // The model scales each history by its mean (or standard deviation) in float32: values near float's range overflow
+        // there, which is the input's doing (the weights were checked finite at load), not a broken model.
+        for (int i = 0; i < n; i++)
+            if (!float.IsFinite(loc[i]) || !float.IsFinite(scale[i]))
+                throw new ArgumentException($"series {first + i}: its values (largest magnitude {series[i].Values.Where(float.IsFinite).Max(Math.Abs):G3}) overflow the model's float32 scaling (loc {loc[i]}, scale {scale[i]}); divide the series by a constant and multiply the forecast by it.");
 
         // Every path: its scaled sequence (history then samples), the encoder output repeated, its generator.
         int le = EncoderLength, d = DModel, f = FeatureSize, sf = StaticFeatureCount, nl = _lags.Length;
@@ -269,7 +275,7 @@ public sealed class Forecaster : IDisposable
                 stepParams?.Add(ps);
                 for (int j = 0; j < np; j++)
                     if (Array.FindIndex(ps[j], v => !float.IsFinite(v)) is var bad and >= 0)
-                        throw new InvalidOperationException($"'{ModelDir}' gave a non-finite distribution parameter ({ps[j][bad]}) at step {k + 1} for series {first + bad / sCount}: the weights are broken (diverged training?).");
+                        throw new NonFiniteOutputException($"'{ModelDir}' gave a non-finite distribution parameter ({ps[j][bad]}) at step {k + 1} for series {first + bad / sCount} from a finite, scaled history: the weights overflow in float32 (diverged training?).");
             }
             finally
             {
@@ -280,7 +286,7 @@ public sealed class Forecaster : IDisposable
                 int i = r / sCount;
                 double y = forced is null ? Draw(ps, r, loc[i], scale[i], rngs[r]) : forced[i][k];
                 if (!float.IsFinite((float)y))
-                    throw new InvalidOperationException($"Series {first + i}: step {k + 1} drew {y}, beyond float range (loc {loc[i]}, scale {scale[i]}); the history's scale is too large for this model.");
+                    throw new ArgumentException($"series {first + i}: step {k + 1} drew {y}, beyond float range (loc {loc[i]}, scale {scale[i]}); the history's scale is too large for this model: divide the series by a constant and multiply the forecast by it.");
                 samples[r * horizon + k] = (float)y;
                 seq[r * (p + horizon) + p + k] = (float)((y - loc[i]) / scale[i]);
             }
