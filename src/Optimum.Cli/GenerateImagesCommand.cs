@@ -66,7 +66,7 @@ public static class GenerateImagesCommand
             {
                 Run(new GenerateImagesArgs
                 {
-                    ModelDir = r.GetValue(model)!, OutDir = r.GetValue(output)!, Scheduler = r.GetValue(scheduler)!, Steps = r.GetValue(steps), Eta = r.GetValue(eta),
+                    ModelDir = r.GetValue(model)!, OutDir = CliPaths.OutputFolder(r.GetValue(output)!, "--out"), Scheduler = r.GetValue(scheduler)!, Steps = r.GetValue(steps), Eta = r.GetValue(eta),
                     Guidance = r.GetValue(guidance), Labels = r.GetValue(label) ?? [], Count = r.GetValue(count), Seed = r.GetValue(seed), BatchSize = r.GetValue(batch),
                     Latents = r.GetValue(latents), Columns = r.GetValue(columns), Scale = r.GetValue(scale), Threads = r.GetValue(threads),
                 }, Console.Out, cts.Token);

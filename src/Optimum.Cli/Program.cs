@@ -7,6 +7,8 @@ using Optimum.Core;
 using Optimum.Data;
 
 var root = new RootCommand("optimum-net: train and serve transformer models on ONNX Runtime.");
+// Piped or redirected output is read by programs and logs: lines are not wrapped at 80 columns (paths stayed broken).
+if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 4096;
 
 // artifacts: regenerate the committed default artifacts.
 var artifactsOut = new Option<string>("--out") { Description = "Folder that receives one subfolder per default model.", DefaultValueFactory = _ => "models" };
@@ -31,7 +33,7 @@ var exportSeed = new Option<int>("--seed") { Description = "Initialisation seed 
 var export = new Command("export", "Write the graphs, config.json and model.safetensors for an HF GPT-2, T5, TimeSeriesTransformer or Informer folder (or a preset).") { exportSrc, exportDst, preset, exportSeed };
 export.SetAction(r => ExpectedErrors.Report(() =>
 {
-    string src = r.GetValue(exportSrc) ?? "", dst = r.GetValue(exportDst)!, name = r.GetValue(preset) ?? "";
+    string src = r.GetValue(exportSrc) ?? "", dst = CliPaths.OutputFolder(r.GetValue(exportDst)!, "--out"), name = r.GetValue(preset) ?? "";
     if ((src == "") == (name == "")) throw new ArgumentException("Give either an HF folder or --preset, not both or neither.");
     if (name != "")
     {
@@ -48,7 +50,7 @@ export.SetAction(r => ExpectedErrors.Report(() =>
 root.Subcommands.Add(export);
 
 // train: a model folder on text files.
-var tModel = new Option<string>("--model") { Description = "Model folder (config.json, training.onnx, eval.onnx; model.safetensors optional).", DefaultValueFactory = _ => "models/gpt2-mini" };
+var tModel = new Option<string>("--model") { Description = "Model folder (config.json, training.onnx, eval.onnx; model.safetensors optional).", DefaultValueFactory = _ => CliPaths.Bundled("models/gpt2-mini") };
 var tData = new Option<string[]>("--data") { Description = "What the model's kind trains on: " + string.Join("; ", ModelKinds.All.Select(k => $"{string.Join("/", k.ModelTypes)}: {k.TrainingData}")) + ".", Required = true, AllowMultipleArgumentsPerToken = true };
 var tOut = new Option<string>("--out") { Description = "Output folder: checkpoints/, metrics.jsonl, loss.png, final/, hf/.", DefaultValueFactory = _ => "out/train" };
 var tSteps = new Option<long>("--steps") { Description = "Optimizer updates.", DefaultValueFactory = _ => 200 };
@@ -67,7 +69,7 @@ var tResume = new Option<string?>("--resume") { Description = "Checkpoint folder
 var tSeed = new Option<int>("--seed") { Description = "Seed of initialisation, data order and dropout.", DefaultValueFactory = _ => 0 };
 var tOpt = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
 var tWd = new Option<double>("--weight-decay") { Description = "Weight decay (not applied to biases and LayerNorm weights).", DefaultValueFactory = _ => 0.01 };
-var tThreads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads per rank (default: cores / ranks on this machine).", DefaultValueFactory = _ => 0 };
+var tThreads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads per rank (default: cores / ranks on this machine)." };
 var tRanks = new Option<int>("--ranks") { Description = "In-process ranks (threads) for ZeRO-1 without MPI; under mpirun the MPI world is used.", DefaultValueFactory = _ => 1 };
 var tStop = new Option<long?>("--stop-after") { Description = "Stop with a checkpoint after this many updates (continue later with --resume latest)." };
 var tSkip = new Option<bool>("--skip-nonfinite") { Description = "Skip updates with a non-finite loss or gradient norm instead of stopping." };
@@ -84,10 +86,11 @@ train.SetAction(r =>
     // Under mpirun every process is one rank of the MPI world; a failing rank stops the whole job.
     // Counts are checked before anything starts (0 or negative ranks used to become 1, negative threads the default).
     if (r.GetValue(tRanks) < 1) { Console.Error.WriteLine($"error: --ranks {r.GetValue(tRanks)} must be at least 1."); return 1; }
-    if (r.GetValue(tThreads) < 0) { Console.Error.WriteLine($"error: --threads {r.GetValue(tThreads)} must be >= 0 (0 = cores / ranks)."); return 1; }
+    if (r.GetValue(tThreads) < 1) { Console.Error.WriteLine($"error: --threads {r.GetValue(tThreads)} must be at least 1 (leave it out for cores / ranks)."); return 1; }
+    if (File.Exists(r.GetValue(tOut))) { Console.Error.WriteLine($"error: --out '{r.GetValue(tOut)}' is a file; give a folder (it is created when missing)."); return 1; }
     using var mpi = Optimum.Distributed.MpiCommunicator.LaunchedByMpirun ? new Optimum.Distributed.MpiCommunicator() : null;
     int localRanks = mpi is null ? Math.Max(1, r.GetValue(tRanks)) : int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") ?? "1");
-    int threads = r.GetValue(tThreads) > 0 ? r.GetValue(tThreads) : Math.Max(1, Environment.ProcessorCount / localRanks);
+    int threads = r.GetValue(tThreads) ?? Math.Max(1, Environment.ProcessorCount / localRanks);
     TrainerOptions options;
     try { options = TrainerOptionsFrom(r, threads); }
     catch (ArgumentException e) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }      // a bad --schedule, --optimizer or --resume
@@ -120,8 +123,8 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
 };
 
 // train-mlp: the first demo, kept as a shorthand: the digits MLP through the same trainer, by epochs, with SGD + momentum.
-var mModel = new Option<string>("--model") { Description = "MLP model folder.", DefaultValueFactory = _ => "models/mlp-digits" };
-var mData = new Option<string>("--data") { Description = "Digits CSV (gzip).", DefaultValueFactory = _ => "samples/data/digits.csv.gz" };
+var mModel = new Option<string>("--model") { Description = "MLP model folder.", DefaultValueFactory = _ => CliPaths.Bundled("models/mlp-digits") };
+var mData = new Option<string>("--data") { Description = "Digits CSV (gzip or plain: 64 pixels 0..16, then the label).", DefaultValueFactory = _ => CliPaths.Bundled("samples/data/digits.csv.gz") };
 var mOut = new Option<string>("--out") { Description = "Output folder: metrics.jsonl, loss.png, final/.", DefaultValueFactory = _ => "out/mlp-digits" };
 var mEpochs = new Option<int>("--epochs") { Description = "Passes over the training split (80% of the digits).", DefaultValueFactory = _ => 20 };
 var mBatch = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 32 };
@@ -135,6 +138,7 @@ var trainMlp = new Command("train-mlp", "Train the digits MLP (train --model mod
 trainMlp.SetAction(r => ExpectedErrors.Report(() =>
 {
     const double Held = 0.2;
+    CliPaths.OutputFolder(r.GetValue(mOut)!, "--out");
     int all = Digits.Load(r.GetValue(mData)!).Count, train = all - (int)Math.Round(all * Held);                    // DigitsData's split
     int perEpoch = Math.Max(1, train / Math.Max(1, r.GetValue(mBatch)));
     var o = new TrainerOptions
@@ -212,7 +216,7 @@ forecast.SetAction(r => ExpectedErrors.Report(() =>
 {
     Optimum.Inference.Forecasting.SeriesForecast.Run(new Optimum.Inference.Forecasting.SeriesForecastOptions
     {
-        ModelDir = r.GetValue(fModel)!, Data = r.GetValue(fData)!, OutDir = r.GetValue(fOut)!, Horizon = r.GetValue(fHorizon), Samples = r.GetValue(fSamples),
+        ModelDir = r.GetValue(fModel)!, Data = r.GetValue(fData)!, OutDir = CliPaths.OutputFolder(r.GetValue(fOut)!, "--out"), Horizon = r.GetValue(fHorizon), Samples = r.GetValue(fSamples),
         Quantiles = r.GetValue(fQuantiles)!, Seed = r.GetValue(fSeed), Backtest = r.GetValue(fBacktest), Season = r.GetValue(fSeason),
     }, Console.Out);
     return 0;
@@ -237,6 +241,11 @@ var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/compl
 serve.SetAction(r => ExpectedErrors.Report(() =>
 {
     var models = r.GetValue(sModels)!;
+    // The flags are checked here, by their names (the server's own check names its configuration keys).
+    if (r.GetValue(sConc) < 1) throw new ArgumentException($"--max-concurrent {r.GetValue(sConc)} must be at least 1.");
+    if (r.GetValue(sQueue) < 0) throw new ArgumentException($"--queue {r.GetValue(sQueue)} must be >= 0.");
+    if (!(r.GetValue(sTimeout) > 0 && double.IsFinite(r.GetValue(sTimeout)))) throw new ArgumentException($"--timeout {r.GetValue(sTimeout)} must be a positive number of seconds.");
+    if (r.GetValue(sThreads) < 1) throw new ArgumentException($"--threads {r.GetValue(sThreads)} must be at least 1.");
     // The command's options over the configuration section "Optimum" (appsettings.json, OPTIMUM__* variables), which
     // keeps supplying the rest (body and token limits, an API key when --api-key is not given).
     var app = Optimum.Server.OptimumServer.Build(["--urls", r.GetValue(sUrls)!], b =>
@@ -291,4 +300,13 @@ inspect.SetAction(r => ExpectedErrors.Report(() =>
 }));
 root.Subcommands.Add(inspect);
 
-return root.Parse(args).Invoke();
+// Parse errors in one line each, with types in words ("expected type 'System.Int64'" meant an integer).
+var parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    var command = parsed.CommandResult.Command;
+    var usage = command == root ? "optimum-net --help" : $"optimum-net {command.Name} --help";
+    foreach (var e in parsed.Errors) Console.Error.WriteLine($"error: {CliPaths.Friendly(e.Message).TrimEnd('.')} ({usage} lists the options).");
+    return 1;
+}
+return parsed.Invoke();

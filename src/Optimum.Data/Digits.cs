@@ -9,13 +9,25 @@ public sealed record Digits(float[] Pixels, long[] Labels)
     public int Count => Labels.Length;
     public const int Features = 64;
 
-    /// <summary>Reads the gzip CSV; a malformed row is refused naming the file, line and field.</summary>
+    /// <summary>Reads the CSV, gzip-compressed or plain; a malformed row or a damaged archive is refused naming the file (and line and field).</summary>
     public static Digits Load(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Digits data '{path}' does not exist (expected samples/data/digits.csv.gz).", path);
+        try { return Read(path); }
+        catch (InvalidDataException e) when (!e.Message.StartsWith(path, StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"{path}: not a readable digits CSV (damaged gzip data?): {e.Message}", e);
+        }
+    }
+
+    private static Digits Read(string path)
+    {
         using var file = File.OpenRead(path);
-        using var gz = new GZipStream(file, CompressionMode.Decompress);
-        using var reader = new StreamReader(gz);
+        Span<byte> magic = stackalloc byte[2];
+        bool gzip = file.ReadAtLeast(magic, 2, throwOnEndOfStream: false) == 2 && magic[0] == 0x1F && magic[1] == 0x8B;
+        file.Position = 0;
+        using Stream text = gzip ? new GZipStream(file, CompressionMode.Decompress) : file;
+        using var reader = new StreamReader(text);
         var pixels = new List<float>();
         var labels = new List<long>();
         string? line;

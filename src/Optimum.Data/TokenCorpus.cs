@@ -14,6 +14,7 @@ namespace Optimum.Data;
 public sealed class TokenCorpus
 {
     private const string Magic = "OPTTOK01";
+    private static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     private TokenCorpus(int[] tokens, int documents, string cachePath, bool fromCache)
     {
@@ -74,13 +75,43 @@ public sealed class TokenCorpus
         for (int i = 0; i < texts.Length; i++)
         {
             if (i > 0) ids.Add(Gpt2Tokenizer.EndOfText);
-            ids.AddRange(tok.Encode(Encoding.UTF8.GetString(texts[i])));
+            ids.AddRange(tok.Encode(Text(files[i], texts[i], log)));
         }
         var tokens = ids.ToArray();
-        Write(cache, tokens, files.Count);
-        log?.Invoke($"tokens: {tokens.Length:N0} from {files.Count} file(s), cached at {cache}");
+        try
+        {
+            Write(cache, tokens, files.Count);
+            log?.Invoke($"tokens: {tokens.Length:N0} from {files.Count} file(s), cached at {cache}");
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        {
+            // A read-only or full cache folder costs the next run a re-tokenization, not this run.
+            log?.Invoke($"tokens: {tokens.Length:N0} from {files.Count} file(s); warning: the token cache {cache} could not be written ({e.Message}), "
+                + "so the next run tokenizes again (set XDG_CACHE_HOME to a writable folder)");
+        }
         return new TokenCorpus(tokens, files.Count, cache, false);
     }
+
+    /// <summary>
+    /// A training file's text. A NUL byte means a binary file (or UTF-16 text), which is refused naming the file;
+    /// bytes that are not UTF-8 are replaced by U+FFFD with a warning saying how many.
+    /// </summary>
+    private static string Text(string file, byte[] bytes, Action<string>? log)
+    {
+        int nul = bytes.AsSpan().IndexOf((byte)0);
+        if (nul >= 0)
+            throw new InvalidDataException($"Training data '{file}' is not text: it holds a NUL byte at offset {nul:N0} (a binary file, or UTF-16 text; convert it to UTF-8).");
+        try { return Strict.GetString(bytes); }
+        catch (DecoderFallbackException)
+        {
+            var text = Encoding.UTF8.GetString(bytes);
+            // Replacement characters in the text minus those the file spelled itself (EF BF BD).
+            int replaced = text.AsSpan().Count('\uFFFD') - bytes.AsSpan().Count([(byte)0xEF, (byte)0xBF, (byte)0xBD]);
+            log?.Invoke($"warning: training data '{file}' is not valid UTF-8: {replaced:N0} invalid byte sequence(s) read as U+FFFD");
+            return text;
+        }
+    }
+
 
     private static void Write(string path, int[] tokens, int documents)
     {

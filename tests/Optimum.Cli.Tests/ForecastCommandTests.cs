@@ -52,6 +52,16 @@ public sealed class ForecastCommandTests
             Assert.Matches(@"backtest of the last 6 points: MASE \d+\.\d{3} \(seasonal naive \d+\.\d{3}\)", output.ToString());
             var bad = Assert.Throws<ArgumentException>(() => SeriesForecast.Run(new SeriesForecastOptions { ModelDir = Path.Combine(tmp, "run", "final"), Data = csv, OutDir = Path.Combine(tmp, "fc2"), Horizon = 3, Samples = 10, Quantiles = [0.5], Backtest = 6, Season = 12 }, TextWriter.Null));
             Assert.Contains("--backtest 6 and --horizon 3 differ", bad.Message);
+
+            // Refused before anything is written: a season of 0 (it wrote every output, then failed), levels outside (0, 1).
+            SeriesForecastOptions Opts(string dir) => new() { ModelDir = Path.Combine(tmp, "run", "final"), Data = csv, OutDir = Path.Combine(tmp, dir), Samples = 10, Backtest = 6 };
+            Assert.Contains("--season must be at least 1", Assert.Throws<ArgumentException>(() => SeriesForecast.Run(Opts("s0") with { Season = 0 })).Message);
+            Assert.Contains("--quantiles must be levels in (0, 1), got [0.5, 1]", Assert.Throws<ArgumentException>(() => SeriesForecast.Run(Opts("q1") with { Quantiles = [0.5, 1] })).Message);
+            Assert.False(Directory.Exists(Path.Combine(tmp, "s0")));
+            Assert.False(Directory.Exists(Path.Combine(tmp, "q1")));
+            // Only the levels asked for are reported (0.1 and 0.9 were added silently).
+            SeriesForecast.Run(Opts("q3") with { Quantiles = [0.3] });
+            Assert.Equal("series,month,mean,median,q0.3,actual", File.ReadLines(Path.Combine(tmp, "q3", "forecasts.csv")).First());
         }
         finally { Directory.Delete(tmp, true); }
     }

@@ -10,7 +10,11 @@ public sealed class TrainArgumentsTests(ITestOutputHelper output)
     [Theory]
     [InlineData("--ranks 0", "--ranks 0 must be at least 1")]
     [InlineData("--ranks -2", "--ranks -2 must be at least 1")]
-    [InlineData("--threads -1", "--threads -1 must be >= 0")]
+    [InlineData("--threads -1", "--threads -1 must be at least 1")]
+    [InlineData("--threads 0", "--threads 0 must be at least 1")]
+    [InlineData("--seed 1.5", "Cannot parse argument '1.5' for option '--seed' as an integer (optimum-net train --help lists the options).")]
+    [InlineData("--steps many", "Cannot parse argument 'many' for option '--steps' as an integer")]
+    [InlineData("--lr fast", "Cannot parse argument 'fast' for option '--lr' as a number")]
     [InlineData("--stop-after 0", "--stop-after 0 must be at least 1 update")]
     [InlineData("--stop-after -1", "--stop-after -1 must be at least 1 update")]
     public void BadCounts_AreOneLineErrors(string flag, string expected)
@@ -71,6 +75,64 @@ public sealed class TrainDataArgumentsTests(ITestOutputHelper output) : IDisposa
         var (code, stderr) = Train(Repo.Path("models", "mlp-digits"), Repo.Path("samples", "data", "digits.csv.gz"), "--ranks 200 --batch-size 16");
         Assert.Equal(1, code);
         Assert.Matches(@"The data has [\d,]+ training samples, fewer than one update takes: batch size 16 x grad accum 1 x 200 rank\(s\) = 3,200", stderr);
+    }
+}
+
+/// <summary>Output folders that are files, serve flags out of range and the wrong data file are named in one line.</summary>
+public sealed class CommandInputTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    [Fact]
+    public void OutputFolderThatIsAFile_IsRefusedByEveryCommandThatWritesOne()
+    {
+        var file = Path.Combine(_dir, "a-file");
+        File.WriteAllText(file, "x");
+        foreach (var args in new[]
+        {
+            $"train --model {Repo.Path("models", "mlp-digits")} --data {Repo.Path("samples", "data", "digits.csv.gz")} --out {file}",
+            $"train-mlp --out {file}",
+            $"export --preset gpt2-mini -o {file}",
+            $"forecast --model {_dir} --data {file} --out {file}",
+            $"generate-images --model {_dir} --out {file}",
+        })
+        {
+            var (code, stderr) = CliProcess.Run(args, output);
+            Assert.Equal(1, code);
+            Assert.Contains($"--out '{file}' is a file; give a folder", stderr);
+            Assert.Equal("x", File.ReadAllText(file));
+        }
+    }
+
+    [Theory]
+    [InlineData("--timeout NaN", "--timeout NaN must be a positive number of seconds")]
+    [InlineData("--timeout 0", "--timeout 0 must be a positive number of seconds")]
+    [InlineData("--max-concurrent 0", "--max-concurrent 0 must be at least 1")]
+    [InlineData("--queue -1", "--queue -1 must be >= 0")]
+    [InlineData("--threads 0", "--threads 0 must be at least 1")]
+    public void ServeFlagsOutOfRange_AreNamedAsFlags(string flag, string expected)
+    {
+        var (code, stderr) = CliProcess.Run($"serve --model {_dir} {flag}", output);
+        Assert.Equal(1, code);
+        Assert.Contains(expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
+    /// <summary>train-mlp on a text file said "unsupported compression method"; now the file, line and what it expected.</summary>
+    [Fact]
+    public void TrainMlpOnATextFile_NamesTheFileAndLine()
+    {
+        var text = Path.Combine(_dir, "notes.txt");
+        File.WriteAllText(text, "hello world\n");
+        var (code, stderr) = CliProcess.Run($"train-mlp --data {text} --out {Path.Combine(_dir, "o")}", output);
+        Assert.Equal(1, code);
+        Assert.Contains($"{text}:1: expected 65 fields, got 1", stderr);
+        var gz = Path.Combine(_dir, "broken.csv.gz");
+        File.WriteAllBytes(gz, [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 3, 0xFF, 0xFF, 0xFF]);
+        (code, stderr) = CliProcess.Run($"train-mlp --data {gz} --out {Path.Combine(_dir, "o")}", output);
+        Assert.Equal(1, code);
+        Assert.Contains($"{gz}: not a readable digits CSV (damaged gzip data?)", stderr);
     }
 }
 

@@ -121,6 +121,35 @@ public sealed class PiecesTests : IDisposable
         Assert.Throws<FileNotFoundException>(() => TokenCorpus.Load([Path.Combine(_dir, "nope")], cache));
     }
 
+    /// <summary>
+    /// A binary file is refused naming it (it trained as text); bytes that are not UTF-8 are counted in a warning; a cache
+    /// that cannot be written costs a warning, not the run (a read-only cache failed it).
+    /// </summary>
+    [Fact]
+    public void TokenCorpus_RefusesBinary_WarnsOnBadUtf8_AndSurvivesAnUnwritableCache()
+    {
+        var bin = Path.Combine(_dir, "model.bin");
+        File.WriteAllBytes(bin, [0x7F, (byte)'E', (byte)'L', (byte)'F', 2, 1, 1, 0, 0, 0]);
+        var e = Assert.Throws<InvalidDataException>(() => TokenCorpus.Load([bin], Path.Combine(_dir, "cache")));
+        Assert.Contains($"Training data '{bin}' is not text: it holds a NUL byte at offset 7", e.Message);
+
+        var latin1 = Path.Combine(_dir, "latin1.txt");
+        File.WriteAllBytes(latin1, [.. "caf"u8, 0xE9, .. " na"u8, 0xEF, .. "ve \uFFFD"u8, .. "\uFFFD"u8]);   // two Latin-1 bytes, two real U+FFFD
+        var log = new List<string>();
+        var c = TokenCorpus.Load([latin1], Path.Combine(_dir, "cache"), log.Add);
+        Assert.Contains(log, l => l == $"warning: training data '{latin1}' is not valid UTF-8: 2 invalid byte sequence(s) read as U+FFFD");
+        Assert.NotEmpty(c.Tokens);
+
+        var blocked = Path.Combine(_dir, "not-a-folder");
+        File.WriteAllText(blocked, "a file where the cache folder would be");
+        var text = Path.Combine(_dir, "a.txt");
+        File.WriteAllText(text, "Call me Ishmael.");
+        log.Clear();
+        var d = TokenCorpus.Load([text], Path.Combine(blocked, "tokens"), log.Add);
+        Assert.Equal([14134, 502, 1148, 21720, 417, 13], d.Tokens);
+        Assert.Contains(log, l => l.Contains("warning: the token cache") && l.Contains("could not be written"));
+    }
+
     [Fact]
     public void LmData_WindowsAndValidationSplit()
     {

@@ -57,20 +57,28 @@ public static class SeriesForecast
         if (forecaster.StaticCategoricalCount > 1 || forecaster.StaticRealCount > 0)
             throw new InvalidDataException($"{modelDir}: the model wants static features a series file does not carry (beyond the series index).");
         if (backtest < 0) throw new ArgumentException($"--backtest must be >= 0, got {backtest}.");
+        // Everything is checked before the first file is written.
+        if (season < 1) throw new ArgumentException($"--season must be at least 1 (a season of 1 is plain naive), got {season}.");
+        if (quantiles.Count == 0 || quantiles.Any(q => !(q > 0 && q < 1)))
+            throw new ArgumentException($"--quantiles must be levels in (0, 1), got [{string.Join(", ", quantiles.Select(q => q.ToString(CultureInfo.InvariantCulture)))}].");
+        if (backtest > 0 && series.FirstOrDefault(s => s.Values.Length - backtest <= season) is { } noSeason)
+            throw new ArgumentException($"--season {season} needs more than {season} points of history before the backtest; series '{noSeason.Name}' has {noSeason.Values.Length - backtest}.");
         if (backtest > 0 && series.FirstOrDefault(s => s.Values.Length - backtest < forecaster.MinHistory) is { } tooShort)
             throw new ArgumentException($"--backtest {backtest} leaves series '{tooShort.Name}' ({tooShort.Values.Length} points) less than the {forecaster.MinHistory} points of history the model needs.");
         // The series index the model was trained with, by name (series.json), else the file's order.
         var names = SeriesIds.Load(modelDir);
         long Id(int i) => names is null ? i : Array.IndexOf(names, series[i].Name) is var k and >= 0 ? k
             : throw new InvalidDataException($"Series '{series[i].Name}' of {data} is not one the model was trained on ({SeriesIds.File} in {modelDir} lists {names.Length}).");
-        var levels = quantiles.Append(0.1).Append(0.9).Distinct().Order().ToArray();
+        // The levels asked for are reported; the plots' 80% band needs 0.1 and 0.9 whether asked for or not.
+        var levels = quantiles.Distinct().Order().ToArray();
+        double[] band = [0.1, 0.9];
         var inputs = series.Select((s, i) => new SeriesInput
         {
             Values = s.Values[..(s.Values.Length - backtest)],
             Start = s.Start,
             StaticCategorical = forecaster.StaticCategoricalCount == 1 ? [Id(i)] : null,
         }).ToArray();
-        var forecasts = forecaster.Predict(inputs, new ForecastOptions { Samples = samples, Quantiles = levels, Horizon = h, Seed = seed });
+        var forecasts = forecaster.Predict(inputs, new ForecastOptions { Samples = samples, Quantiles = [.. levels.Union(band).Order()], Horizon = h, Seed = seed });
         Directory.CreateDirectory(outDir);
         var rows = new List<string> { "series,month,mean,median," + string.Join(",", levels.Select(q => "q" + q.ToString(CultureInfo.InvariantCulture))) + (backtest > 0 ? ",actual" : "") };
         var plots = Path.Combine(outDir, "forecasts");
