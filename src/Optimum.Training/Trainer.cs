@@ -164,6 +164,8 @@ public sealed class Trainer : IDisposable
     {
         if (Lead) Directory.CreateDirectory(_o.OutputDir);
         _comm.Barrier();
+        // Ranks on several machines must share the checkpoint folder; found out now, not at the first save.
+        SharedStorage.Verify(CheckpointRoot, _comm);
         long start = 0, skipped = 0;
         if (_o.Resume is { } r)
         {

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using Optimum.Hub;
-using Optimum.Models;
 using Optimum.Tests;
 using Xunit;
 using Xunit.Abstractions;
@@ -13,68 +11,29 @@ namespace Optimum.Cli.Tests;
 /// counts, a failing rank, and the collectives. Skipped when mpirun is absent, unless
 /// OPTIMUM_REQUIRE_MPI=1 (as CI sets), which turns a missing mpirun into a failure.
 /// </summary>
+[Collection(MpirunCollection.Name)]
 public sealed class MpiTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _dir = Repo.TempDir();
     public void Dispose() => Directory.Delete(_dir, true);
 
-    private static string Cli => Path.Combine(AppContext.BaseDirectory, "optimum-net.dll");
-
-    private static string? Mpirun => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':')
-        .Select(d => Path.Combine(d, "mpirun")).FirstOrDefault(File.Exists);
-
-    private static void RequireMpi()
-    {
-        if (Mpirun is not null) return;
-        if (Environment.GetEnvironmentVariable("OPTIMUM_REQUIRE_MPI") == "1")
-            Assert.Fail("OPTIMUM_REQUIRE_MPI=1 but mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev).");
-        Skip.If(true, "mpirun is not installed");
-    }
-
     private (int Code, string Out) Run(int ranks, string args, string? faultInject = null)
     {
         var psi = ranks == 0
-            ? new ProcessStartInfo("dotnet", $"{Cli} {args}")
-            : new ProcessStartInfo(Mpirun!, $"--allow-run-as-root --oversubscribe -np {ranks} dotnet {Cli} {args}");
-        psi.RedirectStandardOutput = psi.RedirectStandardError = psi.RedirectStandardInput = true;
-        psi.Environment["TERM"] = "dumb";
+            ? new ProcessStartInfo("dotnet", $"{MpiRuns.Cli} {args}")
+            : new ProcessStartInfo(MpiRuns.Mpirun!, $"--allow-run-as-root --oversubscribe -np {ranks} dotnet {MpiRuns.Cli} {args}");
         psi.Environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none";
         if (faultInject is not null) psi.Environment["OPTIMUM_FAULT_INJECT"] = faultInject;
-        using var p = Process.Start(psi)!;
-        p.StandardInput.Close();
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(180_000)) { p.Kill(true); Assert.Fail($"timed out: {args}"); }
-        var text = stdout.Result + stderr.Result;
-        output.WriteLine($"$ {(ranks == 0 ? "" : $"mpirun -np {ranks} ")}optimum-net {args}  -> exit {p.ExitCode}");
-        return (p.ExitCode, text);
+        return MpiRuns.Exec(psi, output, $"{(ranks == 0 ? "" : $"mpirun -np {ranks} ")}optimum-net {args}");
     }
 
-    private string Model()
-    {
-        var dir = Path.Combine(_dir, "model");
-        ModelKinds.Write(dir, new Gpt2Config
-        {
-            VocabSize = 50257, NPositions = 32, NEmbd = 8, NLayer = 1, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
-        });
-        return dir;
-    }
-
-    private string Data()
-    {
-        var path = Path.Combine(_dir, "text.txt");
-        File.WriteAllText(path, File.ReadAllText(Repo.Path("samples", "data", "moby-dick.txt"))[..40_000]);
-        return path;
-    }
-
+    private static void RequireMpi() => MpiRuns.RequireMpi();
+    private string Model() => MpiRuns.Model(_dir);
+    private string Data() => MpiRuns.Data(_dir);
     private string Train(string model, string data, string outDir, int batch, string extra = "") =>
-        $"train --model {model} --data {data} --out {Path.Combine(_dir, outDir)} --steps 8 --batch-size {batch} --seq-len 16 --optimizer sgd " +
-        $"--lr 0.05 --warmup 2 --schedule linear --clip 0.5 --eval-every 4 --eval-samples 8 --seed 3 --threads 1 {extra}";
-
-    private float[][] Final(string outDir, IReadOnlyList<ParameterInfo> ps) =>
-        HfWeights.Load(Path.Combine(_dir, outDir, "final", "model.safetensors"), ps, out _);
-
-    private static double MaxRelativeDiff(float[][] a, float[][] b) => Diff.MaxRelative(a, b, floor: 1e-2);
+        MpiRuns.Train(model, data, Path.Combine(_dir, outDir), batch, extra);
+    private float[][] Final(string outDir, IReadOnlyList<ParameterInfo> ps) => MpiRuns.Final(Path.Combine(_dir, outDir), ps);
+    private static double MaxRelativeDiff(float[][] a, float[][] b) => MpiRuns.MaxRelativeDiff(a, b);
 
     [SkippableFact]
     public void Mpirun_TwoRanksMatchOneProcess_AndResumeAcrossRankCounts()
@@ -91,7 +50,7 @@ public sealed class MpiTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("ZeRO-1 over 2 ranks (mpi)", text);
         var two = Final("two", ps);
         output.WriteLine($"N=2 vs N=1: {MaxRelativeDiff(one, two):E2}");
-        Assert.True(MaxRelativeDiff(one, two) <= 1e-6, $"N=2 differs by {MaxRelativeDiff(one, two):E2}");
+        Assert.True(MaxRelativeDiff(one, two) <= MpiRuns.Tolerance, $"N=2 differs by {MaxRelativeDiff(one, two):E2}");
         var ckpt = Directory.GetDirectories(Path.Combine(_dir, "two", "checkpoints")).Single();
         Assert.True(File.Exists(Path.Combine(ckpt, "optimizer-rank001-of-002.safetensors")));
 
@@ -100,12 +59,12 @@ public sealed class MpiTests(ITestOutputHelper output) : IDisposable
         (code, text) = Run(2, Train(model, data, "1to2", 2, "--resume latest"));
         Assert.True(code == 0, text);
         Assert.Contains("1 rank(s) then, 2 now", text);
-        Assert.True(MaxRelativeDiff(one, Final("1to2", ps)) <= 1e-6, "resume N=1 -> N=2");
+        Assert.True(MaxRelativeDiff(one, Final("1to2", ps)) <= MpiRuns.Tolerance, "resume N=1 -> N=2");
         // ... and at N=2, resume at N=1.
         Assert.Equal(130, Run(2, Train(model, data, "2to1", 2, "--stop-after 4")).Code);
         (code, text) = Run(0, Train(model, data, "2to1", 4, "--resume latest"));
         Assert.True(code == 0, text);
-        Assert.True(MaxRelativeDiff(one, Final("2to1", ps)) <= 1e-6, "resume N=2 -> N=1");
+        Assert.True(MaxRelativeDiff(one, Final("2to1", ps)) <= MpiRuns.Tolerance, "resume N=2 -> N=1");
     }
 
     [SkippableFact]
