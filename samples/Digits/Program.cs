@@ -69,7 +69,9 @@ try
         EvalEvery = (int)Math.Max(1, steps / 6), EvalSamples = 0, SaveEvery = 500, Seed = seed, Optimizer = new OptimizerConfig { WeightDecay = 0 },
         Ema = new EmaOptions { MaxDecay = 0.999 },
         // A second run continues (or just re-exports) the first one's checkpoints instead of starting over.
+        // Without a checkpoint (a first run, or one stopped before its first) it starts over.
         Resume = Checkpoints.Latest(Path.Combine(unetRun, "checkpoints")) is null ? null : CheckpointRef.Latest,
+        Overwrite = Checkpoints.Latest(Path.Combine(unetRun, "checkpoints")) is null,
     };
     if (TrainingJob.Run(new TrainingJobOptions(unetOptions, [unetFile], ValidationFraction: 0.02, LabelDropout: 0.1), Console.Out).Interrupted) return 130;
 
@@ -82,6 +84,7 @@ try
     {
         ModelDir = mlpDir, OutputDir = mlpRun, Steps = 1500, BatchSize = 64, Lr = 1e-3, Warmup = 50, Schedule = ScheduleKind.Cosine,
         EvalEvery = 500, EvalSamples = 0, SaveEvery = 0, Seed = seed, Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
+        Overwrite = true,                               // unlike the UNet it is quick: a second run trains it again
     };
     // Its training digits move by up to 2 pixels each way (seeded per sample): an MLP has no translation invariance of its own.
     using (var classifier = new Trainer(mlpOptions, new ImageClassificationData(classifierImages, 0.1, seed, maxShift: 2), ModelKinds.InitialWeights(mlpDir, seed)))

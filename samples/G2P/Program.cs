@@ -43,6 +43,7 @@ var options = new TrainerOptions
     ModelDir = modelDir, OutputDir = outDir, Steps = steps, BatchSize = 256, Lr = lr, Warmup = Math.Min(50, steps), Schedule = ScheduleKind.Cosine,
     ClipNorm = 1, EvalEvery = (int)Math.Max(1, steps / 5), EvalSamples = 512, SaveEvery = 0, Seed = 0,
     Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
+    Overwrite = true,                                   // a second run trains again from scratch (the model folder and pairs are kept)
 };
 try
 {

@@ -20,6 +20,7 @@ var options = new TrainerOptions
     ModelDir = "models/gpt2-mini", OutputDir = outDir, Steps = steps, BatchSize = 8, Lr = 2e-3, Warmup = Math.Min(30, steps),
     Schedule = ScheduleKind.Cosine, ClipNorm = 1.0, EvalEvery = Math.Max(1, (int)steps / 6), EvalSamples = 64, SaveEvery = 0, Seed = 0,
     Optimizer = new OptimizerConfig { WeightDecay = 0.1, Beta2 = 0.99 },
+    Overwrite = true,                                   // a second run into the same --out trains again from scratch
 };
 TrainResult r;
 try { r = TrainingJob.Run(new TrainingJobOptions(options, ["samples/data/moby-dick.txt"], SeqLen: 128), Console.Out); }

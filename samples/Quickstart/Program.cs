@@ -17,7 +17,8 @@ for (int i = 0; i < args.Length; i += 2)
 }
 
 // 1. Train the bundled small GPT-2 on a text file: checkpoints, metrics.jsonl, loss.png, final/ and hf/ under out/.
-var gpt2 = new TrainerOptions { ModelDir = "models/gpt2-mini", OutputDir = $"{outDir}/gpt2", Steps = steps, BatchSize = 8, Lr = 2e-3, Warmup = 10 };
+// Overwrite: a second run starts over (without it, a folder holding an earlier run is refused; Resume continues it).
+var gpt2 = new TrainerOptions { ModelDir = "models/gpt2-mini", OutputDir = $"{outDir}/gpt2", Steps = steps, BatchSize = 8, Lr = 2e-3, Warmup = 10, Overwrite = true };
 TrainingJob.Run(new TrainingJobOptions(gpt2, ["samples/data/moby-dick.txt"], SeqLen: 128), Console.Out);
 
 // 2. Generate from the trained model (any kind loads the same way; a language model has a Generator).
@@ -29,7 +30,7 @@ using (var model = ModelKinds.Load($"{outDir}/gpt2/final"))
 
 // 3. Forecast a series: a small Informer trained on the 14 monthly unemployment series, then 12 months ahead.
 ModelKinds.Write($"{outDir}/informer-model", TimeSeriesConfig.Monthly("informer", seriesCount: 14));
-var informer = new TrainerOptions { ModelDir = $"{outDir}/informer-model", OutputDir = $"{outDir}/informer", Steps = steps, BatchSize = 64, Lr = 1e-3 };
+var informer = new TrainerOptions { ModelDir = $"{outDir}/informer-model", OutputDir = $"{outDir}/informer", Steps = steps, BatchSize = 64, Lr = 1e-3, Overwrite = true };
 TrainingJob.Run(new TrainingJobOptions(informer, ["samples/data/unemployment-across-industries.json"]), Console.Out);
 using (var forecaster = new Forecaster($"{outDir}/informer/final"))
 {

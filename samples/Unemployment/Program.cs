@@ -46,6 +46,7 @@ var options = new TrainerOptions
     Optimizer = new OptimizerConfig { WeightDecay = 0.01 },
     // A model this small runs faster on one ONNX Runtime thread than on two (measured by bench forecast).
     Session = new SessionSettings { IntraOpThreads = 1 },
+    Overwrite = true,                                   // a second run trains again from scratch (the model folder and data are kept)
 };
 try
 {

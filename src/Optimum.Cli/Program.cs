@@ -52,7 +52,8 @@ root.Subcommands.Add(export);
 // train: a model folder on text files.
 var tModel = new Option<string>("--model") { Description = "Model folder (config.json, training.onnx, eval.onnx; model.safetensors optional).", DefaultValueFactory = _ => CliPaths.Bundled("models/gpt2-mini") };
 var tData = new Option<string[]>("--data") { Description = "What the model's kind trains on: " + string.Join("; ", ModelKinds.All.Select(k => $"{string.Join("/", k.ModelTypes)}: {k.TrainingData}")) + ".", Required = true, AllowMultipleArgumentsPerToken = true };
-var tOut = new Option<string>("--out") { Description = "Output folder: checkpoints/, metrics.jsonl, loss.png, final/, hf/.", DefaultValueFactory = _ => "out/train" };
+var tOut = new Option<string>("--out") { Description = "Output folder: checkpoints/, metrics.jsonl, loss.png, final/, hf/. One run at a time (a second run into it is refused); " +
+    "a new run refuses a folder that holds another run's checkpoints or metrics: continue it with --resume latest or start over with --overwrite.", DefaultValueFactory = _ => "out/train" };
 var tSteps = new Option<long>("--steps") { Description = "Optimizer updates.", DefaultValueFactory = _ => 200 };
 var tBatch = new Option<int>("--batch-size") { Description = "Sequences per micro-batch.", DefaultValueFactory = _ => 8 };
 var tSeq = new Option<int?>("--seq-len") { Description = "Causal LMs (gpt2): tokens per training window (default 128, at most n_positions). Other kinds train at their config's lengths and refuse it." };
@@ -66,6 +67,7 @@ var tEvalN = new Option<int>("--eval-samples") { Description = "Validation seque
 var tSave = new Option<int>("--save-every") { Description = "Checkpoint every N updates (0 = at the end).", DefaultValueFactory = _ => 100 };
 var tKeep = new Option<int>("--keep") { Description = "Checkpoints kept.", DefaultValueFactory = _ => 2 };
 var tResume = new Option<string?>("--resume") { Description = "Checkpoint folder, or 'latest' under --out." };
+var tOverwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out that holds an earlier run: delete its checkpoints/, metrics.jsonl, loss.png, final/ and hf/ first (nothing else)." };
 var tSeed = new Option<int>("--seed") { Description = "Seed of initialisation, data order and dropout.", DefaultValueFactory = _ => 0 };
 var tOpt = new Option<string>("--optimizer") { Description = "adamw or sgd.", DefaultValueFactory = _ => "adamw" };
 var tWd = new Option<double>("--weight-decay") { Description = "Weight decay (not applied to biases and LayerNorm weights).", DefaultValueFactory = _ => 0.01 };
@@ -78,7 +80,7 @@ var tEmaDecay = new Option<double>("--ema-max-decay") { Description = "Largest E
 var tLabelDrop = new Option<double>("--label-dropout") { Description = "Class-conditional diffusion models: share of labels replaced by the null label (the last class embedding) for classifier-free guidance.", DefaultValueFactory = _ => 0.1 };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
-    tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
+    tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tOverwrite, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
     tEma, tEmaDecay, tLabelDrop,
 };
 train.SetAction(r =>
@@ -92,8 +94,16 @@ train.SetAction(r =>
     int localRanks = mpi is null ? Math.Max(1, r.GetValue(tRanks)) : int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") ?? "1");
     int threads = r.GetValue(tThreads) ?? Math.Max(1, Environment.ProcessorCount / localRanks);
     TrainerOptions options;
-    try { options = TrainerOptionsFrom(r, threads); }
-    catch (ArgumentException e) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }      // a bad --schedule, --optimizer or --resume
+    try
+    {
+        options = TrainerOptionsFrom(r, threads);
+        options.Validate();
+    }
+    catch (ArgumentException e)                                 // a bad --schedule, --optimizer or --resume, or --resume with --overwrite
+    {
+        if (mpi is not { Rank: > 0 }) Console.Error.WriteLine($"error: {e.Message}");
+        return 1;
+    }
     using var cts = new CancellationTokenSource();
     ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
     Console.CancelKeyPress += onCancel;
@@ -103,6 +113,12 @@ train.SetAction(r =>
         if (mpi is { Size: > 1 })
         {
             try { return TrainCommand.Run(command, cts.Token, mpi).Interrupted ? 130 : 0; }
+            catch (RunFolderException e)
+            {
+                // Every rank was refused alike before any work: a plain exit, not an abort of the job.
+                if (mpi.Rank == 0) Console.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
             catch (Exception e) { mpi.Abort($"{e.GetType().Name}: {e.Message}"); return 1; }
         }
         return ExpectedErrors.Report(() => TrainCommand.RunInProcess(command, localRanks, cts.Token).Interrupted ? 130 : 0);
@@ -116,7 +132,7 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
     ModelDir = r.GetValue(tModel)!, OutputDir = r.GetValue(tOut)!, Steps = r.GetValue(tSteps), BatchSize = r.GetValue(tBatch),
     GradAccum = r.GetValue(tAccum), Lr = r.GetValue(tLr), Warmup = r.GetValue(tWarm), Schedule = EnumNames.Parse<ScheduleKind>(r.GetValue(tSched)!, "--schedule"), ClipNorm = r.GetValue(tClip),
     EvalEvery = r.GetValue(tEval), EvalSamples = r.GetValue(tEvalN), SaveEvery = r.GetValue(tSave), KeepCheckpoints = r.GetValue(tKeep),
-    Resume = r.GetValue(tResume) is { } resume ? CheckpointRef.Parse(resume) : null, Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
+    Resume = r.GetValue(tResume) is { } resume ? CheckpointRef.Parse(resume) : null, Overwrite = r.GetValue(tOverwrite), Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
     Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(r.GetValue(tOpt)!, "--optimizer"), WeightDecay = r.GetValue(tWd) },
     Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
     Ema = r.GetValue(tEma) ? new EmaOptions { MaxDecay = r.GetValue(tEmaDecay) } : null,
@@ -131,9 +147,10 @@ var mBatch = new Option<int>("--batch-size") { Description = "Examples per step.
 var mLr = new Option<double>("--lr") { Description = "Learning rate.", DefaultValueFactory = _ => 0.05 };
 var mMomentum = new Option<double>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9 };
 var mSeed = new Option<int>("--seed") { Description = "Initialisation and shuffling seed.", DefaultValueFactory = _ => 0 };
+var mOverwrite = new Option<bool>("--overwrite") { Description = "Start over in an --out that holds an earlier run (its checkpoints/, metrics.jsonl, loss.png, final/ and hf/ are deleted); without it such a folder is refused." };
 var trainMlp = new Command("train-mlp", "Train the digits MLP (train --model models/mlp-digits by epochs, SGD with momentum, 20% held out).")
 {
-    mModel, mData, mOut, mEpochs, mBatch, mLr, mMomentum, mSeed,
+    mModel, mData, mOut, mEpochs, mBatch, mLr, mMomentum, mSeed, mOverwrite,
 };
 trainMlp.SetAction(r => ExpectedErrors.Report(() =>
 {
@@ -145,7 +162,7 @@ trainMlp.SetAction(r => ExpectedErrors.Report(() =>
     {
         ModelDir = r.GetValue(mModel)!, OutputDir = r.GetValue(mOut)!, Steps = (long)r.GetValue(mEpochs) * perEpoch, BatchSize = r.GetValue(mBatch), Lr = r.GetValue(mLr),
         Warmup = 0, Schedule = ScheduleKind.Constant, ClipNorm = 0, EvalEvery = perEpoch, EvalSamples = 0, SaveEvery = 0, Seed = r.GetValue(mSeed),
-        Optimizer = new OptimizerConfig { Kind = OptimizerKind.Sgd, Momentum = r.GetValue(mMomentum), WeightDecay = 0 },
+        Optimizer = new OptimizerConfig { Kind = OptimizerKind.Sgd, Momentum = r.GetValue(mMomentum), WeightDecay = 0 }, Overwrite = r.GetValue(mOverwrite),
     };
     return TrainCommand.Run(new TrainingJobOptions(o, [r.GetValue(mData)!], ValidationFraction: Held)).Interrupted ? 130 : 0;
 }));

@@ -12,7 +12,7 @@ public static class TrainCommand
 {
     /// <summary>Trains on <paramref name="ranks"/> in-process ranks (threads), ZeRO-1 when more than one; returns rank 0's result.</summary>
     public static TrainResult RunInProcess(TrainingJobOptions o, int ranks, CancellationToken cancel = default) =>
-        InProcessWorld.RunRanks(ranks, c => Run(o, cancel, c));
+        RunFolder.Unwrapped(() => InProcessWorld.RunRanks(ranks, c => Run(o, cancel, c)));
 
     /// <summary>One rank of a run (the only one without <paramref name="comm"/>); rank 0 reports.</summary>
     public static TrainResult Run(TrainingJobOptions o, CancellationToken cancel = default, ICommunicator? comm = null)

@@ -275,7 +275,7 @@ public sealed record CheckpointRef
 
     /// <summary>The folder it names under <paramref name="checkpointRoot"/>; no checkpoint there to resume is an error naming the folder.</summary>
     public string Resolve(string checkpointRoot) => Dir ?? Checkpoints.Latest(checkpointRoot)
-        ?? throw new DirectoryNotFoundException($"No checkpoint under '{checkpointRoot}' to resume from.");
+        ?? throw new DirectoryNotFoundException($"No checkpoint under '{checkpointRoot}' to resume from; start a new run without --resume (with --overwrite if the folder holds an earlier run's files).");
 
     public override string ToString() => Dir ?? "latest";
 }

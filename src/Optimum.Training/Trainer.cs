@@ -41,6 +41,11 @@ public sealed record TrainerOptions
     public long? StopAfter { get; init; }
     /// <summary>A checkpoint folder to resume from, or <see cref="CheckpointRef.Latest"/> for the newest under OutputDir/checkpoints.</summary>
     public CheckpointRef? Resume { get; init; }
+    /// <summary>
+    /// Start over in an OutputDir that holds an earlier run: delete its checkpoints/, metrics.jsonl, loss.png, final/ and hf/
+    /// first. Without it a new run refuses such a folder (see <see cref="RunFolder"/>); not with <see cref="Resume"/>.
+    /// </summary>
+    public bool Overwrite { get; init; }
     /// <summary>Write final/ (model folder with the trained weights) and hf/ (HF folder) at the end.</summary>
     public bool Export { get; init; } = true;
     /// <summary>Keep an exponential moving average of the weights (diffusers' EMAModel); it is checkpointed and is what final/ and hf/ get.</summary>
@@ -56,6 +61,7 @@ public sealed record TrainerOptions
         new LrSchedule(Schedule, Lr, Warmup, Steps).Validate();
         Optimizer.Validate();
         Ema?.Validate();
+        if (Overwrite && Resume is not null) throw new ArgumentException($"--overwrite starts over and --resume {Resume} continues a run: give one of them.");
     }
 }
 
@@ -160,9 +166,17 @@ public sealed class Trainer : IDisposable
                 : $"The data has {data.TrainSamples:N0} training samples, fewer than one update takes: batch size {o.BatchSize} x grad accum {o.GradAccum} x {ranks} rank(s) = {global:N0}.");
     }
 
+    /// <summary>Set by a <see cref="TrainingJob"/> that claimed the output folder for its whole run; otherwise <see cref="Run"/> claims it.</summary>
+    internal bool OutputClaimed { get; set; }
+
+    /// <summary>
+    /// Trains from step 0 (or the <see cref="TrainerOptions.Resume"/> checkpoint) to <see cref="TrainerOptions.Steps"/>, holding
+    /// the output folder (<see cref="RunFolder"/>) meanwhile: a folder another run holds, or a new run into one with another
+    /// run's checkpoints, is refused with <see cref="RunFolderException"/> before anything is written.
+    /// </summary>
     public TrainResult Run(CancellationToken cancel = default)
     {
-        if (Lead) Directory.CreateDirectory(_o.OutputDir);
+        using var claim = OutputClaimed ? null : RunFolder.Claim(_o, _comm, s => Log?.Invoke(s));
         _comm.Barrier();
         // Ranks on several machines must share the checkpoint folder; found out now, not at the first save.
         SharedStorage.Verify(CheckpointRoot, _comm);
@@ -183,9 +197,10 @@ public sealed class Trainer : IDisposable
         var metricsPath = Path.Combine(_o.OutputDir, "metrics.jsonl");
         if (Lead && start > 0 && File.Exists(metricsPath))
         {
-            // Lines past the checkpoint belong to the run being replaced: drop them.
-            var kept = File.ReadLines(metricsPath).Where(l => JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt64() <= start).ToArray();
-            File.WriteAllLines(metricsPath, kept);
+            // Lines past the checkpoint belong to the run being replaced: drop them, and a line torn by a killed run.
+            // Rewritten atomically: a run killed meanwhile must not lose the lines it keeps.
+            var kept = File.ReadLines(metricsPath).Where(l => MetricsStep(l) is { } s && s <= start).Select(l => l + "\n");
+            AtomicFile.Write(metricsPath, System.Text.Encoding.UTF8.GetBytes(string.Concat(kept)));
         }
         using var metrics = Lead ? new StreamWriter(metricsPath, append: start > 0) : StreamWriter.Null;
         if (start == 0 && _o.EvalAtStart)
@@ -271,6 +286,16 @@ public sealed class Trainer : IDisposable
         if (!interrupted && _o.Export && Lead) ExportFinal();
         _comm.Barrier();
         return new TrainResult(step, interrupted, last, history, evals, skipped);
+    }
+
+    private static long? MetricsStep(string line)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(line);
+            return doc.RootElement.TryGetProperty("step", out var s) && s.TryGetInt64(out var step) ? step : null;
+        }
+        catch (JsonException) { return null; }
     }
 
     /// <summary>

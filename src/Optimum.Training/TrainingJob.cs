@@ -22,8 +22,9 @@ public sealed record TrainingJobOptions(TrainerOptions Trainer, IReadOnlyList<st
 /// weights come from the folder (or the kind's initialisation), the <see cref="Trainer"/> runs, and rank 0 writes
 /// what inference needs of the data (e.g. series.json) beside final/ and a loss-curve PNG (loss.png) beside
 /// metrics.jsonl. <see cref="Open"/> gives the trainer to observe (progress bars) before <see cref="Run(CancellationToken)"/>;
-/// <see cref="Run(TrainingJobOptions, TextWriter, CancellationToken, int)"/> does it all with progress lines.
-/// Owns the trainer; dispose it.
+/// <see cref="Run(TrainingJobOptions, TextWriter, CancellationToken, int)"/> does it all with progress lines. One job at a
+/// time in an output folder: it is locked from <see cref="Open"/> to <see cref="Dispose"/>.
+/// Owns the trainer and the lock; dispose it.
 /// </summary>
 public sealed class TrainingJob : IDisposable
 {
@@ -31,29 +32,43 @@ public sealed class TrainingJob : IDisposable
     private readonly ICommunicator _comm;
     private readonly Action<string> _say;
 
+    private readonly RunFolder _folder;
+
     private TrainingJob(TrainingJobOptions o, ICommunicator comm, Action<string>? log)
     {
         (_o, _comm) = (o, comm);
         _say = s => { if (comm.Rank == 0) log?.Invoke(s); };
         var t = o.Trainer;
-        var hf = ModelFolder.ReadConfig(t.ModelDir);
-        Kind = ModelKinds.For(hf);
-        ModelType = hf.ModelType!;                                                      // For refuses a folder without one
-        var config = Kind.ReadConfig(hf);
-        if (o.SeqLen is int seqLen && !Kind.CutsWindows)
-            throw new ArgumentException($"--seq-len {seqLen} does not apply to {ModelType} models, which train on {Kind.TrainingData} at the lengths their config.json sets; leave it out.");
-        Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout, t.Seed, o.LabelDropout), config, _say);
-        Trainer.CheckDataFits(Data, t, comm.Size);                                       // before every rank loads weights and sessions
-        var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
-        Trainer = new Trainer(t, Data, weights, comm);
+        // The output folder first: a second run into it, or a new run into another run's checkpoints, stops before any work.
+        _folder = RunFolder.Claim(t, comm, _say);
+        try
+        {
+            var hf = ModelFolder.ReadConfig(t.ModelDir);
+            Kind = ModelKinds.For(hf);
+            ModelType = hf.ModelType!;                                                      // For refuses a folder without one
+            var config = Kind.ReadConfig(hf);
+            if (o.SeqLen is int seqLen && !Kind.CutsWindows)
+                throw new ArgumentException($"--seq-len {seqLen} does not apply to {ModelType} models, which train on {Kind.TrainingData} at the lengths their config.json sets; leave it out.");
+            Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout, t.Seed, o.LabelDropout), config, _say);
+            Trainer.CheckDataFits(Data, t, comm.Size);                                   // before every rank loads weights and sessions
+            var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
+            Trainer = new Trainer(t, Data, weights, comm) { OutputClaimed = true };
+        }
+        catch
+        {
+            _folder.Dispose();
+            throw;
+        }
         Trainer.Log += _say;
         _say($"model: {Trainer.Store.Parameters.Count} tensors, {Trainer.Store.Parameters.Sum(p => p.Count):N0} parameters; optimizer state {Trainer.Optimizer.StateBytes / 1e6:F1} MB per rank");
         if (comm.Size > 1) _say($"ZeRO-1 over {comm.Size} ranks ({comm.Backend}): global batch {t.BatchSize * t.GradAccum * comm.Size} samples");
     }
 
     /// <summary>
-    /// Opens the data, the weights and the trainer of one rank (the only one without <paramref name="comm"/>);
-    /// <paramref name="log"/> receives rank 0's messages.
+    /// Claims the output folder for the job's lifetime (<see cref="RunFolder"/>: a folder another run holds, or a new run
+    /// into one with another run's checkpoints, is refused with <see cref="RunFolderException"/>), then opens the data, the
+    /// weights and the trainer of one rank (the only one without <paramref name="comm"/>); <paramref name="log"/> receives
+    /// rank 0's messages.
     /// </summary>
     public static TrainingJob Open(TrainingJobOptions options, ICommunicator? comm = null, Action<string>? log = null) =>
         new(options, comm ?? new SingleProcess(), log);
@@ -98,7 +113,7 @@ public sealed class TrainingJob : IDisposable
             if (progress is not null && (comm?.Rank ?? 0) == 0) job.WriteProgressTo(progress);
             return job.Run(cancel);
         }
-        return InProcessWorld.RunRanks(ranks, One);
+        return RunFolder.Unwrapped(() => InProcessWorld.RunRanks(ranks, One));
     }
 
     /// <summary>Writes evaluations and about 20 step lines (loss, lr, gradient norm, throughput, ETA) to <paramref name="output"/>.</summary>
@@ -116,5 +131,10 @@ public sealed class TrainingJob : IDisposable
         };
     }
 
-    public void Dispose() => Trainer.Dispose();
+    /// <summary>Disposes the trainer, then releases the output folder.</summary>
+    public void Dispose()
+    {
+        Trainer.Dispose();
+        _folder.Dispose();
+    }
 }

@@ -59,6 +59,7 @@ public static class BenchUnet
             ModelDir = dir, OutputDir = Path.Combine(run.WorkDir, "unet-train"), Steps = run.Warmup + run.Steps, BatchSize = size.Batch,
             Optimizer = AdamW, Lr = 1e-4, Schedule = ScheduleKind.Constant, Warmup = 0, ClipNorm = 0,
             EvalEvery = 0, EvalAtStart = false, EvalSamples = 1, SaveEvery = 0, Export = false, Session = run.Session("unet-train-profile"),
+            Overwrite = true,                                                           // every bench run starts over in its work folder
         };
         StepTimes train;
         double lastLoss;

@@ -75,7 +75,7 @@ public static class BenchZero
         {
             ModelDir = dir, OutputDir = Path.Combine(run.WorkDir, $"zero-{comm.Size}"), Steps = steps, BatchSize = size.Batch / comm.Size, Lr = 3e-4, Warmup = 0,
             Schedule = ScheduleKind.Constant, ClipNorm = 1, EvalEvery = 0, EvalAtStart = false, EvalSamples = 1, SaveEvery = 0, Export = false,
-            Session = (run with { Threads = Math.Max(1, run.Threads / comm.Size) }).Session(),
+            Session = (run with { Threads = Math.Max(1, run.Threads / comm.Size) }).Session(), Overwrite = true,     // every bench run starts over
         };
         using var trainer = new Trainer(options, new LmData(tokens, size.Seq, 0.01), ModelKinds.Initialize(ps, cfg, 0), comm);
         var history = trainer.Run().History;
