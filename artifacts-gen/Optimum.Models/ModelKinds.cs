@@ -23,9 +23,11 @@ public static class ModelKinds
     /// <summary>The kind reading <paramref name="config"/>'s model_type; an unknown or missing type is refused naming the file.</summary>
     public static IModelKind For(HfConfig config)
     {
-        var type = config.ModelType ?? throw new InvalidDataException($"{config.Source}: model_type is missing (known: {string.Join(", ", ModelTypes)}).");
+        var type = config.ModelType ?? throw new InvalidDataException(
+            $"{config.Source}: model_type is missing or not a string (a diffusers config names its _class_name instead; known: {string.Join(", ", ModelTypes)}).");
+        var key = config.Json["model_type"] is null ? "_class_name" : "model_type";
         return All.FirstOrDefault(k => k.ModelTypes.Contains(type))
-            ?? throw new InvalidDataException($"{config.Source}: model_type '{type}' is not a known model kind (known: {string.Join(", ", ModelTypes)}).");
+            ?? throw new InvalidDataException($"{config.Source}: {key} '{type}' is not a known model kind (known: {string.Join(", ", ModelTypes)}).");
     }
 
     /// <summary>The kind whose typed config <paramref name="config"/> is.</summary>
@@ -73,7 +75,9 @@ public static class ModelKinds
         AtomicFolder.Write(outDir, tmp =>
         {
             kind.ImportFiles(hfDir, tmp);
-            kind.Write(tmp, config);
+            // The config passed validation; a graph that still cannot be built is the config's doing: say which file.
+            try { kind.Write(tmp, config); }
+            catch (GraphBuildException e) { throw new InvalidDataException($"{hf.Source}: the {hf.ModelType} graphs cannot be built from this config: {e.Message}", e); }
             unused = Artifacts.WriteWeights(tmp, hfDir, ps => kind.Initialize(ps, config, seed));
         });
         return unused;

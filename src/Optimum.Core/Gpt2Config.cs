@@ -76,9 +76,14 @@ public sealed record Gpt2Config : IHfConfig<Gpt2Config>
         }
         Check(VocabSize > 0, "vocab_size", VocabSize, "a positive integer");
         Check(NPositions > 0, "n_positions", NPositions, "a positive integer");
-        Check(NLayer > 0, "n_layer", NLayer, "a positive integer");
+        ConfigLimits.Layers(source, "n_layer", NLayer);
         Check(NHead > 0 && NEmbd > 0 && NEmbd % NHead == 0, "n_embd", NEmbd, $"a positive multiple of n_head ({NHead})");
-        Check(Inner > 0, "n_inner", Inner, "a positive integer or null");
+        Check(NInner is null or > 0, "n_inner", NInner?.ToString() ?? "null", "a positive integer or null");
+        // The largest tensors, before anything computes sizes in int (4 × n_embd, 3 × n_embd).
+        ConfigLimits.Tensor(source, "transformer.wte.weight", "vocab_size × n_embd", VocabSize, NEmbd);
+        ConfigLimits.Tensor(source, "transformer.wpe.weight", "n_positions × n_embd", NPositions, NEmbd);
+        ConfigLimits.Tensor(source, "attn.c_attn.weight", "n_embd × 3·n_embd", NEmbd, 3L * NEmbd);
+        ConfigLimits.Tensor(source, "mlp.c_fc.weight", "n_embd × n_inner (4·n_embd when null)", NEmbd, NInner ?? 4L * NEmbd);
         Check(Activations.Contains(ActivationFunction), "activation_function", ActivationFunction, string.Join(", ", Activations));
         Check(LayerNormEpsilon > 0, "layer_norm_epsilon", LayerNormEpsilon, "a positive number");
         foreach (var (f, p) in new[] { ("embd_pdrop", EmbdPdrop), ("attn_pdrop", AttnPdrop), ("resid_pdrop", ResidPdrop) })

@@ -25,11 +25,26 @@ public sealed class HfConfig
 
     public static HfConfig Parse(string text, string source = "config.json")
     {
-        try
-        {
-            return JsonNode.Parse(text) is JsonObject o ? new HfConfig(source, o) : throw new InvalidDataException($"{source}: not a JSON object.");
-        }
+        JsonNode? node;
+        try { node = JsonNode.Parse(text); }
         catch (JsonException e) { throw new InvalidDataException($"{source}: not valid JSON ({e.Message}).", e); }
+        if (node is not JsonObject o) throw new InvalidDataException($"{source}: not a JSON object.");
+        // JsonNode reads lazily: a key twice (anywhere) or a string escaping half a surrogate pair would fail later, in
+        // whatever reads it, without naming the file. Every object and string is read once here.
+        try { ReadAll(o); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{source}: a key appears twice in an object ({e.Message}).", e); }
+        catch (InvalidOperationException e) { throw new InvalidDataException($"{source}: holds a string that cannot be decoded ({e.Message}).", e); }
+        return new HfConfig(source, o);
+    }
+
+    private static void ReadAll(JsonNode? n)
+    {
+        switch (n)
+        {
+            case JsonObject o: foreach (var (_, v) in o) ReadAll(v); break;
+            case JsonArray a: foreach (var v in a) ReadAll(v); break;
+            case JsonValue v when v.GetValueKind() == JsonValueKind.String: _ = v.GetValue<string>(); break;
+        }
     }
 
     /// <summary>
@@ -42,7 +57,8 @@ public sealed class HfConfig
     /// <summary>An integer field, or <paramref name="fallback"/> when absent or null; a wrong type is refused.</summary>
     public int Int(string key, int fallback) => Get(key, fallback, n => n.GetValueKind() == JsonValueKind.Number && n.AsValue().TryGetValue<int>(out var i) ? (true, i) : (false, 0), "an integer");
     public int? OptionalInt(string key) => Json[key] is null ? null : Int(key, 0);
-    public double Double(string key, double fallback) => Get(key, fallback, n => n.GetValueKind() == JsonValueKind.Number ? (true, n.GetValue<double>()) : (false, 0), "a number");
+    /// <summary>A finite number, or <paramref name="fallback"/> when absent or null; a number beyond double's range (1e400 reads as infinity) is refused.</summary>
+    public double Double(string key, double fallback) => Get(key, fallback, n => n.GetValueKind() == JsonValueKind.Number && n.GetValue<double>() is var d && double.IsFinite(d) ? (true, d) : (false, 0), "a finite number");
     public bool Bool(string key, bool fallback) => Get(key, fallback, n => n.GetValueKind() switch { JsonValueKind.True => (true, true), JsonValueKind.False => (true, false), _ => (false, false) }, "true or false");
     public string String(string key, string fallback) => Get(key, fallback, n => n.GetValueKind() == JsonValueKind.String ? (true, n.GetValue<string>()) : (false, ""), "a string");
 

@@ -57,11 +57,21 @@ public sealed record T5Config : IHfConfig<T5Config>
         {
             if (!ok) throw new InvalidDataException($"{source}: {field}={value} is not supported; expected {expected}.");
         }
-        Check(VocabSize > 0 && DModel > 0 && DKv > 0 && DFf > 0 && NumHeads > 0, "sizes", $"{VocabSize}/{DModel}/{DKv}/{DFf}/{NumHeads}", "positive vocab_size, d_model, d_kv, d_ff, num_heads");
-        Check(NumLayers > 0 && NumDecoderLayers > 0, "num_layers", $"{NumLayers}/{NumDecoderLayers}", "positive encoder and decoder depths");
-        Check(RelativeAttentionNumBuckets >= 4 && RelativeAttentionMaxDistance > RelativeAttentionNumBuckets / 4, "relative_attention_num_buckets", RelativeAttentionNumBuckets, "at least 4 buckets and a max distance beyond the exact ones");
+        foreach (var (field, value) in new[] { ("vocab_size", VocabSize), ("d_model", DModel), ("d_kv", DKv), ("d_ff", DFf), ("num_heads", NumHeads), ("n_positions", MaxLength) })
+            Check(value > 0, field, value, "a positive integer");
+        ConfigLimits.Layers(source, "num_layers", NumLayers);
+        ConfigLimits.Layers(source, "num_decoder_layers", NumDecoderLayers);
+        Check(RelativeAttentionNumBuckets >= 4, "relative_attention_num_buckets", RelativeAttentionNumBuckets, "at least 4");
+        Check(RelativeAttentionMaxDistance > RelativeAttentionNumBuckets / 4, "relative_attention_max_distance", RelativeAttentionMaxDistance,
+            $"more than the {RelativeAttentionNumBuckets / 4} exact buckets of each direction (relative_attention_num_buckets / 4)");
         Check(FeedForwardProj is "relu" or "gated-gelu" or "gated-relu" or "gelu" or "gated-silu", "feed_forward_proj", FeedForwardProj, "relu, gated-gelu, gated-relu, gelu or gated-silu");
+        Check(LayerNormEpsilon > 0, "layer_norm_epsilon", LayerNormEpsilon, "a positive number");
         Check(DropoutRate is >= 0 and < 1, "dropout_rate", DropoutRate, "a probability in [0, 1)");
+        // The largest tensors, before anything computes num_heads × d_kv in int.
+        ConfigLimits.Tensor(source, "shared.weight", "vocab_size × d_model", VocabSize, DModel);
+        ConfigLimits.Tensor(source, "SelfAttention.q.weight", "num_heads × d_kv × d_model", (long)NumHeads * DKv, DModel);
+        ConfigLimits.Tensor(source, "DenseReluDense.wi.weight", "d_ff × d_model", DFf, DModel);
+        ConfigLimits.Tensor(source, "relative_attention_bias.weight", "relative_attention_num_buckets × num_heads", RelativeAttentionNumBuckets, NumHeads);
     }
 
     public JsonObject ToHf()

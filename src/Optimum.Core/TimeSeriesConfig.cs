@@ -102,9 +102,10 @@ public sealed record TimeSeriesConfig : IHfConfig<TimeSeriesConfig>
             throw new InvalidDataException($"{c.Source}: model_type '{type}' is not time_series_transformer or informer.");
         bool informer = type == "informer";
         int pred = c.OptionalInt("prediction_length") ?? throw new InvalidDataException($"{c.Source}: prediction_length is required.");
-        var scaling = c.Json["scaling"] switch
+        // HF: "mean" or true, "std", anything else (null included) no scaling; absent is the default "mean".
+        var scaling = !c.Json.ContainsKey("scaling") ? "mean" : c.Json["scaling"] switch
         {
-            null => "mean",
+            null => "none",
             JsonValue v when v.TryGetValue<bool>(out var b) => b ? "mean" : "none",
             JsonValue v when v.TryGetValue<string>(out var s) => s is "mean" or "std" ? s : "none",
             var other => throw new InvalidDataException($"{c.Source}: 'scaling' is {other.ToJsonString()}, expected \"mean\", \"std\", true, false or null."),
@@ -149,7 +150,8 @@ public sealed record TimeSeriesConfig : IHfConfig<TimeSeriesConfig>
         if (c.String("loss", "nll") != "nll") throw new InvalidDataException($"{c.Source}: loss '{c.String("loss", "nll")}' is not supported; expected nll.");
         cfg.Validate(c.Source);
         if (c.OptionalInt("feature_size") is { } fs && fs != cfg.FeatureSize)
-            throw new InvalidDataException($"{c.Source}: feature_size {fs} does not match the {cfg.FeatureSize} features the other fields imply.");
+            throw new InvalidDataException($"{c.Source}: feature_size {fs} does not match the {cfg.FeatureSize} features the other fields imply: {FeatureFields} = "
+                + $"{cfg.InputSize} × {cfg.LagsSequence.Length} + {cfg.EmbeddingDimension.Sum()} + {cfg.NumStaticRealFeatures} + {2 * cfg.InputSize} + {cfg.NumTimeFeatures} + {cfg.NumDynamicRealFeatures}.");
         return cfg;
     }
 
@@ -167,17 +169,24 @@ public sealed record TimeSeriesConfig : IHfConfig<TimeSeriesConfig>
             if (!ok) throw new InvalidDataException($"{source}: {field}={value} is not supported; expected {expected}.");
         }
         Check(ModelType is "time_series_transformer" or "informer", "model_type", ModelType, "time_series_transformer or informer");
-        Check(PredictionLength > 0 && ContextLength > 0, "prediction_length/context_length", $"{PredictionLength}/{ContextLength}", "positive lengths");
+        Check(PredictionLength > 0, "prediction_length", PredictionLength, "a positive length");
+        Check(ContextLength > 0, "context_length", ContextLength, "a positive length");
         Check(InputSize == 1, "input_size", InputSize, "1 (univariate targets; multivariate is not implemented)");
         Check(LagsSequence.Length > 0 && LagsSequence.All(l => l >= 1), "lags_sequence", $"[{string.Join(", ", LagsSequence)}]", "lags >= 1");
         Check(DistributionOutput is "student_t" or "normal" or "negative_binomial", "distribution_output", DistributionOutput, "student_t, normal or negative_binomial");
         Check(Scaling is "mean" or "std" or "none", "scaling", Scaling, "mean, std or none");
         Check(Cardinality.Length == NumStaticCategoricalFeatures && EmbeddingDimension.Length == NumStaticCategoricalFeatures
             && Cardinality.All(k => k > 0) && EmbeddingDimension.All(d => d > 0), "cardinality/embedding_dimension",
-            $"[{string.Join(", ", Cardinality)}]/[{string.Join(", ", EmbeddingDimension)}]", $"{NumStaticCategoricalFeatures} positive entries each");
-        Check(NumTimeFeatures >= 0 && NumDynamicRealFeatures >= 0 && NumStaticRealFeatures >= 0, "feature counts", $"{NumTimeFeatures}/{NumDynamicRealFeatures}/{NumStaticRealFeatures}", "non-negative");
-        Check(DModel > 0 && DModel % EncoderAttentionHeads == 0 && DModel % DecoderAttentionHeads == 0, "d_model", DModel, "a positive multiple of the head counts");
-        Check(EncoderLayers > 0 && DecoderLayers > 0 && EncoderFfnDim > 0 && DecoderFfnDim > 0, "layers/ffn", $"{EncoderLayers}/{DecoderLayers}/{EncoderFfnDim}/{DecoderFfnDim}", "positive");
+            $"[{string.Join(", ", Cardinality)}]/[{string.Join(", ", EmbeddingDimension)}]", $"num_static_categorical_features ({NumStaticCategoricalFeatures}) positive entries each");
+        foreach (var (field, count) in new[] { ("num_time_features", NumTimeFeatures), ("num_dynamic_real_features", NumDynamicRealFeatures), ("num_static_real_features", NumStaticRealFeatures) })
+            Check(count >= 0, field, count, "a count >= 0");
+        Check(DModel > 0, "d_model", DModel, "a positive width");
+        foreach (var (field, heads) in new[] { ("encoder_attention_heads", EncoderAttentionHeads), ("decoder_attention_heads", DecoderAttentionHeads) })
+            Check(heads > 0 && DModel % heads == 0, field, heads, $"a positive divisor of d_model ({DModel})");
+        ConfigLimits.Layers(source, "encoder_layers", EncoderLayers);
+        ConfigLimits.Layers(source, "decoder_layers", DecoderLayers);
+        Check(EncoderFfnDim > 0, "encoder_ffn_dim", EncoderFfnDim, "a positive width");
+        Check(DecoderFfnDim > 0, "decoder_ffn_dim", DecoderFfnDim, "a positive width");
         Check(ActivationFunction is "gelu" or "relu" or "silu" or "swish" or "gelu_new" or "tanh", "activation_function", ActivationFunction, "gelu, relu, silu, gelu_new or tanh");
         foreach (var (name, p) in new[] { ("dropout", Dropout), ("attention_dropout", AttentionDropout), ("activation_dropout", ActivationDropout), ("encoder_layerdrop", EncoderLayerdrop), ("decoder_layerdrop", DecoderLayerdrop) })
             Check(p is >= 0 and < 1, name, p, "a probability in [0, 1)");
@@ -185,7 +194,18 @@ public sealed record TimeSeriesConfig : IHfConfig<TimeSeriesConfig>
         Check(SamplingFactor > 0, "sampling_factor", SamplingFactor, "positive");
         Check(TimeFeatures is null || (TimeFeatures == "monthly" && NumTimeFeatures == 2 && NumDynamicRealFeatures == 0), "time_features", TimeFeatures ?? "null",
             "null, or \"monthly\" with 2 time features (month of year, age) and no dynamic reals");
+        // Sizes, in long before the properties above compute them in int.
+        long features = (long)InputSize * LagsSequence.Length + EmbeddingDimension.Sum(d => (long)d) + NumStaticRealFeatures + 2L * InputSize + NumTimeFeatures + NumDynamicRealFeatures;
+        ConfigLimits.Tensor(source, "value_embedding.value_projection.weight", FeatureFields + " (the feature size) and d_model", DModel, features);
+        ConfigLimits.Tensor(source, "embed_positions.weight", "context_length + prediction_length and d_model", (long)ContextLength + PredictionLength, DModel);
+        ConfigLimits.Tensor(source, "a past_values row", "context_length + max(lags_sequence)", (long)ContextLength + LagsSequence.Max());
+        ConfigLimits.Tensor(source, "fc1.weight", "encoder_ffn_dim/decoder_ffn_dim and d_model", Math.Max(EncoderFfnDim, DecoderFfnDim), DModel);
+        for (int i = 0; i < NumStaticCategoricalFeatures; i++)
+            ConfigLimits.Tensor(source, $"embedder.embedders.{i}.weight", "cardinality and embedding_dimension", Cardinality[i], EmbeddingDimension[i]);
     }
+
+    /// <summary>The fields HF's feature_size is made of, for messages.</summary>
+    private const string FeatureFields = "input_size × len(lags_sequence), sum(embedding_dimension) over num_static_categorical_features, num_static_real_features, 2·input_size, num_time_features, num_dynamic_real_features";
 
     public JsonObject ToHf()
     {

@@ -45,7 +45,8 @@ public sealed record UNet2DConfig : IHfConfig<UNet2DConfig>
             DownBlockTypes = Strings(c, "down_block_types") ?? ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
             UpBlockTypes = Strings(c, "up_block_types") ?? ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
             NormNumGroups = c.Int("norm_num_groups", 32), NormEps = c.Double("norm_eps", 1e-5),
-            AttentionHeadDim = c.Json["attention_head_dim"] is null ? null : c.Int("attention_head_dim", 8),
+            // diffusers' default is 8; an explicit null is one head over all channels.
+            AttentionHeadDim = !c.Json.ContainsKey("attention_head_dim") ? 8 : c.Json["attention_head_dim"] is null ? null : c.Int("attention_head_dim", 8),
             ActFn = c.String("act_fn", "silu"), FlipSinToCos = c.Bool("flip_sin_to_cos", true), FreqShift = c.Int("freq_shift", 0),
             DownsamplePadding = c.Int("downsample_padding", 1), NumClassEmbeds = c.OptionalInt("num_class_embeds"), Source = c.Json,
         };
@@ -85,21 +86,38 @@ public sealed record UNet2DConfig : IHfConfig<UNet2DConfig>
             if (!ok) throw new InvalidDataException($"{source}: {field}={value} is not supported; expected {expected}.");
         }
         int levels = BlockOutChannels.Length;
-        Check(levels > 0 && BlockOutChannels.All(ch => ch > 0 && ch % NormNumGroups == 0), "block_out_channels", $"[{string.Join(", ", BlockOutChannels)}]",
+        Check(levels is > 0 and <= MaxLevels, "block_out_channels", $"[{string.Join(", ", BlockOutChannels)}]", $"1 to {MaxLevels} levels");
+        Check(NormNumGroups > 0, "norm_num_groups", NormNumGroups, "positive");
+        Check(BlockOutChannels.All(ch => ch > 0 && ch % NormNumGroups == 0), "block_out_channels", $"[{string.Join(", ", BlockOutChannels)}]",
             $"positive multiples of norm_num_groups ({NormNumGroups})");
         Check(DownBlockTypes.Length == levels && DownBlockTypes.All(t => t is "DownBlock2D" or "AttnDownBlock2D"), "down_block_types",
-            $"[{string.Join(", ", DownBlockTypes)}]", $"{levels} of DownBlock2D, AttnDownBlock2D");
+            $"[{string.Join(", ", DownBlockTypes)}]", $"{levels} (one per block_out_channels entry) of DownBlock2D, AttnDownBlock2D");
         Check(UpBlockTypes.Length == levels && UpBlockTypes.All(t => t is "UpBlock2D" or "AttnUpBlock2D"), "up_block_types",
-            $"[{string.Join(", ", UpBlockTypes)}]", $"{levels} of UpBlock2D, AttnUpBlock2D");
-        Check(InChannels > 0 && OutChannels > 0 && LayersPerBlock > 0, "in_channels/out_channels/layers_per_block", $"{InChannels}/{OutChannels}/{LayersPerBlock}", "positive");
-        Check(SampleSize > 0 && SampleSize % (1 << (levels - 1)) == 0, "sample_size", SampleSize, $"a positive multiple of {1 << (levels - 1)} (halved {levels - 1} times)");
-        Check(NormNumGroups > 0 && NormEps > 0, "norm_num_groups/norm_eps", $"{NormNumGroups}/{NormEps}", "positive");
-        Check(AttentionHeadDim is null || BlockOutChannels.All(ch => ch % AttentionHeadDim == 0), "attention_head_dim", AttentionHeadDim ?? 0, "a divisor of every block's channels");
+            $"[{string.Join(", ", UpBlockTypes)}]", $"{levels} (one per block_out_channels entry) of UpBlock2D, AttnUpBlock2D");
+        Check(InChannels > 0, "in_channels", InChannels, "positive");
+        Check(OutChannels > 0, "out_channels", OutChannels, "positive");
+        ConfigLimits.Layers(source, "layers_per_block", LayersPerBlock);
+        Check(SampleSize > 0 && SampleSize <= MaxSampleSize && SampleSize % (1 << (levels - 1)) == 0, "sample_size", SampleSize,
+            $"a positive multiple of {1 << (levels - 1)} (halved {levels - 1} times) up to {MaxSampleSize}");
+        Check(NormEps > 0, "norm_eps", NormEps, "positive");
+        Check(AttentionHeadDim is null || (AttentionHeadDim > 0 && BlockOutChannels.All(ch => ch % AttentionHeadDim == 0)), "attention_head_dim", AttentionHeadDim?.ToString() ?? "null",
+            "null or a positive divisor of every block's channels");
         Check(ActFn is "silu" or "swish", "act_fn", ActFn, "silu");
         Check(DownsamplePadding is 0 or 1, "downsample_padding", DownsamplePadding, "0 or 1");
-        Check(NumClassEmbeds is null or > 0, "num_class_embeds", NumClassEmbeds ?? 0, "null or positive");
-        Check(TimeEmbedDim / 4 % 2 == 0, "block_out_channels[0]", BlockOutChannels[0], "even (the sinusoidal embedding has sin and cos halves)");
+        Check(NumClassEmbeds is null or > 0, "num_class_embeds", NumClassEmbeds?.ToString() ?? "null", "null or positive");
+        Check(BlockOutChannels[0] % 2 == 0, "block_out_channels[0]", BlockOutChannels[0], "even (the sinusoidal embedding has sin and cos halves)");
+        Check(FreqShift < BlockOutChannels[0] / 2, "freq_shift", FreqShift, $"below half of block_out_channels[0] ({BlockOutChannels[0] / 2}), the sinusoidal embedding's frequencies");
+        // Sizes, in long before TimeEmbedDim computes 4 × block_out_channels[0] in int.
+        long widest = BlockOutChannels.Max(), time = 4L * BlockOutChannels[0];
+        ConfigLimits.Tensor(source, "an up block's 3×3 convolution", "block_out_channels", widest, 2 * widest, 3, 3);
+        ConfigLimits.Tensor(source, "time_embedding.linear_2.weight", "4 × block_out_channels[0]", time, time);
+        if (NumClassEmbeds is { } classes) ConfigLimits.Tensor(source, "class_embedding.weight", "num_class_embeds and block_out_channels[0]", classes, time);
     }
+
+    /// <summary>Most down/up levels: sample_size is halved at each.</summary>
+    public const int MaxLevels = 16;
+    /// <summary>Largest sample_size (pixels or latents per side); diffusers models go to 128 latents.</summary>
+    public const int MaxSampleSize = 1 << 16;
 
     /// <summary>The diffusers config.json document (unknown keys of the source kept).</summary>
     public JsonObject ToHf()

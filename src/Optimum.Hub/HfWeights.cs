@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Optimum.Core;
+using Optimum.Onnx;
 
 namespace Optimum.Hub;
 
@@ -14,7 +15,7 @@ public static class HfWeights
     /// <summary>
     /// Reads the parameters <paramref name="parameters"/> from an HF checkpoint, converting F16/BF16 to
     /// float. Keys saved from the base model (without the <c>transformer.</c> prefix) are accepted. A
-    /// missing tensor or a wrong shape is refused naming the file and the tensor. Returns the names of
+    /// missing tensor, a wrong shape, an integer dtype or a non-finite value is refused naming the file and the tensor. Returns the names of
     /// checkpoint tensors that were not used (other than known buffers) in <paramref name="unused"/>.
     /// </summary>
     public static float[][] Load(string path, IReadOnlyList<ParameterInfo> parameters, out IReadOnlyList<string> unused)
@@ -29,8 +30,15 @@ public static class HfWeights
             var (type, shape) = f.Info(key);
             if (!shape.SequenceEqual(p.Shape))
                 throw new InvalidDataException($"{path}: tensor '{key}' has shape [{string.Join(", ", shape)}], the model needs [{string.Join(", ", p.Shape)}].");
+            if (type is not (DType.Float or DType.Float16 or DType.BFloat16 or DType.Double))
+                throw new InvalidDataException($"{path}: tensor '{key}' is {type.Name()}; a parameter must be floating-point (F32, F16, BF16 or F64).");
             used.Add(key);
-            return f.Read(key).ToFloats();
+            var values = f.Read(key).ToFloats();
+            // A NaN or infinite weight (or an F64 one beyond float32's range) is corrupt input: refused here rather than as a diverging first step.
+            int bad = Array.FindIndex(values, v => !float.IsFinite(v));
+            if (bad >= 0)
+                throw new InvalidDataException($"{path}: tensor '{key}' holds {values[bad].ToString(System.Globalization.CultureInfo.InvariantCulture)} at element {bad} (as float32); weights must be finite.");
+            return values;
         }).ToArray();
         unused = f.Names.Where(n => !used.Contains(n) && !IsBuffer(n)).ToArray();
         return result;

@@ -118,31 +118,29 @@ public sealed class SafeTensorsFile : IDisposable
         if (doc.RootElement.ValueKind != JsonValueKind.Object) throw Bad(path, "header is not a JSON object");
         var entries = new Dictionary<string, (DType, long[], long, long)>(StringComparer.Ordinal);
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var p in doc.RootElement.EnumerateObject())
+        bool sawMetadata = false;
+        try
         {
-            if (p.Name == "__metadata__")
+            foreach (var p in doc.RootElement.EnumerateObject())
             {
-                if (p.Value.ValueKind != JsonValueKind.Object) throw Bad(path, "__metadata__ is not an object");
-                foreach (var m in p.Value.EnumerateObject())
-                    metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : throw Bad(path, $"__metadata__.{m.Name} is not a string");
-                continue;
+                if (p.Name == "__metadata__")
+                {
+                    // As the reference reader (an optional map of strings): null is no metadata; a key twice is ambiguous.
+                    if (sawMetadata) throw Bad(path, "__metadata__ appears twice");
+                    sawMetadata = true;
+                    if (p.Value.ValueKind == JsonValueKind.Null) continue;
+                    if (p.Value.ValueKind != JsonValueKind.Object) throw Bad(path, "__metadata__ is not an object");
+                    foreach (var m in p.Value.EnumerateObject())
+                        if (!metadata.TryAdd(m.Name, m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : throw Bad(path, $"__metadata__.{m.Name} is not a string")))
+                            throw Bad(path, $"__metadata__.{m.Name} appears twice");
+                    continue;
+                }
+                var (name, entry) = ParseEntry(path, p.Name, p.Value, dataLen);
+                if (!entries.TryAdd(name, entry)) throw Bad(path, $"tensor '{name}': appears twice");
             }
-            var t = p.Value;
-            string Where(string field) => $"tensor '{p.Name}': {field}";
-            if (t.ValueKind != JsonValueKind.Object) throw Bad(path, Where("entry is not an object"));
-            if (!t.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String || !Types.TryGetValue(dt.GetString()!, out var type))
-                throw Bad(path, Where($"dtype {(t.TryGetProperty("dtype", out var d) ? d.GetRawText() : "missing")} is not one of {string.Join(", ", Types.Keys)}"));
-            if (!t.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array || sh.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.Number || !x.TryGetInt64(out var v) || v < 0))
-                throw Bad(path, Where("shape is not an array of non-negative integers"));
-            var shape = sh.EnumerateArray().Select(x => x.GetInt64()).ToArray();
-            if (!t.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2
-                || !off[0].TryGetInt64(out var begin) || !off[1].TryGetInt64(out var end) || begin < 0 || end < begin)
-                throw Bad(path, Where("data_offsets is not [begin, end] with 0 <= begin <= end"));
-            if (end > dataLen) throw Bad(path, Where($"data_offsets end {end} exceeds the {dataLen} data bytes (truncated file?)"));
-            long bytes = checked(shape.Aggregate(1L, (a, b) => a * b) * type.Size());
-            if (end - begin != bytes) throw Bad(path, Where($"data_offsets span {end - begin} bytes but {dt.GetString()}[{string.Join(", ", shape)}] needs {bytes}"));
-            if (!entries.TryAdd(p.Name, (type, shape, begin, end))) throw Bad(path, Where("appears twice"));
         }
+        // A name or string that is not valid UTF-8 (or escapes half a surrogate pair) only fails when it is read.
+        catch (InvalidOperationException e) { throw Bad(path, $"header holds a string that cannot be decoded ({e.Message})"); }
         long expected = 0;
         foreach (var (name, e) in entries.OrderBy(e => e.Value.Item3).ThenBy(e => e.Value.Item4))
         {
@@ -151,6 +149,32 @@ public sealed class SafeTensorsFile : IDisposable
         }
         if (expected != dataLen) throw Bad(path, $"the data section has {dataLen} bytes but the tensors cover {expected}");
         return (entries, metadata);
+    }
+
+    /// <summary>One tensor's header entry, checked on its own: dtype, shape, and data_offsets in the data section with the shape's size.</summary>
+    private static (string, (DType, long[], long, long)) ParseEntry(string path, string name, JsonElement t, long dataLen)
+    {
+        string Where(string field) => $"tensor '{name}': {field}";
+        if (t.ValueKind != JsonValueKind.Object) throw Bad(path, Where("entry is not an object"));
+        if (!t.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String || !Types.TryGetValue(dt.GetString()!, out var type))
+            throw Bad(path, Where($"dtype {(t.TryGetProperty("dtype", out var d) ? d.GetRawText() : "missing")} is not one of {string.Join(", ", Types.Keys)}"));
+        if (!t.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array || sh.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.Number || !x.TryGetInt64(out var v) || v < 0))
+            throw Bad(path, Where("shape is not an array of non-negative integers"));
+        var shape = sh.EnumerateArray().Select(x => x.GetInt64()).ToArray();
+        if (!t.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2
+            || off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
+            || !off[0].TryGetInt64(out var begin) || !off[1].TryGetInt64(out var end) || begin < 0 || end < begin)
+            throw Bad(path, Where("data_offsets is not [begin, end] with 0 <= begin <= end"));
+        if (end > dataLen) throw Bad(path, Where($"data_offsets end {end} exceeds the {dataLen} data bytes (truncated file?)"));
+        // The size in bytes, refusing shapes whose size does not fit in 64 bits (no data section is that large).
+        long bytes = shape.Contains(0) ? 0 : type.Size();
+        foreach (var dim in shape)
+        {
+            if (bytes > long.MaxValue / Math.Max(dim, 1)) throw Bad(path, Where($"shape [{string.Join(", ", shape)}] has more elements than a file can hold"));
+            bytes *= dim;
+        }
+        if (end - begin != bytes) throw Bad(path, Where($"data_offsets span {end - begin} bytes but {dt.GetString()}[{string.Join(", ", shape)}] needs {bytes}"));
+        return (name, (type, shape, begin, end));
     }
 
     private static InvalidDataException Bad(string path, string what) => new($"{path}: invalid safetensors file: {what}.");

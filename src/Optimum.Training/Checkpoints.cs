@@ -52,6 +52,7 @@ public static class Checkpoints
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        AllowDuplicateProperties = false,                                            // a field twice is ambiguous: refused, not last-wins
     };
 
     /// <summary>
@@ -138,11 +139,11 @@ public static class Checkpoints
         foreach (var (file, hash) in state.Files)
         {
             var path = Path.Combine(dir, file);
-            if (!File.Exists(path)) throw new InvalidDataException($"Checkpoint '{dir}' lacks {file}.");
-            if (Sha256(path) != hash) throw new InvalidDataException($"Checkpoint file '{path}' is corrupted: its SHA-256 differs from the one in {StateFile}.");
+            if (!File.Exists(path)) throw new InvalidDataException($"Checkpoint '{dir}' lacks {file}, which its {StateFile} lists in files.");
+            if (Sha256(path) != hash) throw new InvalidDataException($"Checkpoint file '{path}' is corrupted: its SHA-256 differs from the one {StateFile} lists in files.");
         }
         if (!state.Files.ContainsKey(ModelFolder.WeightsFile) || !state.Files.Keys.Any(f => f.StartsWith("optimizer", StringComparison.Ordinal)))
-            throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}': files must list {ModelFolder.WeightsFile} and the optimizer state.");
+            throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}': files must list {ModelFolder.WeightsFile} and the optimizer state ({OptimizerFile}, or one optimizer-rankNNN-of-NNN.safetensors per rank).");
         store.Load(HfWeights.Load(Path.Combine(dir, ModelFolder.WeightsFile), store.Parameters, out var unused));
         if (unused.Count > 0)
             throw new InvalidDataException($"Checkpoint '{Path.Combine(dir, ModelFolder.WeightsFile)}' has tensors the model lacks: {string.Join(", ", unused)}.");
@@ -151,7 +152,8 @@ public static class Checkpoints
         if (ema is not null && state.Files.ContainsKey(EmaWeights.File)) ema.Load(Path.Combine(dir, EmaWeights.File));
         // Optimizer state may come from any number of rank files: index every slice, then copy ours (re-sharding).
         var slices = new Dictionary<string, List<(string File, long Offset, long Length)>>(StringComparer.Ordinal);
-        foreach (var file in state.Files.Keys.Where(f => f.StartsWith("optimizer", StringComparison.Ordinal)))
+        var optimizerFiles = state.Files.Keys.Where(f => f.StartsWith("optimizer", StringComparison.Ordinal)).ToArray();
+        foreach (var file in optimizerFiles)
         {
             var path = Path.Combine(dir, file);
             using var f = SafeTensorsFile.Open(path);
@@ -159,7 +161,10 @@ public static class Checkpoints
                 throw new InvalidDataException($"'{path}' holds {kind} state but the run uses {EnumNames.Name(optimizer.Config.Kind)}.");
             foreach (var name in f.Names)
             {
-                long offset = f.Metadata.TryGetValue("offset." + name, out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;
+                long offset = 0;
+                if (f.Metadata.TryGetValue("offset." + name, out var o)
+                    && !long.TryParse(o, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out offset))
+                    throw new InvalidDataException($"'{path}': __metadata__ offset.{name} is '{o}', not an element offset (digits only).");
                 var (_, shape) = f.Info(name);
                 if (!slices.TryGetValue(name, out var list)) slices[name] = list = [];
                 list.Add((path, offset, shape.Aggregate(1L, (a, d) => a * d)));
@@ -175,21 +180,29 @@ public static class Checkpoints
                 {
                     var name = $"{optimizer.StateNames[k]}.{p.Name}";
                     long from = b - store.Offset(i), to = e - store.Offset(i), covered = 0;
-                    if (!slices.TryGetValue(name, out var parts)) throw new InvalidDataException($"Checkpoint '{dir}' has no optimizer tensor '{name}'.");
+                    if (!slices.TryGetValue(name, out var parts))
+                        throw new InvalidDataException($"Checkpoint '{dir}': {string.Join(", ", optimizerFiles)} hold no optimizer tensor '{name}'.");
                     foreach (var (file, offset, length) in parts)
                     {
+                        if (offset > p.Count - length)
+                            throw new InvalidDataException($"'{file}': tensor '{name}' holds elements {offset} to {offset + length} of '{p.Name}', which has {p.Count}.");
                         long lo = Math.Max(from, offset), hi = Math.Min(to, offset + length);
                         if (lo >= hi) continue;
                         if (!open.TryGetValue(file, out var f)) open[file] = f = SafeTensorsFile.Open(file);
-                        var (_, shape) = f.Info(name);
+                        var (type, shape) = f.Info(name);
                         if (shape.Length > 1 && !shape.SequenceEqual(p.Shape))
                             throw new InvalidDataException($"'{file}': tensor '{name}' has shape [{string.Join(", ", shape)}], expected [{string.Join(", ", p.Shape)}].");
-                        var values = f.Read(name).ToFloats();
-                        values.AsSpan((int)(lo - offset), (int)(hi - lo)).CopyTo(optimizer.State(k).Slice((int)(store.Offset(i) + lo - optimizer.Begin)));
+                        if (type is not (DType.Float or DType.Float16 or DType.BFloat16 or DType.Double))
+                            throw new InvalidDataException($"'{file}': tensor '{name}' is {type.Name()}; optimizer state must be floating-point.");
+                        var values = f.Read(name).ToFloats().AsSpan((int)(lo - offset), (int)(hi - lo));
+                        // Non-finite moments would turn the first resumed update into NaN weights: corrupt state, refused here.
+                        int bad = FirstNonFinite(values);
+                        if (bad >= 0) throw new InvalidDataException($"'{file}': tensor '{name}' holds {values[bad].ToString(System.Globalization.CultureInfo.InvariantCulture)} at element {lo - offset + bad}; optimizer state must be finite.");
+                        values.CopyTo(optimizer.State(k).Slice((int)(store.Offset(i) + lo - optimizer.Begin)));
                         covered += hi - lo;
                     }
                     if (covered != to - from)
-                        throw new InvalidDataException($"Checkpoint '{dir}': the optimizer files cover {covered} of the {to - from} elements of '{name}' this rank needs.");
+                        throw new InvalidDataException($"Checkpoint '{dir}': {string.Join(", ", optimizerFiles)} cover {covered} of the {to - from} elements of '{name}' this rank needs.");
                 }
             }
         }
@@ -198,6 +211,12 @@ public static class Checkpoints
             foreach (var f in open.Values) f.Dispose();
         }
         return state;
+    }
+
+    private static int FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        for (int i = 0; i < values.Length; i++) if (!float.IsFinite(values[i])) return i;
+        return -1;
     }
 
     /// <summary>The fields every trainer_state.json must hold (ema is optional: null for runs without EMA).</summary>
@@ -212,20 +231,23 @@ public static class Checkpoints
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"Checkpoint folder '{dir}' does not exist.");
         if (!File.Exists(path)) throw new InvalidDataException($"Checkpoint '{dir}' has no {StateFile} (incomplete checkpoint?).");
         TrainerState? s;
-        var bytes = File.ReadAllBytes(path);
+        var bytes = File.ReadAllBytes(path).AsMemory();
+        if (bytes.Span.StartsWith("\uFEFF"u8)) bytes = bytes[3..];                              // a UTF-8 byte order mark, as an editor may add
         try
         {
             // Every field is required: a missing one would silently take its default (a missing step restarts the schedule at 0).
-            using (var doc = JsonDocument.Parse(bytes))
+            using (var doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { AllowDuplicateProperties = false }))
             {
                 if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"'{path}' is not a valid trainer state: it is not a JSON object.");
                 foreach (var field in RequiredStateFields)
                     if (!doc.RootElement.TryGetProperty(field, out var v) || v.ValueKind == JsonValueKind.Null)
                         throw new InvalidDataException($"'{path}': field '{field}' is missing; a checkpoint's trainer state needs {string.Join(", ", RequiredStateFields)}.");
+                ReadStrings(doc.RootElement);
             }
-            s = JsonSerializer.Deserialize<TrainerState>(bytes, Json);
+            s = JsonSerializer.Deserialize<TrainerState>(bytes.Span, Json);
         }
         catch (JsonException e) { throw new InvalidDataException($"'{path}' is not a valid trainer state: {e.Message}", e); }
+        catch (InvalidOperationException e) { throw new InvalidDataException($"'{path}' is not a valid trainer state: it holds a string that cannot be decoded ({e.Message}).", e); }
         if (s is null || s.Format != TrainerState.CurrentFormat)
             throw new InvalidDataException($"'{path}': format '{s?.Format}' is not {TrainerState.CurrentFormat}.");
         void Check(bool ok, string field, object value, string expected)
@@ -245,9 +267,26 @@ public static class Checkpoints
         Check(s.Warmup >= 0, "warmup", s.Warmup, ">= 0");
         Check(s.Files.Count > 0, "files", "empty", "the checksums of the checkpoint's other files");
         foreach (var (file, hash) in s.Files)
-            Check(file.Length > 0 && Path.GetFileName(file) == file && hash.Length == 64 && hash.All(Uri.IsHexDigit), "files", $"'{file}': '{hash}'",
+            Check(file.Length > 0 && Path.GetFileName(file) == file && hash is { Length: 64 } && hash.All(Uri.IsHexDigit), "files", $"'{file}': {(hash is null ? "null" : $"'{hash}'")}",
                 "file names in the checkpoint folder with SHA-256 hex digests");
         return s;
+    }
+
+    /// <summary>Decodes every name and string (one escaping half a surrogate pair fails only when read).</summary>
+    private static void ReadStrings(JsonElement e)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject()) { _ = p.Name; ReadStrings(p.Value); }
+                break;
+            case JsonValueKind.Array:
+                foreach (var x in e.EnumerateArray()) ReadStrings(x);
+                break;
+            case JsonValueKind.String:
+                _ = e.GetString();
+                break;
+        }
     }
 
     internal static string Sha256(string path)

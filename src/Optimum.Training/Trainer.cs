@@ -197,10 +197,11 @@ public sealed class Trainer : IDisposable
         var metricsPath = Path.Combine(_o.OutputDir, "metrics.jsonl");
         if (Lead && start > 0 && File.Exists(metricsPath))
         {
-            // Lines past the checkpoint belong to the run being replaced: drop them, and a line torn by a killed run.
-            // Rewritten atomically: a run killed meanwhile must not lose the lines it keeps.
-            var kept = File.ReadLines(metricsPath).Where(l => MetricsStep(l) is { } s && s <= start).Select(l => l + "\n");
-            AtomicFile.Write(metricsPath, System.Text.Encoding.UTF8.GetBytes(string.Concat(kept)));
+            // Lines past the checkpoint belong to the run being replaced: drop them. So do lines without a step (the half-written
+            // last line of a killed run, or damage): the log is an output, and must not stop a resume.
+            var lines = File.ReadLines(metricsPath).Select(l => (Text: l, Step: MetricsStep(l))).ToArray();
+            if (lines.Count(l => l.Step is null) is var unreadable and > 0) Log?.Invoke($"warning: dropped {unreadable} unreadable line(s) of {metricsPath}");
+            AtomicFile.Write(metricsPath, System.Text.Encoding.UTF8.GetBytes(string.Concat(lines.Where(l => l.Step <= start).Select(l => l.Text + "\n"))));
         }
         using var metrics = Lead ? new StreamWriter(metricsPath, append: start > 0) : StreamWriter.Null;
         if (start == 0 && _o.EvalAtStart)
@@ -288,16 +289,6 @@ public sealed class Trainer : IDisposable
         return new TrainResult(step, interrupted, last, history, evals, skipped);
     }
 
-    private static long? MetricsStep(string line)
-    {
-        try
-        {
-            using var doc = JsonDocument.Parse(line);
-            return doc.RootElement.TryGetProperty("step", out var s) && s.TryGetInt64(out var step) ? step : null;
-        }
-        catch (JsonException) { return null; }
-    }
-
     /// <summary>
     /// Forward + backward over this rank's micro-batches. Each micro-batch's loss is a mean over its
     /// counted tokens, so gradients are combined weighted by those counts (Batch.LossWeight): the
@@ -367,20 +358,33 @@ public sealed class Trainer : IDisposable
         return dir;
     }
 
+    /// <summary>The step of one metrics.jsonl line, or null when it is not a JSON object with an integer step.</summary>
+    private static long? MetricsStep(string line)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(line);
+            return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("step", out var s)
+                && s.ValueKind == JsonValueKind.Number && s.TryGetInt64(out var step) ? step : null;
+        }
+        catch (JsonException) { return null; }
+    }
+
     private void CheckCompatible(TrainerState s, string dir)
     {
+        var state = Path.Combine(dir, Checkpoints.StateFile);
         void Same<T>(string what, T saved, T now)
         {
             if (!EqualityComparer<T>.Default.Equals(saved, now))
-                throw new InvalidDataException($"Checkpoint '{dir}' was made with {what} {saved}; this run has {now}. Resuming needs the same value.");
+                throw new InvalidDataException($"Checkpoint '{state}' was made with {what} {saved}; this run has {now}. Resuming needs the same value.");
         }
         Same("seed", s.Seed, _o.Seed);
         // The data position depends on the global batch only, so a run may resume on another number of ranks.
         Same("global batch (batch size x grad accum x ranks)", s.GlobalBatch, SamplesPerStep);
-        Same("total steps", s.TotalSteps, _o.Steps);
+        Same("total_steps", s.TotalSteps, _o.Steps);
         Same("optimizer", s.Optimizer, EnumNames.Name(_o.Optimizer.Kind));
-        Same("EMA", s.Ema?.ToString() ?? "none", _o.Ema?.ToString() ?? "none");
-        if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{dir}' is at step {s.Step}, past the run's {_o.Steps} steps.");
+        Same("EMA settings (ema)", s.Ema?.ToString() ?? "none", _o.Ema?.ToString() ?? "none");
+        if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{state}' is at step {s.Step}, past the run's {_o.Steps} steps.");
     }
 
     /// <summary>final/: the model folder with the trained weights (graphs copied); hf/: config.json + model.safetensors for transformers.</summary>

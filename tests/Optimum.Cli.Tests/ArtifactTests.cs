@@ -58,7 +58,7 @@ public sealed class ArtifactTests
     public void BadConfigsAndFolders_AreRefusedClearly()
     {
         var e = Assert.Throws<ArgumentException>(() => Mlp.Define(new GraphBuilder(), true, new MlpConfig { Activation = "swish" }));
-        Assert.Contains("Activation 'swish'", e.Message);
+        Assert.Contains("activation 'swish'", e.Message);
         var tmp = Repo.TempDir();
         try
         {

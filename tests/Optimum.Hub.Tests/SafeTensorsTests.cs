@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Optimum.Core;
 using Optimum.Hub;
 using Optimum.Onnx;
 using Optimum.Tests;
@@ -71,12 +72,43 @@ public sealed class SafeTensorsTests : IDisposable
     [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "tensor 'w': data_offsets is not")]
     [InlineData("{\"w\": [1, 2", 0, "header is not valid JSON")]
     [InlineData("[1, 2]", 0, "header is not a JSON object")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],\"data_offsets\":[0,8]}}", 8, "tensor 'w': shape [4611686018427387904, 4] has more elements than a file can hold")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[\"0\",\"8\"]}}", 8, "tensor 'w': data_offsets is not [begin, end]")]
+    [InlineData("{\"\\ud800\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0, "header holds a string that cannot be decoded")]
+    [InlineData("{\"__metadata__\":{},\"__metadata__\":{}}", 0, "__metadata__ appears twice")]
+    [InlineData("{\"__metadata__\":{\"a\":\"1\",\"a\":\"2\"}}", 0, "__metadata__.a appears twice")]
     public void InvalidFiles_AreRefusedNamingFileAndField(string header, int dataBytes, string expected)
     {
         var path = Raw("bad.safetensors", header, dataBytes);
         var e = Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Open(path));
         Assert.Contains(path, e.Message);
         Assert.Contains(expected, e.Message);
+    }
+
+    /// <summary>As the reference reader (an optional map): a null __metadata__ is none.</summary>
+    [Fact]
+    public void NullMetadata_IsNone()
+    {
+        using var f = SafeTensorsFile.Open(Raw("null-meta.safetensors", "{\"__metadata__\":null,\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4));
+        Assert.Empty(f.Metadata);
+        Assert.Equal(["w"], f.Names);
+    }
+
+    /// <summary>A parameter must be floating-point and finite: an integer tensor or a NaN weight in an HF checkpoint is corrupt input.</summary>
+    [Fact]
+    public void IntegerOrNonFiniteParameters_AreRefusedNamingTheFileAndTensor()
+    {
+        ParameterInfo[] ps = [new("w", [2])];
+        var ints = F("ints.safetensors");
+        SafeTensorsFile.Write(ints, [new SafeTensor("w", DType.Int32, [2], new byte[8])]);
+        var e = Assert.Throws<InvalidDataException>(() => HfWeights.Load(ints, ps, out _));
+        Assert.Contains($"{ints}: tensor 'w' is int32; a parameter must be floating-point", e.Message);
+        var nan = F("nan.safetensors");
+        SafeTensorsFile.Write(nan, [SafeTensor.FromFloats("w", [1, float.NaN], 2)]);
+        Assert.Contains($"{nan}: tensor 'w' holds NaN at element 1", Assert.Throws<InvalidDataException>(() => HfWeights.Load(nan, ps, out _)).Message);
+        var big = F("big.safetensors");
+        SafeTensorsFile.Write(big, [new SafeTensor("w", DType.Double, [2], [.. BitConverter.GetBytes(1.0), .. BitConverter.GetBytes(1e300)])]);
+        Assert.Contains("holds Infinity at element 1 (as float32)", Assert.Throws<InvalidDataException>(() => HfWeights.Load(big, ps, out _)).Message);
     }
 
     [Fact]

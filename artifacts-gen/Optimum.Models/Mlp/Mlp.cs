@@ -17,9 +17,13 @@ public sealed record MlpConfig : IHfConfig<MlpConfig>
     /// <summary>Reads the MLP's config.json keys (input_size, hidden_sizes, num_classes, activation, dropout).</summary>
     public static MlpConfig FromHf(HfConfig c)
     {
-        var hidden = c.Json["hidden_sizes"] is JsonArray a
-            ? a.Select(n => n is JsonValue v && v.TryGetValue<int>(out var h) ? h : throw new InvalidDataException($"{c.Source}: 'hidden_sizes' must be a list of integers.")).ToArray()
-            : [64];
+        int[] hidden = c.Json["hidden_sizes"] switch
+        {
+            null => [64],
+            JsonArray a => a.Select(n => n is JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.Number && v.TryGetValue<int>(out var h) ? h
+                : throw new InvalidDataException($"{c.Source}: 'hidden_sizes' must be a list of integers, got {a.ToJsonString()}.")).ToArray(),
+            var other => throw new InvalidDataException($"{c.Source}: 'hidden_sizes' must be a list of integers, got {other.ToJsonString()}."),
+        };
         var cfg = new MlpConfig
         {
             InputSize = c.Int("input_size", 64), HiddenSizes = hidden, NumClasses = c.Int("num_classes", 10),
@@ -40,14 +44,19 @@ public sealed record MlpConfig : IHfConfig<MlpConfig>
         ["model_type"] = "mlp",
     };
 
-    /// <summary>Refuses configurations the definition cannot build, naming the field.</summary>
+    /// <summary>Refuses configurations the definition cannot build, naming the config.json key.</summary>
     public void Validate()
     {
-        if (InputSize < 1) throw new ArgumentException($"{nameof(InputSize)} must be positive, got {InputSize}.");
-        if (NumClasses < 2) throw new ArgumentException($"{nameof(NumClasses)} must be at least 2, got {NumClasses}.");
-        if (HiddenSizes.Any(h => h < 1)) throw new ArgumentException($"{nameof(HiddenSizes)} must be positive, got [{string.Join(", ", HiddenSizes)}].");
-        if (Activation is not ("relu" or "tanh" or "gelu")) throw new ArgumentException($"{nameof(Activation)} '{Activation}' is not one of relu, tanh, gelu.");
-        if (Dropout is < 0 or >= 1) throw new ArgumentException($"{nameof(Dropout)} must be in [0, 1), got {Dropout}.");
+        if (InputSize < 1) throw new ArgumentException($"input_size must be positive, got {InputSize}.");
+        if (NumClasses < 2) throw new ArgumentException($"num_classes must be at least 2, got {NumClasses}.");
+        if (HiddenSizes.Any(h => h < 1)) throw new ArgumentException($"hidden_sizes must be positive, got [{string.Join(", ", HiddenSizes)}].");
+        if (HiddenSizes.Count >= ConfigLimits.MaxLayers) throw new ArgumentException($"hidden_sizes has {HiddenSizes.Count} layers; at most {ConfigLimits.MaxLayers - 1} are supported.");
+        if (Activation is not ("relu" or "tanh" or "gelu")) throw new ArgumentException($"activation '{Activation}' is not one of relu, tanh, gelu.");
+        if (Dropout is < 0 or >= 1) throw new ArgumentException($"dropout must be in [0, 1), got {Dropout}.");
+        long[] widths = [InputSize, .. HiddenSizes, NumClasses];
+        for (int i = 0; i + 1 < widths.Length; i++)
+            if (widths[i] * widths[i + 1] > ConfigLimits.MaxTensorElements)
+                throw new ArgumentException($"input_size/hidden_sizes/num_classes make a {widths[i]} × {widths[i + 1]} layer; at most {ConfigLimits.MaxTensorElements} weights per layer are supported.");
     }
 }
 
