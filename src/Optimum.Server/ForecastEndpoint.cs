@@ -32,15 +32,15 @@ public static partial class OptimumServer
         {
             outcome = ctx.RequestAborted.IsCancellationRequested ? "cancelled" : "timeout";
         }
-        catch (ArgumentException e)
+        catch (ForecastOverflowException e)
         {
-            // Valid JSON the model cannot take (values that overflow its float32 scaling or draws): the input is at fault.
+            // The registry checked at start-up that the model forecasts a plain series: a forecast leaving float32's range is the series' doing.
             metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", "error"));
-            return Problem(422, "Unprocessable series", e.Message);
+            return Problem(422, "Value out of range", e.Message);
         }
         catch (InvalidOperationException e)
         {
-            // The model itself failed (non-finite parameters from a finite, scaled history): say so, not a bare 500.
+            // The model itself failed: say so, not a bare 500.
             metrics.ForecastSeries.Add(req.Series.Count, new("model", req.Model), new("outcome", "error"));
             return Problem(500, "Forecast failed", e.Message);
         }

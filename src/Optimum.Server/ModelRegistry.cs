@@ -55,6 +55,7 @@ public sealed class ModelRegistry : IDisposable
             _owned.Add(model);
             if (model.Forecaster is { } forecaster)
             {
+                CheckForecasts(forecaster, name, path);
                 var f = new Served<Forecaster>(forecaster, o.QueueLimit);
                 _owned.Add(f.Turn);
                 _forecasters[name] = f;
@@ -70,6 +71,26 @@ public sealed class ModelRegistry : IDisposable
             }
             else _generators[name] = model.Generator ?? throw new InvalidOperationException($"Model '{name}' ('{path}') is of kind '{model.Task.WireName()}', which this service does not serve.");
             _names.Add(name);
+        }
+    }
+
+    /// <summary>
+    /// A forecaster must forecast a plain series (ones, zero features) within float32: one that cannot has broken weights
+    /// and is refused now, so that a forecast leaving float32's range later is the request's fault (a 422), not the model's.
+    /// </summary>
+    private static void CheckForecasts(Forecaster f, string name, string path)
+    {
+        var plain = new SeriesInput
+        {
+            Values = Enumerable.Repeat(1f, f.MinHistory).ToArray(),
+            TimeFeatures = f.TimeFeatureCount > 0 ? new float[(f.MinHistory + f.PredictionLength) * f.TimeFeatureCount] : null,
+            StaticCategorical = f.StaticCategoricalCount > 0 ? new long[f.StaticCategoricalCount] : null,
+            StaticReal = f.StaticRealCount > 0 ? new float[f.StaticRealCount] : null,
+        };
+        try { f.Predict([plain], new ForecastOptions { Samples = 1 }); }
+        catch (ForecastOverflowException e)
+        {
+            throw new InvalidOperationException($"Model '{name}' ('{path}') cannot forecast a plain series (ones) within float32, so its weights are broken: {e.Message}", e);
         }
     }
 

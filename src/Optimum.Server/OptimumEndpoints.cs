@@ -84,7 +84,8 @@ public static partial class OptimumServer
         v1.MapPost("/completions", Complete);
         v1.MapPost("/forecast", Forecast);
         v1.MapPost("/images/generations", GenerateImages);
-        group.MapPrometheusScrapingEndpoint("/metrics");
+        // The exporter maps every method; a scrape is a GET.
+        group.MapPrometheusScrapingEndpoint("/metrics").WithMetadata(new HttpMethodMetadata(["GET"]));
         return group;
     }
 

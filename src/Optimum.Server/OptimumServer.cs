@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Optimum.Core;
 using Optimum.Inference;
 
@@ -11,9 +12,10 @@ namespace Optimum.Server;
 /// The completions, forecasting and image generation microservice (ASP.NET Core minimal API): POST /v1/completions (OpenAI subset,
 /// server-sent events when streaming), POST /v1/forecast (probabilistic forecasts, see ForecastEndpoint.cs),
 /// POST /v1/images/generations (diffusion samples as PNGs, see ImagesEndpoint.cs), GET /v1/models, GET /healthz, GET /metrics (Prometheus).
-/// Errors are RFC 7807 problem details; limits: body size (413), context length (413), API key (401),
-/// bounded concurrency with a queue (429), per-request timeout (504); a client that disconnects
-/// stops its generation, forecast or sampling; shutdown lets in-flight requests finish.
+/// Errors are RFC 7807 problem details; limits: JSON bodies only (415), body size (413), a body's time and rate (408,
+/// RequestBody.cs, which also has Kestrel's connection limits), context length (413), API key (401), bounded concurrency
+/// with a queue (429), per-request timeout (504); a client that disconnects stops its generation, forecast or sampling;
+/// shutdown lets in-flight requests finish.
 /// In an app of your own: <see cref="AddOptimum"/> and <see cref="MapOptimum"/> (OptimumEndpoints.cs); on its own: Build.
 /// </summary>
 public static partial class OptimumServer
@@ -39,9 +41,10 @@ public static partial class OptimumServer
         configure?.Invoke(builder);
         builder.Services.AddOptimum(options);
         // What a host decides for all its routes, decided here for the service on its own: problem details with
-        // the framework's defaults (trace id), time for in-flight requests to finish at shutdown, quieter logs.
+        // the framework's defaults (trace id), time for in-flight requests to finish at shutdown, Kestrel's limits (ApplyLimits), quieter logs.
         builder.Services.AddProblemDetails();
         builder.Services.AddOptions<HostOptions>().Configure<ServerOptions>((h, o) => h.ShutdownTimeout = TimeSpan.FromSeconds(Math.Max(30, o.RequestTimeoutSeconds)));
+        builder.Services.AddOptions<KestrelServerOptions>().Configure<ServerOptions>((k, o) => ApplyLimits(k.Limits, o));
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         var app = builder.Build();
         app.MapOptimum();
@@ -49,41 +52,6 @@ public static partial class OptimumServer
     }
 
     private static IResult Problem(int status, string title, string detail) => Results.Problem(statusCode: status, title: title, detail: detail);
-
-    /// <summary>The request body, or a 413 problem: refused by Content-Length first, then while reading (chunked bodies have no length).</summary>
-    private static async Task<(ReadOnlyMemory<byte> Body, IResult? Refusal)> ReadBody(HttpContext ctx, ServerOptions o)
-    {
-        // Only this request's limit: the server-wide one is the app's (Kestrel's default is 30 MB).
-        if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = o.MaxBodyBytes;
-        if (ctx.Request.ContentLength > o.MaxBodyBytes) return (default, Problem(413, "Payload too large", $"The body has {ctx.Request.ContentLength} bytes; the limit is {o.MaxBodyBytes}."));
-        var body = new MemoryStream();
-        var buffer = new byte[8192];
-        try
-        {
-            int read;
-            while ((read = await ctx.Request.Body.ReadAsync(buffer, ctx.RequestAborted)) > 0)
-            {
-                body.Write(buffer, 0, read);
-                if (body.Length > o.MaxBodyBytes) return (default, Problem(413, "Payload too large", $"The body exceeds the limit of {o.MaxBodyBytes} bytes."));
-            }
-        }
-        catch (BadHttpRequestException e) when (e.StatusCode == 413)
-        {
-            return (default, Problem(413, "Payload too large", $"The body exceeds the limit of {o.MaxBodyBytes} bytes."));
-        }
-        return (body.GetBuffer().AsMemory(0, (int)body.Length), null);
-    }
-
-    private delegate T RequestParser<T>(ReadOnlySpan<byte> body);
-
-    /// <summary>The parsed request, or the problem to answer: 413 for the body's size, the parser's 4xx for its content.</summary>
-    private static async Task<(T? Request, IResult? Refusal)> ReadRequest<T>(HttpContext ctx, ServerOptions o, RequestParser<T> parse) where T : class
-    {
-        var (body, refusal) = await ReadBody(ctx, o);
-        if (refusal is not null) return (null, refusal);
-        try { return (parse(body.Span), null); }
-        catch (RequestError e) { return (null, Problem(e.Status, e.Title, e.Message)); }
-    }
 
     private static async Task<IResult> Complete(HttpContext ctx, ServerOptions o, ModelRegistry models, ServerMetrics metrics, [FromKeyedServices(ServiceKey)] ConcurrencyLimiter limiter)
     {

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Unicode;
 
 namespace Optimum.Server;
 
@@ -12,19 +13,70 @@ public sealed class RequestError(int status, string title, string detail, Except
 /// <summary>Reading request bodies field by field, with errors that name the field, what was expected and what came.</summary>
 internal static class RequestJson
 {
-    /// <summary>The body as a JSON object; the caller disposes the document.</summary>
+    /// <summary>
+    /// The body as a JSON object; the caller disposes the document. JSON text is UTF-8 (RFC 8259 §8.1): a leading byte
+    /// order mark is skipped, invalid UTF-8 anywhere is a 400 naming the byte. A key given twice is a 400 (which one
+    /// counts would be a guess, and a proxy may have guessed the other way), and so is a string .NET cannot hold (an
+    /// escaped lone surrogate) anywhere in the body, named by its path, also in fields the endpoint does not read.
+    /// </summary>
     public static JsonDocument Parse(ReadOnlySpan<byte> body)
     {
+        int bom = body.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF]) ? 3 : 0;
+        body = body[bom..];
+        if (!Utf8.IsValid(body))
+        {
+            Utf8.ToUtf16(body, new char[body.Length], out int valid, out _, replaceInvalidSequences: false);
+            throw Bad($"The body is not valid UTF-8: byte {bom + valid} (0x{body[valid]:X2}) starts an invalid sequence.");
+        }
         JsonDocument doc;
         try { doc = JsonDocument.Parse(body.ToArray()); }
         catch (JsonException e) { throw Bad($"The body is not valid JSON: {e.Message}"); }
-        if (doc.RootElement.ValueKind != JsonValueKind.Object)
+        try
         {
-            var kind = doc.RootElement.ValueKind;
-            doc.Dispose();
-            throw Bad($"The body must be a JSON object, got {kind}.");
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw Bad($"The body must be a JSON object, got {doc.RootElement.ValueKind}.");
+            CheckText(doc.RootElement, "");
+            return doc;
         }
-        return doc;
+        catch
+        {
+            doc.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Every string and key under <paramref name="e"/> decodes to UTF-16 and no object has a key twice; else a 400 naming
+    /// where (<paramref name="path"/>: "" for the body). Done here rather than by JsonDocumentOptions.AllowDuplicateProperties,
+    /// whose check throws InvalidOperationException on a key with a lone surrogate and names no place.
+    /// </summary>
+    private static void CheckText(JsonElement e, string path)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.String:
+                Text(e, path);
+                break;
+            case JsonValueKind.Array:
+                int i = 0;
+                foreach (var x in e.EnumerateArray()) CheckText(x, $"{path}[{i++}]");
+                break;
+            case JsonValueKind.Object:
+                var names = new HashSet<string>(StringComparer.Ordinal);
+                string where = path.Length == 0 ? "the body" : $"'{path}'";
+                foreach (var p in e.EnumerateObject())
+                {
+                    string name;
+                    try { name = p.Name; }
+                    catch (InvalidOperationException ex)
+                    {
+                        throw new RequestError(400, "Malformed request", $"A key of {where} is not valid Unicode text (a lone surrogate?): {ex.Message}", ex);
+                    }
+                    // Which of two values would count is a guess (and a proxy in front may have guessed the other way).
+                    if (!names.Add(name)) throw Bad($"{char.ToUpperInvariant(where[0])}{where[1..]} has the key '{Clip(name)}' twice.");
+                    CheckText(p.Value, path.Length == 0 ? name : $"{path}.{name}");
+                }
+                break;
+        }
     }
 
     /// <summary>

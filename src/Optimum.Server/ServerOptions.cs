@@ -38,6 +38,21 @@ public sealed class ServerOptions
     /// <summary>ONNX Runtime intra-op threads per model (0: ONNX Runtime chooses).</summary>
     public int Threads { get; set; } = Environment.ProcessorCount;
 
+    // Slow clients. A request's body is read whole before it waits for a generation slot, so a client that trickles
+    // its request holds a connection, never a slot; these bound how long and how many.
+    /// <summary>A request's body must arrive within this (408, the connection closed).</summary>
+    public double RequestBodyTimeoutSeconds { get; set; } = 30;
+    /// <summary>After a grace period of 5 s, a body arriving slower than this is cut off (Kestrel's 408); 0: no minimum.</summary>
+    public int MinRequestBodyBytesPerSecond { get; set; } = 1024;
+    /// <summary>A request's headers must arrive within this, else Kestrel closes the connection (Kestrel's default: 30 s). Server-wide: see <see cref="OptimumServer.ApplyLimits"/>.</summary>
+    public double RequestHeadersTimeoutSeconds { get; set; } = 10;
+    /// <summary>An idle keep-alive connection is closed after this (Kestrel's default: 130 s). Server-wide.</summary>
+    public double KeepAliveTimeoutSeconds { get; set; } = 60;
+    /// <summary>Larger request headers get 431 (Kestrel's default: 32 KiB). Server-wide.</summary>
+    public int MaxRequestHeadersBytes { get; set; } = 16 * 1024;
+    /// <summary>Open connections at most; more wait in the listen backlog (0: no limit, Kestrel's default). Server-wide.</summary>
+    public int MaxConnections { get; set; } = 1000;
+
     /// <summary>Throws <see cref="InvalidOperationException"/> naming every invalid option with its value and the valid range.</summary>
     public void Validate()
     {
@@ -75,6 +90,12 @@ public sealed class ServerOptions
         AtLeast(nameof(MaxForecastSamples), MaxForecastSamples, 1);
         AtLeast(nameof(MaxImages), MaxImages, 1);
         AtLeast(nameof(Threads), Threads, 0);
+        foreach (var (name, seconds) in new[] { (nameof(RequestBodyTimeoutSeconds), RequestBodyTimeoutSeconds), (nameof(RequestHeadersTimeoutSeconds), RequestHeadersTimeoutSeconds), (nameof(KeepAliveTimeoutSeconds), KeepAliveTimeoutSeconds) })
+            if (!(seconds > 0 && seconds <= TimeSpan.MaxValue.TotalSeconds / 2))
+                problems.Add($"{Section}:{name} must be a positive number of seconds, got {seconds.ToString(CultureInfo.InvariantCulture)}");
+        AtLeast(nameof(MinRequestBodyBytesPerSecond), MinRequestBodyBytesPerSecond, 0);
+        AtLeast(nameof(MaxRequestHeadersBytes), MaxRequestHeadersBytes, 1024);
+        AtLeast(nameof(MaxConnections), MaxConnections, 0);
         return problems;
     }
 }

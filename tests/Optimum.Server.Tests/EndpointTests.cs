@@ -37,6 +37,7 @@ public sealed class EndpointTests(ModelFixture model)
         Assert.Contains("optimum_requests_total{", metrics);
         Assert.Contains("optimum_request_duration_seconds_bucket{", metrics);
         Assert.Matches(@"optimum_tokens_generated_total\{[^}]*model=""tiny-gpt2""[^}]*\} 5", metrics);
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, (await c.PostAsync("/metrics", Json("{}"))).StatusCode);        // a scrape is a GET
     }
 
     [Fact]
@@ -92,11 +93,59 @@ public sealed class EndpointTests(ModelFixture model)
     [InlineData("{\"prompt\": \"x\", \"stream\": \"yes\"}", "'stream' must be true or false")]
     [InlineData("{\"prompt\": \"x\", \"stop\": 7}", "'stop' must be a string or an array of strings")]
     [InlineData("{\"prompt\": \"x\", \"model\": 1}", "'model' must be a string")]
+    [InlineData("{\"prompt\": \"x\", \"prompt\": \"y\"}", "The body has the key 'prompt' twice")]
+    [InlineData("{\"prompt\": \"x\", \"\\u0070rompt\": \"y\"}", "The body has the key 'prompt' twice")]
+    [InlineData("{\"prompt\": \"x\", \"user\": {\"id\": 1, \"id\": 2}}", "'user' has the key 'id' twice")]
+    [InlineData("{\"prompt\": \"x\", \"user\": [\"a\", \"\\ud800\"]}", "'user[1]' is not valid Unicode text")]
+    [InlineData("{\"prompt\": \"x\", \"\\ud800\": 1}", "A key of the body is not valid Unicode text")]
     public async Task MalformedRequests_Get400(string body, string expected)
     {
         await using var f = model.Factory();
         var p = await Problem(await f.CreateClient().PostAsync("/v1/completions", Json(body)), HttpStatusCode.BadRequest);
         Assert.Contains(expected, p.GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task JsonIsUtf8_AByteOrderMarkIsSkipped_InvalidBytesGet400()
+    {
+        await using var f = model.Factory();
+        var c = f.CreateClient();
+        var body = "{\"prompt\": \"Call me\", \"max_tokens\": 2, \"temperature\": 0, \"user\": \"x\"}"u8.ToArray();
+        async Task<HttpResponseMessage> Send(byte[] bytes)
+        {
+            var content = new ByteArrayContent(bytes);
+            content.Headers.ContentType = new("application/json");
+            return await c.PostAsync("/v1/completions", content);
+        }
+        Assert.Equal(HttpStatusCode.OK, (await Send([0xEF, 0xBB, 0xBF, .. body])).StatusCode);
+        int at = Array.IndexOf(body, (byte)'x');                                    // in a field the endpoint does not read
+        var p = await Problem(await Send([.. body[..at], 0xFF, .. body[(at + 1)..]]), HttpStatusCode.BadRequest);
+        Assert.Contains($"not valid UTF-8: byte {at} (0xFF)", p.GetProperty("detail").GetString());
+        p = await Problem(await Send([.. body[..at], 0xED, 0xA0, 0x80, .. body[(at + 1)..]]), HttpStatusCode.BadRequest);   // a surrogate, encoded
+        Assert.Contains("not valid UTF-8", p.GetProperty("detail").GetString());
+    }
+
+    [Theory]
+    [InlineData("text/plain")]
+    [InlineData("application/x-www-form-urlencoded")]
+    [InlineData("application/json; charset=utf-16")]
+    [InlineData("application/xml")]
+    public async Task ABodyThatIsNotJson_Gets415NamingTheContentType(string type)
+    {
+        await using var f = model.Factory();
+        var c = f.CreateClient();
+        var content = new StringContent("{\"prompt\": \"x\", \"max_tokens\": 2}");
+        content.Headers.Remove("Content-Type");
+        content.Headers.TryAddWithoutValidation("Content-Type", type);
+        var p = await Problem(await c.PostAsync("/v1/completions", content), HttpStatusCode.UnsupportedMediaType);
+        Assert.Contains($"The Content-Type is '{type}'", p.GetProperty("detail").GetString());
+        foreach (var ok in new[] { "application/json", "Application/JSON; charset=UTF-8", null })
+        {
+            content = new StringContent("{\"prompt\": \"x\", \"max_tokens\": 2}");
+            content.Headers.Remove("Content-Type");
+            if (ok is not null) content.Headers.TryAddWithoutValidation("Content-Type", ok);
+            Assert.Equal(HttpStatusCode.OK, (await c.PostAsync("/v1/completions", content)).StatusCode);
+        }
     }
 
     [Theory]

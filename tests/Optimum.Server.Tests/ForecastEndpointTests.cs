@@ -260,11 +260,10 @@ public sealed class ForecastEndpointTests(ModelFixture lm, ForecastFixture fc) :
             series = new object[] { JsonSerializer.Deserialize<JsonElement>(Json(Input(0))), JsonSerializer.Deserialize<JsonElement>(Json(s with { Values = values })) },
         });
         var detail = await Problem(await c.PostAsync("/v1/forecast", new StringContent(body, Encoding.UTF8, "application/json")), HttpStatusCode.UnprocessableEntity);
-        Assert.StartsWith("series 1: its values (largest magnitude", detail);
-        Assert.Contains("overflow the model's float32 scaling", detail);
+        Assert.StartsWith("series 1: the mean magnitude of its last 12 values (its scale) overflows float32", detail);
         Assert.Equal(HttpStatusCode.OK, (await c.PostAsync("/v1/forecast", Body("{\"series\": [$S], \"samples\": 5}"))).StatusCode);
         using var direct = new Forecaster(fc.Dir);
-        var e = Assert.Throws<ArgumentException>(() => direct.Predict([Input(0), s with { Values = values }]));
+        var e = Assert.Throws<ForecastOverflowException>(() => direct.Predict([Input(0), s with { Values = values }]));
         Assert.StartsWith("series 1:", e.Message);
     }
 
@@ -395,5 +394,35 @@ public sealed class ForecastEndpointTests(ModelFixture lm, ForecastFixture fc) :
         Assert.Contains("'delta' is not a series the model was trained on (3 known", await Problem(await c.PostAsync("/v1/forecast", new StringContent(unknown, Encoding.UTF8, "application/json")), HttpStatusCode.UnprocessableEntity));
         var both = ByName.Replace("\"name\":\"alpha\"", "\"name\":\"alpha\",\"static_categorical\":[0]");
         Assert.Contains("gives both 'name' and 'static_categorical'", await Problem(await c.PostAsync("/v1/forecast", new StringContent(both, Encoding.UTF8, "application/json")), HttpStatusCode.BadRequest));
+    }
+
+    [Fact]
+    public async Task ValuesThatOverflowFloat32_Get422NamingTheSeries_NotA500()
+    {
+        await using var f = Factory();
+        var c = f.CreateClient();
+        var huge = Input(0) with { Values = Enumerable.Repeat(3e38f, History).ToArray() };          // the context's mean magnitude overflows
+        var detail = await Problem(await c.PostAsync("/v1/forecast", Body($"{{\"series\": [{Json(Input(1))}, {Json(huge)}]}}")), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("series 1: the mean magnitude of its last 12 values (its scale) overflows float32", detail);
+        // Far beyond the scale of its context (tiny values): the model's inputs overflow, not its weights.
+        var far = Input(0) with { Values = [.. Enumerable.Repeat(3e38f, 7), .. Enumerable.Repeat(1e-30f, 12)] };
+        detail = await Problem(await c.PostAsync("/v1/forecast", Body($"{{\"series\": [{Json(far)}]}}")), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("series 0:", detail);
+        Assert.Equal(HttpStatusCode.OK, (await c.PostAsync("/v1/forecast", Body("{\"series\": [$S], \"samples\": 5}"))).StatusCode);
+    }
+
+    [Fact]
+    public void AForecasterWithBrokenWeights_IsRefusedAtStart()
+    {
+        var dir = Path.Combine(fc.Root, "broken");
+        Directory.CreateDirectory(dir);
+        foreach (var file in Directory.GetFiles(fc.Dir)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)), true);
+        var weights = Path.Combine(dir, "model.safetensors");
+        var nan = Optimum.Hub.SafeTensorsFile.ReadAll(weights).Values
+            .Select(t => t.Type == Optimum.Onnx.DType.Float ? Optimum.Hub.SafeTensor.FromFloats(t.Name, Enumerable.Repeat(float.NaN, (int)t.Count).ToArray(), t.Shape) : t).ToList();
+        Optimum.Hub.SafeTensorsFile.Write(weights, nan);
+        var e = Assert.Throws<InvalidOperationException>(() => new ModelRegistry(new ServerOptions { Models = [new("broken", dir)], Threads = 1 }));
+        Assert.Contains("Model 'broken'", e.Message);
+        Assert.Contains("weights are broken", e.Message);
     }
 }

@@ -123,6 +123,22 @@ public sealed class KestrelTests(ModelFixture model, ITestOutputHelper output)
         Assert.Equal(HttpStatusCode.OK, (await c.PostAsync("/v1/completions", Json("{\"prompt\": \"still there?\", \"max_tokens\": 3}"))).StatusCode);
     }
 
+    [Fact]
+    public async Task ARefusedOversizeBody_ClosesItsConnection_SoTheClientsNextRequestSucceeds()
+    {
+        var (app, c) = await Start($"--Optimum:Models:0={model.Dir}", "--Optimum:Threads=1");
+        await using var _ = app;
+        // Refused by its Content-Length, unread: Kestrel cannot take the rest to reuse the connection, so the answer says it closes.
+        for (int i = 0; i < 3; i++)
+        {
+            using var big = await c.PostAsync("/v1/completions", Json("{\"prompt\": \"" + new string('a', 70_000) + "\"}"));
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, big.StatusCode);
+            Assert.True(big.Headers.ConnectionClose, "a 413 before the body was read must close the connection");
+            using var next = await c.PostAsync("/v1/completions", Json("{\"prompt\": \"Call me\", \"max_tokens\": 2}"));
+            Assert.Equal(HttpStatusCode.OK, next.StatusCode);
+        }
+    }
+
     internal static double Percentile(IEnumerable<double> values, double q)
     {
         var s = values.Order().ToArray();

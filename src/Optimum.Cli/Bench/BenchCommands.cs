@@ -72,6 +72,23 @@ public static class BenchCommands
         serve.SetAction(r => ExpectedErrors.Report(() => BenchServe.Run(new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)),
             Gpt2(r, trains: false), r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out)));
 
+        // bench soak: the service at its queue limit for a while, clients hanging up at random; memory at the start and end.
+        var soakSeconds = new Option<double>("--seconds") { Description = "Seconds of the measured run.", DefaultValueFactory = _ => 300 };
+        var soakWarmup = new Option<double>("--warmup") { Description = "Seconds of the same load first, not counted (memory at the start is taken after it).", DefaultValueFactory = _ => 10 };
+        var soakClients = new Option<int>("--clients") { Description = "Concurrent clients (more than --max-concurrent + --queue keeps the service at its queue limit).", DefaultValueFactory = _ => 8 };
+        var soakSlots = new Option<int>("--max-concurrent") { Description = "The service's generation slots.", DefaultValueFactory = _ => 2 };
+        var soakQueue = new Option<int>("--queue") { Description = "The service's queue places.", DefaultValueFactory = _ => 4 };
+        var soakTokens = new Option<int>("--max-tokens") { Description = "Most tokens per completion (each request draws 1 to this).", DefaultValueFactory = _ => 32 };
+        var soakDisconnect = new Option<double>("--disconnect") { Description = "Share of requests the client hangs up on (mid-stream, queued or mid-answer).", DefaultValueFactory = _ => 0.3 };
+        var soakStream = new Option<double>("--stream") { Description = "Share of requests that stream (SSE).", DefaultValueFactory = _ => 0.8 };
+        var soak = new Command("soak", "The service at its queue limit for --seconds with streaming clients that hang up at random: requests by status, clean stream ends, disconnects, RSS and managed heap at the start and end.")
+        {
+            json, threads, soakWarmup, soakSeconds, layers, width, heads, vocab, soakClients, soakSlots, soakQueue, soakTokens, soakDisconnect, soakStream,
+        };
+        soak.SetAction(r => ExpectedErrors.Report(() => BenchSoak.Run(new BenchRun(r.GetValue(threads), 0, 0, r.GetValue(json)), Gpt2(r, trains: false),
+            new SoakLoad(r.GetValue(soakSeconds), r.GetValue(soakWarmup), r.GetValue(soakClients), r.GetValue(soakSlots), r.GetValue(soakQueue), r.GetValue(soakTokens),
+                r.GetValue(soakDisconnect), r.GetValue(soakStream)), Console.Out)));
+
         // bench t5: encoder-decoder training and generation.
         var t5Steps = Steps(5, "one batch's forward, backward and AdamW update, then separately one generation of --target tokens");
         var source = new Option<int>("--source") { Description = "Source tokens.", DefaultValueFactory = _ => 128 };
@@ -108,6 +125,6 @@ public static class BenchCommands
         unet.SetAction(r => ExpectedErrors.Report(() => BenchUnet.Run(Common(r, unetSteps, profiles: true),
             new UnetBenchSize(r.GetValue(unetBatch), r.GetValue(sampleSteps), r.GetValue(sampleBatch)), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
 
-        return new Command("bench", "Performance measurements (not tests).") { train, zero, generate, serve, t5, forecast, unet };
+        return new Command("bench", "Performance measurements (not tests).") { train, zero, generate, serve, soak, t5, forecast, unet };
     }
 }

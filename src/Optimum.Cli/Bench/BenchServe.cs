@@ -38,7 +38,7 @@ public static class BenchServe
             using var http = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromMinutes(5) };
             var body = $"{{\"prompt\": \"Call me Ishmael. Some years ago\", \"max_tokens\": {maxTokens}, \"temperature\": 0}}";
             for (int i = 0; i < run.Warmup; i++)
-                http.PostAsync("/v1/completions", new StringContent(body)).GetAwaiter().GetResult().EnsureSuccessStatusCode();
+                http.PostAsync("/v1/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json")).GetAwaiter().GetResult().EnsureSuccessStatusCode();
             var latencies = new ConcurrentBag<double>();
             int failures = 0;
             long generated = 0;
@@ -48,7 +48,7 @@ public static class BenchServe
                 for (int i = 0; i < requests; i++)
                 {
                     var t = Stopwatch.GetTimestamp();
-                    using var response = await http.PostAsync("/v1/completions", new StringContent(body));
+                    using var response = await http.PostAsync("/v1/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
                     if (!response.IsSuccessStatusCode) { Interlocked.Increment(ref failures); continue; }
                     latencies.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
                     using var result = JsonDocument.Parse(await response.Content.ReadAsStringAsync());

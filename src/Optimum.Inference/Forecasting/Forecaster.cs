@@ -33,6 +33,16 @@ public sealed record ForecastOptions
     public long Seed { get; init; }
 }
 
+/// <summary>
+/// A forecast that left float32's range for one series: its scale, a distribution parameter or a draw is not finite.
+/// For a model whose weights forecast a plain series, the series' inputs are at fault (values near float32's limit, or far
+/// from their context's scale); <see cref="Series"/> is its position in the call.
+/// </summary>
+public sealed class ForecastOverflowException(int series, string message) : InvalidOperationException(message)
+{
+    public int Series { get; } = series;
+}
+
 /// <summary>Sample paths [samples][horizon] and their mean, median and quantiles (GluonTS's sample-quantile rule).</summary>
 public sealed record Forecast(float[][] Samples, float[] Mean, float[] Median, IReadOnlyDictionary<double, float[]> Quantiles);
 
@@ -223,11 +233,12 @@ public sealed class Forecaster : IDisposable
         {
             foreach (var v in inputs.Values) v.Dispose();
         }
-        // The model scales each history by its mean (or standard deviation) in float32: values near float's range overflow
-        // there, which is the input's doing (the weights were checked finite at load), not a broken model.
+
+        // A context whose mean magnitude overflows float32 (values near 3e38) has no scale to forecast in.
         for (int i = 0; i < n; i++)
-            if (!float.IsFinite(loc[i]) || !float.IsFinite(scale[i]))
-                throw new ArgumentException($"series {first + i}: its values (largest magnitude {series[i].Values.Where(float.IsFinite).Max(Math.Abs):G3}) overflow the model's float32 scaling (loc {loc[i]}, scale {scale[i]}); divide the series by a constant and multiply the forecast by it.");
+            if (!float.IsFinite(scale[i]) || !float.IsFinite(loc[i]))
+                throw new ForecastOverflowException(first + i, $"series {first + i}: the mean magnitude of its last {ContextLength} values (its scale) overflows float32 " +
+                    $"(values up to {series[i].Values.Where(float.IsFinite).Max(Math.Abs).ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}); scale the series down.");
 
         // Every path: its scaled sequence (history then samples), the encoder output repeated, its generator.
         int le = EncoderLength, d = DModel, f = FeatureSize, sf = StaticFeatureCount, nl = _lags.Length;
@@ -275,7 +286,8 @@ public sealed class Forecaster : IDisposable
                 stepParams?.Add(ps);
                 for (int j = 0; j < np; j++)
                     if (Array.FindIndex(ps[j], v => !float.IsFinite(v)) is var bad and >= 0)
-                        throw new NonFiniteOutputException($"'{ModelDir}' gave a non-finite distribution parameter ({ps[j][bad]}) at step {k + 1} for series {first + bad / sCount} from a finite, scaled history: the weights overflow in float32 (diverged training?).");
+                        throw new ForecastOverflowException(first + bad / sCount, $"series {first + bad / sCount}: '{ModelDir}' gave a non-finite distribution parameter ({ps[j][bad]}) " +
+                            $"at step {k + 1}: float32 overflowed on the series' inputs (values far from their scale, huge time or static features), or the weights are broken (diverged training?).");
             }
             finally
             {
@@ -286,7 +298,7 @@ public sealed class Forecaster : IDisposable
                 int i = r / sCount;
                 double y = forced is null ? Draw(ps, r, loc[i], scale[i], rngs[r]) : forced[i][k];
                 if (!float.IsFinite((float)y))
-                    throw new ArgumentException($"series {first + i}: step {k + 1} drew {y}, beyond float range (loc {loc[i]}, scale {scale[i]}); the history's scale is too large for this model: divide the series by a constant and multiply the forecast by it.");
+                    throw new ForecastOverflowException(first + i, $"series {first + i}: step {k + 1} drew {y}, beyond float range (loc {loc[i]}, scale {scale[i]}); the history's scale is too large for this model.");
                 samples[r * horizon + k] = (float)y;
                 seq[r * (p + horizon) + p + k] = (float)((y - loc[i]) / scale[i]);
             }
