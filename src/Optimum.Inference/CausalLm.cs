@@ -24,7 +24,6 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
         ModelDir = modelDir;
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
-        FiniteWeights.Require(modelDir, ps, weights);
         var inputs = ModelFolder.ReadInputs(modelDir, "inference");
         var past = inputs.Where(i => Regex.IsMatch(i.Name, @"^past_key_values\.\d+\.key$")).ToArray();
         if (past.Length == 0) throw new InvalidDataException($"'{modelDir}' has no KV-cache decoder (no past_key_values inputs in optimum.inference).");

@@ -19,7 +19,6 @@ public sealed class Seq2SeqLm : IDisposable
         ModelDir = modelDir;
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
-        FiniteWeights.Require(modelDir, ps, weights);
         var c = T5Config.FromHf(ModelFolder.ReadConfig(modelDir));
         (VocabSize, Layers, Heads, HeadSize) = (c.VocabSize, c.NumDecoderLayers, c.NumHeads, c.DKv);
         (DecoderStartTokenId, PadTokenId, EosTokenId, MaxPositions) = (c.DecoderStartTokenId, c.PadTokenId, c.EosTokenId, c.MaxLength);

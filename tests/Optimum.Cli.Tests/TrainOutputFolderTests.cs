@@ -53,6 +53,9 @@ public sealed class TrainOutputFolderTests(ITestOutputHelper output) : IDisposab
         Assert.DoesNotContain("model: ", text);                                         // refused before opening anything
         Assert.False(first.HasExited, "the first run ended before the second was refused; the test needs it running");
 
+        // At least one logged step before Ctrl-C (on a loaded machine the first step can take seconds), bounded.
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while (!first.HasExited && DateTime.UtcNow < deadline && !(File.Exists(Path.Combine(outDir, "metrics.jsonl")) && File.ReadAllText(Path.Combine(outDir, "metrics.jsonl")).Contains("\"loss\"", StringComparison.Ordinal))) Thread.Sleep(100);
         Interrupt(first.Id);
         Assert.True(first.WaitForExit() == 130, first.Output);
         output.WriteLine(first.Output);

@@ -169,7 +169,7 @@ public sealed class ModelKindsTests : IDisposable
         Assert.False(Directory.Exists(out2));
     }
 
-    /// <summary>Every kind's inference loader refuses weights holding NaN or infinity, naming the folder and the tensor.</summary>
+    /// <summary>Every kind's inference loader refuses weights holding NaN or infinity, naming the file and the tensor.</summary>
     [Theory]
     [InlineData("gpt2")]
     [InlineData("t5")]
@@ -188,7 +188,7 @@ public sealed class ModelKindsTests : IDisposable
         w[last][w[last].Length - 1] = type == "informer" ? float.NegativeInfinity : float.NaN;
         HfWeights.Save(path, ps, w);
         var e = Assert.Throws<InvalidDataException>(() => ModelKinds.Load(dir));
-        Assert.Contains($"'{dir}': weight '{ps[last].Name}' holds {(type == "informer" ? "-Infinity" : "NaN")} at element {w[last].Length - 1}", e.Message);
+        Assert.Contains($"{path}: tensor '{ps[last].Name}' holds {(type == "informer" ? "-Infinity" : "NaN")} at element {w[last].Length - 1}", e.Message);
     }
 
     [Fact]

@@ -393,9 +393,13 @@ public sealed class ForecastEndpointTests(ModelFixture lm, ForecastFixture fc) :
         Directory.CreateDirectory(dir);
         foreach (var file in Directory.GetFiles(fc.Dir)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)), true);
         var weights = Path.Combine(dir, "model.safetensors");
-        var nan = Optimum.Hub.SafeTensorsFile.ReadAll(weights).Values
-            .Select(t => t.Type == Optimum.Onnx.DType.Float ? Optimum.Hub.SafeTensor.FromFloats(t.Name, Enumerable.Repeat(float.NaN, (int)t.Count).ToArray(), t.Shape) : t).ToList();
-        Optimum.Hub.SafeTensorsFile.Write(weights, nan);
+        var original = Optimum.Hub.SafeTensorsFile.ReadAll(weights).Values.ToList();
+        void Fill(float value) => Optimum.Hub.SafeTensorsFile.Write(weights, original
+            .Select(t => t.Type == Optimum.Onnx.DType.Float ? Optimum.Hub.SafeTensor.FromFloats(t.Name, Enumerable.Repeat(value, (int)t.Count).ToArray(), t.Shape) : t).ToList());
+        // NaN weights are refused when the file is read, naming it; finite weights that overflow by the start-up forecast.
+        Fill(float.NaN);
+        Assert.Contains("holds NaN", Assert.Throws<InvalidDataException>(() => new ModelRegistry(new ServerOptions { Models = [new("broken", dir)], Threads = 1 })).Message);
+        Fill(3e38f);
         var e = Assert.Throws<InvalidOperationException>(() => new ModelRegistry(new ServerOptions { Models = [new("broken", dir)], Threads = 1 }));
         Assert.Contains("Model 'broken'", e.Message);
         Assert.Contains("weights are broken", e.Message);

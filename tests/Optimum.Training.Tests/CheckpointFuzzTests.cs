@@ -93,6 +93,7 @@ public sealed class CheckpointFuzzTests(ITestOutputHelper output) : IDisposable
         if (Directory.Exists(into)) Directory.Delete(into, true);
         Directory.CreateDirectory(into);
         File.WriteAllText(Path.Combine(into, "metrics.jsonl"), metrics ?? File.ReadAllText(Path.Combine(run, "metrics.jsonl")));
+        File.WriteAllBytes(Path.Combine(into, RunFolder.LockFile), []);          // a used run folder has its (empty) lock file
         var (beforeRun, beforeCheckpoint) = (Campaign.Snapshot(into), Campaign.Snapshot(dir));
         bool accepted = c.Attempt(m, () =>
         {
@@ -324,6 +325,7 @@ public sealed class CheckpointFuzzTests(ITestOutputHelper output) : IDisposable
             var newer = Path.Combine(root, "checkpoint-0000003");
             Directory.CreateDirectory(newer);
             foreach (var f in TensorFiles) File.Copy(Path.Combine(good, f), Path.Combine(newer, f));
+            File.WriteAllBytes(Path.Combine(_dir, "latest", RunFolder.LockFile), []);
             var before = Campaign.Snapshot(Path.Combine(_dir, "latest"));
             campaign.Attempt(new Mutation("latest", "the newest checkpoint folder has no trainer_state.json", Verdict.Invalid, "incomplete"), () =>
             {

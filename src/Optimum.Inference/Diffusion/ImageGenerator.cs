@@ -72,7 +72,6 @@ public sealed class ImageGenerator : IDisposable
         Scheduler = SchedulerConfig.Load(modelDir);
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
-        FiniteWeights.Require(modelDir, ps, weights);
         using var options = (settings ?? new SessionSettings()).CreateOptions();
         _session = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.InferenceFile), ps, weights, options);
     }

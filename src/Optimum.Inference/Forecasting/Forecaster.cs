@@ -67,7 +67,6 @@ public sealed class Forecaster : IDisposable
         var c = TimeSeriesConfig.FromHf(ModelFolder.ReadConfig(modelDir));      // refuses other model types, naming the file
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
-        FiniteWeights.Require(modelDir, ps, weights);
         ModelType = c.ModelType;
         (PredictionLength, ContextLength, PastLength, _lags) = (c.PredictionLength, c.ContextLength, c.PastLength, c.LagsSequence);
         (TimeFeatureCount, StaticCategoricalCount, _cardinality, StaticRealCount) = (c.TimeFeatureCount, c.NumStaticCategoricalFeatures, c.Cardinality, c.NumStaticRealFeatures);
