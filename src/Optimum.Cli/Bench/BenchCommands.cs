@@ -15,12 +15,12 @@ public static class BenchCommands
         var threads = new Option<int>("--threads") { Description = "Intra-op threads.", DefaultValueFactory = _ => 2 };
         var warmup = new Option<int>("--warmup") { Description = "Warm-up steps, run before the measured ones and not timed.", DefaultValueFactory = _ => 2 };
         var profile = new Option<bool>("--profile") { Description = "Also print ORT's profile by op type." };
-        var layers = new Option<int>("--layers") { DefaultValueFactory = _ => 6 };
-        var width = new Option<int>("--width") { DefaultValueFactory = _ => 384 };
-        var heads = new Option<int>("--heads") { DefaultValueFactory = _ => 6 };
-        var seq = new Option<int>("--seq") { DefaultValueFactory = _ => 256 };
-        var vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 50257 };
-        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 8 };
+        var layers = new Option<int>("--layers") { Description = "GPT-2 blocks (n_layer) of the bench model.", DefaultValueFactory = _ => 6 };
+        var width = new Option<int>("--width") { Description = "Hidden size (n_embd).", DefaultValueFactory = _ => 384 };
+        var heads = new Option<int>("--heads") { Description = "Attention heads (n_head; must divide --width).", DefaultValueFactory = _ => 6 };
+        var seq = new Option<int>("--seq") { Description = "Tokens per sequence (training) or context (generation).", DefaultValueFactory = _ => 256 };
+        var vocab = new Option<int>("--vocab") { Description = "Vocabulary size (GPT-2's BPE: 50257).", DefaultValueFactory = _ => 50257 };
+        var batch = new Option<int>("--batch") { Description = "Sequences per step.", DefaultValueFactory = _ => 8 };
         Option<int> Steps(int defaultSteps, string what) =>
             new("--steps") { Description = $"Measured steps (after --warmup ones); a step is {what}.", DefaultValueFactory = _ => defaultSteps };
         BenchRun Common(ParseResult r, Option<int> steps, bool profiles = false) =>
@@ -33,7 +33,7 @@ public static class BenchCommands
         // bench train: throughput against ORT's MatMul peak (and optionally TorchSharp).
         var trainSteps = Steps(5, "one batch's forward, backward and AdamW update");
         var torch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratios." };
-        var torchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => "../shared/tools/torch-ref/run.sh" };
+        var torchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => CliPaths.Bundled("../shared/tools/torch-ref/run.sh") };
         var train = new Command("train", "Training throughput of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
         {
             json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath,
@@ -93,7 +93,7 @@ public static class BenchCommands
         var t5Steps = Steps(5, "one batch's forward, backward and AdamW update, then separately one generation of --target tokens");
         var source = new Option<int>("--source") { Description = "Source tokens.", DefaultValueFactory = _ => 128 };
         var target = new Option<int>("--target") { Description = "Target tokens.", DefaultValueFactory = _ => 64 };
-        var t5Vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 32128 };
+        var t5Vocab = new Option<int>("--vocab") { Description = "T5 vocabulary size (t5-small's: 32128).", DefaultValueFactory = _ => 32128 };
         var t5 = new Command("t5", "T5 training throughput (default 6+6 layers, d_model 384, 128/64 tokens) and generation tokens/s.")
         {
             json, threads, warmup, t5Steps, layers, width, heads, batch, source, target, t5Vocab, profile,
