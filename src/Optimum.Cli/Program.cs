@@ -56,7 +56,7 @@ var tOut = new Option<string>("--out") { Description = "Output folder: checkpoin
     "a new run refuses a folder that holds another run's checkpoints or metrics: continue it with --resume latest or start over with --overwrite.", DefaultValueFactory = _ => "out/train" };
 var tSteps = new Option<long>("--steps") { Description = "Optimizer updates.", DefaultValueFactory = _ => 200 };
 var tBatch = new Option<int>("--batch-size") { Description = "Sequences per micro-batch.", DefaultValueFactory = _ => 8 };
-var tSeq = new Option<int?>("--seq-len") { Description = "Causal LMs (gpt2): tokens per training window (default 128, at most n_positions). Other kinds train at their config's lengths and refuse it." };
+var tSeq = new Option<int?>("--seq-len") { Description = "Causal LMs (gpt2): tokens per training window (default 128, or n_positions when smaller). Other kinds train at their config's lengths and refuse it." };
 var tLr = new Option<double>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 1e-3 };
 var tWarm = new Option<long>("--warmup") { Description = "Linear warmup updates.", DefaultValueFactory = _ => 20 };
 var tSched = new Option<string>("--schedule") { Description = "constant, linear or cosine.", DefaultValueFactory = _ => "cosine" };
@@ -89,7 +89,8 @@ train.SetAction(r =>
     // Counts are checked before anything starts (0 or negative ranks used to become 1, negative threads the default).
     if (r.GetValue(tRanks) < 1) { Console.Error.WriteLine($"error: --ranks {r.GetValue(tRanks)} must be at least 1."); return 1; }
     if (r.GetValue(tThreads) < 1) { Console.Error.WriteLine($"error: --threads {r.GetValue(tThreads)} must be at least 1 (leave it out for cores / ranks)."); return 1; }
-    if (File.Exists(r.GetValue(tOut))) { Console.Error.WriteLine($"error: --out '{r.GetValue(tOut)}' is a file; give a folder (it is created when missing)."); return 1; }
+    try { CliPaths.OutputFolder(r.GetValue(tOut)!, "--out"); }
+    catch (ArgumentException e) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
     using var mpi = Optimum.Distributed.MpiCommunicator.LaunchedByMpirun ? new Optimum.Distributed.MpiCommunicator() : null;
     int localRanks = mpi is null ? Math.Max(1, r.GetValue(tRanks)) : int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") ?? "1");
     int threads = r.GetValue(tThreads) ?? Math.Max(1, Environment.ProcessorCount / localRanks);
@@ -262,7 +263,7 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
     if (r.GetValue(sConc) < 1) throw new ArgumentException($"--max-concurrent {r.GetValue(sConc)} must be at least 1.");
     if (r.GetValue(sQueue) < 0) throw new ArgumentException($"--queue {r.GetValue(sQueue)} must be >= 0.");
     if (!(r.GetValue(sTimeout) > 0 && double.IsFinite(r.GetValue(sTimeout)))) throw new ArgumentException($"--timeout {r.GetValue(sTimeout)} must be a positive number of seconds.");
-    if (r.GetValue(sThreads) < 1) throw new ArgumentException($"--threads {r.GetValue(sThreads)} must be at least 1.");
+    if (r.GetValue(sThreads) < 0) throw new ArgumentException($"--threads {r.GetValue(sThreads)} must be >= 0 (0 lets ONNX Runtime choose).");
     // The command's options over the configuration section "Optimum" (appsettings.json, OPTIMUM__* variables), which
     // keeps supplying the rest (body and token limits, an API key when --api-key is not given).
     var app = Optimum.Server.OptimumServer.Build(["--urls", r.GetValue(sUrls)!], b =>

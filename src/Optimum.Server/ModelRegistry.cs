@@ -51,7 +51,12 @@ public sealed class ModelRegistry : IDisposable
         {
             var (name, path) = (spec.Name, spec.Folder);
             if (_names.Contains(name)) throw new InvalidOperationException($"Two models are named '{name}'; name them with name=path.");
-            var model = ModelKinds.Load(path, new SessionSettings { IntraOpThreads = o.Threads });
+            LoadedModel model;
+            try { model = ModelKinds.Load(path, new SessionSettings { IntraOpThreads = o.Threads }); }
+            catch (Exception e) when (ExpectedErrors.Are(e))
+            {
+                throw new InvalidDataException($"Model '{name}' ('{path}') cannot be served: {e.Message}", e);
+            }
             _owned.Add(model);
             if (model.Forecaster is { } forecaster)
             {

@@ -55,7 +55,9 @@ public static partial class OptimumServer
             return (default, Close(415, "Unsupported media type", $"The Content-Type is '{RequestJson.Clip(type)}'; send application/json (UTF-8)."));
         // Only this request's limits: the server-wide ones are the host's (ApplyLimits).
         if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = o.MaxBodyBytes;
-        if (ctx.Features.Get<IHttpMinRequestBodyDataRateFeature>() is { } rate) rate.MinDataRate = MinBodyRate(o);
+        // HTTP/2 and HTTP/3 streams refuse a per-request rate (NotSupportedException): the server-wide limit covers them.
+        if ((HttpProtocol.IsHttp11(ctx.Request.Protocol) || HttpProtocol.IsHttp10(ctx.Request.Protocol))
+            && ctx.Features.Get<IHttpMinRequestBodyDataRateFeature>() is { } rate) rate.MinDataRate = MinBodyRate(o);
         if (ctx.Request.ContentLength > o.MaxBodyBytes) return (default, Close(413, "Payload too large", $"The body has {ctx.Request.ContentLength} bytes; the limit is {o.MaxBodyBytes}."));
         // At the deadline the pending read is cancelled as the pipe allows (CancelPendingRead), which leaves the reader
         // usable; cancelling through a token would leave it "reading" and Kestrel could not finish the request cleanly.

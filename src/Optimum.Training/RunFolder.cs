@@ -50,8 +50,14 @@ public sealed class RunFolder : IDisposable
             }
         }
         bool refused = refusal is not null;
-        if (comm.Size > 1) refused = comm.AllReduceSum(refused ? 1.0 : 0.0) > 0;
+        try { if (comm.Size > 1) refused = comm.AllReduceSum(refused ? 1.0 : 0.0) > 0; }
+        catch
+        {
+            held?.Dispose();                                                             // a failed collective must not keep the lock
+            throw;
+        }
         if (!refused) return new RunFolder(held);
+        held?.Dispose();
         // Every rank throws the same type, so a launcher can exit without aborting the job (only rank 0 has the reason).
         throw refusal ?? new RunFolderException($"Rank 0 refused output folder '{options.OutputDir}'.");
     }
@@ -82,7 +88,10 @@ public sealed class RunFolder : IDisposable
             // FileShare.None takes flock(LOCK_EX | LOCK_NB): exclusive, released by the kernel when the process dies.
             return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         }
-        catch (IOException e) when (e is not (FileNotFoundException or DirectoryNotFoundException or PathTooLongException))
+        // Only contention for the lock (EWOULDBLOCK on Unix, a sharing violation on Windows) means another run; a read-only
+        // or full disk is reported as itself.
+        catch (IOException e) when (e is not (FileNotFoundException or DirectoryNotFoundException or PathTooLongException)
+            && (e.HResult == 11 || (e.HResult & 0xFFFF) == 32 || e.Message.Contains("being used by another process", StringComparison.Ordinal)))
         {
             throw new RunFolderException($"Output folder '{dir}' is in use by another training run (it holds the lock {path}: {e.Message.TrimEnd('.')}); " +
                 "wait for that run to end or choose another output folder (--out).", e);
@@ -96,6 +105,10 @@ public sealed class RunFolder : IDisposable
         var present = RunOutputs.Where(n => File.Exists(Path.Combine(dir, n)) || Directory.Exists(Path.Combine(dir, n))).ToArray();
         if (o.Overwrite)
         {
+            // The model folder (or the data) may be an earlier run's final/: deleting it would take the run's own input.
+            var model = Path.GetFullPath(o.ModelDir) + Path.DirectorySeparatorChar;
+            if (present.FirstOrDefault(n => model.StartsWith(Path.GetFullPath(Path.Combine(dir, n)) + Path.DirectorySeparatorChar, StringComparison.Ordinal)) is { } inside)
+                throw new RunFolderException($"--overwrite would delete '{Path.Combine(dir, inside)}', which holds this run's model folder '{o.ModelDir}'; copy it elsewhere first or choose another output folder (--out).");
             foreach (var name in present)
             {
                 var path = Path.Combine(dir, name);
@@ -106,14 +119,31 @@ public sealed class RunFolder : IDisposable
             return;
         }
         var checkpoints = Checkpoints.List(Path.Combine(dir, "checkpoints"));
-        bool metrics = File.Exists(Path.Combine(dir, MetricsFile));
+        // A metrics.jsonl without a trained step is a run that failed at its start: retrying into it is not reusing another run.
+        bool metrics = HasTrainedStep(Path.Combine(dir, MetricsFile));
         if (checkpoints.Count == 0 && !metrics) return;
         var what = checkpoints.Count > 0
             ? $"another run's checkpoints ({string.Join(", ", checkpoints.Select(Path.GetFileName))})" + (metrics ? $" and {MetricsFile}" : "")
             : $"another run's {MetricsFile} (and no checkpoint)";
         throw new RunFolderException($"Output folder '{dir}' holds {what}; " +
-            (checkpoints.Count > 0 ? "continue that run with --resume latest (Resume = CheckpointRef.Latest), " : "") +
-            "start over with --overwrite (Overwrite = true; deletes them), or choose another output folder (--out).");
+            (checkpoints.Count > 0 ? "continue that run with --resume latest, " : "") +
+            "start over with --overwrite (deletes them), or choose another output folder (--out).");
+    }
+
+    private static bool HasTrainedStep(string metrics)
+    {
+        if (!File.Exists(metrics)) return false;
+        foreach (var line in File.ReadLines(metrics))
+        {
+            try
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(line);
+                if (doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object && doc.RootElement.TryGetProperty("step", out var s)
+                    && s.TryGetInt64(out var step) && step >= 1) return true;
+            }
+            catch (System.Text.Json.JsonException) { }
+        }
+        return false;
     }
 
     public void Dispose()

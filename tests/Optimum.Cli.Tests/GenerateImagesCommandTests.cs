@@ -111,8 +111,13 @@ internal static class CliProcess
         };
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
+        var stderrTask = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(300_000))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"optimum-net {args} did not finish in 300 s");
+        }
+        var stderr = stderrTask.Result;
         output.WriteLine($"$ optimum-net {args} -> exit {p.ExitCode}\n{stdout.Result}{stderr}");
         return (p.ExitCode, stdout.Result, stderr);
     }

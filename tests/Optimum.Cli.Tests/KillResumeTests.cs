@@ -14,6 +14,7 @@ namespace Optimum.Cli.Tests;
 /// On two in-process ranks, and on two MPI ranks (mpirun's whole process tree is killed; no rank may outlive it).
 /// ONNX Runtime runs on one thread per rank (--threads 1), so every run computes the same sums in the same order.
 /// </summary>
+[Collection(MpirunCollection.Name)]
 public sealed class KillResumeTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _dir = Repo.TempDir();

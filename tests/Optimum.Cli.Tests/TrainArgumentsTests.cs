@@ -110,7 +110,7 @@ public sealed class CommandInputTests(ITestOutputHelper output) : IDisposable
     [InlineData("--timeout 0", "--timeout 0 must be a positive number of seconds")]
     [InlineData("--max-concurrent 0", "--max-concurrent 0 must be at least 1")]
     [InlineData("--queue -1", "--queue -1 must be >= 0")]
-    [InlineData("--threads 0", "--threads 0 must be at least 1")]
+    [InlineData("--threads -1", "--threads -1 must be >= 0")]
     public void ServeFlagsOutOfRange_AreNamedAsFlags(string flag, string expected)
     {
         var (code, stderr) = CliProcess.Run($"serve --model {_dir} {flag}", output);

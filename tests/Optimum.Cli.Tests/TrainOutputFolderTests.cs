@@ -11,6 +11,7 @@ namespace Optimum.Cli.Tests;
 /// One <c>train</c> at a time in an <c>--out</c>: a second run is refused while the first holds the folder, a killed run's
 /// lock does not block the next, and a new run refuses another run's checkpoints unless told to resume or start over.
 /// </summary>
+[Collection(MpirunCollection.Name)]
 public sealed class TrainOutputFolderTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _dir = Repo.TempDir();
