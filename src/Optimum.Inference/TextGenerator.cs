@@ -98,7 +98,9 @@ public sealed class TextGenerator
         Action<Completion>? completed = null, [EnumeratorCancellation] CancellationToken cancel = default)
     {
         var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var worker = System.Threading.Tasks.Task.Run(() =>
+        // Dedicated threads (LongRunning), not pool threads: each generation blocks two threads until it ends, and
+        // many at once (continuous batching serves up to MaxConcurrent) would starve the pool that serves requests.
+        var worker = System.Threading.Tasks.Task.Factory.StartNew(() =>
         {
             try
             {
@@ -106,7 +108,7 @@ public sealed class TextGenerator
                 channel.Writer.TryComplete();
             }
             catch (Exception e) { channel.Writer.TryComplete(e); }
-        }, CancellationToken.None);
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         await foreach (var piece in channel.Reader.ReadAllAsync(CancellationToken.None))
             yield return piece;
         await worker;
@@ -146,7 +148,7 @@ public sealed class TextGenerator
         {
             if (end > emitted) { pieces.Add(text[emitted..end]); emitted = end; }
         }
-        var producer = System.Threading.Tasks.Task.Run(() =>
+        var producer = System.Threading.Tasks.Task.Factory.StartNew(() =>
         {
             try
             {
@@ -158,7 +160,7 @@ public sealed class TextGenerator
                 done(new Completion("", reason.Value, promptIds.Count, count));
             }
             finally { pieces.CompleteAdding(); }
-        });
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         foreach (var p in pieces.GetConsumingEnumerable()) yield return p;
         producer.GetAwaiter().GetResult();
     }

@@ -19,7 +19,7 @@ public sealed class ServerOptions
     public List<ServedModel> Models { get; set; } = [];
     /// <summary>When set, /v1/* requests need "Authorization: Bearer &lt;key&gt;".</summary>
     public string? ApiKey { get; set; }
-    /// <summary>Completions, forecasts and image generations computed at once.</summary>
+    /// <summary>Completions, forecasts and image generations computed at once (with <see cref="ContinuousBatching"/>, a language model's batch rows).</summary>
     public int MaxConcurrent { get; set; } = 2;
     /// <summary>
     /// Continuous batching of causal LMs: concurrent completions share each decode step (up to <see cref="MaxConcurrent"/>
