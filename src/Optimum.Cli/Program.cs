@@ -248,13 +248,14 @@ root.Subcommands.Add(GenerateImagesCommand.Create());
 var sModels = new Option<string[]>("--model") { Description = "Model folder(s) to serve (name=path to rename).", Required = true, AllowMultipleArgumentsPerToken = true };
 var sUrls = new Option<string>("--urls") { Description = "Where to listen.", DefaultValueFactory = _ => "http://127.0.0.1:5000" };
 var sKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer <key>' on /v1 (or set OPTIMUM__APIKEY)." };
-var sConc = new Option<int>("--max-concurrent") { Description = "Completions generated at once.", DefaultValueFactory = _ => 2 };
+var sConc = new Option<int>("--max-concurrent") { Description = "Completions generated at once (with continuous batching: rows of a language model's batch).", DefaultValueFactory = _ => 2 };
+var sNoBatching = new Option<bool>("--no-batching") { Description = "Decode each completion alone instead of batching concurrent completions at every step." };
 var sQueue = new Option<int>("--queue") { Description = "Completions waiting for a slot before 429.", DefaultValueFactory = _ => 16 };
 var sTimeout = new Option<double>("--timeout") { Description = "Seconds per completion before 504.", DefaultValueFactory = _ => 60 };
 var sThreads = new Option<int>("--threads") { Description = "ONNX Runtime threads per model.", DefaultValueFactory = _ => Environment.ProcessorCount };
 var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/completions (with SSE streaming) for language models, /v1/forecast for time-series models, /v1/images/generations for diffusion UNets, /v1/models, /healthz, /metrics.")
 {
-    sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads,
+    sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads, sNoBatching,
 };
 serve.SetAction(r => ExpectedErrors.Report(() =>
 {
@@ -274,6 +275,7 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
         {
             o.Models = [.. models.Select(Optimum.Server.ServedModel.Parse)];
             (o.MaxConcurrent, o.QueueLimit, o.RequestTimeoutSeconds, o.Threads) = (r.GetValue(sConc), r.GetValue(sQueue), r.GetValue(sTimeout), r.GetValue(sThreads));
+            if (r.GetValue(sNoBatching)) o.ContinuousBatching = false;
             if (r.GetValue(sKey) is { Length: > 0 } key) o.ApiKey = key;
         });
     });

@@ -60,6 +60,10 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
     public DecoderState Start() => new(this, _session, _params);
     IDecodeState IGenerativeModel.Start() => Start();
 
+    internal InferenceSession Session => _session;
+    /// <summary>Weights bound as inputs (models too large to embed them); empty otherwise.</summary>
+    internal IReadOnlyList<(string Name, OrtValue Value)> BoundParameters => _params;
+
     /// <summary>Stops ORT's profiler (when the settings enabled it) and returns the trace file.</summary>
     public string EndProfiling() => _session.EndProfiling();
 

@@ -34,8 +34,21 @@ public sealed class TextGenerator
 
     /// <summary>A causal LM continuing GPT-2-tokenized prompts; a model whose vocab_size the tokenizer does not fit is refused.</summary>
     public TextGenerator(CausalLm lm, Gpt2Tokenizer tokenizer)
-        : this(ModelTask.CausalLm, tokenizer.Encode, ids => tokenizer.Decode(ids), (ids, o, on, ct) => Generator.Generate(lm, [ids], o, on, ct)[0], lm.MaxPositions, true) =>
+        : this(ModelTask.CausalLm, tokenizer.Encode, ids => tokenizer.Decode(ids), (ids, o, on, ct) => Generator.Generate(lm, [ids], o, on, ct)[0], lm.MaxPositions, true)
+    {
         CheckVocabulary(tokenizer.VocabSize, lm.VocabSize, "GPT-2's BPE tokenizer");
+        CausalModel = lm;
+    }
+
+    /// <summary>The causal LM behind this generator (null for encoder-decoders): what a <see cref="BatchScheduler"/> batches.</summary>
+    public CausalLm? CausalModel { get; private init; }
+
+    /// <summary>
+    /// The same tokenizer, limits and stop-string handling over another way of generating tokens, e.g.
+    /// <see cref="BatchScheduler.Generate"/> (continuous batching): <c>generator.With(scheduler.Generate)</c>.
+    /// </summary>
+    public TextGenerator With(GenerateTokens generate) =>
+        new(Task, _encode, _decode, generate, MaxPositions, PromptSharesContext) { CausalModel = CausalModel };
 
     /// <summary>An encoder-decoder: the prompt is the source text; the completion is the generated target. <paramref name="tokenizerVocab"/> must fit the model.</summary>
     public static TextGenerator ForSeq2Seq(Seq2SeqLm lm, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode, int tokenizerVocab)
@@ -85,7 +98,9 @@ public sealed class TextGenerator
         Action<Completion>? completed = null, [EnumeratorCancellation] CancellationToken cancel = default)
     {
         var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var worker = System.Threading.Tasks.Task.Run(() =>
+        // Dedicated threads (LongRunning), not pool threads: each generation blocks two threads until it ends, and
+        // many at once (continuous batching serves up to MaxConcurrent) would starve the pool that serves requests.
+        var worker = System.Threading.Tasks.Task.Factory.StartNew(() =>
         {
             try
             {
@@ -93,7 +108,7 @@ public sealed class TextGenerator
                 channel.Writer.TryComplete();
             }
             catch (Exception e) { channel.Writer.TryComplete(e); }
-        }, CancellationToken.None);
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         await foreach (var piece in channel.Reader.ReadAllAsync(CancellationToken.None))
             yield return piece;
         await worker;
@@ -133,7 +148,7 @@ public sealed class TextGenerator
         {
             if (end > emitted) { pieces.Add(text[emitted..end]); emitted = end; }
         }
-        var producer = System.Threading.Tasks.Task.Run(() =>
+        var producer = System.Threading.Tasks.Task.Factory.StartNew(() =>
         {
             try
             {
@@ -145,7 +160,7 @@ public sealed class TextGenerator
                 done(new Completion("", reason.Value, promptIds.Count, count));
             }
             finally { pieces.CompleteAdding(); }
-        });
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         foreach (var p in pieces.GetConsumingEnumerable()) yield return p;
         producer.GetAwaiter().GetResult();
     }

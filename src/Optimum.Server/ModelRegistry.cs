@@ -74,7 +74,18 @@ public sealed class ModelRegistry : IDisposable
                 _owned.Add(g.Turn);
                 _images[name] = g;
             }
-            else _generators[name] = model.Generator ?? throw new InvalidOperationException($"Model '{name}' ('{path}') is of kind '{model.Task.WireName()}', which this service does not serve.");
+            else
+            {
+                var generator = model.Generator ?? throw new InvalidOperationException($"Model '{name}' ('{path}') is of kind '{model.Task.WireName()}', which this service does not serve.");
+                if (o.ContinuousBatching && generator.CausalModel is { } lm)
+                {
+                    // One batch of MaxConcurrent rows per model: the slots admit that many completions at once.
+                    var scheduler = new BatchScheduler(lm, o.MaxConcurrent);
+                    _owned.Insert(_owned.Count - 1, scheduler);                 // disposed before the model it runs
+                    generator = generator.With(scheduler.Generate);
+                }
+                _generators[name] = generator;
+            }
             _names.Add(name);
         }
     }

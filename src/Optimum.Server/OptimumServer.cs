@@ -87,7 +87,9 @@ public static partial class OptimumServer
             var done = new List<Completion>();
             foreach (var (prompt, i) in req.Prompts.Select((p, i) => (p, i)))
             {
-                var c = await Task.Run(() => generator.Complete(prompt, Options(i), req.Stop, timeout.Token));
+                // A dedicated thread: the generation blocks it until the row finishes (see TextGenerator.StreamAsync).
+                var c = await Task.Factory.StartNew(() => generator.Complete(prompt, Options(i), req.Stop, timeout.Token),
+                    CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
                 Count(c);
                 done.Add(c);
             }

@@ -19,8 +19,14 @@ public sealed class ServerOptions
     public List<ServedModel> Models { get; set; } = [];
     /// <summary>When set, /v1/* requests need "Authorization: Bearer &lt;key&gt;".</summary>
     public string? ApiKey { get; set; }
-    /// <summary>Completions, forecasts and image generations computed at once.</summary>
+    /// <summary>Completions, forecasts and image generations computed at once (with <see cref="ContinuousBatching"/>, a language model's batch rows).</summary>
     public int MaxConcurrent { get; set; } = 2;
+    /// <summary>
+    /// Continuous batching of causal LMs: concurrent completions share each decode step (up to <see cref="MaxConcurrent"/>
+    /// rows; a request joins at the next step and leaves when it finishes). Off: each completion decodes alone.
+    /// Encoder-decoders (T5) and beam search always decode alone.
+    /// </summary>
+    public bool ContinuousBatching { get; set; } = true;
     /// <summary>Requests waiting for a slot (and forecasts and image generations waiting for their model); more get 429.</summary>
     public int QueueLimit { get; set; } = 16;
     /// <summary>A completion, forecast or image generation taking longer is stopped (504, or an error event when streaming).</summary>

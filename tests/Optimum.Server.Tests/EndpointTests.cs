@@ -255,4 +255,30 @@ public sealed class EndpointTests(ModelFixture model)
         var metrics = await c.GetStringAsync("/metrics");
         Assert.Contains("finish_reason=\"timeout\"", metrics);
     }
+
+    [Fact]
+    public async Task ConcurrentGreedyCompletions_SharingTheBatch_EqualEachCompletionAlone()
+    {
+        string[] prompts = ["Call me Ishmael.", "a", "The quick brown fox jumps over the lazy dog and", "Hello", "It was the best of times", "x y"];
+        int[] maxTokens = [9, 20, 4, 14, 1, 30];
+        string[] stop = [" the", "\n"];
+        await using var f = model.Factory(("MaxConcurrent", "4"));
+        var c = f.CreateClient();
+        var answers = await Task.WhenAll(prompts.Select(async (p, i) =>
+        {
+            await Task.Delay(5 * i);                                             // arrivals while others are decoding
+            var body = JsonSerializer.Serialize(new { prompt = p, max_tokens = maxTokens[i], temperature = 0, stop });
+            var r = await c.PostAsync("/v1/completions", Json(body));
+            r.EnsureSuccessStatusCode();
+            return (await r.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("choices")[0];
+        }));
+        using var lm = new Optimum.Inference.CausalLm(model.Dir);
+        var alone = new Optimum.Inference.TextGenerator(lm, Optimum.Hub.Gpt2Tokenizer.Create());
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var expected = alone.Complete(prompts[i], new Optimum.Inference.GenerationOptions { MaxNewTokens = maxTokens[i] }, stop);
+            Assert.Equal(expected.Text, answers[i].GetProperty("text").GetString());
+            Assert.Equal(Optimum.Core.EnumNames.Name(expected.FinishReason), answers[i].GetProperty("finish_reason").GetString());
+        }
+    }
 }

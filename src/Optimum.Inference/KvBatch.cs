@@ -1,0 +1,122 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace Optimum.Inference;
+
+/// <summary>
+/// A GPT-2 decoder's self-attention cache for a batch whose rows come and go (continuous batching). Each row's cached
+/// positions are a suffix of the time axis, left-padded with zeros that the attention mask hides:
+/// past_key_values.{l}.{key,value} are (B, heads, Length, headSize). Between membership changes a step chains
+/// the present outputs (ORT-allocated) into the next past inputs as <see cref="KvCacheState"/> does; on a change,
+/// <see cref="Rebuild"/> copies the surviving and joining rows' suffixes into a new, compacted cache
+/// (Length = the longest row), so padding never outlives the row that caused it.
+/// The ONNX graph concatenates past and present, so a fixed preallocated cache updated in place is not possible
+/// without a custom op; the copy happens only when a row joins or leaves. Owns its binding; dispose it.
+/// </summary>
+internal sealed class KvBatch : IDisposable
+{
+    private readonly CausalLm _lm;
+    private readonly OrtIoBinding _binding;
+    private readonly RunOptions _run = new();
+    private readonly string[] _outputNames;
+    private readonly List<OrtValue> _inputs = [];
+    private OrtValue[] _past = [];                            // 2 · layers values: key, value per layer
+    private IDisposable? _pastOwner;                           // the outputs collection, or the managed-backed values
+
+    public KvBatch(CausalLm lm)
+    {
+        _lm = lm;
+        _binding = lm.Session.CreateIoBinding();
+        foreach (var (name, value) in lm.BoundParameters) _binding.BindInput(name, value);
+        _outputNames = ["logits", .. Enumerable.Range(0, lm.Layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
+    }
+
+    /// <summary>Cached positions per row (with padding).</summary>
+    public int Length { get; private set; }
+    public int Batch { get; private set; }
+
+    /// <summary>Cache tensor <paramref name="k"/> (2·layer + 0 for key, 1 for value), (Batch, heads, Length, headSize).</summary>
+    public ReadOnlySpan<float> Past(int k) => _past[k].GetTensorDataAsSpan<float>();
+
+    /// <summary>
+    /// Runs <paramref name="seq"/> tokens per row (ids and positions (batch × seq), mask (batch × (Length + seq)))
+    /// and returns the last position's logits, row after row (valid until the next step or rebuild).
+    /// </summary>
+    public ReadOnlySpan<float> Step(long[] ids, long[] positions, long[] mask, int batch, int seq)
+    {
+        if (ids.Length != batch * seq || positions.Length != ids.Length || mask.Length != batch * (Length + seq) || (_past.Length > 0 && batch != Batch))
+            throw new ArgumentException($"KvBatch.Step: {ids.Length} ids, {positions.Length} positions and {mask.Length} mask entries do not fit batch {batch} × seq {seq} over a cache of batch {Batch}, length {Length}.");
+        foreach (var v in _inputs) v.Dispose();
+        _inputs.Clear();
+        void Bind(string name, OrtValue v) { _inputs.Add(v); _binding.BindInput(name, v); }
+        Bind("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]));
+        Bind("position_ids", OrtValue.CreateTensorValueFromMemory(positions, [batch, seq]));
+        Bind("attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [batch, Length + seq]));
+        for (int l = 0; l < _lm.Layers; l++)
+            for (int kv = 0; kv < 2; kv++)
+            {
+                var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
+                if (_past.Length == 0) Bind(name, OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _lm.Heads, 0, _lm.HeadSize]));
+                else _binding.BindInput(name, _past[2 * l + kv]);
+            }
+        foreach (var n in _outputNames) _binding.BindOutputToDevice(n, OrtMemoryInfo.DefaultInstance);
+        _lm.Session.RunWithBinding(_run, _binding);
+        var outputs = _binding.GetOutputValues();
+        _pastOwner?.Dispose();                                 // consumed by this step
+        _pastOwner = outputs;
+        _past = outputs.Skip(1).ToArray();
+        Length += seq;
+        Batch = batch;
+        int vocab = _lm.VocabSize;
+        var logits = outputs[0].GetTensorDataAsSpan<float>();
+        if (seq > 1)
+        {
+            var last = new float[batch * vocab];
+            for (int b = 0; b < batch; b++) logits.Slice(((b + 1) * seq - 1) * vocab, vocab).CopyTo(last.AsSpan(b * vocab));
+            logits = last;
+        }
+        int bad = logits.IndexOfAnyExceptInRange(float.MinValue, float.MaxValue);
+        if (bad >= 0)
+            throw new NonFiniteOutputException($"The model's logits hold {logits[bad]} (row {bad / vocab}, token {bad % vocab}) after {Length} positions: its weights overflow in float32 (a diverged training run?); generation stopped.");
+        return logits;
+    }
+
+    /// <summary>
+    /// Replaces the cache with <paramref name="rows"/>: row i takes the last <c>Cached</c> positions of row <c>Row</c> of
+    /// <c>Source</c> (this batch or another), right-aligned in a cache as long as the longest of them. Empty rows clear it.
+    /// </summary>
+    public void Rebuild(IReadOnlyList<(KvBatch Source, int Row, int Cached)> rows)
+    {
+        int batch = rows.Count, length = rows.Count == 0 ? 0 : rows.Max(r => r.Cached), heads = _lm.Heads, d = _lm.HeadSize;
+        var values = new OrtValue[2 * _lm.Layers];
+        for (int k = 0; k < values.Length; k++)
+        {
+            var data = new float[batch * heads * length * d];                                  // (B, H, T, D), zero padding on the left
+            for (int i = 0; i < batch; i++)
+            {
+                var (src, row, n) = rows[i];
+                var from = src.Past(k);
+                for (int h = 0; h < heads; h++)
+                    from.Slice(((row * heads + h) * src.Length + src.Length - n) * d, n * d)
+                        .CopyTo(data.AsSpan(((i * heads + h) * length + length - n) * d));
+            }
+            values[k] = OrtValue.CreateTensorValueFromMemory(data, [batch, heads, length, d]);
+        }
+        _pastOwner?.Dispose();
+        _past = batch == 0 ? [] : values;
+        _pastOwner = new Owned(values);
+        (Batch, Length) = (batch, length);
+    }
+
+    public void Dispose()
+    {
+        _pastOwner?.Dispose();
+        foreach (var v in _inputs) v.Dispose();
+        _binding.Dispose();
+        _run.Dispose();
+    }
+
+    private sealed class Owned(OrtValue[] values) : IDisposable
+    {
+        public void Dispose() { foreach (var v in values) v.Dispose(); }
+    }
+}
