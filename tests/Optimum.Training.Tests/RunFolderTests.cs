@@ -75,7 +75,7 @@ public sealed class RunFolderTests : IDisposable
         var before = Directory.GetFileSystemEntries(dir, "*", SearchOption.AllDirectories).Order().ToArray();
         var e = Assert.Throws<RunFolderException>(() => RunFolder.Claim(Options("old")));
         Assert.Equal($"Output folder '{dir}' holds another run's checkpoints (checkpoint-0000003, checkpoint-0000006) and metrics.jsonl; " +
-            "continue that run with --resume latest (Resume = CheckpointRef.Latest), start over with --overwrite (Overwrite = true; deletes them), " +
+            "continue that run with --resume latest, start over with --overwrite (deletes them), " +
             "or choose another output folder (--out).", e.Message);
         Assert.Equal(before.Append(Path.Combine(dir, RunFolder.LockFile)).Order(), Directory.GetFileSystemEntries(dir, "*", SearchOption.AllDirectories).Order());
 
@@ -83,6 +83,12 @@ public sealed class RunFolderTests : IDisposable
         EarlierRun("nock", checkpoints: false);
         e = Assert.Throws<RunFolderException>(() => RunFolder.Claim(Options("nock")));
         Assert.Contains("holds another run's metrics.jsonl (and no checkpoint); start over with --overwrite", e.Message);
+
+        // A metrics.jsonl without a trained step (a run that failed at its start) does not block the retry.
+        var failed = Path.Combine(_dir, "failed");
+        Directory.CreateDirectory(failed);
+        File.WriteAllText(Path.Combine(failed, RunFolder.MetricsFile), "{\"step\": 0, \"val_loss\": 10.8}\n{\"st");
+        RunFolder.Claim(Options("failed")).Dispose();
 
         // Resuming is what such a folder is for; a folder with only final/ (or nothing) is a new run's.
         RunFolder.Claim(Options("old") with { Resume = CheckpointRef.Latest }).Dispose();
