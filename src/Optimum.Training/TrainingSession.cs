@@ -35,6 +35,8 @@ public sealed class TrainingSession : IDisposable
     {
         _store = store;
         settings ??= new SessionSettings();
+        // Without ORT's arena a step's tensors come from malloc: keep glibc from holding what they free (issue #15).
+        if (settings.MemoryArena is not true) NativeHeap.ForTraining();
         (_modelDir, _settings) = (modelDir, settings);
         var declared = ModelFolder.ReadParameters(modelDir);
         if (!declared.Select(p => (p.Name, string.Join(",", p.Shape))).SequenceEqual(store.Parameters.Select(p => (p.Name, string.Join(",", p.Shape)))))
