@@ -37,6 +37,8 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>Decode steps run so far, and the rows they held in all (mean batch = rows / steps).</summary>
     public (long Steps, long Rows) Stats => (Interlocked.Read(ref _steps), Interlocked.Read(ref _rows));
     private long _steps, _rows;
+    /// <summary>Requests queued and not yet admitted to the batch.</summary>
+    public int Waiting => _waiting.Count;
 
     /// <summary>
     /// Generates the new tokens of one prompt in the shared batch, as <see cref="Generator.Generate"/> does for one prompt
