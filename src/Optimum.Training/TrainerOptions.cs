@@ -1,0 +1,70 @@
+using Optimum.Core;
+
+namespace Optimum.Training;
+
+/// <summary>Everything a training run is configured by.</summary>
+public sealed record TrainerOptions
+{
+    /// <summary>Model folder with config.json, training.onnx and eval.onnx.</summary>
+    public required string ModelDir { get; init; }
+    /// <summary>Receives checkpoints/, metrics.jsonl, final/ and hf/.</summary>
+    public required string OutputDir { get; init; }
+    public long Steps { get; init; } = 200;
+    /// <summary>Samples per micro-batch.</summary>
+    public int BatchSize { get; init; } = 8;
+    /// <summary>Micro-batches per update (their gradients are averaged).</summary>
+    public int GradAccum { get; init; } = 1;
+    public OptimizerConfig Optimizer { get; init; } = new();
+    public ScheduleKind Schedule { get; init; } = ScheduleKind.Cosine;
+    public double Lr { get; init; } = 6e-4;
+    public long Warmup { get; init; } = 20;
+    /// <summary>Global gradient-norm clip (0 = off).</summary>
+    public double ClipNorm { get; init; } = 1.0;
+    /// <summary>Evaluate every N updates (0 = only at the end).</summary>
+    public int EvalEvery { get; init; } = 50;
+    /// <summary>Also evaluate before the first update of a fresh run (the baseline the curve falls from).</summary>
+    public bool EvalAtStart { get; init; } = true;
+    /// <summary>Validation samples per evaluation (0 = all).</summary>
+    public int EvalSamples { get; init; } = 64;
+    /// <summary>Checkpoint every N updates (0 = only at the end and on interrupt).</summary>
+    public int SaveEvery { get; init; } = 100;
+    public int KeepCheckpoints { get; init; } = 2;
+    public int Seed { get; init; }
+    /// <summary>Skip (and count) updates whose loss or gradient norm is not finite instead of stopping.</summary>
+    public bool SkipNonFinite { get; init; }
+    /// <summary>Stop (with a checkpoint, as on Ctrl-C) once this many updates are done: time-boxed jobs continue with Resume.</summary>
+    public long? StopAfter { get; init; }
+    /// <summary>A checkpoint folder to resume from, or <see cref="CheckpointRef.Latest"/> for the newest under OutputDir/checkpoints.</summary>
+    public CheckpointRef? Resume { get; init; }
+    /// <summary>
+    /// Start over in an OutputDir that holds an earlier run: delete its checkpoints/, metrics.jsonl, loss.png, final/ and hf/
+    /// first. Without it a new run refuses such a folder (see <see cref="RunFolder"/>); not with <see cref="Resume"/>.
+    /// </summary>
+    public bool Overwrite { get; init; }
+    /// <summary>Write final/ (model folder with the trained weights) and hf/ (HF folder) at the end.</summary>
+    public bool Export { get; init; } = true;
+    /// <summary>Keep an exponential moving average of the weights (diffusers' EMAModel); it is checkpointed and is what final/ and hf/ get.</summary>
+    public EmaOptions? Ema { get; init; }
+    public SessionSettings Session { get; init; } = new();
+
+    public void Validate()
+    {
+        if (Steps < 1 || BatchSize < 1 || GradAccum < 1) throw new ArgumentException($"steps {Steps}, batch size {BatchSize} and grad accum {GradAccum} must be positive.");
+        if (ClipNorm < 0 || EvalEvery < 0 || SaveEvery < 0 || EvalSamples < 0 || KeepCheckpoints < 1)
+            throw new ArgumentException("clip, eval-every, save-every and eval-samples must be >= 0; keep >= 1.");
+        if (StopAfter is < 1) throw new ArgumentException($"--stop-after {StopAfter} must be at least 1 update (omit it to run all {Steps} steps).");
+        new LrSchedule(Schedule, Lr, Warmup, Steps).Validate();
+        Optimizer.Validate();
+        Ema?.Validate();
+        if (Overwrite && Resume is not null) throw new ArgumentException($"--overwrite starts over and --resume {Resume} continues a run: give one of them.");
+    }
+}
+
+public sealed record StepMetrics(long Step, long TotalSteps, double Loss, double Lr, double GradNorm, double TokensPerSecond,
+    double StepSeconds, double OptimizerSeconds, bool Skipped, double ElapsedSeconds, double CommSeconds = 0);
+public sealed record EvalMetrics(long Step, double ValidationLoss);
+public sealed record TrainResult(long Steps, bool Interrupted, string? LastCheckpoint, IReadOnlyList<StepMetrics> History,
+    IReadOnlyList<EvalMetrics> Evals, long SkippedSteps);
+
+/// <summary>Thrown when the loss or the gradient norm stops being finite.</summary>
+public sealed class TrainingDivergedException(string message) : InvalidOperationException(message);
