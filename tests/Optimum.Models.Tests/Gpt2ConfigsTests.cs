@@ -62,6 +62,17 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TrainingGraph_LossReadsTheVocabularyOnlyToNormaliseExponentiateAndScatter()
+    {
+        using var h = new Gpt2Harness(WideRelu);
+        // The head's products and views (Transpose: of the transposed weight, which ORT cancels), LogSoftmax and the
+        // label pick; backward exp(log p) scaled with -coef scattered at the labels in place: no one-hot, no sum or
+        // difference over (tokens, vocab).
+        Assert.Equal(["Exp", "Flatten", "Gemm", "LogSoftmax", "MatMul", "Mul", "NegativeLogLikelihoodLoss", "Reshape", "ScatterElements", "Transpose"],
+            GraphChecks.OpsReadingVocabWide(h.Training, WideRelu.VocabSize));
+    }
+
+    [Fact]
     public void Decoder_BatchOfPromptsOfDifferentLengths_MatchesEachPromptAlone()
     {
         var probe = new Gpt2Harness(WideRelu);

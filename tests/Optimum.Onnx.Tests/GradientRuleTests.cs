@@ -28,6 +28,25 @@ public sealed class GradientRuleTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void LogSoftmaxPickedByNll_BackwardOnlyExponentiatesScalesAndScatters()
+    {
+        // A language model's loss: besides the forward, the (tokens, vocab) tensors are read only to take exp(log p),
+        // scale it and scatter -coef at the labels in place; no one-hot, no sum or difference over the vocabulary.
+        const long vocab = 50;
+        var g = new GraphBuilder("lm-loss");
+        var logits = g.MatMul(g.Parameter("h", Shape.Of("batch", "seq", 8)), g.Transpose(g.Parameter("w", Shape.Of(vocab, 8))));   // (B, T, vocab)
+        var labels = g.Input("labels", DType.Int64, Shape.Of("batch", "seq"));
+        // Shifted as GPT-2 shifts them, the labels' length is no longer known to be seq.
+        var shifted = g.Concat(1, g.Slice(labels, [1], [long.MaxValue], [1]), g.Slice(labels, [0], [1], [1]));
+        var loss = g.NegativeLogLikelihoodLoss(g.LogSoftmax(g.Reshape(logits, -1, vocab), 1), g.Reshape(shifted, -1), ignoreIndex: -100);
+        TrainingGraph.AddGradientOutputs(g, loss);
+        // Besides, the head's three products (MatMul forward; MatMul and Gemm backward) and views: Reshape, Flatten,
+        // and the Transpose of the transposed weight for dh, which ONNX Runtime cancels.
+        Assert.Equal(["Exp", "Flatten", "Gemm", "LogSoftmax", "MatMul", "Mul", "NegativeLogLikelihoodLoss", "Reshape", "ScatterElements", "Transpose"],
+            GraphChecks.OpsReadingVocabWide(g, vocab));
+    }
+
+    [Fact]
     public void EveryRuleInTheTable_HasAFiniteDifferenceCase()
     {
         var covered = GradientRuleCases.All.Select(c => c.Op).ToHashSet();

@@ -160,6 +160,38 @@ public static partial class GradientRules
         return c.InputCount > 2 ? [dx, dscale, c.Needs(2) ? c.SumTo(dy, c.X(2)) : null] : [dx, dscale];
     }
 
+    private static Value?[] LogSoftmax(GradContext c)
+    {
+        var g = c.G;
+        var y = c.Y();
+        int axis = y.Shape.Axis(c.Node.GetInt("axis", -1), "LogSoftmax");
+        // dx = dy - softmax * sum(dy). A loss that picks log-probabilities (NegativeLogLikelihoodLoss, GatherElements)
+        // sends dy as a scatter into zeros; with one pick per row, sum(dy) is the picked values themselves, so
+        // scatter them onto -softmax * sum instead of building, summing and subtracting an (N, V) tensor of zeros.
+        if (OnePickPerRow(c.Dy, axis, y) is { } pick)
+            return [g.ScatterElements(g.Exp(y) * -pick.Updates, pick.Indices, pick.Updates, axis, reduction: "add")];
+        return [c.Dy - g.Exp(y) * g.ReduceSum(c.Dy, [axis], keepDims: true)];
+    }
+
+    /// <summary>
+    /// When <paramref name="dy"/> is <c>ScatterElements(zeros, indices, updates, axis, "add")</c> with one index per
+    /// row along <paramref name="axis"/> (indices and updates shaped like <paramref name="like"/> but 1 along the axis),
+    /// its indices and updates; else null.
+    /// </summary>
+    private static (Value Indices, Value Updates)? OnePickPerRow(Value dy, int axis, Value like)
+    {
+        if (dy.Producer is not { OpType: "ScatterElements", Domain: "" } scatter || scatter.GetString("reduction", "none") != "add") return null;
+        var (data, indices, updates) = (scatter.Inputs[0]!, scatter.Inputs[1]!, scatter.Inputs[2]!);
+        if (data.Shape.Axis(scatter.GetInt("axis", 0), "ScatterElements") != axis || !IsZeros(data)) return null;
+        for (int i = 0; i < like.Rank; i++)
+            if (i == axis ? !(indices.Shape[i] is { IsStatic: true, Value: 1 }) : indices.Shape[i] != like.Shape[i] || updates.Shape[i] != like.Shape[i])
+                return null;
+        return (indices, updates);
+    }
+
+    private static bool IsZeros(Value v) => v.Producer is { OpType: "ConstantOfShape", Domain: "" } fill
+        && (!fill.Attributes.TryGetValue("value", out var a) || a.Tensor is { } t && t.ToDoubles().All(x => x == 0));
+
     private static Value?[] MatMul(GradContext c)
     {
         var g = c.G;
@@ -200,33 +232,62 @@ public static partial class GradientRules
         return [c.ReshapeLike(flat, x)];
     }
 
+    private static Value?[] NegativeLogLikelihoodLoss(GradContext c)
+    {
+        var g = c.G;
+        var input = c.X(0);
+        var (safe, coef) = PerLabel(c, c.X(1), c.Dy);
+        var perLabel = coef.Rank == 0 ? g.Expand(coef, c.ShapeOf(c.X(1))) : coef;
+        // -coef at each label and zero elsewhere, as a scatter into zeros that LogSoftmax's rule reads without
+        // materialising it. Indices and updates take the input's dims (1 along the classes), so that rule can
+        // tell they pick one class per row even where the labels' dims are not known to equal the input's.
+        var shape = input.Shape.IsStatic
+            ? g.Ints(input.Shape.ToStatic().Select((d, i) => i == 1 ? 1 : d).ToArray())
+            : g.Concat(0, Enumerable.Range(0, input.Rank).Select(i => i == 1 ? g.Ints(1) : c.SizeAlong(input, i)).ToArray());
+        var dx = g.ScatterElements(c.ZerosLike(input), g.Reshape(safe, shape), g.Reshape(-perLabel, shape), axis: 1, reduction: "add");
+        return c.InputCount > 2 ? [dx, null, null] : [dx, null];
+    }
+
+    /// <summary>
+    /// What a loss that picks one class per label (NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss) sends back:
+    /// the labels with ignore_index replaced by 0 (safe to gather and scatter), and per label dloss/d(picked value)
+    /// negated: <paramref name="dl"/> times the class weight (0 where ignored), over the summed weights (or the
+    /// count) for reduction "mean". Shaped like the labels, or a scalar without weights or ignore_index.
+    /// </summary>
+    private static (Value Safe, Value Coef) PerLabel(GradContext c, Value labels, Value dl)
+    {
+        var g = c.G;
+        var type = c.X(0).Type;
+        if (labels.Type != DType.Int64) labels = g.Cast(labels, DType.Int64);
+        Value? valid = null;
+        var safe = labels;
+        if (c.Node.Attributes.ContainsKey("ignore_index"))
+        {
+            valid = g.Not(g.Equal(labels, g.Scalar(c.Node.GetInt("ignore_index", 0), DType.Int64)));
+            safe = g.Where(valid, labels, g.Scalar(0, DType.Int64));
+        }
+        Value? w = c.Node.Input(2) is { } weights ? g.Gather(weights, safe) : null;
+        if (valid is not null) w = w is null ? g.Cast(valid, type) : w * g.Cast(valid, type);
+        var coef = w is null ? dl : dl * w;                                                  // (N, d...) or scalar
+        if (c.Node.GetString("reduction", "mean") == "mean")
+            coef = coef / (w is null ? c.CountOf(labels, Enumerable.Range(0, labels.Rank)) : g.ReduceSum(w, [], keepDims: false));
+        return (safe, coef);
+    }
+
     private static Value?[] SoftmaxCrossEntropyLoss(GradContext c)
     {
         var g = c.G;
-        var (scores, labels) = (c.X(0), c.X(1));
-        var type = scores.Type;
+        var scores = c.X(0);
         var logp = c.Node.Outputs.Count > 1 ? c.Y(1) : g.LogSoftmax(scores, 1);
         var p = g.Exp(logp);
         Value? dScores = null;
         if (c.DyOf(0) is { } dl)
         {
-            if (labels.Type != DType.Int64) labels = g.Cast(labels, DType.Int64);
-            Value? valid = null;
-            var safe = labels;
-            if (c.Node.Attributes.ContainsKey("ignore_index"))
-            {
-                valid = g.Not(g.Equal(labels, g.Scalar(c.Node.GetInt("ignore_index", 0), DType.Int64)));
-                safe = g.Where(valid, labels, g.Scalar(0, DType.Int64));
-            }
-            Value? w = c.Node.Input(2) is { } weights ? g.Gather(weights, safe) : null;
-            if (valid is not null) w = w is null ? g.Cast(valid, type) : w * g.Cast(valid, type);
-            var coef = w is null ? dl : dl * w;                                                  // (N, d...) or scalar
-            if (c.Node.GetString("reduction", "mean") == "mean")
-                coef = coef / (w is null ? c.CountOf(labels, Enumerable.Range(0, labels.Rank)) : g.ReduceSum(w, [], keepDims: false));
+            var (safe, coef) = PerLabel(c, c.X(1), dl);
             // (softmax - onehot) * coef without a one-hot: scale the probabilities, then scatter-add -coef
             // at each label. For a 50k vocabulary a one-hot would be a second (N, V) temporary per step.
             var scaled = p * (coef.Rank == 0 ? coef : g.Unsqueeze(coef, 1));
-            var perLabel = coef.Rank == 0 ? g.Expand(coef, c.ShapeOf(labels)) : coef;
+            var perLabel = coef.Rank == 0 ? g.Expand(coef, c.ShapeOf(c.X(1))) : coef;
             dScores = g.ScatterElements(scaled, g.Unsqueeze(safe, 1), g.Unsqueeze(-perLabel, 1), axis: 1, reduction: "add");
         }
         if (c.DyOf(1) is { } dlp)
