@@ -66,9 +66,9 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
     {
         using var h = new Gpt2Harness(WideRelu);
         // The head's products and views (Transpose: of the transposed weight, which ORT cancels), LogSoftmax and the
-        // label pick; backward exp(log p) scaled with -coef scattered at the labels in place: no one-hot, no sum or
-        // difference over (tokens, vocab).
-        Assert.Equal(["Exp", "Flatten", "Gemm", "LogSoftmax", "MatMul", "Mul", "NegativeLogLikelihoodLoss", "Reshape", "ScatterElements", "Transpose"],
+        // label pick; backward exp(log p) with -1 scattered at the labels in place, the per-row scale moved to the
+        // head's (tokens, width) operands: no one-hot, no sum, difference or scaling over (tokens, vocab).
+        Assert.Equal(["Exp", "Gemm", "LogSoftmax", "MatMul", "NegativeLogLikelihoodLoss", "Reshape", "ScatterElements", "Transpose"],
             GraphChecks.OpsReadingVocabWide(h.Training, WideRelu.VocabSize));
     }
 

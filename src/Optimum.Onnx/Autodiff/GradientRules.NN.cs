@@ -166,10 +166,14 @@ public static partial class GradientRules
         var y = c.Y();
         int axis = y.Shape.Axis(c.Node.GetInt("axis", -1), "LogSoftmax");
         // dx = dy - softmax * sum(dy). A loss that picks log-probabilities (NegativeLogLikelihoodLoss, GatherElements)
-        // sends dy as a scatter into zeros; with one pick per row, sum(dy) is the picked values themselves, so
-        // scatter them onto -softmax * sum instead of building, summing and subtracting an (N, V) tensor of zeros.
+        // sends dy as a scatter into zeros; with one pick per row (-s at the label), dx = s * (softmax - onehot):
+        // -1 scattered into exp(y) in place, then the row scale, instead of building, summing and subtracting an
+        // (N, V) tensor of zeros. The scale comes last so that a MatMul's rule can move it to narrower operands.
         if (OnePickPerRow(c.Dy, axis, y) is { } pick)
-            return [g.ScatterElements(g.Exp(y) * -pick.Updates, pick.Indices, pick.Updates, axis, reduction: "add")];
+        {
+            var minusOne = g.ConstantOfShape(c.ShapeOf(pick.Indices), -1, y.Type);
+            return [g.ScatterElements(g.Exp(y), pick.Indices, minusOne, axis, reduction: "add") * -pick.Updates];
+        }
         return [c.Dy - g.Exp(y) * g.ReduceSum(c.Dy, [axis], keepDims: true)];
     }
 
@@ -204,6 +208,16 @@ public static partial class GradientRules
         if (b.Rank == 1) dy = g.Unsqueeze(dy, dy.Rank);
         Value T(Value v) => g.Transpose(v, Enumerable.Range(0, v.Rank - 2).Select(i => (long)i).Concat([v.Rank - 1, v.Rank - 2]).ToArray());
         Value? da = null, db = null;
+        // dy = rows * scale, one scale per row (a language model's (softmax - onehot) * coef), through a weight shared
+        // across the batch that is narrower than dy (k < n): scale the (M, k) operands instead of the (M, n) dy.
+        if (a.Rank >= 2 && b.Rank == 2 && RowScaled(dy) is { } rs && a.Shape[^1] is { IsStatic: true } k && dy.Shape[^1] is { IsStatic: true } n && k.Value < n.Value)
+        {
+            var aRows = a.Rank == 2 ? a : g.Flatten(a, a.Rank - 1);                             // (M, k)
+            if (c.Needs(0)) da = g.MatMul(rs.Rows, T(b)) * rs.Scale;
+            if (da is not null && a.Rank > 2) da = c.ReshapeLike(da, a);
+            if (c.Needs(1)) db = g.Gemm(aRows * rs.Scale, rs.Rows, null, 1, 1, transA: true);
+            return [da, db];
+        }
         if (c.Needs(0))
         {
             da = c.SumTo(g.MatMul(dy, T(b2)), a2);
@@ -218,6 +232,20 @@ public static partial class GradientRules
             if (b.Rank == 1) db = g.Squeeze(db, -1);
         }
         return [da, db];
+    }
+
+    /// <summary>
+    /// When <paramref name="dy"/> (..., m, n) is <c>rows * scale</c> with rows (M, n) and scale (M, 1), possibly viewed
+    /// through a Reshape that keeps n: rows and scale; else null.
+    /// </summary>
+    private static (Value Rows, Value Scale)? RowScaled(Value dy)
+    {
+        var v = dy.Producer is { OpType: "Reshape", Domain: "" } r ? r.Inputs[0]! : dy;
+        if (v.Rank != 2 || v.Shape[1] != dy.Shape[^1] || v.Producer is not { OpType: "Mul", Domain: "" } mul) return null;
+        foreach (var (rows, scale) in new[] { (mul.Inputs[0]!, mul.Inputs[1]!), (mul.Inputs[1]!, mul.Inputs[0]!) })
+            if (rows.Shape.Equals(v.Shape) && scale.Rank == 2 && scale.Shape[0] == v.Shape[0] && scale.Shape[1] is { IsStatic: true, Value: 1 })
+                return (rows, scale);
+        return null;
     }
 
     private static Value?[] MaxPool(GradContext c)
