@@ -210,12 +210,15 @@ public static partial class GradientRules
         Value? da = null, db = null;
         // dy = rows * scale, one scale per row (a language model's (softmax - onehot) * coef), through a weight shared
         // across the batch that is narrower than dy (k < n): scale the (M, k) operands instead of the (M, n) dy.
+        // db is a MatMul with the narrow operand transposed, not a Gemm with transA, which the Transpose rule would
+        // turn into rowsᵀ @ x for a transposed weight: ORT's Gemm with the wide (M, n) operand transposed took 430 ms
+        // for the GPT-2 bench head where this product and the transpose of its (k, n) result took 300 + 11 ms.
         if (a.Rank >= 2 && b.Rank == 2 && RowScaled(dy) is { } rs && a.Shape[^1] is { IsStatic: true } k && dy.Shape[^1] is { IsStatic: true } n && k.Value < n.Value)
         {
             var aRows = a.Rank == 2 ? a : g.Flatten(a, a.Rank - 1);                             // (M, k)
             if (c.Needs(0)) da = g.MatMul(rs.Rows, T(b)) * rs.Scale;
             if (da is not null && a.Rank > 2) da = c.ReshapeLike(da, a);
-            if (c.Needs(1)) db = g.Gemm(aRows * rs.Scale, rs.Rows, null, 1, 1, transA: true);
+            if (c.Needs(1)) db = g.MatMul(g.Transpose(aRows * rs.Scale), rs.Rows);             // (k, n)
             return [da, db];
         }
         if (c.Needs(0))
