@@ -62,6 +62,17 @@ public sealed class Gpt2ConfigsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TrainingGraph_LossReadsTheVocabularyOnlyToNormaliseExponentiateAndScatter()
+    {
+        using var h = new Gpt2Harness(WideRelu);
+        // The head's products and views (Transposes: of the transposed weight, which ORT cancels, and of dWᵀ),
+        // LogSoftmax and the label pick; backward exp(log p) with -1 scattered at the labels in place, the per-row
+        // scale moved to the head's (tokens, width) operands: no one-hot, no sum, difference or scaling over (tokens, vocab).
+        Assert.Equal(["Exp", "LogSoftmax", "MatMul", "NegativeLogLikelihoodLoss", "Reshape", "ScatterElements", "Transpose"],
+            GraphChecks.OpsReadingVocabWide(h.Training, WideRelu.VocabSize));
+    }
+
+    [Fact]
     public void Decoder_BatchOfPromptsOfDifferentLengths_MatchesEachPromptAlone()
     {
         var probe = new Gpt2Harness(WideRelu);

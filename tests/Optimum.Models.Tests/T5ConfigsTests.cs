@@ -19,6 +19,17 @@ public sealed class T5ConfigsTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Configs))]
+    public void TrainingGraph_LossReadsTheVocabularyOnlyToNormaliseExponentiateAndScatter(string name)
+    {
+        var cfg = Config(name);
+        var train = TrainingGraph.BuildTraining("t5", (g, t) => T5.DefineLm(g, t, cfg));
+        // As GPT-2's: the head's products and views, LogSoftmax, the label pick, and exp(log p) with -1 scattered in place.
+        Assert.Equal(["Exp", "LogSoftmax", "MatMul", "NegativeLogLikelihoodLoss", "Reshape", "ScatterElements", "Transpose"],
+            GraphChecks.OpsReadingVocabWide(train, cfg.VocabSize));
+    }
+
+    [Theory]
+    [MemberData(nameof(Configs))]
     public void TrainingGradients_MatchFiniteDifferences_InDouble(string name)
     {
         var cfg = Config(name);

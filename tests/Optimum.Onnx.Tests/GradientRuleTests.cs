@@ -28,6 +28,26 @@ public sealed class GradientRuleTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void LogSoftmaxPickedByNll_BackwardOnlyExponentiatesAndScattersOverTheVocabulary()
+    {
+        // A language model's loss: besides the forward, the (tokens, vocab) tensors are read only to take exp(log p) and
+        // scatter -1 at the labels in place; the per-row scale goes on the head's (tokens, width) operands. No one-hot,
+        // no sum, difference or scaling over the vocabulary.
+        const long vocab = 50;
+        var g = new GraphBuilder("lm-loss");
+        var logits = g.MatMul(g.Parameter("h", Shape.Of("batch", "seq", 8)), g.Transpose(g.Parameter("w", Shape.Of(vocab, 8))));   // (B, T, vocab)
+        var labels = g.Input("labels", DType.Int64, Shape.Of("batch", "seq"));
+        // Shifted as GPT-2 shifts them, the labels' length is no longer known to be seq.
+        var shifted = g.Concat(1, g.Slice(labels, [1], [long.MaxValue], [1]), g.Slice(labels, [0], [1], [1]));
+        var loss = g.NegativeLogLikelihoodLoss(g.LogSoftmax(g.Reshape(logits, -1, vocab), 1), g.Reshape(shifted, -1), ignoreIndex: -100);
+        TrainingGraph.AddGradientOutputs(g, loss);
+        // Besides, the head's three products (MatMul), the Reshape view, the Transpose of the transposed weight for dh
+        // (which ONNX Runtime cancels) and that of dWᵀ (k, vocab) into the weight's layout.
+        Assert.Equal(["Exp", "LogSoftmax", "MatMul", "NegativeLogLikelihoodLoss", "Reshape", "ScatterElements", "Transpose"],
+            GraphChecks.OpsReadingVocabWide(g, vocab));
+    }
+
+    [Fact]
     public void EveryRuleInTheTable_HasAFiniteDifferenceCase()
     {
         var covered = GradientRuleCases.All.Select(c => c.Op).ToHashSet();

@@ -149,6 +149,6 @@ public sealed class Gpt2 : GraphModel<Gpt2Config>
         var batch = g.Slice(g.ShapeOf(labels), g.Ints(0), g.Ints(1), g.Ints(0));
         var pad = g.ConstantOfShape(g.Concat(0, batch, g.Ints(1)), -100, DType.Int64);  // (B, 1)
         var target = g.Concat(1, shifted, pad);                                         // (B, T)
-        return g.SoftmaxCrossEntropyLoss(g.Reshape(logits, -1, c.VocabSize), g.Reshape(target, -1), reduction: "mean", ignoreIndex: -100);
+        return LmLoss(logits, target, c.VocabSize);
     }
 }

@@ -27,7 +27,7 @@ public sealed class T5 : GraphModel<T5Config>
         var (enc, crossMask) = m.Encoder(ids, mask);
         var decIds = m.ShiftRight(labels);
         var (logits, _) = m.Decoder(decIds, crossMask, enc, null, null);
-        var loss = g.SoftmaxCrossEntropyLoss(g.Reshape(logits, -1, c.VocabSize), g.Reshape(labels, -1), reduction: "mean", ignoreIndex: -100);
+        var loss = m.LmLoss(logits, labels, c.VocabSize);
         return new ModelOutputs(loss, [new("logits", logits), new("encoder_last_hidden_state", enc)]);
     }
 

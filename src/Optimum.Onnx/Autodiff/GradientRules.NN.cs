@@ -160,6 +160,42 @@ public static partial class GradientRules
         return c.InputCount > 2 ? [dx, dscale, c.Needs(2) ? c.SumTo(dy, c.X(2)) : null] : [dx, dscale];
     }
 
+    private static Value?[] LogSoftmax(GradContext c)
+    {
+        var g = c.G;
+        var y = c.Y();
+        int axis = y.Shape.Axis(c.Node.GetInt("axis", -1), "LogSoftmax");
+        // dx = dy - softmax * sum(dy). A loss that picks log-probabilities (NegativeLogLikelihoodLoss, GatherElements)
+        // sends dy as a scatter into zeros; with one pick per row (-s at the label), dx = s * (softmax - onehot):
+        // -1 scattered into exp(y) in place, then the row scale, instead of building, summing and subtracting an
+        // (N, V) tensor of zeros. The scale comes last so that a MatMul's rule can move it to narrower operands.
+        if (OnePickPerRow(c.Dy, axis, y) is { } pick)
+        {
+            var minusOne = g.ConstantOfShape(c.ShapeOf(pick.Indices), -1, y.Type);
+            return [g.ScatterElements(g.Exp(y), pick.Indices, minusOne, axis, reduction: "add") * -pick.Updates];
+        }
+        return [c.Dy - g.Exp(y) * g.ReduceSum(c.Dy, [axis], keepDims: true)];
+    }
+
+    /// <summary>
+    /// When <paramref name="dy"/> is <c>ScatterElements(zeros, indices, updates, axis, "add")</c> with one index per
+    /// row along <paramref name="axis"/> (indices and updates shaped like <paramref name="like"/> but 1 along the axis),
+    /// its indices and updates; else null.
+    /// </summary>
+    private static (Value Indices, Value Updates)? OnePickPerRow(Value dy, int axis, Value like)
+    {
+        if (dy.Producer is not { OpType: "ScatterElements", Domain: "" } scatter || scatter.GetString("reduction", "none") != "add") return null;
+        var (data, indices, updates) = (scatter.Inputs[0]!, scatter.Inputs[1]!, scatter.Inputs[2]!);
+        if (data.Shape.Axis(scatter.GetInt("axis", 0), "ScatterElements") != axis || !IsZeros(data)) return null;
+        for (int i = 0; i < like.Rank; i++)
+            if (i == axis ? !(indices.Shape[i] is { IsStatic: true, Value: 1 }) : indices.Shape[i] != like.Shape[i] || updates.Shape[i] != like.Shape[i])
+                return null;
+        return (indices, updates);
+    }
+
+    private static bool IsZeros(Value v) => v.Producer is { OpType: "ConstantOfShape", Domain: "" } fill
+        && (!fill.Attributes.TryGetValue("value", out var a) || a.Tensor is { } t && t.ToDoubles().All(x => x == 0));
+
     private static Value?[] MatMul(GradContext c)
     {
         var g = c.G;
@@ -172,6 +208,19 @@ public static partial class GradientRules
         if (b.Rank == 1) dy = g.Unsqueeze(dy, dy.Rank);
         Value T(Value v) => g.Transpose(v, Enumerable.Range(0, v.Rank - 2).Select(i => (long)i).Concat([v.Rank - 1, v.Rank - 2]).ToArray());
         Value? da = null, db = null;
+        // dy = rows * scale, one scale per row (a language model's (softmax - onehot) * coef), through a weight shared
+        // across the batch that is narrower than dy (k < n): scale the (M, k) operands instead of the (M, n) dy.
+        // db is a MatMul with the narrow operand transposed, not a Gemm with transA, which the Transpose rule would
+        // turn into rowsᵀ @ x for a transposed weight: ORT's Gemm with the wide (M, n) operand transposed took 430 ms
+        // for the GPT-2 bench head where this product and the transpose of its (k, n) result took 300 + 11 ms.
+        if (a.Rank >= 2 && b.Rank == 2 && RowScaled(dy) is { } rs && a.Shape[^1] is { IsStatic: true } k && dy.Shape[^1] is { IsStatic: true } n && k.Value < n.Value)
+        {
+            var aRows = a.Rank == 2 ? a : g.Flatten(a, a.Rank - 1);                             // (M, k)
+            if (c.Needs(0)) da = g.MatMul(rs.Rows, T(b)) * rs.Scale;
+            if (da is not null && a.Rank > 2) da = c.ReshapeLike(da, a);
+            if (c.Needs(1)) db = g.MatMul(g.Transpose(aRows * rs.Scale), rs.Rows);             // (k, n)
+            return [da, db];
+        }
         if (c.Needs(0))
         {
             da = c.SumTo(g.MatMul(dy, T(b2)), a2);
@@ -188,6 +237,20 @@ public static partial class GradientRules
         return [da, db];
     }
 
+    /// <summary>
+    /// When <paramref name="dy"/> (..., m, n) is <c>rows * scale</c> with rows (M, n) and scale (M, 1), possibly viewed
+    /// through a Reshape that keeps n: rows and scale; else null.
+    /// </summary>
+    private static (Value Rows, Value Scale)? RowScaled(Value dy)
+    {
+        var v = dy.Producer is { OpType: "Reshape", Domain: "" } r ? r.Inputs[0]! : dy;
+        if (v.Rank != 2 || v.Shape[1] != dy.Shape[^1] || v.Producer is not { OpType: "Mul", Domain: "" } mul) return null;
+        foreach (var (rows, scale) in new[] { (mul.Inputs[0]!, mul.Inputs[1]!), (mul.Inputs[1]!, mul.Inputs[0]!) })
+            if (rows.Shape.Equals(v.Shape) && scale.Rank == 2 && scale.Shape[0] == v.Shape[0] && scale.Shape[1] is { IsStatic: true, Value: 1 })
+                return (rows, scale);
+        return null;
+    }
+
     private static Value?[] MaxPool(GradContext c)
     {
         var x = c.X(0);
@@ -200,33 +263,62 @@ public static partial class GradientRules
         return [c.ReshapeLike(flat, x)];
     }
 
+    private static Value?[] NegativeLogLikelihoodLoss(GradContext c)
+    {
+        var g = c.G;
+        var input = c.X(0);
+        var (safe, coef) = PerLabel(c, c.X(1), c.Dy);
+        var perLabel = coef.Rank == 0 ? g.Expand(coef, c.ShapeOf(c.X(1))) : coef;
+        // -coef at each label and zero elsewhere, as a scatter into zeros that LogSoftmax's rule reads without
+        // materialising it. Indices and updates take the input's dims (1 along the classes), so that rule can
+        // tell they pick one class per row even where the labels' dims are not known to equal the input's.
+        var shape = input.Shape.IsStatic
+            ? g.Ints(input.Shape.ToStatic().Select((d, i) => i == 1 ? 1 : d).ToArray())
+            : g.Concat(0, Enumerable.Range(0, input.Rank).Select(i => i == 1 ? g.Ints(1) : c.SizeAlong(input, i)).ToArray());
+        var dx = g.ScatterElements(c.ZerosLike(input), g.Reshape(safe, shape), g.Reshape(-perLabel, shape), axis: 1, reduction: "add");
+        return c.InputCount > 2 ? [dx, null, null] : [dx, null];
+    }
+
+    /// <summary>
+    /// What a loss that picks one class per label (NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss) sends back:
+    /// the labels with ignore_index replaced by 0 (safe to gather and scatter), and per label dloss/d(picked value)
+    /// negated: <paramref name="dl"/> times the class weight (0 where ignored), over the summed weights (or the
+    /// count) for reduction "mean". Shaped like the labels, or a scalar without weights or ignore_index.
+    /// </summary>
+    private static (Value Safe, Value Coef) PerLabel(GradContext c, Value labels, Value dl)
+    {
+        var g = c.G;
+        var type = c.X(0).Type;
+        if (labels.Type != DType.Int64) labels = g.Cast(labels, DType.Int64);
+        Value? valid = null;
+        var safe = labels;
+        if (c.Node.Attributes.ContainsKey("ignore_index"))
+        {
+            valid = g.Not(g.Equal(labels, g.Scalar(c.Node.GetInt("ignore_index", 0), DType.Int64)));
+            safe = g.Where(valid, labels, g.Scalar(0, DType.Int64));
+        }
+        Value? w = c.Node.Input(2) is { } weights ? g.Gather(weights, safe) : null;
+        if (valid is not null) w = w is null ? g.Cast(valid, type) : w * g.Cast(valid, type);
+        var coef = w is null ? dl : dl * w;                                                  // (N, d...) or scalar
+        if (c.Node.GetString("reduction", "mean") == "mean")
+            coef = coef / (w is null ? c.CountOf(labels, Enumerable.Range(0, labels.Rank)) : g.ReduceSum(w, [], keepDims: false));
+        return (safe, coef);
+    }
+
     private static Value?[] SoftmaxCrossEntropyLoss(GradContext c)
     {
         var g = c.G;
-        var (scores, labels) = (c.X(0), c.X(1));
-        var type = scores.Type;
+        var scores = c.X(0);
         var logp = c.Node.Outputs.Count > 1 ? c.Y(1) : g.LogSoftmax(scores, 1);
         var p = g.Exp(logp);
         Value? dScores = null;
         if (c.DyOf(0) is { } dl)
         {
-            if (labels.Type != DType.Int64) labels = g.Cast(labels, DType.Int64);
-            Value? valid = null;
-            var safe = labels;
-            if (c.Node.Attributes.ContainsKey("ignore_index"))
-            {
-                valid = g.Not(g.Equal(labels, g.Scalar(c.Node.GetInt("ignore_index", 0), DType.Int64)));
-                safe = g.Where(valid, labels, g.Scalar(0, DType.Int64));
-            }
-            Value? w = c.Node.Input(2) is { } weights ? g.Gather(weights, safe) : null;
-            if (valid is not null) w = w is null ? g.Cast(valid, type) : w * g.Cast(valid, type);
-            var coef = w is null ? dl : dl * w;                                                  // (N, d...) or scalar
-            if (c.Node.GetString("reduction", "mean") == "mean")
-                coef = coef / (w is null ? c.CountOf(labels, Enumerable.Range(0, labels.Rank)) : g.ReduceSum(w, [], keepDims: false));
+            var (safe, coef) = PerLabel(c, c.X(1), dl);
             // (softmax - onehot) * coef without a one-hot: scale the probabilities, then scatter-add -coef
             // at each label. For a 50k vocabulary a one-hot would be a second (N, V) temporary per step.
             var scaled = p * (coef.Rank == 0 ? coef : g.Unsqueeze(coef, 1));
-            var perLabel = coef.Rank == 0 ? g.Expand(coef, c.ShapeOf(labels)) : coef;
+            var perLabel = coef.Rank == 0 ? g.Expand(coef, c.ShapeOf(c.X(1))) : coef;
             dScores = g.ScatterElements(scaled, g.Unsqueeze(safe, 1), g.Unsqueeze(-perLabel, 1), axis: 1, reduction: "add");
         }
         if (c.DyOf(1) is { } dlp)

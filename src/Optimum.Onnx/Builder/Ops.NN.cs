@@ -108,6 +108,24 @@ public sealed partial class GraphBuilder
     }
 
     /// <summary>
+    /// ONNX NegativeLogLikelihoodLoss: <paramref name="input"/> (N, C, d...) holds log-probabilities and
+    /// <paramref name="target"/> (N, d...) integer classes; the loss is -input[n, target[n]] (times
+    /// <paramref name="weight"/>[target[n]]), targets equal to <paramref name="ignoreIndex"/> count for nothing,
+    /// and "mean" divides by the summed weights (the count) of the others. Scalar unless <paramref name="reduction"/> is "none".
+    /// <c>NegativeLogLikelihoodLoss(LogSoftmax(scores, 1), labels)</c> is how ONNX defines SoftmaxCrossEntropyLoss.
+    /// </summary>
+    public Value NegativeLogLikelihoodLoss(Value input, Value target, Value? weight = null, string reduction = "mean", long? ignoreIndex = null)
+    {
+        var attrs = new Dictionary<string, AttrValue> { ["reduction"] = reduction };
+        if (ignoreIndex is { } ii) attrs["ignore_index"] = ii;
+        return Emit("NegativeLogLikelihoodLoss", weight is null ? [input, target] : [input, target, weight], attrs, n =>
+        {
+            CheckLabelLoss("NegativeLogLikelihoodLoss", n, input, target, weight, reduction);
+            return [(input.Type, reduction == "none" ? target.Shape : Shape.Scalar)];
+        })[0];
+    }
+
+    /// <summary>
     /// ONNX SoftmaxCrossEntropyLoss: <paramref name="scores"/> (N, C, d...) and integer
     /// <paramref name="labels"/> (N, d...); labels equal to <paramref name="ignoreIndex"/> count for nothing.
     /// Returns the loss (scalar unless <paramref name="reduction"/> is "none"); the node also outputs log-probabilities.
@@ -118,16 +136,21 @@ public sealed partial class GraphBuilder
         if (ignoreIndex is { } ii) attrs["ignore_index"] = ii;
         return Emit("SoftmaxCrossEntropyLoss", weights is null ? [scores, labels] : [scores, labels, weights], attrs, n =>
         {
-            if (reduction is not ("mean" or "sum" or "none")) throw Error("SoftmaxCrossEntropyLoss", n, $"Unknown reduction '{reduction}'");
-            if (scores.Rank < 2) throw Error("SoftmaxCrossEntropyLoss", n, $"Scores must be (N, C, ...), got {scores.Shape}");
-            if (labels.Type is not (DType.Int64 or DType.Int32)) throw Error("SoftmaxCrossEntropyLoss", n, $"Labels must be int32 or int64, got {labels.Type.Name()}");
-            var expected = new Shape(scores.Shape.Where((_, i) => i != 1));
-            if (labels.Rank != expected.Rank || Enumerable.Range(0, expected.Rank).Any(i => !Dim.MaybeEqual(labels.Shape[i], expected[i])))
-                throw Error("SoftmaxCrossEntropyLoss", n, $"Labels {labels.Shape} do not match scores {scores.Shape} (expected {expected})");
-            if (weights is not null && (weights.Rank != 1 || !Dim.MaybeEqual(weights.Shape[0], scores.Shape[1])))
-                throw Error("SoftmaxCrossEntropyLoss", n, $"Weights {weights.Shape} must be (C,) for scores {scores.Shape}");
+            CheckLabelLoss("SoftmaxCrossEntropyLoss", n, scores, labels, weights, reduction);
             return [(scores.Type, reduction == "none" ? labels.Shape : Shape.Scalar), (scores.Type, scores.Shape)];
         })[0];
+    }
+
+    private static void CheckLabelLoss(string op, string n, Value scores, Value labels, Value? weights, string reduction)
+    {
+        if (reduction is not ("mean" or "sum" or "none")) throw Error(op, n, $"Unknown reduction '{reduction}'");
+        if (scores.Rank < 2) throw Error(op, n, $"Scores must be (N, C, ...), got {scores.Shape}");
+        if (labels.Type is not (DType.Int64 or DType.Int32)) throw Error(op, n, $"Labels must be int32 or int64, got {labels.Type.Name()}");
+        var expected = new Shape(scores.Shape.Where((_, i) => i != 1));
+        if (labels.Rank != expected.Rank || Enumerable.Range(0, expected.Rank).Any(i => !Dim.MaybeEqual(labels.Shape[i], expected[i])))
+            throw Error(op, n, $"Labels {labels.Shape} do not match scores {scores.Shape} (expected {expected})");
+        if (weights is not null && (weights.Rank != 1 || !Dim.MaybeEqual(weights.Shape[0], scores.Shape[1])))
+            throw Error(op, n, $"Weights {weights.Shape} must be (C,) for scores {scores.Shape}");
     }
 
     /// <summary>N-d convolution (N, C, spatial...) with weights (M, C/group, kernel...), explicit pads [begins..., ends...].</summary>
