@@ -48,11 +48,24 @@ public static class HfWeights
     public static void Save(string path, IReadOnlyList<ParameterInfo> parameters, IReadOnlyList<float[]> weights, Func<string, bool>? skip = null)
     {
         if (weights.Count != parameters.Count) throw new ArgumentException($"{weights.Count} weight arrays for {parameters.Count} parameters.");
-        var tensors = parameters.Select((p, i) =>
+        for (int i = 0; i < parameters.Count; i++)
+            if (weights[i].LongLength != parameters[i].Count) throw new ArgumentException($"Parameter '{parameters[i].Name}' has {weights[i].LongLength} values, expected {parameters[i].Count}.");
+        Save(path, parameters, i => weights[i], skip);
+    }
+
+    /// <summary>
+    /// Writes parameters as <see cref="Save(string, IReadOnlyList{ParameterInfo}, IReadOnlyList{float[]}, Func{string, bool}?)"/> does, the
+    /// values of parameter i being <paramref name="weights"/>(i) at the moment it is written: views of a flat buffer are streamed
+    /// to the file without a copy of the whole model. A span of the wrong length is refused naming the parameter.
+    /// </summary>
+    public static void Save(string path, IReadOnlyList<ParameterInfo> parameters, Func<int, ReadOnlySpan<float>> weights, Func<string, bool>? skip = null)
+    {
+        var tensors = parameters.Select((p, i) => SafeTensorSource.Floats(p.Name, p.Shape, () =>
         {
-            if (weights[i].LongLength != p.Count) throw new ArgumentException($"Parameter '{p.Name}' has {weights[i].LongLength} values, expected {p.Count}.");
-            return SafeTensor.FromFloats(p.Name, weights[i], p.Shape);
-        }).Where(t => skip is null || !skip(t.Name));
+            var w = weights(i);
+            if (w.Length != p.Count) throw new ArgumentException($"Parameter '{p.Name}' has {w.Length} values, expected {p.Count}.");
+            return w;
+        })).Where(t => skip is null || !skip(t.Name));
         SafeTensorsFile.Write(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
     }
 
@@ -81,6 +94,13 @@ public static class HfWeights
     /// <paramref name="skip"/> is true are left out, as HF leaves out a tied head). Both files are written atomically.
     /// </summary>
     public static void SaveFolder(string outDir, JsonObject config, IReadOnlyList<ParameterInfo> parameters, IReadOnlyList<float[]> weights, Func<string, bool>? skip = null)
+    {
+        if (weights.Count != parameters.Count) throw new ArgumentException($"{weights.Count} weight arrays for {parameters.Count} parameters.");
+        SaveFolder(outDir, config, parameters, i => weights[i], skip);
+    }
+
+    /// <summary>As the overload with arrays, the values of parameter i being <paramref name="weights"/>(i) when it is written (streamed, not copied).</summary>
+    public static void SaveFolder(string outDir, JsonObject config, IReadOnlyList<ParameterInfo> parameters, Func<int, ReadOnlySpan<float>> weights, Func<string, bool>? skip = null)
     {
         var cfg = (JsonObject)config.DeepClone();
         cfg.Remove("optimum");

@@ -46,6 +46,19 @@ public sealed record SafeTensor(string Name, DType Type, long[] Shape, byte[] Da
 }
 
 /// <summary>
+/// A tensor to write whose little-endian bytes <paramref name="WriteBytes"/> writes to the file when its turn comes
+/// (<see cref="SafeTensorsFile.Write(string, IEnumerable{SafeTensorSource}, IReadOnlyDictionary{string, string}?)"/>).
+/// </summary>
+public sealed record SafeTensorSource(string Name, DType Type, long[] Shape, Action<Stream> WriteBytes)
+{
+    public long ByteLength => Shape.Aggregate(1L, (a, b) => a * b) * Type.Size();
+
+    /// <summary>A float32 tensor whose values <paramref name="values"/> gives when it is written (called once, not kept).</summary>
+    public static SafeTensorSource Floats(string name, long[] shape, Func<ReadOnlySpan<float>> values) =>
+        new(name, DType.Float, shape, s => s.Write(MemoryMarshal.AsBytes(values())));
+}
+
+/// <summary>
 /// Reads and writes the safetensors format (8-byte little-endian header length, JSON header,
 /// contiguous data). Reading validates the header against the file: dtypes, shapes, offsets in
 /// bounds, sizes matching shapes, no gaps or overlaps. A bad file is refused naming it and the field.
@@ -200,7 +213,20 @@ public sealed class SafeTensorsFile : IDisposable
     /// Writes tensors (ordered by alignment, then name, as the reference implementation does) with
     /// the header padded to 8 bytes, atomically: a temporary file renamed over <paramref name="path"/>.
     /// </summary>
-    public static void Write(string path, IEnumerable<SafeTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Write(string path, IEnumerable<SafeTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        Write(path, tensors.Select(t =>
+        {
+            if (t.Data.LongLength != t.Count * t.Type.Size())
+                throw new ArgumentException($"Tensor '{t.Name}' has {t.Data.LongLength} bytes but {t.Type.Name()}[{string.Join(", ", t.Shape)}] needs {t.Count * t.Type.Size()}.");
+            return new SafeTensorSource(t.Name, t.Type, t.Shape, s => s.Write(t.Data));
+        }), metadata);
+
+    /// <summary>
+    /// Writes tensors whose bytes are produced one at a time as the file is written (views of native buffers, say),
+    /// so no copy of all of them is ever held; otherwise as <see cref="Write(string, IEnumerable{SafeTensor}, IReadOnlyDictionary{string, string}?)"/>.
+    /// A source that writes other than its shape's byte count is refused naming the tensor (and nothing is left at <paramref name="path"/>).
+    /// </summary>
+    public static void Write(string path, IEnumerable<SafeTensorSource> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         var list = tensors.OrderByDescending(t => t.Type.Size()).ThenBy(t => t.Name, StringComparer.Ordinal).ToList();
         if (list.Select(t => t.Name).Distinct().Count() != list.Count) throw new ArgumentException("Tensor names must be unique.", nameof(tensors));
@@ -217,8 +243,6 @@ public sealed class SafeTensorsFile : IDisposable
             long offset = 0;
             foreach (var t in list)
             {
-                if (t.Data.LongLength != t.Count * t.Type.Size())
-                    throw new ArgumentException($"Tensor '{t.Name}' has {t.Data.LongLength} bytes but {t.Type.Name()}[{string.Join(", ", t.Shape)}] needs {t.Count * t.Type.Size()}.");
                 w.WriteStartObject(t.Name);
                 w.WriteString("dtype", Types.First(kv => kv.Value == t.Type).Key);
                 w.WriteStartArray("shape");
@@ -226,7 +250,7 @@ public sealed class SafeTensorsFile : IDisposable
                 w.WriteEndArray();
                 w.WriteStartArray("data_offsets");
                 w.WriteNumberValue(offset);
-                w.WriteNumberValue(offset += t.Data.LongLength);
+                w.WriteNumberValue(offset += t.ByteLength);
                 w.WriteEndArray();
                 w.WriteEndObject();
             }
@@ -245,7 +269,13 @@ public sealed class SafeTensorsFile : IDisposable
                 f.Write(len);
                 header.Position = 0;
                 header.CopyTo(f);
-                foreach (var t in list) f.Write(t.Data);
+                foreach (var t in list)
+                {
+                    long before = f.Position;
+                    t.WriteBytes(f);
+                    if (f.Position - before != t.ByteLength)
+                        throw new ArgumentException($"Tensor '{t.Name}' wrote {f.Position - before} bytes but {t.Type.Name()}[{string.Join(", ", t.Shape)}] needs {t.ByteLength}.", nameof(tensors));
+                }
                 f.Flush(flushToDisk: true);
             }
             File.Move(tmp, full, overwrite: true);

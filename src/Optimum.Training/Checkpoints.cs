@@ -76,7 +76,7 @@ public static class Checkpoints
         var optFile = comm.Size == 1 ? OptimizerFile : $"optimizer-rank{comm.Rank:D3}-of-{comm.Size:D3}.safetensors";
         var meta = new Dictionary<string, string> { ["optimizer"] = EnumNames.Name(optimizer.Config.Kind) };
         SafeTensorsFile.Write(Path.Combine(tmp, optFile), OptimizerTensors(store, optimizer, meta), meta);
-        if (comm.Rank == 0) HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, store.Export());
+        if (comm.Rank == 0) HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, i => store.Param(i));
         if (comm.Rank == 0 && state.Ema is not null)
             (ema ?? throw new ArgumentException("The state names EMA settings but no EMA weights were given.", nameof(ema))).Save(Path.Combine(tmp, EmaWeights.File));
         comm.Barrier();
@@ -113,7 +113,7 @@ public static class Checkpoints
     /// The optimizer's state per parameter (PyTorch names: exp_avg.&lt;param&gt;). A parameter cut by a
     /// shard boundary is stored as a 1-D slice with its element offset in the metadata (offset.&lt;tensor&gt;).
     /// </summary>
-    private static IEnumerable<SafeTensor> OptimizerTensors(ParameterStore store, Optimizer opt, Dictionary<string, string> meta)
+    private static IEnumerable<SafeTensorSource> OptimizerTensors(ParameterStore store, Optimizer opt, Dictionary<string, string> meta)
     {
         foreach (var (i, b, e) in store.Segments(opt.Begin, opt.End))
         {
@@ -123,7 +123,9 @@ public static class Checkpoints
             {
                 var name = $"{opt.StateNames[k]}.{p.Name}";
                 if (!whole) meta["offset." + name] = (b - store.Offset(i)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-                yield return SafeTensor.FromFloats(name, opt.State(k).Slice((int)(b - opt.Begin), (int)(e - b)), whole ? p.Shape : [e - b]);
+                int state = k;
+                // Streamed from the optimizer's buffer as the file is written: no copy of the state is held.
+                yield return SafeTensorSource.Floats(name, whole ? p.Shape : [e - b], () => opt.State(state).Slice((int)(b - opt.Begin), (int)(e - b)));
             }
         }
     }

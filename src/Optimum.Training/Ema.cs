@@ -73,7 +73,10 @@ public sealed class EmaWeights
     public float[][] Export() => Enumerable.Range(0, _store.Parameters.Count)
         .Select(i => _values.AsSpan((int)_store.Offset(i), (int)_store.Parameters[i].Count).ToArray()).ToArray();
 
-    public void Save(string path) => HfWeights.Save(path, _store.Parameters, Export());
+    /// <summary>The averaged weights of parameter <paramref name="i"/> (a view, valid until the next update).</summary>
+    public ReadOnlySpan<float> Values(int i) => _values.AsSpan((int)_store.Offset(i), (int)_store.Parameters[i].Count);
+
+    public void Save(string path) => HfWeights.Save(path, _store.Parameters, Values);
 
     /// <summary>Reads the average back from a checkpoint's file; missing or extra tensors are refused naming the file.</summary>
     public void Load(string path)

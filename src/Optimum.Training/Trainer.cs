@@ -272,6 +272,8 @@ public sealed class Trainer : IDisposable
             sum += _session.EvalLoss(_val) * w;
             weight += w;
         }
+        // Training does not need the eval session's memory: given back until the next evaluation.
+        _session.ReleaseEval();
         return _comm.AllReduceSum(sum) / _comm.AllReduceSum(weight);
     }
 
@@ -331,7 +333,8 @@ public sealed class Trainer : IDisposable
         // Everything of the model folder (graphs, config, tokenizer files) but its old weights.
         foreach (var src in Directory.GetFiles(_o.ModelDir).Where(f => Path.GetFileName(f) != ModelFolder.WeightsFile && !Path.GetFileName(f).StartsWith('.')))
             Optimum.Core.AtomicFile.Write(Path.Combine(final, Path.GetFileName(src)), File.ReadAllBytes(src));
-        var weights = _ema?.Export() ?? _store.Export();
+        // Streamed from the flat buffers: no copy of the weights is held while writing.
+        Func<int, ReadOnlySpan<float>> weights = _ema is { } ema ? ema.Values : i => _store.Param(i);
         HfWeights.Save(Path.Combine(final, ModelFolder.WeightsFile), _store.Parameters, weights);
         HfWeights.SaveFolder(Path.Combine(_o.OutputDir, "hf"), config.Json, _store.Parameters, weights);
         kind?.ExportFiles(_o.ModelDir, Path.Combine(_o.OutputDir, "hf"));

@@ -10,15 +10,20 @@ namespace Optimum.Training;
 /// Runs a model folder's training and eval graphs with plain <see cref="InferenceSession"/>s.
 /// Parameters and gradients are the <see cref="ParameterStore"/>'s views, bound once with
 /// <see cref="OrtIoBinding"/>; a step copies nothing but the batch arrays' binding and the loss.
+/// The eval graph's session is opened at the first <see cref="EvalLoss"/> and closed by <see cref="ReleaseEval"/>, so
+/// a run holds its memory (ORT's arena, the planned activations) only while it evaluates.
 /// The session does not own the store; dispose the session first.
 /// </summary>
 public sealed class TrainingSession : IDisposable
 {
     private readonly ParameterStore _store;
     private readonly InferenceSession _train;
-    private readonly InferenceSession _eval;
+    private InferenceSession? _eval;
     private readonly OrtIoBinding _trainBinding;
-    private readonly OrtIoBinding _evalBinding;
+    private OrtIoBinding? _evalBinding;
+    private readonly string _modelDir;
+    private readonly SessionSettings _settings;
+    private readonly List<string> _evalProfiles = [];
     private readonly RunOptions _run = new();
     private readonly float[] _trainLoss = new float[1];
     private readonly float[] _evalLoss = new float[1];
@@ -30,16 +35,17 @@ public sealed class TrainingSession : IDisposable
     {
         _store = store;
         settings ??= new SessionSettings();
+        (_modelDir, _settings) = (modelDir, settings);
         var declared = ModelFolder.ReadParameters(modelDir);
         if (!declared.Select(p => (p.Name, string.Join(",", p.Shape))).SequenceEqual(store.Parameters.Select(p => (p.Name, string.Join(",", p.Shape)))))
             throw new InvalidDataException($"'{modelDir}' declares parameters that differ from the store's.");
         TrainInputs = ModelFolder.ReadInputs(modelDir, "training").Select(i => i.Name).ToArray();
         EvalInputs = ModelFolder.ReadInputs(modelDir, "eval").Select(i => i.Name).ToArray();
-        using var options = settings.CreateOptions();
+        using var options = settings.CreateOptions(training: true);
+        var evalPath = Path.Combine(modelDir, ModelFolder.EvalFile);
+        if (!File.Exists(evalPath)) throw new FileNotFoundException($"Graph '{evalPath}' does not exist.", evalPath);
         _train = Open(Path.Combine(modelDir, ModelFolder.TrainingFile), options);
-        _eval = Open(Path.Combine(modelDir, ModelFolder.EvalFile), options);
         _trainBinding = _train.CreateIoBinding();
-        _evalBinding = _eval.CreateIoBinding();
         var trainOutputs = ReadOutputs(modelDir, "training");
         for (int i = 0; i < store.Parameters.Count; i++)
         {
@@ -53,16 +59,49 @@ public sealed class TrainingSession : IDisposable
                 _trainBinding.BindOutput(TrainingGraph.UpdatePrefix + p.Name, Own(OrtValue.CreateTensorValueFromMemory(next, p.Shape)));
                 _updates.Add((i, next));
             }
-            _evalBinding.BindInput(p.Name, store.ParamValue(i));
         }
         _trainBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_trainLoss, [])));
-        _evalBinding.BindOutput("loss", Own(OrtValue.CreateTensorValueFromMemory(_evalLoss, [])));
+        _evalLossValue = Own(OrtValue.CreateTensorValueFromMemory(_evalLoss, []));
+        _evalSeed = Own(OrtValue.CreateTensorValueFromMemory(new long[1], []));
         if (TrainInputs.Contains(GraphInputs.DropoutSeed))
             _trainBinding.BindInput(GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
         UpdatedBuffers = _updates.Select(u => u.Index).ToArray();
+    }
+
+    private readonly OrtValue _evalLossValue;
+    private readonly OrtValue _evalSeed;
+
+    /// <summary>The eval session with the parameters bound (opened now if it is not open).</summary>
+    private (InferenceSession Session, OrtIoBinding Binding) OpenEval()
+    {
+        if (_eval is not null) return (_eval, _evalBinding!);
+        using var options = _settings.CreateOptions(training: true);
+        var eval = Open(Path.Combine(_modelDir, ModelFolder.EvalFile), options);
+        var binding = eval.CreateIoBinding();
+        for (int i = 0; i < _store.Parameters.Count; i++) binding.BindInput(_store.Parameters[i].Name, _store.ParamValue(i));
+        binding.BindOutput("loss", _evalLossValue);
         // Graphs with random choices outside dropout (ProbSparse attention's key sampling) take a seed in eval too: a fixed one.
-        if (EvalInputs.Contains(GraphInputs.DropoutSeed))
-            _evalBinding.BindInput(GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(new long[1], [])));
+        if (EvalInputs.Contains(GraphInputs.DropoutSeed)) binding.BindInput(GraphInputs.DropoutSeed, _evalSeed);
+        (_eval, _evalBinding) = (eval, binding);
+        return (eval, binding);
+    }
+
+    /// <summary>
+    /// Closes the eval session, returning what it holds (its arena, its planned activations, the batch bindings) to the
+    /// system; the next <see cref="EvalLoss"/> opens it again. The trainer calls it after each evaluation.
+    /// </summary>
+    public void ReleaseEval()
+    {
+        if (_eval is null) return;
+        if (_settings.ProfilePrefix is not null) _evalProfiles.Add(_eval.EndProfiling());
+        _evalBinding!.Dispose();
+        _eval.Dispose();
+        (_eval, _evalBinding) = (null, null);
+        foreach (var key in _bound.Keys.Where(k => !k.Item1).ToArray())
+        {
+            _bound[key].Value.Dispose();
+            _bound.Remove(key);
+        }
     }
 
     private readonly List<(int Index, float[] Next)> _updates = [];
@@ -108,8 +147,9 @@ public sealed class TrainingSession : IDisposable
     /// <summary>The eval graph's loss on <paramref name="batch"/> (no gradients).</summary>
     public float EvalLoss(Batch batch)
     {
-        Bind(_evalBinding, training: false, EvalInputs, batch);
-        _eval.RunWithBinding(_run, _evalBinding);
+        var (eval, binding) = OpenEval();
+        Bind(binding, training: false, EvalInputs, batch);
+        eval.RunWithBinding(_run, binding);
         return _evalLoss[0];
     }
 
@@ -135,14 +175,18 @@ public sealed class TrainingSession : IDisposable
     }
 
     /// <summary>Stops ORT's profiler (when enabled) and returns the trace files written.</summary>
-    public IReadOnlyList<string> EndProfiling() => [_train.EndProfiling(), _eval.EndProfiling()];
+    public IReadOnlyList<string> EndProfiling()
+    {
+        ReleaseEval();
+        return [_train.EndProfiling(), .. _evalProfiles];
+    }
 
     public void Dispose()
     {
         _trainBinding.Dispose();
-        _evalBinding.Dispose();
+        _evalBinding?.Dispose();
         _train.Dispose();
-        _eval.Dispose();
+        _eval?.Dispose();
         _run.Dispose();
         foreach (var v in _owned) v.Dispose();
         foreach (var b in _bound.Values) b.Value.Dispose();

@@ -52,6 +52,32 @@ public sealed class SafeTensorsTests : IDisposable
         Assert.Equal(File.ReadAllBytes(src), File.ReadAllBytes(F("copy.safetensors")));
     }
 
+    [Fact]
+    public void StreamedWrite_IsByteIdenticalToArrays_AndRefusesAWrongByteCount()
+    {
+        var a = new float[] { 1f, -2f, 3.5f, 4f, 5f, 6f };
+        var b = new float[] { 0.25f, 7f };
+        SafeTensorsFile.Write(F("arrays.safetensors"), [SafeTensor.FromFloats("a", a, 2, 3), SafeTensor.FromFloats("b", b, 2)], new Dictionary<string, string> { ["format"] = "pt" });
+        SafeTensorsFile.Write(F("streamed.safetensors"), [SafeTensorSource.Floats("a", [2, 3], () => a), SafeTensorSource.Floats("b", [2], () => b)],
+            new Dictionary<string, string> { ["format"] = "pt" });
+        Assert.Equal(File.ReadAllBytes(F("arrays.safetensors")), File.ReadAllBytes(F("streamed.safetensors")));
+        // A source that writes fewer bytes than its shape needs would shift every later tensor: refused, nothing left behind.
+        var e = Assert.Throws<ArgumentException>(() => SafeTensorsFile.Write(F("short.safetensors"), [SafeTensorSource.Floats("a", [2, 3], () => b)]));
+        Assert.Contains("'a' wrote 8 bytes", e.Message);
+        Assert.Equal(["arrays.safetensors", "streamed.safetensors"], Directory.GetFiles(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void HfWeights_StreamedSaveEqualsArraySave()
+    {
+        var ps = new[] { new ParameterInfo("w", [2, 2]), new ParameterInfo("b", [2]) };
+        float[][] weights = [[1f, 2f, 3f, 4f], [5f, 6f]];
+        HfWeights.Save(F("a.safetensors"), ps, weights);
+        HfWeights.Save(F("s.safetensors"), ps, i => weights[i]);
+        Assert.Equal(File.ReadAllBytes(F("a.safetensors")), File.ReadAllBytes(F("s.safetensors")));
+        Assert.Throws<ArgumentException>(() => HfWeights.Save(F("bad.safetensors"), ps, i => weights[0]));
+    }
+
     private string Raw(string name, string header, int dataBytes, int? claimedLength = null)
     {
         var h = Encoding.UTF8.GetBytes(header);

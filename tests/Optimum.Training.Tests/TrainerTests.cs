@@ -43,6 +43,18 @@ public sealed class TrainerTests : IDisposable
     private static float[][] Init(string model, int seed = 3) => ModelKinds.Initialize(ModelFolder.ReadParameters(model), Tiny, seed);
 
     [Fact]
+    public void Evaluate_ReleasesTheEvalSessionAndReopensItToTheSameLoss()
+    {
+        var model = Model(Tiny);
+        using var t = new Trainer(Options(model, "eval"), Data(), Init(model));
+        double first = t.Evaluate();                       // opens the eval session, evaluates, releases it
+        double again = t.Evaluate();                       // a fresh session over the same weights
+        Assert.True(double.IsFinite(first) && first > 0, $"validation loss {first}");
+        Assert.Equal(first, again);
+        t.Session.ReleaseEval();                           // already released: nothing to do
+    }
+
+    [Fact]
     public void ResumeIsExact_TwentyStepsEqualTenPlusTen()
     {
         var model = Model(Tiny);

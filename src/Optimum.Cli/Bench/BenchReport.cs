@@ -16,9 +16,16 @@ public sealed class BenchReport(bool json, TextWriter output)
     private static readonly JsonSerializerOptions Json = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
     private readonly List<Dictionary<string, object>> _all = [];
 
-    /// <summary>A speed measurement: adds <c>peak_rss_mb</c>, the process's peak resident memory during it (see <see cref="PeakMemory"/>).</summary>
-    public void AddSpeed(string bench, IReadOnlyDictionary<string, object> fields) =>
-        Add(bench, fields.Append(new("peak_rss_mb", PeakMemory.TakeMegabytes())));
+    /// <summary>
+    /// A speed measurement: adds <c>peak_rss_mb</c>, the process's peak resident memory during it (see <see cref="PeakMemory"/>),
+    /// and returns that figure.
+    /// </summary>
+    public double AddSpeed(string bench, IReadOnlyDictionary<string, object> fields)
+    {
+        double mb = PeakMemory.TakeMegabytes();
+        Add(bench, fields.Append(new("peak_rss_mb", mb)));
+        return mb;
+    }
 
     /// <summary>A measurement as it is: a detail row (an op type of a profile) or a measurement a worker process made.</summary>
     public void Add(string bench, IEnumerable<KeyValuePair<string, object>> fields)
@@ -94,6 +101,22 @@ public sealed class BenchReport(bool json, TextWriter output)
 /// </summary>
 public static class PeakMemory
 {
+    /// <summary>
+    /// Peak resident memory of another running process (VmHWM of /proc/PID/status), in MB; 0 once it has exited or where
+    /// there is no /proc. Polled while a child runs, the last reading is its peak (the figure never falls).
+    /// </summary>
+    public static double OfProcessMegabytes(int pid)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                    return long.Parse(line["VmHWM:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024 / 1e6;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
+        return 0;
+    }
+
     public static double TakeMegabytes()
     {
         using var self = Process.GetCurrentProcess();

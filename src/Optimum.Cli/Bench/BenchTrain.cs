@@ -60,24 +60,39 @@ public static class BenchTrain
         r["matmul_peak_gflops_per_s"] = peak;
         r["fraction_of_matmul_peak"] = gflops / peak;
         r["last_loss"] = loss;
-        report.AddSpeed("train", r);
+        double rss = report.AddSpeed("train", r);
         if (run.Profile) OrtProfile.Report(report, run, session.EndProfiling(), run.Warmup + run.Steps, "step");
-        if (torchRef is not null) RunTorch(torchRef, run, size, gflops, report);
+        if (torchRef is not null) RunTorch(torchRef, run, size, gflops, rss, report);
         report.Print();
         return 0;
     }
 
-    /// <summary>The TorchSharp reference on the same model and options; its run.sh prints one JSON line.</summary>
-    private static void RunTorch(string script, BenchRun run, Gpt2Size size, double ours, BenchReport report)
+    /// <summary>
+    /// The TorchSharp reference on the same model and options; its run.sh prints one JSON line. Its peak resident memory is
+    /// read from /proc while it runs (run.sh execs the program, so the process is the reference itself after its build).
+    /// </summary>
+    private static void RunTorch(string script, BenchRun run, Gpt2Size size, double ours, double oursRss, BenchReport report)
     {
         if (!File.Exists(script)) throw new FileNotFoundException($"TorchSharp reference '{script}' does not exist.", script);
         var psi = new ProcessStartInfo("bash", [script, "--layers", $"{size.Layers}", "--width", $"{size.Width}", "--heads", $"{size.Heads}", "--seq", $"{size.Seq}",
             "--vocab", $"{size.Vocab}", "--batch", $"{size.Batch}", "--threads", $"{run.Threads}", "--steps", $"{run.Steps}", "--warmup", $"{run.Warmup}"])
         { RedirectStandardOutput = true, RedirectStandardError = true };
         using var p = Process.Start(psi)!;
+        double torchRss = 0;
+        using var done = new CancellationTokenSource();
+        var poll = Task.Run(async () =>
+        {
+            while (!done.IsCancellationRequested)
+            {
+                torchRss = Math.Max(torchRss, PeakMemory.OfProcessMegabytes(p.Id));
+                try { await Task.Delay(100, done.Token); } catch (OperationCanceledException) { }
+            }
+        });
         var stderr = p.StandardError.ReadToEndAsync();
         var stdout = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
+        done.Cancel();
+        poll.Wait();
         var line = stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith('{'))
             ?? throw new InvalidDataException($"The TorchSharp reference '{script}' printed no result (exit {p.ExitCode}): {stderr.Result}");
         using var doc = JsonDocument.Parse(line);
@@ -86,6 +101,10 @@ public static class BenchTrain
         {
             ["engine"] = "torchsharp-libtorch", ["step_ms"] = doc.RootElement.GetProperty("step_ms").GetDouble(),
             ["tokens_per_s"] = doc.RootElement.GetProperty("tokens_per_s").GetDouble(), ["gflops_per_s"] = torch, ["optimum_over_torch"] = ours / torch,
+            ["peak_rss_mb"] = torchRss, ["optimum_rss_over_torch"] = torchRss > 0 ? oursRss / torchRss : double.NaN,
         });
+        // The two peaks again side by side (one table, one JSON line each): the figure issue #15 compares.
+        foreach (var (engine, mb) in new[] { ("optimum-net-ort", oursRss), ("torchsharp-libtorch", torchRss) })
+            report.Add("train_memory", new Dictionary<string, object> { ["engine"] = engine, ["peak_rss_mb"] = mb, ["over_torch"] = torchRss > 0 ? mb / torchRss : double.NaN });
     }
 }
