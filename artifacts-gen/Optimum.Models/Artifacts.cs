@@ -51,7 +51,7 @@ public static class Artifacts
         var optimum = new JsonObject
         {
             ["ir_version"] = OnnxVersions.IrVersion,
-            ["opset"] = OnnxVersions.Opset,
+            ["opset"] = train.Opset,
             ["parameters"] = new JsonArray(train.Parameters.Select(p =>
             {
                 var o = new JsonObject

@@ -9,14 +9,18 @@ public sealed record SessionSettings
     public int InterOpThreads { get; init; } = 1;
     public GraphOptimizationLevel Optimization { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
     /// <summary>
-    /// ORT's CPU memory arena: memory a run frees stays reserved for the next run (faster allocation), and the arena
-    /// grows in power-of-two steps, so it holds more than the largest run's peak for the session's life. Null (the
-    /// default): on for inference, off for training graphs (<see cref="CreateOptions"/>'s <c>training</c>), whose runs
-    /// are few and large: GPT-2 124M at 4 × 256 peaks 1.2 GB lower without it (issue #15).
+    /// Where ORT's CPU tensors come from (<see cref="Arena"/>); null (the default): <see cref="Arena.PerSession"/>. A shared
+    /// arena saved 1 GB on GPT-2 124M but tripled the step time (system time in page faults), and no arena was slower
+    /// still (issue #15).
     /// </summary>
-    public bool? MemoryArena { get; init; }
-    /// <summary>ORT's memory pattern: after the first run each run allocates its planned intermediate tensors as one block.</summary>
-    public bool MemoryPattern { get; init; } = true;
+    public Arena? MemoryArena { get; init; }
+    /// <summary>
+    /// ORT's memory pattern: after the first run each run allocates its planned intermediate tensors as one block sized for
+    /// the whole plan. Null (the default): on for inference, off for training and eval graphs (<see cref="CreateOptions"/>'s
+    /// <c>training</c>), where the block holds every activation the backward pass might need at once: without it GPT-2 124M
+    /// at 4 × 256 peaks at 4.96 GB instead of 6.95 GB, at the same step time (issue #15).
+    /// </summary>
+    public bool? MemoryPattern { get; init; }
     /// <summary>When set, ORT's profiler writes a JSON trace with this path prefix.</summary>
     public string? ProfilePrefix { get; init; }
 
@@ -30,9 +34,15 @@ public sealed record SessionSettings
             GraphOptimizationLevel = Optimization,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
-            EnableCpuMemArena = MemoryArena ?? !training,
-            EnableMemoryPattern = MemoryPattern,
+            EnableMemoryPattern = MemoryPattern ?? !training,
         };
+        var arena = MemoryArena ?? (training ? Arena.Shared : Arena.PerSession);
+        o.EnableCpuMemArena = arena != Arena.Off;
+        if (arena == Arena.Shared)
+        {
+            SharedArena.Register();
+            o.AddSessionConfigEntry("session.use_env_allocators", "1");
+        }
         if (ProfilePrefix is not null)
         {
             // ORT reads the prefix when profiling is switched on: set it first, or traces land in the working folder.
@@ -40,5 +50,41 @@ public sealed record SessionSettings
             o.EnableProfiling = true;
         }
         return o;
+    }
+}
+
+/// <summary>Where an ORT session's CPU tensors come from.</summary>
+public enum Arena
+{
+    /// <summary>ORT's default: each session has its own arena, which keeps what a run frees for the next run and grows in power-of-two steps.</summary>
+    PerSession,
+    /// <summary>
+    /// One arena for the process (<see cref="SharedArena"/>), growing by what is asked for: a training graph and its eval
+    /// graph reuse the same memory. Less memory, but far more system time in page faults on this ORT (issue #15).
+    /// </summary>
+    Shared,
+    /// <summary>No arena: every tensor is a malloc and a free (far slower for graphs with many large intermediates).</summary>
+    Off,
+}
+
+/// <summary>The process-wide CPU arena that <see cref="Arena.Shared"/> sessions allocate from, registered once with ORT's environment.</summary>
+public static class SharedArena
+{
+    private static readonly Lock Gate = new();
+    private static bool _registered;
+
+    /// <summary>Registers the arena (once per process): no size limit, extended by exactly what a request needs.</summary>
+    public static void Register()
+    {
+        lock (Gate)
+        {
+            if (_registered) return;
+            // maxMemory 0: no limit; strategy 1: kSameAsRequested; initial chunk and dead bytes per chunk: ORT's defaults (-1).
+            using var config = new OrtArenaCfg(0, 1, -1, -1);
+            // The memory info must name the arena type: with OrtMemoryInfo.DefaultInstance (a device allocator) ORT registers a plain malloc allocator.
+            using var info = new OrtMemoryInfo(OrtMemoryInfo.allocatorCPU, OrtAllocatorType.ArenaAllocator, 0, OrtMemType.Default);
+            OrtEnv.Instance().CreateAndRegisterAllocator(info, config);
+            _registered = true;
+        }
     }
 }

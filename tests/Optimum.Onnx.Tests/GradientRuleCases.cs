@@ -53,6 +53,8 @@ internal static class GradientRuleCases
         new("Gather", "Gather (embedding, repeated ids)", [P(5, 3), Ints([0, 2, 4, 2], 2, 2)], (g, x) => [g.Gather(x[0], x[1], 0)]),
         new("Gather", "Gather (axis 1, negative ids)", [P(2, 4, 3), Ints([3, -1, 0], 3)], (g, x) => [g.Gather(x[0], x[1], 1)]),
         new("GatherElements", "GatherElements (repeated indices)", [P(3, 4), Ints([0, 2, 2, 1, 1, 0, 2, 2], 2, 4)], (g, x) => [g.GatherElements(x[0], x[1], 0)]),
+        new("Gelu", "Gelu (exact)", [P(3, 4)], (g, x) => [g.Gelu(x[0] * 2.0, tanh: false)], F),
+        new("Gelu", "Gelu (tanh approximation)", [P(3, 4)], (g, x) => [g.Gelu(x[0] * 2.0, tanh: true)], F),
         new("Gemm", "Gemm (transB, bias)", [P(3, 4), P(5, 4), P(5)], (g, x) => [g.Gemm(x[0], x[1], x[2], 0.5f, 2f, transB: true)]),
         new("Gemm", "Gemm (transA)", [P(4, 3), P(4, 5)], (g, x) => [g.Gemm(x[0], x[1], null, 1.5f, 1f, transA: true)]),
         new("Identity", "Identity", [P(3)], (g, x) => [g.Identity(x[0]) * x[0]]),

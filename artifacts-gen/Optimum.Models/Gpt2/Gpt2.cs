@@ -116,8 +116,8 @@ public sealed class Gpt2 : GraphModel<Gpt2Config>
 
     private Value Activation(Value x) => c.ActivationFunction switch
     {
-        "gelu_new" or "gelu_pytorch_tanh" => x * 0.5 * (1.0 + g.Tanh((x + g.Pow(x, 3) * 0.044715) * Math.Sqrt(2 / Math.PI))),
-        "gelu" => x * 0.5 * (1.0 + g.Erf(x * (1 / Math.Sqrt(2)))),
+        "gelu_new" or "gelu_pytorch_tanh" => g.Gelu(x, tanh: true),
+        "gelu" => g.Gelu(x, tanh: false),
         "relu" => g.Relu(x),
         "silu" or "swish" => x * g.Sigmoid(x),
         "quick_gelu" => x * g.Sigmoid(x * 1.702),

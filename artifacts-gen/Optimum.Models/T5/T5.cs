@@ -145,8 +145,8 @@ public sealed class T5 : GraphModel<T5Config>
 
     private Value Act(Value x) => c.FeedForwardProj switch
     {
-        "gated-gelu" => x * 0.5 * (1.0 + g.Tanh((x + g.Pow(x, 3) * 0.044715) * Math.Sqrt(2 / Math.PI))),    // HF maps gated-gelu to gelu_new
-        "gelu" => x * 0.5 * (1.0 + g.Erf(x * (1 / Math.Sqrt(2)))),
+        "gated-gelu" => g.Gelu(x, tanh: true),    // HF maps gated-gelu to gelu_new
+        "gelu" => g.Gelu(x, tanh: false),
         "gated-silu" => x * g.Sigmoid(x),
         _ => g.Relu(x),
     };

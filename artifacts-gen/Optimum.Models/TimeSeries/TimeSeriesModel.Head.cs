@@ -76,8 +76,8 @@ public sealed partial class TimeSeriesModel
 
     private Value Act(Value x) => c.ActivationFunction switch
     {
-        "gelu" => x * 0.5 * (1.0 + g.Erf(x * (1 / Math.Sqrt(2)))),
-        "gelu_new" => x * 0.5 * (1.0 + g.Tanh((x + g.Pow(x, 3) * 0.044715) * Math.Sqrt(2 / Math.PI))),
+        "gelu" => g.Gelu(x, tanh: false),
+        "gelu_new" => g.Gelu(x, tanh: true),
         "relu" => g.Relu(x),
         "tanh" => g.Tanh(x),
         _ => x * g.Sigmoid(x),                                                                    // silu / swish

@@ -27,6 +27,7 @@ public static partial class GradientRules
         ["Expand"] = c => [c.SumTo(c.Dy, c.X(0)), null],
         ["Flatten"] = c => [c.ReshapeLike(c.Dy, c.X(0))],
         ["Gather"] = Gather,
+        ["Gelu"] = Gelu,
         ["GatherElements"] = c => [c.G.ScatterElements(c.ZerosLike(c.X(0)), c.X(1), c.Dy, c.Node.GetInt("axis", 0), reduction: "add"), null],
         ["Gemm"] = Gemm,
         ["Identity"] = c => [c.Dy],
@@ -115,6 +116,29 @@ public static partial class GradientRules
         var zeros = c.ZerosLike(g.Transpose(data, dataPerm));
         var scattered = g.ScatterND(zeros, g.Unsqueeze(idx, -1), g.Transpose(dy, dyPerm), "add");
         return [g.Transpose(scattered, Inverse(dataPerm)), null];
+    }
+
+    /// <summary>
+    /// Gelu's derivative from x alone, so the forward pass keeps nothing else: exact, Φ(x) + x φ(x); tanh-approximate, with
+    /// t = tanh(u), u = √(2/π) (x + 0.044715 x³): 0.5 (1 + t) + 0.5 x (1 − t²) u'. The backward pass's tanh is written as
+    /// 2 sigmoid(2u) − 1 so that ORT's common-subexpression elimination cannot merge it with the forward pass's and keep t alive.
+    /// </summary>
+    private static Value?[] Gelu(GradContext c)
+    {
+        var (g, x) = (c.G, c.X(0));
+        if (c.Node.GetString("approximate", "none") == "tanh")
+        {
+            const double k = 0.044715;
+            double s = Math.Sqrt(2 / Math.PI);
+            var x2 = x * x;
+            var u = x * (x2 * (s * k) + s);
+            var t = g.Sigmoid(u * 2.0) * 2.0 - 1.0;
+            var du = x2 * (3 * s * k) + s;
+            return [c.Dy * ((t + 1.0) * 0.5 + x * 0.5 * (1.0 - t * t) * du)];
+        }
+        var cdf = (g.Erf(x * (1 / Math.Sqrt(2))) + 1.0) * 0.5;
+        var pdf = g.Exp(x * x * -0.5) * (1 / Math.Sqrt(2 * Math.PI));
+        return [c.Dy * (cdf + x * pdf)];
     }
 
     private static Value?[] MaxMin(GradContext c, bool isMax)

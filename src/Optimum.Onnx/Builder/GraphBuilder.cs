@@ -32,6 +32,8 @@ public sealed partial class GraphBuilder
     public SortedDictionary<string, string> Metadata { get; } = new(StringComparer.Ordinal);
     /// <summary>The model's doc string.</summary>
     public string DocString { get; set; } = "";
+    /// <summary>The ai.onnx opset the graph imports: <see cref="OnnxVersions.Opset"/>, raised to <see cref="OnnxVersions.GeluOpset"/> by a Gelu.</summary>
+    public long Opset { get; set; } = OnnxVersions.Opset;
     /// <summary>Opset versions of non-default domains used by <see cref="Op"/> nodes (1 when not set).</summary>
     public SortedDictionary<string, long> DomainVersions { get; } = new(StringComparer.Ordinal);
     /// <summary>Graph inputs, parameters included, in declaration order.</summary>

@@ -125,6 +125,15 @@ public sealed partial class GraphBuilder
     public Value Ceil(Value x) => Unary("Ceil", x);
     public Value Sin(Value x) => Unary("Sin", x);
     public Value Cos(Value x) => Unary("Cos", x);
+    /// <summary>
+    /// ONNX Gelu (opset 20): x Φ(x), or with <paramref name="tanh"/> its approximation 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))
+    /// (HF's gelu_new). One op keeps only x for the backward pass, where the spelled-out formula keeps four tensors.
+    /// </summary>
+    public Value Gelu(Value x, bool tanh)
+    {
+        Opset = Math.Max(Opset, OnnxVersions.GeluOpset);
+        return Unary("Gelu", x, new() { ["approximate"] = tanh ? "tanh" : "none" });
+    }
     public Value Elu(Value x, float alpha = 1f) => Unary("Elu", x, new() { ["alpha"] = alpha });
     public Value Not(Value x) => Unary("Not", x, floatOnly: false);
 

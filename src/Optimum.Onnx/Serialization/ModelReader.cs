@@ -28,10 +28,10 @@ public static class ModelReader
         var opset = model.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")
             ?? throw new GraphBuildException("Model has no ai.onnx opset import.");
         // Op semantics change between opsets (Reduce* axes, Split sizes, Softmax axis), so models are not silently converted.
-        if (opset.Version != OnnxVersions.Opset)
-            throw new GraphBuildException($"Model uses ai.onnx opset {opset.Version}; Optimum.Net reads and writes opset {OnnxVersions.Opset}.");
+        if (opset.Version is not (OnnxVersions.Opset or OnnxVersions.GeluOpset))
+            throw new GraphBuildException($"Model uses ai.onnx opset {opset.Version}; Optimum.Net reads and writes opsets {OnnxVersions.Opset} and {OnnxVersions.GeluOpset}.");
         var gp = model.Graph ?? throw new GraphBuildException("Model has no graph.");
-        var g = new GraphBuilder(gp.Name) { DocString = model.DocString };
+        var g = new GraphBuilder(gp.Name) { DocString = model.DocString, Opset = opset.Version };
         foreach (var m in model.MetadataProps) g.Metadata[m.Key] = m.Value;
         foreach (var o in model.OpsetImport.Where(o => o.Domain is not ("" or "ai.onnx"))) g.DomainVersions[o.Domain] = o.Version;
         var byName = new Dictionary<string, Value>(StringComparer.Ordinal);

@@ -9,8 +9,13 @@ public static class OnnxVersions
 {
     /// <summary>IR version 9 (ONNX 1.14), read by ONNX Runtime 1.31.</summary>
     public const long IrVersion = 9;
-    /// <summary>ai.onnx opset 18: Reduce* take axes as an input; LayerNormalization exists (17).</summary>
+    /// <summary>ai.onnx opset 18, what a graph imports unless it needs a newer op: Reduce* take axes as an input; LayerNormalization exists (17).</summary>
     public const long Opset = 18;
+    /// <summary>
+    /// ai.onnx opset 20, imported by graphs that use Gelu (<see cref="GraphBuilder.Opset"/>). Not the default: ORT runs
+    /// some double-precision ops (Elu, Softplus) only through their opset-18 function bodies.
+    /// </summary>
+    public const long GeluOpset = 20;
     /// <summary>Marks a graph input as a trainable parameter in its <c>doc_string</c>.</summary>
     internal const string ParameterDoc = "parameter";
 }
@@ -50,7 +55,7 @@ public static class ModelWriter
             DocString = graph.DocString,
             Graph = g,
         };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = OnnxVersions.Opset });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = graph.Opset });
         foreach (var d in nodes.Select(n => n.Domain).Where(d => d != "").Distinct().Order(StringComparer.Ordinal))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = d, Version = graph.DomainVersions.GetValueOrDefault(d, 1) });
         var meta = new SortedDictionary<string, string>(graph.Metadata, StringComparer.Ordinal);
