@@ -3,33 +3,44 @@ using System.Collections.Concurrent;
 namespace Optimum.Inference;
 
 /// <summary>
-/// Continuous batching (iteration-level scheduling, as vLLM and TGI do) over one <see cref="CausalLm"/>: one background
-/// loop owns a batch of up to <see cref="Slots"/> rows. Each iteration it admits waiting requests (each prompt is
-/// prefilled alone, then its cache is spliced into the batch), runs one decode step for every active row, picks each
+/// Continuous batching (iteration-level scheduling, as vLLM and TGI do) over one <see cref="CausalLm"/> or
+/// <see cref="Seq2SeqLm"/>: one background loop owns a batch of up to <see cref="Slots"/> rows. Each iteration it admits
+/// waiting requests (a causal LM's prompt is prefilled alone, then its cache is spliced into the batch; a T5 source is
+/// encoded alone and its row's first decoder step runs in the batch), runs one decode step for every active row, picks each
 /// row's token with the row's own options and RNG (seeded as an unbatched generation: <c>new Random(Seed)</c>), calls
 /// the row's onToken (stop strings, streaming) and evicts finished rows. Rows keep their own positions and masks,
-/// so greedy output equals <see cref="Generator.Generate"/> of the prompt alone. Beam search keeps the unbatched path.
+/// so greedy output equals <see cref="Generator.Generate"/> (<see cref="Seq2SeqLm.Generate"/>) of the prompt alone.
+/// Beam search keeps the unbatched path.
 /// <see cref="Generate"/> has <see cref="TextGenerator.GenerateTokens"/>'s shape; it blocks its caller until the
 /// row finishes. onToken runs on the scheduler's thread. Does not own the model; dispose the scheduler first.
 /// </summary>
 public sealed class BatchScheduler : IDisposable
 {
-    private readonly CausalLm _lm;
+    private readonly IBatchModel _model;
     private readonly ConcurrentQueue<Row> _waiting = new();
     private readonly SemaphoreSlim _arrived = new(0);
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _loop;
     private readonly List<Row> _active = [];
-    private readonly KvBatch _batch;
 
     /// <param name="lm">The model (not owned).</param>
     /// <param name="slots">Rows decoded together at most; more requests wait for a row to finish.</param>
-    public BatchScheduler(CausalLm lm, int slots)
+    public BatchScheduler(CausalLm lm, int slots) : this(new CausalBatch(lm), slots) { }
+
+    /// <summary>An encoder-decoder's batch; its decoder must take decoder_attention_mask (<see cref="Seq2SeqLm.MasksDecoder"/>).</summary>
+    /// <param name="lm">The model (not owned).</param>
+    /// <param name="slots">Rows decoded together at most; more requests wait for a row to finish.</param>
+    public BatchScheduler(Seq2SeqLm lm, int slots) : this(new Seq2SeqBatch(lm), slots) { }
+
+    private BatchScheduler(IBatchModel model, int slots)
     {
-        if (slots < 1) throw new ArgumentOutOfRangeException(nameof(slots), slots, "A batch needs at least one slot.");
-        (_lm, Slots) = (lm, slots);
-        _batch = new KvBatch(lm);
-        _loop = new Thread(Loop) { IsBackground = true, Name = $"BatchScheduler {Path.GetFileName(lm.ModelDir)}" };
+        if (slots < 1)
+        {
+            model.Dispose();
+            throw new ArgumentOutOfRangeException(nameof(slots), slots, "A batch needs at least one slot.");
+        }
+        (_model, Slots) = (model, slots);
+        _loop = new Thread(Loop) { IsBackground = true, Name = $"BatchScheduler {model.Name}" };
         _loop.Start();
     }
 
@@ -41,18 +52,17 @@ public sealed class BatchScheduler : IDisposable
     public int Waiting => _waiting.Count;
 
     /// <summary>
-    /// Generates the new tokens of one prompt in the shared batch, as <see cref="Generator.Generate"/> does for one prompt
-    /// (same checks, finish reasons and seeding). <paramref name="onToken"/>(0, tokens so far) may return false to stop.
+    /// Generates the new tokens of one prompt (a T5 source) in the shared batch, as <see cref="Generator.Generate"/>
+    /// (<see cref="Seq2SeqLm.Generate"/>) does for one prompt: same checks, finish reasons and seeding.
+    /// <paramref name="onToken"/>(0, tokens so far) may return false to stop.
     /// </summary>
     public GenerationResult Generate(IReadOnlyList<int> prompt, GenerationOptions o, Func<int, IReadOnlyList<int>, bool>? onToken = null, CancellationToken cancel = default)
     {
         o.Validate();
-        if (o.NumBeams > 1) return Generator.Generate(_lm, [prompt], o, onToken, cancel)[0];
-        if (prompt.Count == 0) throw new ArgumentException("Every prompt needs at least one token.", nameof(prompt));
-        if (prompt.Count + o.MaxNewTokens > _lm.MaxPositions)
-            throw new ArgumentException($"Prompt of {prompt.Count} tokens plus {o.MaxNewTokens} new tokens exceeds the model's {_lm.MaxPositions} positions.");
+        if (o.NumBeams > 1) return _model.Alone(prompt, o, onToken, cancel);
+        var start = _model.Start(prompt, o);
         ObjectDisposedException.ThrowIf(_stop.IsCancellationRequested, this);
-        var row = new Row(prompt, o, onToken, cancel, o.EosTokenId ?? _lm.EosTokenId);
+        var row = new Row(prompt, start, o, onToken, cancel, o.EosTokenId ?? _model.EosTokenId);
         _waiting.Enqueue(row);
         _arrived.Release();
         return row.Done.Task.GetAwaiter().GetResult();
@@ -70,19 +80,19 @@ public sealed class BatchScheduler : IDisposable
                 changed |= Admit(out var joined);
                 if (changed)
                 {
-                    _batch.Rebuild([.. _active.Select(r => (r.Prefill ?? _batch, r.BatchRow, r.Cached))]);
+                    _model.Rebuild([.. _active.Select(r => (r.Joining, r.BatchRow, r.Cached))]);
+                    foreach (var r in _active) r.Joining = null;                // consumed by the rebuild
                     for (int i = 0; i < _active.Count; i++) _active[i].BatchRow = i;
                 }
-                foreach (var r in joined) { r.Prefill!.Dispose(); r.Prefill = null; }
                 if (_active.Count > 0) DecodeStep();
             }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested) { break; }
             catch (Exception e)
             {
                 // The batch step failed (a model fault such as non-finite logits): every row in it fails with the cause.
-                foreach (var r in _active) { r.Prefill?.Dispose(); r.Done.TrySetException(e); }
+                foreach (var r in _active) { r.Joining?.Dispose(); r.Done.TrySetException(e); }
                 _active.Clear();
-                _batch.Rebuild([]);
+                _model.Rebuild([]);
             }
         }
         var stopped = new OperationCanceledException("The batch scheduler was disposed.");
@@ -90,7 +100,7 @@ public sealed class BatchScheduler : IDisposable
         while (_waiting.TryDequeue(out var w)) w.Done.TrySetException(stopped);
     }
 
-    /// <summary>Prefills waiting requests into free slots; a request whose first token already finishes it never joins.</summary>
+    /// <summary>Prepares waiting requests for free slots; a request whose first token already finishes it never joins.</summary>
     private bool Admit(out List<Row> joined)
     {
         joined = [];
@@ -98,21 +108,22 @@ public sealed class BatchScheduler : IDisposable
         {
             try
             {
-                var prefill = new KvBatch(_lm);
-                r.Prefill = prefill;
-                int n = r.Prompt.Count;
-                var logits = prefill.Step([.. r.Prompt.Select(t => (long)t)], [.. Enumerable.Range(0, n).Select(i => (long)i)], [.. Enumerable.Repeat(1L, n)], 1, n);
-                r.Cached = n;
+                r.Joining = _model.Admit(r.Prompt, out var logits);
                 r.BatchRow = 0;
-                Take(r, logits);
-                if (r.Finish is not null) { r.Prefill = null; prefill.Dispose(); r.Complete(); continue; }
+                if (logits.IsEmpty) r.Next = r.Start[^1];                  // nothing cached: the first step runs in the batch
+                else
+                {
+                    r.Cached = r.Prompt.Count;
+                    Take(r, logits);
+                    if (r.Finish is not null) { r.Joining.Dispose(); r.Joining = null; r.Complete(); continue; }
+                }
                 _active.Add(r);
                 joined.Add(r);
             }
             catch (Exception e)
             {
-                r.Prefill?.Dispose();
-                r.Prefill = null;
+                r.Joining?.Dispose();
+                r.Joining = null;
                 r.Done.TrySetException(e);
             }
         }
@@ -130,7 +141,7 @@ public sealed class BatchScheduler : IDisposable
 
     private void DecodeStep()
     {
-        int batch = _active.Count, length = _batch.Length;
+        int batch = _active.Count, length = _model.Length;
         var ids = new long[batch];
         var pos = new long[batch];
         var mask = new long[batch * (length + 1)];
@@ -141,14 +152,14 @@ public sealed class BatchScheduler : IDisposable
             pos[i] = r.Cached;                                                             // positions 0 … Cached-1 are in the cache
             mask.AsSpan(i * (length + 1) + length - r.Cached, r.Cached + 1).Fill(1);       // left padding stays 0
         }
-        var logits = _batch.Step(ids, pos, mask, batch, 1);
+        var logits = _model.Step(ids, pos, mask, batch);
         Interlocked.Increment(ref _steps);
         Interlocked.Add(ref _rows, batch);
         for (int i = 0; i < batch; i++)
         {
             var r = _active[i];
             r.Cached++;
-            try { Take(r, logits.Slice(i * _lm.VocabSize, _lm.VocabSize)); }
+            try { Take(r, logits.Slice(i * _model.VocabSize, _model.VocabSize)); }
             catch (Exception e) { r.Finish = FinishReason.Cancelled; r.Failure = e; }
         }
     }
@@ -156,7 +167,7 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>Picks a row's next token and decides whether it finished, as <see cref="Generator.Generate"/> does.</summary>
     private static void Take(Row r, ReadOnlySpan<float> logits)
     {
-        int token = Sampling.Pick(logits, r.Options, r.Rng, r.Prompt.Concat(r.Tokens));
+        int token = Sampling.Pick(logits, r.Options, r.Rng, r.Start.Concat(r.Tokens));
         r.Next = token;
         if (token == r.Eos) r.Finish = FinishReason.Eos;
         else
@@ -173,14 +184,16 @@ public sealed class BatchScheduler : IDisposable
         if (_stop.IsCancellationRequested) return;
         _stop.Cancel();
         _loop.Join();
-        _batch.Dispose();
+        _model.Dispose();
         _arrived.Dispose();
         _stop.Dispose();
     }
 
-    private sealed class Row(IReadOnlyList<int> prompt, GenerationOptions o, Func<int, IReadOnlyList<int>, bool>? onToken, CancellationToken cancel, int? eos)
+    private sealed class Row(IReadOnlyList<int> prompt, IReadOnlyList<int> start, GenerationOptions o, Func<int, IReadOnlyList<int>, bool>? onToken, CancellationToken cancel, int? eos)
     {
         public IReadOnlyList<int> Prompt { get; } = prompt;
+        /// <summary>The decoder's tokens before the new ones: the prompt, or T5's [decoder_start].</summary>
+        public IReadOnlyList<int> Start { get; } = start;
         public GenerationOptions Options { get; } = o;
         public Func<int, IReadOnlyList<int>, bool>? OnToken { get; } = onToken;
         public CancellationToken Cancel { get; } = cancel;
@@ -188,7 +201,8 @@ public sealed class BatchScheduler : IDisposable
         public Random Rng { get; } = new(o.Seed);                   // row 0 of an unbatched generation: seed + 0
         public List<int> Tokens { get; } = [];
         public TaskCompletionSource<GenerationResult> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        public KvBatch? Prefill { get; set; }
+        /// <summary>What the model prepared for the row until it joins the batch (prefill, encoder outputs).</summary>
+        public IDisposable? Joining { get; set; }
         public int BatchRow { get; set; }
         /// <summary>Positions of this row in the cache (prompt + generated − the token to feed next).</summary>
         public int Cached { get; set; }

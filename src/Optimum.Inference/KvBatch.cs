@@ -3,7 +3,8 @@ using Microsoft.ML.OnnxRuntime;
 namespace Optimum.Inference;
 
 /// <summary>
-/// A GPT-2 decoder's self-attention cache for a batch whose rows come and go (continuous batching). Each row's cached
+/// A decoder's self-attention cache for a batch whose rows come and go (continuous batching): GPT-2's, or T5's
+/// decoder with its cross-attention inputs bound beside it. Each row's cached
 /// positions are a suffix of the time axis, left-padded with zeros that the attention mask hides:
 /// past_key_values.{l}.{key,value} are (B, heads, Length, headSize). Between membership changes a step chains
 /// the present outputs (ORT-allocated) into the next past inputs as <see cref="KvCacheState"/> does; on a change,
@@ -14,7 +15,8 @@ namespace Optimum.Inference;
 /// </summary>
 internal sealed class KvBatch : IDisposable
 {
-    private readonly CausalLm _lm;
+    private readonly InferenceSession _session;
+    private readonly int _layers, _heads, _headSize, _vocab;
     private readonly OrtIoBinding _binding;
     private readonly RunOptions _run = new();
     private readonly string[] _outputNames;
@@ -22,12 +24,17 @@ internal sealed class KvBatch : IDisposable
     private OrtValue[] _past = [];                            // 2 · layers values: key, value per layer
     private IDisposable? _pastOwner;                           // the outputs collection, or the managed-backed values
 
-    public KvBatch(CausalLm lm)
+    /// <summary>A GPT-2 decoder's cache: its parameters are bound once.</summary>
+    public KvBatch(CausalLm lm) : this(lm.Session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize, lm.BoundParameters) { }
+
+    /// <summary>A cache over any decoder with past_key_values.{l}.* inputs and present.{l}.* outputs; <paramref name="bound"/> (not owned) stays bound.</summary>
+    public KvBatch(InferenceSession session, int layers, int heads, int headSize, int vocab, IEnumerable<(string Name, OrtValue Value)> bound)
     {
-        _lm = lm;
-        _binding = lm.Session.CreateIoBinding();
-        foreach (var (name, value) in lm.BoundParameters) _binding.BindInput(name, value);
-        _outputNames = ["logits", .. Enumerable.Range(0, lm.Layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
+        _session = session;
+        (_layers, _heads, _headSize, _vocab) = (layers, heads, headSize, vocab);
+        _binding = session.CreateIoBinding();
+        foreach (var (name, value) in bound) _binding.BindInput(name, value);
+        _outputNames = ["logits", .. Enumerable.Range(0, layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
     }
 
     /// <summary>Cached positions per row (with padding).</summary>
@@ -37,36 +44,55 @@ internal sealed class KvBatch : IDisposable
     /// <summary>Cache tensor <paramref name="k"/> (2·layer + 0 for key, 1 for value), (Batch, heads, Length, headSize).</summary>
     public ReadOnlySpan<float> Past(int k) => _past[k].GetTensorDataAsSpan<float>();
 
+    /// <summary>Binds an input that stays bound for the following steps (not owned: the caller disposes it after rebinding).</summary>
+    public void Bind(string name, OrtValue value) => _binding.BindInput(name, value);
+
     /// <summary>
-    /// Runs <paramref name="seq"/> tokens per row (ids and positions (batch × seq), mask (batch × (Length + seq)))
+    /// GPT-2: runs <paramref name="seq"/> tokens per row (ids and positions (batch × seq), mask (batch × (Length + seq)))
     /// and returns the last position's logits, row after row (valid until the next step or rebuild).
     /// </summary>
     public ReadOnlySpan<float> Step(long[] ids, long[] positions, long[] mask, int batch, int seq)
     {
-        if (ids.Length != batch * seq || positions.Length != ids.Length || mask.Length != batch * (Length + seq) || (_past.Length > 0 && batch != Batch))
+        if (ids.Length != batch * seq || positions.Length != ids.Length || mask.Length != batch * (Length + seq))
             throw new ArgumentException($"KvBatch.Step: {ids.Length} ids, {positions.Length} positions and {mask.Length} mask entries do not fit batch {batch} × seq {seq} over a cache of batch {Batch}, length {Length}.");
+        return Step(batch, seq,
+            ("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [batch, seq])),
+            ("position_ids", OrtValue.CreateTensorValueFromMemory(positions, [batch, seq])),
+            ("attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [batch, Length + seq])));
+    }
+
+    /// <summary>
+    /// Runs one step of <paramref name="seq"/> positions per row with this step's <paramref name="inputs"/> (owned: disposed
+    /// at the next step) beside the cache and the bound inputs; returns the last position's logits, row after row.
+    /// </summary>
+    public ReadOnlySpan<float> Step(int batch, int seq, params (string Name, OrtValue Value)[] inputs)
+    {
         foreach (var v in _inputs) v.Dispose();
         _inputs.Clear();
-        void Bind(string name, OrtValue v) { _inputs.Add(v); _binding.BindInput(name, v); }
-        Bind("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]));
-        Bind("position_ids", OrtValue.CreateTensorValueFromMemory(positions, [batch, seq]));
-        Bind("attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [batch, Length + seq]));
-        for (int l = 0; l < _lm.Layers; l++)
+        foreach (var (name, v) in inputs) { _inputs.Add(v); _binding.BindInput(name, v); }
+        if (_past.Length > 0 && batch != Batch)
+            throw new ArgumentException($"KvBatch.Step: batch {batch} differs from the cache's {Batch} rows.");
+        for (int l = 0; l < _layers; l++)
             for (int kv = 0; kv < 2; kv++)
             {
                 var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
-                if (_past.Length == 0) Bind(name, OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _lm.Heads, 0, _lm.HeadSize]));
+                if (_past.Length == 0)
+                {
+                    var empty = OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _heads, 0, _headSize]);
+                    _inputs.Add(empty);
+                    _binding.BindInput(name, empty);
+                }
                 else _binding.BindInput(name, _past[2 * l + kv]);
             }
         foreach (var n in _outputNames) _binding.BindOutputToDevice(n, OrtMemoryInfo.DefaultInstance);
-        _lm.Session.RunWithBinding(_run, _binding);
+        _session.RunWithBinding(_run, _binding);
         var outputs = _binding.GetOutputValues();
         _pastOwner?.Dispose();                                 // consumed by this step
         _pastOwner = outputs;
         _past = outputs.Skip(1).ToArray();
         Length += seq;
         Batch = batch;
-        int vocab = _lm.VocabSize;
+        int vocab = _vocab;
         var logits = outputs[0].GetTensorDataAsSpan<float>();
         if (seq > 1)
         {
@@ -82,18 +108,20 @@ internal sealed class KvBatch : IDisposable
 
     /// <summary>
     /// Replaces the cache with <paramref name="rows"/>: row i takes the last <c>Cached</c> positions of row <c>Row</c> of
-    /// <c>Source</c> (this batch or another), right-aligned in a cache as long as the longest of them. Empty rows clear it.
+    /// <c>Source</c> (this batch or another; unread when <c>Cached</c> is 0), right-aligned in a cache as long as the longest
+    /// of them. No rows clear it.
     /// </summary>
     public void Rebuild(IReadOnlyList<(KvBatch Source, int Row, int Cached)> rows)
     {
-        int batch = rows.Count, length = rows.Count == 0 ? 0 : rows.Max(r => r.Cached), heads = _lm.Heads, d = _lm.HeadSize;
-        var values = new OrtValue[2 * _lm.Layers];
+        int batch = rows.Count, length = rows.Count == 0 ? 0 : rows.Max(r => r.Cached), heads = _heads, d = _headSize;
+        var values = new OrtValue[2 * _layers];
         for (int k = 0; k < values.Length; k++)
         {
             var data = new float[batch * heads * length * d];                                  // (B, H, T, D), zero padding on the left
             for (int i = 0; i < batch; i++)
             {
                 var (src, row, n) = rows[i];
+                if (n == 0) continue;
                 var from = src.Past(k);
                 for (int h = 0; h < heads; h++)
                     from.Slice(((row * heads + h) * src.Length + src.Length - n) * d, n * d)

@@ -31,6 +31,7 @@ public sealed class Seq2SeqLm : IDisposable
             _encoder.Dispose();
             throw;
         }
+        MasksDecoder = _decoder.InputMetadata.ContainsKey("decoder_attention_mask");
     }
 
     public string ModelDir { get; }
@@ -42,6 +43,13 @@ public sealed class Seq2SeqLm : IDisposable
     public int PadTokenId { get; }
     public int? EosTokenId { get; }
     public int MaxPositions { get; }
+    /// <summary>
+    /// True when decoder.onnx takes decoder_attention_mask (folders exported since continuous batching came to T5):
+    /// rows of different target lengths can then share a decoder step. Older folders generate one request at a time.
+    /// </summary>
+    public bool MasksDecoder { get; }
+    internal InferenceSession EncoderSession => _encoder;
+    internal InferenceSession DecoderSession => _decoder;
 
     /// <summary>
     /// Runs the encoder on a batch of sources (right-padded with an attention mask) and returns a model
@@ -81,6 +89,10 @@ public sealed class Seq2SeqLm : IDisposable
         public int MaxPositions => lm.MaxPositions;
         public int? EosTokenId => lm.EosTokenId;
         public int Rows => rows;
+        /// <summary>Source positions (the longest source's length).</summary>
+        public int Length => length;
+        /// <summary>encoder_last_hidden_state then cross_key_values.{l}.key/value (rows, heads, length, d_kv) per layer.</summary>
+        internal IReadOnlyList<OrtValue> Outputs => outputs;
         /// <summary>encoder_last_hidden_state, row-major (rows, length, d_model).</summary>
         public ReadOnlySpan<float> Hidden => outputs[0].GetTensorDataAsSpan<float>();
 
@@ -94,11 +106,13 @@ public sealed class Seq2SeqLm : IDisposable
     {
         private readonly OrtValue _mask;
         private readonly int _rows;
+        private readonly bool _masksDecoder;
 
         public State(Seq2SeqLm lm, InferenceSession session, IDisposableReadOnlyCollection<OrtValue> encoded, long[] mask, int rows, int length)
             : base(session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize)
         {
             _rows = rows;
+            _masksDecoder = lm.MasksDecoder;
             _mask = OrtValue.CreateTensorValueFromMemory(mask, [rows, length]);
             Binding.BindInput("encoder_attention_mask", _mask);
             for (int l = 0; l < lm.Layers; l++)
@@ -108,11 +122,18 @@ public sealed class Seq2SeqLm : IDisposable
             }
         }
 
-        /// <summary>Decoder tokens only: T5's self-attention is causal over the cache and its positions are relative.</summary>
+        /// <summary>
+        /// Decoder tokens and, where the decoder takes one, its mask (batch, cache + seq), all ones when
+        /// <paramref name="mask"/> does not cover the cache: positions are relative, so there are none to bind.
+        /// </summary>
         protected override void BindInputs(long[] ids, long[] positions, long[] mask, int batch, int seq, Action<string, OrtValue> bind)
         {
             if (batch != _rows) throw new ArgumentException($"Step: batch {batch} differs from the {_rows} encoded rows.");
             bind("input_ids", OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]));
+            if (!_masksDecoder) return;
+            int total = Length + seq;
+            if (mask.Length != batch * total) mask = Enumerable.Repeat(1L, batch * total).ToArray();
+            bind("decoder_attention_mask", OrtValue.CreateTensorValueFromMemory(mask, [batch, total]));
         }
 
         public override void Dispose()

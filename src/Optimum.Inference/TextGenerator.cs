@@ -42,19 +42,21 @@ public sealed class TextGenerator
 
     /// <summary>The causal LM behind this generator (null for encoder-decoders): what a <see cref="BatchScheduler"/> batches.</summary>
     public CausalLm? CausalModel { get; private init; }
+    /// <summary>The encoder-decoder behind this generator (null for causal LMs): what a <see cref="BatchScheduler"/> batches.</summary>
+    public Seq2SeqLm? Seq2SeqModel { get; private init; }
 
     /// <summary>
     /// The same tokenizer, limits and stop-string handling over another way of generating tokens, e.g.
     /// <see cref="BatchScheduler.Generate"/> (continuous batching): <c>generator.With(scheduler.Generate)</c>.
     /// </summary>
     public TextGenerator With(GenerateTokens generate) =>
-        new(Task, _encode, _decode, generate, MaxPositions, PromptSharesContext) { CausalModel = CausalModel };
+        new(Task, _encode, _decode, generate, MaxPositions, PromptSharesContext) { CausalModel = CausalModel, Seq2SeqModel = Seq2SeqModel };
 
     /// <summary>An encoder-decoder: the prompt is the source text; the completion is the generated target. <paramref name="tokenizerVocab"/> must fit the model.</summary>
     public static TextGenerator ForSeq2Seq(Seq2SeqLm lm, Func<string, IReadOnlyList<int>> encode, Func<IReadOnlyList<int>, string> decode, int tokenizerVocab)
     {
         CheckVocabulary(tokenizerVocab, lm.VocabSize, "the model folder's tokenizer");
-        return new(ModelTask.Seq2Seq, encode, decode, (ids, o, on, ct) => lm.Generate([ids], o, on, ct)[0], lm.MaxPositions, false);
+        return new(ModelTask.Seq2Seq, encode, decode, (ids, o, on, ct) => lm.Generate([ids], o, on, ct)[0], lm.MaxPositions, false) { Seq2SeqModel = lm };
     }
 
     /// <summary>

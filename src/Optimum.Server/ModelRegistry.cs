@@ -28,6 +28,7 @@ public sealed class ModelRegistry : IDisposable
 {
     private readonly List<string> _names = [];
     private readonly Dictionary<string, TextGenerator> _generators = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, BatchScheduler> _schedulers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Served<Forecaster>> _forecasters = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Served<ImageGenerator>> _images = new(StringComparer.Ordinal);
     private readonly List<IDisposable> _owned = [];
@@ -77,12 +78,17 @@ public sealed class ModelRegistry : IDisposable
             else
             {
                 var generator = model.Generator ?? throw new InvalidOperationException($"Model '{name}' ('{path}') is of kind '{model.Task.WireName()}', which this service does not serve.");
-                if (o.ContinuousBatching && generator.CausalModel is { } lm)
+                // One batch of MaxConcurrent rows per model: the slots admit that many completions at once. A T5 folder
+                // exported before its decoder took decoder_attention_mask generates one request per slot.
+                var scheduler = !o.ContinuousBatching ? null
+                    : generator.CausalModel is { } lm ? new BatchScheduler(lm, o.MaxConcurrent)
+                    : generator.Seq2SeqModel is { MasksDecoder: true } t5 ? new BatchScheduler(t5, o.MaxConcurrent)
+                    : null;
+                if (scheduler is not null)
                 {
-                    // One batch of MaxConcurrent rows per model: the slots admit that many completions at once.
-                    var scheduler = new BatchScheduler(lm, o.MaxConcurrent);
                     _owned.Insert(_owned.Count - 1, scheduler);                 // disposed before the model it runs
                     generator = generator.With(scheduler.Generate);
+                    _schedulers[name] = scheduler;
                 }
                 _generators[name] = generator;
             }
@@ -135,6 +141,8 @@ public sealed class ModelRegistry : IDisposable
     public string KindOf(string name) => (_forecasters.ContainsKey(name) ? ModelTask.Forecasting
         : _images.ContainsKey(name) ? ModelTask.ImageGeneration : _generators[name].Task).WireName();
     public bool TryGet(string name, out TextGenerator generator) => _generators.TryGetValue(name, out generator!);
+    /// <summary>The continuous batch a language model's completions share (none with batching off); owned by the registry.</summary>
+    public bool TryGetScheduler(string name, out BatchScheduler scheduler) => _schedulers.TryGetValue(name, out scheduler!);
     public bool TryGetForecaster(string name, out Served<Forecaster> forecaster) => _forecasters.TryGetValue(name, out forecaster!);
     public bool TryGetImageGenerator(string name, out Served<ImageGenerator> images) => _images.TryGetValue(name, out images!);
 

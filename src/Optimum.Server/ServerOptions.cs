@@ -22,9 +22,9 @@ public sealed class ServerOptions
     /// <summary>Completions, forecasts and image generations computed at once (with <see cref="ContinuousBatching"/>, a language model's batch rows).</summary>
     public int MaxConcurrent { get; set; } = 2;
     /// <summary>
-    /// Continuous batching of causal LMs: concurrent completions share each decode step (up to <see cref="MaxConcurrent"/>
-    /// rows; a request joins at the next step and leaves when it finishes). Off: each completion decodes alone.
-    /// Encoder-decoders (T5) and beam search always decode alone.
+    /// Continuous batching of causal LMs and encoder-decoders (T5): concurrent completions share each decode step (up to
+    /// <see cref="MaxConcurrent"/> rows; a request joins at the next step and leaves when it finishes). Off: each completion
+    /// decodes alone. Beam search, and T5 folders whose decoder predates decoder_attention_mask, always decode alone.
     /// </summary>
     public bool ContinuousBatching { get; set; } = true;
     /// <summary>Requests waiting for a slot (and forecasts and image generations waiting for their model); more get 429.</summary>

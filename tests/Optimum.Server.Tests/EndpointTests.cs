@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit;
 
 namespace Optimum.Server.Tests;
@@ -279,6 +280,43 @@ public sealed class EndpointTests(ModelFixture model)
             var expected = alone.Complete(prompts[i], new Optimum.Inference.GenerationOptions { MaxNewTokens = maxTokens[i] }, stop);
             Assert.Equal(expected.Text, answers[i].GetProperty("text").GetString());
             Assert.Equal(Optimum.Core.EnumNames.Name(expected.FinishReason), answers[i].GetProperty("finish_reason").GetString());
+        }
+    }
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]                                                          // serve --no-batching
+    public async Task ConcurrentT5Completions_SharingTheBatch_EqualEachCompletionAlone(bool batching)
+    {
+        string[] prompts = ["cat", "dogcat", "a", "catcatdogdog", "god", "tac"];
+        int[] maxTokens = [9, 20, 4, 14, 1, 23];
+        string[] stop = ["AO", "T K"];
+        await using var f = new Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactory<Program>().WithWebHostBuilder(b =>
+        {
+            b.UseSetting("Optimum:Models:0", $"g2p={model.T5Dir}");
+            b.UseSetting("Optimum:Threads", "1");
+            b.UseSetting("Optimum:MaxConcurrent", "4");
+            b.UseSetting("Optimum:ContinuousBatching", batching ? "true" : "false");
+        });
+        var c = f.CreateClient();
+        var answers = await Task.WhenAll(prompts.Select(async (p, i) =>
+        {
+            await Task.Delay(5 * i);                                             // arrivals while others are decoding
+            var body = JsonSerializer.Serialize(new { prompt = p, max_tokens = maxTokens[i], temperature = 0, stop, stream = i % 2 == 1 });
+            var r = await c.PostAsync("/v1/completions", Json(body));
+            r.EnsureSuccessStatusCode();
+            var text = await r.Content.ReadAsStringAsync();
+            if (i % 2 == 0) return JsonDocument.Parse(text).RootElement.GetProperty("choices")[0].GetProperty("text").GetString()!;
+            return string.Concat(text.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal))
+                .Select(l => JsonDocument.Parse(l[6..]).RootElement.GetProperty("choices")[0].GetProperty("text").GetString()));
+        }));
+        var registry = f.Services.GetRequiredService<ModelRegistry>();
+        Assert.Equal(batching, registry.TryGetScheduler("g2p", out var scheduler));
+        if (batching) Assert.True(scheduler.Stats.Steps > 0, "no decode step ran in the batch");
+        using var loaded = Optimum.Models.ModelKinds.Load(model.T5Dir);
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var expected = loaded.Generator!.Complete(prompts[i], new Optimum.Inference.GenerationOptions { MaxNewTokens = maxTokens[i] }, stop);
+            Assert.Equal(expected.Text, answers[i]);
         }
     }
 }

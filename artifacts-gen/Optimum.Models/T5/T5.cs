@@ -46,14 +46,17 @@ public sealed class T5 : GraphModel<T5Config>
     }
 
     /// <summary>
-    /// One decoder step: input_ids (batch, seq) after past positions, encoder_attention_mask (batch, src),
-    /// past_key_values.{i}.key/value (batch, heads, past, d_kv), cross_key_values.{i}.key/value → logits,
-    /// present.{i}.key/value.
+    /// One decoder step: input_ids (batch, seq) after past positions, decoder_attention_mask (batch, past + seq),
+    /// encoder_attention_mask (batch, src), past_key_values.{i}.key/value (batch, heads, past, d_kv),
+    /// cross_key_values.{i}.key/value → logits, present.{i}.key/value. The decoder mask hides the left padding of
+    /// rows whose targets are shorter than the batch's cache (continuous batching); the relative position bias
+    /// depends only on key − query, so a row's real positions keep their bias however much padding precedes them.
     /// </summary>
     public static void DefineDecoder(GraphBuilder g, T5Config c, DType dtype = DType.Float)
     {
         var m = new T5(g, c, dtype, false);
         var ids = g.Input("input_ids", DType.Int64, Shape.Of("batch", "seq"));
+        var selfMask = g.Input("decoder_attention_mask", DType.Int64, Shape.Of("batch", "total"));
         var encMask = g.Input("encoder_attention_mask", DType.Int64, Shape.Of("batch", "src"));
         var past = Enumerable.Range(0, c.NumDecoderLayers).Select(i => (
             g.Input($"past_key_values.{i}.key", dtype, Shape.Of("batch", c.NumHeads, "past", c.DKv)),
@@ -61,7 +64,8 @@ public sealed class T5 : GraphModel<T5Config>
         var cross = Enumerable.Range(0, c.NumDecoderLayers).Select(i => (
             g.Input($"cross_key_values.{i}.key", dtype, Shape.Of("batch", c.NumHeads, "src", c.DKv)),
             g.Input($"cross_key_values.{i}.value", dtype, Shape.Of("batch", c.NumHeads, "src", c.DKv)))).ToArray();
-        var (logits, present) = m.Decoder(ids, g.Unsqueeze(g.Cast(encMask, DType.Bool), 1, 2), null, past, cross);
+        var (logits, present) = m.Decoder(ids, g.Unsqueeze(g.Cast(encMask, DType.Bool), 1, 2), null, past, cross,
+            g.Unsqueeze(g.Cast(selfMask, DType.Bool), 1, 2));                                                                // (B, 1, 1, P+T)
         g.Output(logits, "logits");
         for (int i = 0; i < c.NumDecoderLayers; i++)
         {
@@ -91,7 +95,7 @@ public sealed class T5 : GraphModel<T5Config>
     }
 
     private (Value Logits, (Value Key, Value Value)[] Present) Decoder(Value ids, Value crossMask, Value? encoded,
-        (Value Key, Value Value)[]? past, (Value Key, Value Value)[]? cross)
+        (Value Key, Value Value)[]? past, (Value Key, Value Value)[]? cross, Value? selfMask = null)
     {
         var h = Dropout(g.Gather(P("shared.weight", c.VocabSize, c.DModel), ids));               // (B, T, D)
         var zero = g.Scalar(0, DType.Int64);
@@ -101,6 +105,7 @@ public sealed class T5 : GraphModel<T5Config>
         var bias = RelativeBias("decoder.block.0.layer.0.SelfAttention", pastLen, total, total, bidirectional: false);   // (1, H, T, P+T)
         var causal = g.LessOrEqual(g.Unsqueeze(g.Range(zero, total, g.Scalar(1, DType.Int64)), 0),
             g.Unsqueeze(g.Range(pastLen, total, g.Scalar(1, DType.Int64)), 1));                                               // (T, P+T)
+        if (selfMask is not null) causal = g.And(causal, selfMask);                                                         // (B, 1, T, P+T)
         var present = new (Value, Value)[c.NumDecoderLayers];
         for (int i = 0; i < c.NumDecoderLayers; i++)
             using (g.Scope($"decoder.{i}"))

@@ -68,12 +68,13 @@ public static class BenchCommands
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens per completion.", DefaultValueFactory = _ => 32 };
         var serveWarmup = new Option<int>("--warmup") { Description = "Warm-up requests, sent one at a time before the clients start.", DefaultValueFactory = _ => 2 };
         var noBatching = new Option<bool>("--no-batching") { Description = "Serve each completion alone (2 slots, half the threads each) instead of continuous batching (16 rows, all threads)." };
+        var serveT5 = new Option<bool>("--t5") { Description = "Serve a T5 (--layers in each stack, the prompt as its source) instead of a GPT-2." };
         var serve = new Command("serve", "Service latency (p50/p99), time to first token and throughput under a fixed concurrent load on loopback.")
         {
-            json, threads, serveWarmup, layers, width, heads, vocab, clients, requests, maxTokens, noBatching,
+            json, threads, serveWarmup, layers, width, heads, vocab, clients, requests, maxTokens, noBatching, serveT5,
         };
         serve.SetAction(r => ExpectedErrors.Report(() => BenchServe.Run(new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)),
-            Gpt2(r, trains: false), r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out, !r.GetValue(noBatching))));
+            Gpt2(r, trains: false), r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out, !r.GetValue(noBatching), r.GetValue(serveT5))));
 
         // bench soak: the service at its queue limit for a while, clients hanging up at random; memory at the start and end.
         var soakSeconds = new Option<double>("--seconds") { Description = "Seconds of the measured run.", DefaultValueFactory = _ => 300 };
