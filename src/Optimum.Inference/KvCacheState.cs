@@ -8,7 +8,8 @@ namespace Optimum.Inference;
 /// The decode loop shared by decoders with a self-attention cache. The cache lives in two native buffers per
 /// present.{i}.key/value output, bound in place: a step reads its past_key_values from one and the decoder writes its
 /// present (past + the new positions) straight into the other, then the two swap; the logits go to a buffer of their own.
-/// Nothing is copied or allocated per step outside the graph (the buffers grow by a quarter when a step needs more).
+/// The present tensors a step writes are the next step's past inputs as they are. Nothing is copied or allocated per step
+/// outside the graph (the buffers grow by a quarter when a step needs more).
 /// Subclasses bind their own inputs.
 /// </summary>
 public abstract class KvCacheState : IDecodeState
@@ -21,6 +22,7 @@ public abstract class KvCacheState : IDecodeState
     private readonly NativeFloats[][] _cache;                     // [side][2·layer + (0 key, 1 value)]
     private readonly NativeFloats _logits = new();
     private int _side;                                            // the side holding the current cache
+    private OrtValue[]? _cacheViews;                              // the last step's present outputs: the next step's past inputs
 
     protected KvCacheState(InferenceSession session, int layers, int heads, int headSize, int vocab)
     {
@@ -52,20 +54,29 @@ public abstract class KvCacheState : IDecodeState
         void Bind(string name, OrtValue v) { _stepValues.Add(v); Binding.BindInput(name, v); }
         BindInputs(ids, positions, mask, batch, seq, Bind);
         long total = Length + seq;
-        var (past, present) = (_cache[_side], _cache[1 - _side]);
-        for (int i = 0; i < _pastNames.Length; i++)
+        var present = _cache[1 - _side];
+        var views = new OrtValue[_pastNames.Length];
+        try
         {
-            Bind(_pastNames[i], Length == 0
-                ? OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _heads, 0, _headSize])
-                : past[i].View([batch, _heads, Length, _headSize]));
-            var output = present[i].Grow((long)batch * _heads * total * _headSize).View([batch, _heads, total, _headSize]);
-            _stepValues.Add(output);
-            Binding.BindOutput(_presentNames[i], output);
+            for (int i = 0; i < _pastNames.Length; i++)
+            {
+                if (_cacheViews is null) Bind(_pastNames[i], OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _heads, 0, _headSize]));
+                else Binding.BindInput(_pastNames[i], _cacheViews[i]);
+                views[i] = present[i].Grow((long)batch * _heads * total * _headSize).View([batch, _heads, total, _headSize]);
+                Binding.BindOutput(_presentNames[i], views[i]);
+            }
+            var logits = _logits.Grow(logitCount).View([batch, seq, _vocab]);
+            _stepValues.Add(logits);
+            Binding.BindOutput("logits", logits);
+            _session.RunWithBinding(_run, Binding);
         }
-        var logits = _logits.Grow(logitCount).View([batch, seq, _vocab]);
-        _stepValues.Add(logits);
-        Binding.BindOutput("logits", logits);
-        _session.RunWithBinding(_run, Binding);
+        catch
+        {
+            foreach (var v in views) v?.Dispose();                 // the cache stays as it was: the past side is untouched
+            throw;
+        }
+        foreach (var v in _cacheViews ?? []) v.Dispose();
+        _cacheViews = views;
         _side = 1 - _side;
         Length = (int)total;
         Batch = batch;
@@ -105,6 +116,7 @@ public abstract class KvCacheState : IDecodeState
     {
         foreach (var v in _stepValues) v.Dispose();
         _stepValues.Clear();
+        foreach (var v in _cacheViews ?? []) v.Dispose();
         Binding.Dispose();
         _run.Dispose();
         foreach (var side in _cache) foreach (var b in side) b.Dispose();
