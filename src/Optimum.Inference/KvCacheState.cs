@@ -1,37 +1,31 @@
-using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
+using Optimum.Data;
 
 namespace Optimum.Inference;
 
 /// <summary>
-/// The decode loop shared by decoders with a self-attention cache. The cache lives in two native buffers per
-/// present.{i}.key/value output, bound in place: a step reads its past_key_values from one and the decoder writes its
-/// present (past + the new positions) straight into the other, then the two swap; the logits go to a buffer of their own.
-/// The present tensors a step writes are the next step's past inputs as they are. Nothing is copied or allocated per step
-/// outside the graph (the buffers grow by a quarter when a step needs more).
-/// Subclasses bind their own inputs.
+/// The decode loop shared by decoders with a self-attention cache: each step binds the new inputs and
+/// the previous step's present.{i}.key/value outputs (still in ORT-allocated memory) as
+/// past_key_values.{i}.key/value, runs, and keeps the new outputs. Subclasses bind their own inputs.
+/// The outputs stay in ORT's memory arena on purpose: binding them to buffers of our own that grow with the cache
+/// (tried for issue #15) moved the first touch of every new buffer's pages into the decoder's Concat, which then took
+/// 12.8% of a token instead of 4.4%, and a prefill allocated its logits anew each request.
 /// </summary>
 public abstract class KvCacheState : IDecodeState
 {
     private readonly InferenceSession _session;
     private readonly RunOptions _run = new();
-    private readonly List<OrtValue> _stepValues = [];              // bound for the current step; disposed at the next
-    private readonly string[] _pastNames, _presentNames;
-    private readonly int _heads, _headSize, _vocab;
-    private readonly NativeFloats[][] _cache;                     // [side][2·layer + (0 key, 1 value)]
-    private readonly NativeFloats _logits = new();
-    private int _side;                                            // the side holding the current cache
-    private OrtValue[]? _cacheViews;                              // the last step's present outputs: the next step's past inputs
+    private readonly List<OrtValue> _inputs = [];
+    private readonly string[] _outputNames;
+    private readonly int _layers, _heads, _headSize, _vocab;
+    private IDisposableReadOnlyCollection<OrtValue>? _outputs;
 
     protected KvCacheState(InferenceSession session, int layers, int heads, int headSize, int vocab)
     {
         _session = session;
-        (_heads, _headSize, _vocab) = (heads, headSize, vocab);
+        (_layers, _heads, _headSize, _vocab) = (layers, heads, headSize, vocab);
         Binding = session.CreateIoBinding();
-        _pastNames = [.. Enumerable.Range(0, layers).SelectMany(l => new[] { $"past_key_values.{l}.key", $"past_key_values.{l}.value" })];
-        _presentNames = [.. Enumerable.Range(0, layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
-        _cache = [[.. _pastNames.Select(_ => new NativeFloats())], [.. _pastNames.Select(_ => new NativeFloats())]];
+        _outputNames = ["logits", .. Enumerable.Range(0, layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
     }
 
     protected OrtIoBinding Binding { get; }
@@ -47,43 +41,28 @@ public abstract class KvCacheState : IDecodeState
     {
         int seq = ids.Length / batch;
         if (Length > 0 && batch != Batch) throw new ArgumentException($"Step: batch {batch} differs from the cache's {Batch}.");
-        long logitCount = (long)batch * seq * _vocab;
-        if (logitCount > int.MaxValue) throw new ArgumentException($"Step: {batch} rows × {seq} tokens × vocabulary {_vocab} logits exceed one span ({int.MaxValue}).");
-        foreach (var v in _stepValues) v.Dispose();
-        _stepValues.Clear();
-        void Bind(string name, OrtValue v) { _stepValues.Add(v); Binding.BindInput(name, v); }
+        foreach (var v in _inputs) v.Dispose();
+        _inputs.Clear();
+        void Bind(string name, OrtValue v) { _inputs.Add(v); Binding.BindInput(name, v); }
         BindInputs(ids, positions, mask, batch, seq, Bind);
-        long total = Length + seq;
-        var present = _cache[1 - _side];
-        var views = new OrtValue[_pastNames.Length];
-        try
-        {
-            for (int i = 0; i < _pastNames.Length; i++)
+        for (int l = 0; l < _layers; l++)
+            for (int kv = 0; kv < 2; kv++)
             {
-                if (_cacheViews is null) Bind(_pastNames[i], OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _heads, 0, _headSize]));
-                else Binding.BindInput(_pastNames[i], _cacheViews[i]);
-                views[i] = present[i].Grow((long)batch * _heads * total * _headSize).View([batch, _heads, total, _headSize]);
-                Binding.BindOutput(_presentNames[i], views[i]);
+                var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
+                if (_outputs is null) Bind(name, OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _heads, 0, _headSize]));
+                else Binding.BindInput(name, _outputs[1 + 2 * l + kv]);
             }
-            var logits = _logits.Grow(logitCount).View([batch, seq, _vocab]);
-            _stepValues.Add(logits);
-            Binding.BindOutput("logits", logits);
-            _session.RunWithBinding(_run, Binding);
-        }
-        catch
-        {
-            foreach (var v in views) v?.Dispose();                 // the cache stays as it was: the past side is untouched
-            throw;
-        }
-        foreach (var v in _cacheViews ?? []) v.Dispose();
-        _cacheViews = views;
-        _side = 1 - _side;
-        Length = (int)total;
+        foreach (var n in _outputNames) Binding.BindOutputToDevice(n, OrtMemoryInfo.DefaultInstance);
+        _session.RunWithBinding(_run, Binding);
+        var previous = _outputs;
+        _outputs = Binding.GetOutputValues();
+        previous?.Dispose();                        // the old cache was consumed by this step
+        Length += seq;
         Batch = batch;
-        var all = _logits.Span(logitCount);
-        if (seq == 1) return RequireFinite(all);
+        var logits = _outputs[0].GetTensorDataAsSpan<float>();
+        if (seq == 1) return RequireFinite(logits);
         var last = new float[batch * _vocab];
-        for (int b = 0; b < batch; b++) all.Slice(((b + 1) * seq - 1) * _vocab, _vocab).CopyTo(last.AsSpan(b * _vocab));
+        for (int b = 0; b < batch; b++) logits.Slice(((b + 1) * seq - 1) * _vocab, _vocab).CopyTo(last.AsSpan(b * _vocab));
         return RequireFinite(last);
     }
 
@@ -102,63 +81,23 @@ public abstract class KvCacheState : IDecodeState
     /// <summary>Reorders the cache rows: row i becomes old row <paramref name="rows"/>[i] (beam search); in place, in native memory.</summary>
     public void Reorder(int[] rows)
     {
-        if (Length == 0) return;
-        long rowLen = (long)_heads * Length * _headSize;
-        foreach (var buffer in _cache[_side])
+        if (_outputs is null) return;
+        for (int k = 1; k < _outputs.Count; k++)
         {
-            var data = buffer.Span(Batch * rowLen);
+            var data = _outputs[k].GetTensorMutableDataAsSpan<float>();
+            int rowLen = data.Length / Batch;
             var copy = data.ToArray();
-            for (int i = 0; i < rows.Length; i++) copy.AsSpan((int)(rows[i] * rowLen), (int)rowLen).CopyTo(data.Slice((int)(i * rowLen), (int)rowLen));
+            for (int i = 0; i < rows.Length; i++) copy.AsSpan(rows[i] * rowLen, rowLen).CopyTo(data.Slice(i * rowLen, rowLen));
         }
     }
 
     public virtual void Dispose()
     {
-        foreach (var v in _stepValues) v.Dispose();
-        _stepValues.Clear();
-        foreach (var v in _cacheViews ?? []) v.Dispose();
+        _outputs?.Dispose();
+        foreach (var v in _inputs) v.Dispose();
         Binding.Dispose();
         _run.Dispose();
-        foreach (var side in _cache) foreach (var b in side) b.Dispose();
-        _logits.Dispose();
         GC.SuppressFinalize(this);
-    }
-
-    /// <summary>A 64-byte-aligned native float buffer that only grows; its contents are not kept when it does.</summary>
-    private sealed unsafe class NativeFloats : IDisposable
-    {
-        private float* _data;
-        private long _capacity;
-
-        /// <summary>Makes room for <paramref name="count"/> floats (a quarter more than asked when it must reallocate).</summary>
-        public NativeFloats Grow(long count)
-        {
-            if (count <= _capacity) return this;
-            long capacity = Math.Max(count, _capacity + _capacity / 4);
-            NativeMemory.AlignedFree(_data);
-            _data = null;
-            _capacity = 0;
-            _data = (float*)NativeMemory.AlignedAlloc((nuint)(capacity * sizeof(float)), 64);
-            _capacity = capacity;
-            return this;
-        }
-
-        /// <summary>A tensor over the buffer's first elements (the caller disposes it; the buffer must outlive it).</summary>
-        public OrtValue View(long[] shape)
-        {
-            long count = shape.Aggregate(1L, (a, d) => a * d);
-            if (count > _capacity) throw new InvalidOperationException($"A view of {count} floats over a buffer of {_capacity}.");
-            return OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, shape, (IntPtr)_data, count * sizeof(float));
-        }
-
-        public Span<float> Span(long count) => new(_data, checked((int)count));
-
-        public void Dispose()
-        {
-            NativeMemory.AlignedFree(_data);
-            _data = null;
-            _capacity = 0;
-        }
     }
 }
 

@@ -64,7 +64,7 @@ public sealed class GenerationTests : IClassFixture<GenerationTests.Fixture>
     [Fact]
     public void LongGreedyGeneration_WithCache_EqualsRerunningTheWholeSequence()
     {
-        // 50 new tokens: the cache buffers bound in place grow several times and swap sides every step.
+        // 50 new tokens, each step's present outputs chained into the next step's past inputs.
         var cached = Run(new GenerationOptions { MaxNewTokens = 50, EosTokenId = -1 });
         var seq = Prompt.Select(t => (long)t).ToList();
         for (int n = 0; n < 50; n++)
