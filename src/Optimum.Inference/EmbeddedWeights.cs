@@ -38,6 +38,43 @@ public static class EmbeddedWeights
             t.Dims.AddRange(ps[i].Shape);
             model.Graph.Initializer.Add(t);
         }
+        ElideOutputIdentities(model.Graph);
         return new InferenceSession(model.ToByteArray(), options);
+    }
+
+    /// <summary>
+    /// Removes the Identity nodes that only rename a computed value as a graph output (the graph builder names outputs that
+    /// way: <c>present.{i}.key</c> = Identity(Concat)): the producer writes the output name itself. ORT cannot alias such an
+    /// Identity when its input also feeds other nodes, so each one copied its tensor on every run: the whole KV cache per
+    /// decoding step. The file on disk is unchanged; graphs with subgraphs are left as they are.
+    /// </summary>
+    internal static void ElideOutputIdentities(GraphProto graph)
+    {
+        if (graph.Node.Any(n => n.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0))) return;
+        var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        var produced = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        foreach (var n in graph.Node) foreach (var o in n.Output) produced[o] = n;
+        var rename = new Dictionary<string, string>(StringComparer.Ordinal);
+        var elided = new HashSet<NodeProto>();
+        foreach (var n in graph.Node)
+        {
+            if (n.OpType != "Identity" || n.Domain is not ("" or "ai.onnx") || n.Input.Count != 1 || n.Output.Count != 1) continue;
+            string x = n.Input[0], y = n.Output[0];
+            if (!outputs.Contains(y) || outputs.Contains(x) || !produced.ContainsKey(x) || rename.ContainsKey(x)) continue;
+            rename[x] = y;
+            elided.Add(n);
+        }
+        if (rename.Count == 0) return;
+        var kept = graph.Node.Where(n => !elided.Contains(n)).ToArray();
+        foreach (var n in kept)
+        {
+            for (int i = 0; i < n.Input.Count; i++) if (rename.TryGetValue(n.Input[i], out var to)) n.Input[i] = to;
+            for (int i = 0; i < n.Output.Count; i++) if (rename.TryGetValue(n.Output[i], out var to)) n.Output[i] = to;
+        }
+        graph.Node.Clear();
+        graph.Node.AddRange(kept);
+        var info = graph.ValueInfo.Where(v => !rename.ContainsKey(v.Name)).ToArray();        // the outputs carry their own types
+        graph.ValueInfo.Clear();
+        graph.ValueInfo.AddRange(info);
     }
 }

@@ -106,13 +106,13 @@ public static class Generator
         var next = new long[batch];
         var nextPos = new long[batch];
         using var state = lm.Start();
-        var logits = state.Step(ids, pos, [.. rows.SelectMany(r => r)], batch).ToArray();
+        var logits = state.Step(ids, pos, [.. rows.SelectMany(r => r)], batch);             // valid until the next step
         for (int step = 0; ; step++)
         {
             for (int b = 0; b < batch; b++)
             {
                 if (finish[b] is not null) { next[b] = eos ?? 0; continue; }
-                var row = logits.AsSpan(b * lm.VocabSize, lm.VocabSize);
+                var row = logits.Slice(b * lm.VocabSize, lm.VocabSize);
                 int token = Sampling.Pick(row, o, rngs[b], prompts[b].Concat(generated[b]));
                 if (token == eos) { finish[b] = FinishReason.Eos; next[b] = token; continue; }
                 generated[b].Add(token);
@@ -128,7 +128,7 @@ public static class Generator
                 rows[b].Add(finish[b] is null ? 1 : 0);
                 nextPos[b] = prompts[b].Count + generated[b].Count - 1;
             }
-            logits = state.Step(next, nextPos, [.. rows.SelectMany(r => r)], batch).ToArray();
+            logits = state.Step(next, nextPos, [.. rows.SelectMany(r => r)], batch);
         }
         return generated.Select((g, b) => new GenerationResult(g, finish[b]!.Value)).ToArray();
     }
@@ -222,14 +222,10 @@ public static class Sampling
     /// <summary>The next token: argmax when Temperature is 0, otherwise a seeded draw after top-k and top-p.</summary>
     public static int Pick(ReadOnlySpan<float> logits, GenerationOptions o, Random rng, IEnumerable<int>? seen = null)
     {
+        if (o.Temperature <= 0 && (seen is null || o.RepetitionPenalty == 1)) return ArgMax(logits);     // greedy: no copy
         var row = logits.ToArray();
         if (seen is not null) Penalise(row, o.RepetitionPenalty, seen);
-        if (o.Temperature <= 0)
-        {
-            int best = 0;
-            for (int k = 1; k < row.Length; k++) if (row[k] > row[best]) best = k;
-            return best;
-        }
+        if (o.Temperature <= 0) return ArgMax(row);
         var order = Enumerable.Range(0, row.Length).ToArray();
         Array.Sort(row.Select(v => -v).ToArray(), order);           // stable enough: ties keep index order
         int keep = o.TopK > 0 ? Math.Min(o.TopK, order.Length) : order.Length;
@@ -247,5 +243,29 @@ public static class Sampling
         double u = rng.NextDouble() * total;
         for (int i = 0; i < keep; i++) { u -= probs[i]; if (u <= 0) return order[i]; }
         return order[keep - 1];
+    }
+
+    /// <summary>
+    /// The index of the largest value, the first one on ties (as a scalar <c>&gt;</c> scan), vectorised: the maximum first, then
+    /// the first block that holds it. Logits reach here finite (<see cref="KvCacheState"/> refuses NaN), and -0 equals 0 in both passes.
+    /// </summary>
+    public static int ArgMax(ReadOnlySpan<float> values)
+    {
+        if (values.IsEmpty) throw new ArgumentException("ArgMax of no values.", nameof(values));
+        int w = System.Numerics.Vector<float>.Count, n = values.Length, i = 0;
+        float max = values[0];
+        if (n >= 2 * w)
+        {
+            var m = new System.Numerics.Vector<float>(values);
+            for (i = w; i + w <= n; i += w) m = System.Numerics.Vector.Max(m, new System.Numerics.Vector<float>(values[i..]));
+            for (int k = 0; k < w; k++) max = Math.Max(max, m[k]);
+        }
+        for (; i < n; i++) max = Math.Max(max, values[i]);
+        var target = new System.Numerics.Vector<float>(max);
+        int j = 0;
+        for (; j + w <= n; j += w)
+            if (System.Numerics.Vector.EqualsAny(new System.Numerics.Vector<float>(values[j..]), target)) break;
+        for (; j < n; j++) if (values[j] == max) return j;
+        throw new ArgumentException("ArgMax: no value equals the maximum (NaN in the input?).", nameof(values));
     }
 }

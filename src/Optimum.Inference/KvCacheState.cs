@@ -7,6 +7,9 @@ namespace Optimum.Inference;
 /// The decode loop shared by decoders with a self-attention cache: each step binds the new inputs and
 /// the previous step's present.{i}.key/value outputs (still in ORT-allocated memory) as
 /// past_key_values.{i}.key/value, runs, and keeps the new outputs. Subclasses bind their own inputs.
+/// The outputs stay in ORT's memory arena on purpose: binding them to buffers of our own that grow with the cache
+/// (tried for issue #15) moved the first touch of every new buffer's pages into the decoder's Concat, which then took
+/// 12.8% of a token instead of 4.4%, and a prefill allocated its logits anew each request.
 /// </summary>
 public abstract class KvCacheState : IDecodeState
 {

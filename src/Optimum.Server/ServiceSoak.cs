@@ -140,7 +140,8 @@ public static class ServiceSoak
                     if (line.Length == 0) continue;
                     if (leave && events >= afterEvents) break;
                     if (line == "data: [DONE]") { done = true; break; }
-                    if (line.Contains("\"error\"")) { Fail($"an error event: {Clip(line)}"); break; }
+                    // An error event is an object with "error" at its top; a piece of text that reads "error" is not one.
+                    if (line.StartsWith("data: {\"error\"", StringComparison.Ordinal)) { Fail($"an error event: {Clip(line)}"); break; }
                     events++;
                 }
                 if (leave && !done) Add(total, window, t => Interlocked.Increment(ref t.Disconnects));      // disposing the response hangs up

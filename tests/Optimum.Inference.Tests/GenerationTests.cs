@@ -61,6 +61,36 @@ public sealed class GenerationTests : IClassFixture<GenerationTests.Fixture>
         }
     }
 
+    [Fact]
+    public void LongGreedyGeneration_WithCache_EqualsRerunningTheWholeSequence()
+    {
+        // 50 new tokens, each step's present outputs chained into the next step's past inputs.
+        var cached = Run(new GenerationOptions { MaxNewTokens = 50, EosTokenId = -1 });
+        var seq = Prompt.Select(t => (long)t).ToList();
+        for (int n = 0; n < 50; n++)
+        {
+            using var state = _f.Lm.Start();
+            var logits = state.Step([.. seq], [.. Enumerable.Range(0, seq.Count).Select(p => (long)p)], [.. Enumerable.Repeat(1L, seq.Count)], 1);
+            seq.Add(Sampling.ArgMax(logits));
+        }
+        Assert.Equal(seq.Skip(Prompt.Length).Select(t => (int)t), cached);
+    }
+
+    [Fact]
+    public void ArgMax_IsTheFirstLargest_AsAScalarScan()
+    {
+        var rng = new Random(3);
+        foreach (int n in new[] { 1, 7, 8, 17, 64, 1000, 50257 })
+        {
+            var v = Enumerable.Range(0, n).Select(_ => (float)Math.Round(rng.NextDouble() * 4, 1)).ToArray();   // many ties
+            int best = 0;
+            for (int k = 1; k < n; k++) if (v[k] > v[best]) best = k;
+            Assert.Equal(best, Sampling.ArgMax(v));
+        }
+        Assert.Equal(0, Sampling.ArgMax([-0f, 0f, -1f]));
+        Assert.Equal(1, Sampling.ArgMax([float.MinValue, 0f, -0f]));
+    }
+
     private sealed class ToleranceComparer(double tol) : IEqualityComparer<float>
     {
         public bool Equals(float a, float b) => Math.Abs(a - b) <= tol;

@@ -55,12 +55,14 @@ public static class BenchCommands
         var generateSteps = Steps(1, "one generation of --new-tokens tokens, with and without the cache");
         var prompt = new Option<int>("--prompt") { Description = "Prompt tokens.", DefaultValueFactory = _ => 32 };
         var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to generate.", DefaultValueFactory = _ => 256 };
-        var generate = new Command("generate", "Batch-1 greedy generation tokens/s with and without the KV cache, and time to first token.")
+        var genai = new Option<bool>("--genai") { Description = "Also run onnxruntime-genai on the same exported model (../shared/tools/genai-ref/run.sh) and print the ratio." };
+        var genaiPath = new Option<string>("--genai-ref") { Description = "Path of the onnxruntime-genai reference's run.sh.", DefaultValueFactory = _ => CliPaths.Bundled("../shared/tools/genai-ref/run.sh") };
+        var generate = new Command("generate", "Batch-1 greedy generation tokens/s with and without the KV cache, time to first token, and the memory-bandwidth bound measured in the same run.")
         {
-            json, threads, warmup, generateSteps, layers, width, heads, vocab, prompt, newTokens, profile,
+            json, threads, warmup, generateSteps, layers, width, heads, vocab, prompt, newTokens, profile, genai, genaiPath,
         };
         generate.SetAction(r => ExpectedErrors.Report(() => BenchGenerate.Run(Common(r, generateSteps, profiles: true), Gpt2(r, trains: false),
-            r.GetValue(prompt), r.GetValue(newTokens), Console.Out)));
+            r.GetValue(prompt), r.GetValue(newTokens), r.GetValue(genai) ? r.GetValue(genaiPath) : null, Console.Out)));
 
         // bench serve: the HTTP service under concurrent load (the unit timed is a request: no --steps).
         var clients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 4 };
@@ -100,10 +102,10 @@ public static class BenchCommands
         var t5Vocab = new Option<int>("--vocab") { Description = "T5 vocabulary size (t5-small's: 32128).", DefaultValueFactory = _ => 32128 };
         var t5 = new Command("t5", "T5 training throughput (default 6+6 layers, d_model 384, 128/64 tokens) and generation tokens/s.")
         {
-            json, threads, warmup, t5Steps, layers, width, heads, batch, source, target, t5Vocab, profile,
+            json, threads, warmup, t5Steps, layers, width, heads, batch, source, target, t5Vocab, profile, torch, torchPath,
         };
         t5.SetAction(r => ExpectedErrors.Report(() => BenchT5.Run(Common(r, t5Steps, profiles: true), new T5Size(r.GetValue(layers), r.GetValue(width), r.GetValue(heads),
-            r.GetValue(batch), r.GetValue(source), r.GetValue(target), r.GetValue(t5Vocab)), Console.Out)));
+            r.GetValue(batch), r.GetValue(source), r.GetValue(target), r.GetValue(t5Vocab)), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
 
         // bench forecast: the time-series models at the unemployment sample's size.
         var forecastSteps = Steps(30, "one batch of windows' forward, backward and AdamW update");

@@ -18,7 +18,7 @@ public sealed record T5Size(int Layers = 6, int Width = 384, int Heads = 6, int 
 /// </summary>
 public static class BenchT5
 {
-    public static int Run(BenchRun run, T5Size size, TextWriter output)
+    public static int Run(BenchRun run, T5Size size, string? torchRef, TextWriter output)
     {
         var report = new BenchReport(run.Json, output);
         double peak = MatMulPeak.Measure(run.Threads, report);
@@ -44,6 +44,7 @@ public static class BenchT5
             ["labels"] = new(Tokens(b * tgt), [b, tgt]),
         };
         var train = StepTimes.Measure(run.Warmup, run.Steps, _ => session.TrainStep(batch), i => adam.Step(i + 1, 1e-4));
+        double trainRss = PeakMemory.TakeMegabytes();
         if (run.Profile) OrtProfile.Report(report, run, session.EndProfiling(), run.Warmup + run.Steps, "step");
         long emb = (long)size.Vocab * size.Width;
         long encoder = ps.Where(p => p.Name.StartsWith("encoder.", StringComparison.Ordinal)).Sum(p => p.Count);
@@ -73,8 +74,29 @@ public static class BenchT5
         r["fraction_of_matmul_peak"] = gflops / peak;
         generate.AddTo(r, "generation");
         r["generate_tokens_per_s"] = tgt / generate.Mean;
-        report.AddSpeed("t5", r);
+        r["train_peak_rss_mb"] = trainRss;
+        r["peak_rss_mb"] = Math.Max(trainRss, PeakMemory.TakeMegabytes());
+        report.Add("t5", r);
+        if (torchRef is not null) RunTorch(torchRef, run, size, (double)r["tokens_per_s"], trainRss, report);
         report.Print();
         return 0;
+    }
+
+    /// <summary>
+    /// The TorchSharp reference's T5 (run.sh --mode t5) trained on the same sizes, batch, threads and steps (see <see cref="ReferenceRun"/>);
+    /// both peaks are of training: ours from the start of the process to the end of the training steps, its over its whole run.
+    /// </summary>
+    private static void RunTorch(string script, BenchRun run, T5Size size, double ours, double oursRss, BenchReport report)
+    {
+        var (result, torchRss) = ReferenceRun.Run("TorchSharp", script, ["--mode", "t5", "--layers", $"{size.Layers}", "--width", $"{size.Width}",
+            "--heads", $"{size.Heads}", "--source", $"{size.Source}", "--target", $"{size.Target}", "--vocab", $"{size.Vocab}", "--batch", $"{size.Batch}",
+            "--threads", $"{run.Threads}", "--steps", $"{run.Steps}", "--warmup", $"{run.Warmup}"]);
+        double torch = result.Number("tokens_per_s");
+        foreach (var (engine, tps, mb) in new[] { ("optimum-net-ort", ours, oursRss), ("torchsharp-libtorch", torch, torchRss) })
+            report.Add("t5_vs_torch", new Dictionary<string, object>
+            {
+                ["engine"] = engine, ["train_tokens_per_s"] = tps, ["over_torch"] = tps / torch,
+                ["train_peak_rss_mb"] = mb, ["rss_over_torch"] = torchRss > 0 ? mb / torchRss : double.NaN,
+            });
     }
 }

@@ -1,7 +1,5 @@
 using Optimum.Data;
 using Optimum.Core;
-using System.Diagnostics;
-using System.Text.Json;
 using Microsoft.ML.OnnxRuntime;
 using Optimum.Hub;
 using Optimum.Models;
@@ -67,40 +65,16 @@ public static class BenchTrain
         return 0;
     }
 
-    /// <summary>
-    /// The TorchSharp reference on the same model and options; its run.sh prints one JSON line. Its peak resident memory is
-    /// read from /proc while it runs (run.sh execs the program, so the process is the reference itself after its build).
-    /// </summary>
+    /// <summary>The TorchSharp reference on the same model and options (see <see cref="ReferenceRun"/>).</summary>
     private static void RunTorch(string script, BenchRun run, Gpt2Size size, double ours, double oursRss, BenchReport report)
     {
-        if (!File.Exists(script)) throw new FileNotFoundException($"TorchSharp reference '{script}' does not exist.", script);
-        var psi = new ProcessStartInfo("bash", [script, "--layers", $"{size.Layers}", "--width", $"{size.Width}", "--heads", $"{size.Heads}", "--seq", $"{size.Seq}",
-            "--vocab", $"{size.Vocab}", "--batch", $"{size.Batch}", "--threads", $"{run.Threads}", "--steps", $"{run.Steps}", "--warmup", $"{run.Warmup}"])
-        { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        double torchRss = 0;
-        using var done = new CancellationTokenSource();
-        var poll = Task.Run(async () =>
-        {
-            while (!done.IsCancellationRequested)
-            {
-                torchRss = Math.Max(torchRss, PeakMemory.OfProcessMegabytes(p.Id));
-                try { await Task.Delay(100, done.Token); } catch (OperationCanceledException) { }
-            }
-        });
-        var stderr = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        done.Cancel();
-        poll.Wait();
-        var line = stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith('{'))
-            ?? throw new InvalidDataException($"The TorchSharp reference '{script}' printed no result (exit {p.ExitCode}): {stderr.Result}");
-        using var doc = JsonDocument.Parse(line);
-        var torch = doc.RootElement.GetProperty("gflops_per_s").GetDouble();
+        var (result, torchRss) = ReferenceRun.Run("TorchSharp", script, ["--layers", $"{size.Layers}", "--width", $"{size.Width}", "--heads", $"{size.Heads}",
+            "--seq", $"{size.Seq}", "--vocab", $"{size.Vocab}", "--batch", $"{size.Batch}", "--threads", $"{run.Threads}", "--steps", $"{run.Steps}", "--warmup", $"{run.Warmup}"]);
+        var torch = result.Number("gflops_per_s");
         report.Add("train", new Dictionary<string, object>
         {
-            ["engine"] = "torchsharp-libtorch", ["step_ms"] = doc.RootElement.GetProperty("step_ms").GetDouble(),
-            ["tokens_per_s"] = doc.RootElement.GetProperty("tokens_per_s").GetDouble(), ["gflops_per_s"] = torch, ["optimum_over_torch"] = ours / torch,
+            ["engine"] = "torchsharp-libtorch", ["step_ms"] = result.Number("step_ms"),
+            ["tokens_per_s"] = result.Number("tokens_per_s"), ["gflops_per_s"] = torch, ["optimum_over_torch"] = ours / torch,
             ["peak_rss_mb"] = torchRss, ["optimum_rss_over_torch"] = torchRss > 0 ? oursRss / torchRss : double.NaN,
         });
         // The two peaks again side by side (one table, one JSON line each): the figure issue #15 compares.
