@@ -29,7 +29,10 @@ public sealed class OrtModel : IDisposable
         try
         {
             var outNames = (outputs ?? _session.OutputNames).ToArray();
-            using var results = _session.Run(new RunOptions(), names, values, outNames);
+            // Held in a variable for the whole run: an inline `new RunOptions()` can be finalized while ORT still reads it
+            // (the call passes only its handle), which crashed the test host now and then inside ORT (a freed config map).
+            using var runOptions = new RunOptions();
+            using var results = _session.Run(runOptions, names, values, outNames);
             var r = new Dictionary<string, double[]>();
             for (int i = 0; i < outNames.Length; i++) r[outNames[i]] = FromOrt(results[i]);
             return r;
