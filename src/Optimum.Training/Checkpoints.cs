@@ -289,6 +289,9 @@ public static class Checkpoints
         Check(s.SamplesSeen == s.Step * s.GlobalBatch, "samples_seen", s.SamplesSeen, $"step × global_batch = {s.Step * s.GlobalBatch}");
         Check(double.IsFinite(s.Lr) && s.Lr >= 0, "lr", s.Lr, "a finite number >= 0");
         Check(s.Warmup >= 0, "warmup", s.Warmup, ">= 0");
+        Check(s.Frozen is not null && s.Frozen.All(f => !string.IsNullOrEmpty(f)), "frozen", "null or holds an empty name", "a list of parameter names (empty when nothing is frozen)");
+        Check(s.Frozen!.Count == 0 ? s.FrozenSha256 is null : s.FrozenSha256 is { Length: 64 } h && h.All(Uri.IsHexDigit), "frozen_sha256", s.FrozenSha256 is null ? "null" : $"'{s.FrozenSha256}'",
+            s.Frozen.Count == 0 ? "null when nothing is frozen" : "the SHA-256 hex digest of the frozen weights");
         Check(s.Files.Count > 0, "files", "empty", "the checksums of the checkpoint's other files");
         foreach (var (file, hash) in s.Files)
             Check(file.Length > 0 && Path.GetFileName(file) == file && hash is { Length: 64 } && hash.All(Uri.IsHexDigit), "files", $"'{file}': {(hash is null ? "null" : $"'{hash}'")}",
