@@ -77,11 +77,12 @@ var tStop = new Option<long?>("--stop-after") { Description = "Stop with a check
 var tSkip = new Option<bool>("--skip-nonfinite") { Description = "Skip updates with a non-finite loss or gradient norm instead of stopping." };
 var tEma = new Option<bool>("--ema") { Description = "Keep an exponential moving average of the weights (diffusers' EMAModel: inv_gamma 1, power 3/4, max decay --ema-max-decay); checkpointed; final/ and hf/ get it." };
 var tEmaDecay = new Option<double>("--ema-max-decay") { Description = "Largest EMA decay.", DefaultValueFactory = _ => 0.9999 };
+var tFreeze = new Option<string[]>("--freeze") { Description = "Do not train the parameters matching this pattern (repeatable): '.'-separated segments, '*' within a segment, '**' across segments, a module name freezes all its parameters (e.g. 'transformer.h.*.attn', '**.bias', 'transformer.wte').", AllowMultipleArgumentsPerToken = false };
 var tLabelDrop = new Option<double>("--label-dropout") { Description = "Class-conditional diffusion models: share of labels replaced by the null label (the last class embedding) for classifier-free guidance.", DefaultValueFactory = _ => 0.1 };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
     tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tOverwrite, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
-    tEma, tEmaDecay, tLabelDrop,
+    tEma, tEmaDecay, tLabelDrop, tFreeze,
 };
 train.SetAction(r =>
 {
@@ -137,6 +138,7 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
     Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(r.GetValue(tOpt)!, "--optimizer"), WeightDecay = r.GetValue(tWd) },
     Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
     Ema = r.GetValue(tEma) ? new EmaOptions { MaxDecay = r.GetValue(tEmaDecay) } : null,
+    Freeze = r.GetValue(tFreeze) ?? [],
 };
 
 // train-mlp: the first demo, kept as a shorthand: the digits MLP through the same trainer, by epochs, with SGD + momentum.

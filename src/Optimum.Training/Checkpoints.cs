@@ -31,6 +31,13 @@ public sealed record TrainerState
     public long Warmup { get; init; }
     /// <summary>The EMA settings of a run that averages its weights (ema.safetensors), or null.</summary>
     public EmaOptions? Ema { get; init; }
+    /// <summary>
+    /// Frozen parameters (graph order; empty for a run that trains all): model.safetensors leaves them out and the optimizer
+    /// holds no state for them, since they are the base model's and never change.
+    /// </summary>
+    public IReadOnlyList<string> Frozen { get; init; } = [];
+    /// <summary>SHA-256 of the frozen weights (<see cref="Freezing.Checksum"/>); a resume against other base weights is refused. Null when nothing is frozen.</summary>
+    public string? FrozenSha256 { get; init; }
     /// <summary>SHA-256 of every other file of the checkpoint, checked on load.</summary>
     public SortedDictionary<string, string> Files { get; init; } = new(StringComparer.Ordinal);
 }
@@ -76,7 +83,9 @@ public static class Checkpoints
         var optFile = comm.Size == 1 ? OptimizerFile : $"optimizer-rank{comm.Rank:D3}-of-{comm.Size:D3}.safetensors";
         var meta = new Dictionary<string, string> { ["optimizer"] = EnumNames.Name(optimizer.Config.Kind) };
         SafeTensorsFile.Write(Path.Combine(tmp, optFile), OptimizerTensors(store, optimizer, meta), meta);
-        if (comm.Rank == 0) HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, i => store.Param(i));
+        // What changes only: frozen weights are the base model's (their checksum is in the state).
+        var frozen = state.Frozen.ToHashSet(StringComparer.Ordinal);
+        if (comm.Rank == 0) HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, i => store.Param(i), frozen.Contains);
         if (comm.Rank == 0 && state.Ema is not null)
             (ema ?? throw new ArgumentException("The state names EMA settings but no EMA weights were given.", nameof(ema))).Save(Path.Combine(tmp, EmaWeights.File));
         comm.Barrier();
@@ -133,7 +142,8 @@ public static class Checkpoints
     /// <summary>
     /// Reads and verifies a checkpoint into <paramref name="store"/> and <paramref name="optimizer"/>:
     /// a missing file, a checksum that differs (corruption), a truncated safetensors file, a missing
-    /// tensor or a shape that differs is refused naming the file and the tensor.
+    /// tensor or a shape that differs is refused naming the file and the tensor. The frozen parameters the state lists are not
+    /// read: the store must already hold the base weights they were frozen at, which is checked against the state's checksum.
     /// </summary>
     public static TrainerState Load(string dir, ParameterStore store, Optimizer optimizer, EmaWeights? ema = null)
     {
@@ -146,7 +156,19 @@ public static class Checkpoints
         }
         if (!state.Files.ContainsKey(ModelFolder.WeightsFile) || !state.Files.Keys.Any(f => f.StartsWith("optimizer", StringComparison.Ordinal)))
             throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}': files must list {ModelFolder.WeightsFile} and the optimizer state ({OptimizerFile}, or one optimizer-rankNNN-of-NNN.safetensors per rank).");
-        store.Load(HfWeights.Load(Path.Combine(dir, ModelFolder.WeightsFile), store.Parameters, out var unused));
+        var frozen = state.Frozen.ToHashSet(StringComparer.Ordinal);
+        if (frozen.Count > 0)
+        {
+            var stray = frozen.Where(f => !store.Parameters.Any(p => p.Name == f)).ToArray();
+            if (stray.Length > 0) throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}' freezes {string.Join(", ", stray)}, which the model lacks.");
+            var sum = Freezing.Checksum(store, frozen);
+            if (sum != state.FrozenSha256)
+                throw new InvalidDataException($"Checkpoint '{dir}' was trained with {frozen.Count} frozen parameter(s) whose base weights have SHA-256 {state.FrozenSha256}; "
+                    + $"this run's base weights for them have {sum}. Resume against the same base model (model folder weights and seed) the checkpoint was made from.");
+        }
+        var saved = store.Parameters.Select((p, i) => (p, i)).Where(x => !frozen.Contains(x.p.Name)).ToArray();
+        var loaded = HfWeights.Load(Path.Combine(dir, ModelFolder.WeightsFile), saved.Select(x => x.p).ToArray(), out var unused);
+        for (int k = 0; k < saved.Length; k++) loaded[k].CopyTo(store.Param(saved[k].i));
         if (unused.Count > 0)
             throw new InvalidDataException($"Checkpoint '{Path.Combine(dir, ModelFolder.WeightsFile)}' has tensors the model lacks: {string.Join(", ", unused)}.");
         if (state.Ema is not null && !state.Files.ContainsKey(EmaWeights.File))
@@ -267,6 +289,9 @@ public static class Checkpoints
         Check(s.SamplesSeen == s.Step * s.GlobalBatch, "samples_seen", s.SamplesSeen, $"step × global_batch = {s.Step * s.GlobalBatch}");
         Check(double.IsFinite(s.Lr) && s.Lr >= 0, "lr", s.Lr, "a finite number >= 0");
         Check(s.Warmup >= 0, "warmup", s.Warmup, ">= 0");
+        Check(s.Frozen is not null && s.Frozen.All(f => !string.IsNullOrEmpty(f)), "frozen", "null or holds an empty name", "a list of parameter names (empty when nothing is frozen)");
+        Check(s.Frozen!.Count == 0 ? s.FrozenSha256 is null : s.FrozenSha256 is { Length: 64 } h && h.All(Uri.IsHexDigit), "frozen_sha256", s.FrozenSha256 is null ? "null" : $"'{s.FrozenSha256}'",
+            s.Frozen.Count == 0 ? "null when nothing is frozen" : "the SHA-256 hex digest of the frozen weights");
         Check(s.Files.Count > 0, "files", "empty", "the checksums of the checkpoint's other files");
         foreach (var (file, hash) in s.Files)
             Check(file.Length > 0 && Path.GetFileName(file) == file && hash is { Length: 64 } && hash.All(Uri.IsHexDigit), "files", $"'{file}': {(hash is null ? "null" : $"'{hash}'")}",

@@ -8,7 +8,8 @@ namespace Optimum.Training;
 /// An exponential moving average of the weights as diffusers' <c>EMAModel</c> keeps it with <c>use_ema_warmup</c>: after
 /// optimizer update n the decay is d = clamp(1 − (1 + k / inv_gamma)^−power, min_decay, max_decay) with
 /// k = n − update_after_step − 1 (d = 0 while k ≤ 0, i.e. the average starts as a copy), and each trainable weight
-/// moves ema ← ema − (1 − d)(ema − w); buffers are copied. Defaults: inv_gamma 1, power 3/4, max decay 0.9999.
+/// moves ema ← ema − (1 − d)(ema − w); buffers and frozen parameters are copied (a frozen weight never changes, so its
+/// average is the base weight). Defaults: inv_gamma 1, power 3/4, max decay 0.9999.
 /// </summary>
 public sealed record EmaOptions
 {
@@ -45,7 +46,7 @@ public sealed class EmaWeights
     {
         options.Validate();
         (_store, Options) = (store, options);
-        _values = store.AllParams.ToArray();
+        _values = store.AllValues.ToArray();
     }
 
     public EmaOptions Options { get; }

@@ -28,12 +28,19 @@ public sealed record OptimizerConfig
     public bool Nesterov { get; init; }
     /// <summary>When false, biases and LayerNorm weights are not decayed (as HF Trainer does).</summary>
     public bool DecayAll { get; init; }
+    /// <summary>
+    /// Learning-rate multipliers by exact parameter name (PyTorch's param groups with their own lr); others get 1.
+    /// With 0 a parameter keeps its value: AdamW's decoupled decay is lr × weight decay, so it stops too.
+    /// </summary>
+    public IReadOnlyDictionary<string, double>? LrScales { get; init; }
 
     public void Validate()
     {
         if (!Enum.IsDefined(Kind)) throw new ArgumentException($"Optimizer {(int)Kind} is not one of {string.Join(", ", EnumNames.Names<OptimizerKind>())}.");
         if (Beta1 is < 0 or >= 1 || Beta2 is < 0 or >= 1) throw new ArgumentException($"Betas must be in [0, 1), got ({Beta1}, {Beta2}).");
         if (Eps <= 0 || WeightDecay < 0 || Momentum is < 0 or >= 1) throw new ArgumentException($"Invalid eps {Eps}, weight decay {WeightDecay} or momentum {Momentum}.");
+        if (LrScales?.FirstOrDefault(s => !(double.IsFinite(s.Value) && s.Value >= 0)) is { Key: not null } bad)
+            throw new ArgumentException($"The learning-rate scale of '{bad.Key}' is {bad.Value}; it must be a finite number >= 0.");
     }
 
     /// <summary>HF Trainer's rule: no decay for biases and LayerNorm (ln_*, layer_norm, LayerNorm) weights.</summary>
@@ -51,7 +58,7 @@ public abstract unsafe class Optimizer : IDisposable
 {
     private const long Chunk = 1 << 16;
     private readonly nint[] _state;
-    private readonly (int Param, long Begin, long End, float Decay)[] _work;
+    private readonly (int Param, long Begin, long End, float Decay, float Scale)[] _work;
 
     protected Optimizer(ParameterStore store, OptimizerConfig config, long begin, long end, string[] stateNames)
     {
@@ -71,9 +78,11 @@ public abstract unsafe class Optimizer : IDisposable
         }
         _work = store.Segments(begin, end).Where(s => store.Parameters[s.Index].Trainable).SelectMany(s =>
         {
-            float decay = config.Decays(store.Parameters[s.Index].Name) ? (float)config.WeightDecay : 0f;
-            var parts = new List<(int, long, long, float)>();
-            for (long b = s.Begin; b < s.End; b += Chunk) parts.Add((s.Index, b, Math.Min(s.End, b + Chunk), decay));
+            var name = store.Parameters[s.Index].Name;
+            float decay = config.Decays(name) ? (float)config.WeightDecay : 0f;
+            float scale = config.LrScales is { } scales && scales.TryGetValue(name, out var x) ? (float)x : 1f;
+            var parts = new List<(int, long, long, float, float)>();
+            for (long b = s.Begin; b < s.End; b += Chunk) parts.Add((s.Index, b, Math.Min(s.End, b + Chunk), decay, scale));
             return parts;
         }).ToArray();
     }
@@ -97,16 +106,17 @@ public abstract unsafe class Optimizer : IDisposable
         Prepare(t, lr);
         Parallel.For(0, _work.Length, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, i =>
         {
-            var (_, b, e, decay) = _work[i];
+            var (_, b, e, decay, scale) = _work[i];
             int n = (int)(e - b);
             var state = new float*[_state.Length];
             for (int k = 0; k < state.Length; k++) state[k] = (float*)_state[k] + (b - Begin);
-            Update(new Span<float>(Store.ParamsPtr + b, n), new ReadOnlySpan<float>(Store.GradsPtr + b, n), state, n, decay);
+            Update(new Span<float>(Store.ParamsPtr + b, n), new ReadOnlySpan<float>(Store.GradsPtr + b, n), state, n, decay, scale);
         });
     }
 
     protected abstract void Prepare(long t, double lr);
-    protected abstract void Update(Span<float> p, ReadOnlySpan<float> g, float*[] state, int n, float decay);
+    /// <summary>Updates one segment; <paramref name="scale"/> multiplies the learning rate (<see cref="OptimizerConfig.LrScales"/>).</summary>
+    protected abstract void Update(Span<float> p, ReadOnlySpan<float> g, float*[] state, int n, float decay, float scale);
 
     public static Optimizer Create(ParameterStore store, OptimizerConfig config, long begin = 0, long end = -1) => config.Kind switch
     {
@@ -135,11 +145,11 @@ public sealed unsafe class AdamW(ParameterStore store, OptimizerConfig config, l
         _invSqrtBc2 = (float)(1 / Math.Sqrt(1 - Math.Pow(Config.Beta2, t)));
     }
 
-    protected override void Update(Span<float> p, ReadOnlySpan<float> g, float*[] state, int n, float decay)
+    protected override void Update(Span<float> p, ReadOnlySpan<float> g, float*[] state, int n, float decay, float scale)
     {
         var m = new Span<float>(state[0], n);
         var v = new Span<float>(state[1], n);
-        float b1 = (float)Config.Beta1, b2 = (float)Config.Beta2, eps = (float)Config.Eps, shrink = 1 - _lr * decay;
+        float b1 = (float)Config.Beta1, b2 = (float)Config.Beta2, eps = (float)Config.Eps, shrink = 1 - _lr * scale * decay, stepSize = _stepSize * scale;
         int i = 0;
         if (Vector.IsHardwareAccelerated)
         {
@@ -147,7 +157,7 @@ public sealed unsafe class AdamW(ParameterStore store, OptimizerConfig config, l
             var vg = MemoryMarshal.Cast<float, Vector<float>>(g);
             var vm = MemoryMarshal.Cast<float, Vector<float>>(m);
             var vv = MemoryMarshal.Cast<float, Vector<float>>(v);
-            Vector<float> B1 = new(b1), B2 = new(b2), C1 = new(1 - b1), C2 = new(1 - b2), E = new(eps), S = new(_stepSize), Q = new(_invSqrtBc2), D = new(shrink);
+            Vector<float> B1 = new(b1), B2 = new(b2), C1 = new(1 - b1), C2 = new(1 - b2), E = new(eps), S = new(stepSize), Q = new(_invSqrtBc2), D = new(shrink);
             for (int k = 0; k < vp.Length; k++)
             {
                 var gk = vg[k];
@@ -163,7 +173,7 @@ public sealed unsafe class AdamW(ParameterStore store, OptimizerConfig config, l
         {
             m[i] = b1 * m[i] + (1 - b1) * g[i];
             v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-            p[i] = p[i] * shrink - _stepSize * m[i] / (MathF.Sqrt(v[i]) * _invSqrtBc2 + eps);
+            p[i] = p[i] * shrink - stepSize * m[i] / (MathF.Sqrt(v[i]) * _invSqrtBc2 + eps);
         }
     }
 }
@@ -176,10 +186,10 @@ public sealed unsafe class Sgd(ParameterStore store, OptimizerConfig config, lon
 
     protected override void Prepare(long t, double lr) => _lr = (float)lr;
 
-    protected override void Update(Span<float> p, ReadOnlySpan<float> g, float*[] state, int n, float decay)
+    protected override void Update(Span<float> p, ReadOnlySpan<float> g, float*[] state, int n, float decay, float scale)
     {
         var buf = new Span<float>(state[0], n);
-        float mu = (float)Config.Momentum;
+        float mu = (float)Config.Momentum, lr = _lr * scale;
         for (int i = 0; i < n; i++)
         {
             float d = g[i] + decay * p[i];
@@ -188,7 +198,7 @@ public sealed unsafe class Sgd(ParameterStore store, OptimizerConfig config, lon
                 buf[i] = mu * buf[i] + d;
                 d = Config.Nesterov ? d + mu * buf[i] : buf[i];
             }
-            p[i] -= _lr * d;
+            p[i] -= lr * d;
         }
     }
 }

@@ -7,12 +7,14 @@ using Optimum.Core;
 namespace Optimum.Training;
 
 /// <summary>
-/// All parameters in one 64-byte-aligned native float buffer and all gradients in another, laid out
-/// identically and contiguously in graph order: parameter i occupies [Offset(i), Offset(i) + Count(i)).
-/// Each parameter and gradient has an <see cref="OrtValue"/> that is a view into the buffer, so ONNX
-/// Runtime reads parameters and writes gradients in place. For ZeRO-1 the buffer is cut into
-/// <c>shards</c> contiguous shards of ceil(P / shards) floats (the tail is zero padding), so the layout
-/// does not depend on the shard count and re-sharding is re-slicing. The store owns the buffers and
+/// All parameters in one 64-byte-aligned native float buffer and the gradients of the trainable ones in another.
+/// Trainable parameters come first, contiguously in graph order: trainable parameter i occupies
+/// [Offset(i), Offset(i) + Count(i)) of both buffers. That region is cut into <c>shards</c> contiguous shards of
+/// ceil(T / shards) floats (T = trainable floats; the tail is zero padding), so the layout of the trainable region does
+/// not depend on the shard count and re-sharding is re-slicing. Parameters that are not trained (buffers such as BatchNorm
+/// running statistics, and frozen parameters) follow the padding, in graph order, and have no gradient: ZeRO-1 shards,
+/// reduces, clips and steps only the trainable region. Each parameter and gradient has an <see cref="OrtValue"/> that is
+/// a view into its buffer, so ONNX Runtime reads parameters and writes gradients in place. The store owns the buffers and
 /// the views; dispose it after every session that bound them.
 /// </summary>
 public sealed unsafe class ParameterStore : IDisposable
@@ -21,7 +23,7 @@ public sealed unsafe class ParameterStore : IDisposable
     private readonly float* _params;
     private readonly float* _grads;
     private readonly OrtValue[] _paramViews;
-    private readonly OrtValue[] _gradViews;
+    private readonly OrtValue?[] _gradViews;
     private bool _disposed;
 
     public ParameterStore(IReadOnlyList<ParameterInfo> parameters, int shards = 1)
@@ -33,6 +35,7 @@ public sealed unsafe class ParameterStore : IDisposable
         long at = 0;
         for (int i = 0; i < parameters.Count; i++)
         {
+            if (!parameters[i].Trainable) continue;
             _offsets[i] = at;
             at += parameters[i].Count;
         }
@@ -40,26 +43,37 @@ public sealed unsafe class ParameterStore : IDisposable
         ShardLength = (at + shards - 1) / shards;
         Length = ShardLength * shards;
         Shards = shards;
-        nuint bytes = (nuint)(Length * sizeof(float));
-        _params = (float*)NativeMemory.AlignedAlloc(bytes, 64);
-        _grads = (float*)NativeMemory.AlignedAlloc(bytes, 64);
+        at = Length;
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            if (parameters[i].Trainable) continue;
+            _offsets[i] = at;
+            at += parameters[i].Count;
+        }
+        Total = at;
+        nuint bytes = (nuint)(Total * sizeof(float)), gradBytes = (nuint)(Length * sizeof(float));
+        _params = (float*)NativeMemory.AlignedAlloc(Math.Max(bytes, 1), 64);
+        _grads = (float*)NativeMemory.AlignedAlloc(Math.Max(gradBytes, 1), 64);
         NativeMemory.Clear(_params, bytes);
-        NativeMemory.Clear(_grads, bytes);
+        NativeMemory.Clear(_grads, gradBytes);
         _paramViews = new OrtValue[parameters.Count];
-        _gradViews = new OrtValue[parameters.Count];
+        _gradViews = new OrtValue?[parameters.Count];
         for (int i = 0; i < parameters.Count; i++)
         {
             long len = parameters[i].Count * sizeof(float);
             _paramViews[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, parameters[i].Shape, (nint)(_params + _offsets[i]), len);
-            _gradViews[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, parameters[i].Shape, (nint)(_grads + _offsets[i]), len);
+            if (parameters[i].Trainable)
+                _gradViews[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, parameters[i].Shape, (nint)(_grads + _offsets[i]), len);
         }
     }
 
     public IReadOnlyList<ParameterInfo> Parameters { get; }
-    /// <summary>Buffer length in floats (padded).</summary>
+    /// <summary>Length in floats of the trainable (sharded) region and of the gradient buffer (padded).</summary>
     public long Length { get; }
-    /// <summary>Number of parameters P (floats before the padding).</summary>
+    /// <summary>Trainable floats T (before the padding).</summary>
     public long Used { get; }
+    /// <summary>Length in floats of the parameter buffer: the trainable region, then the parameters that are not trained.</summary>
+    public long Total { get; }
     public int Shards { get; }
     /// <summary>Floats per shard: ceil(P / shards).</summary>
     public long ShardLength { get; }
@@ -69,15 +83,21 @@ public sealed unsafe class ParameterStore : IDisposable
 
     public float* ParamsPtr => _params;
     public float* GradsPtr => _grads;
+    /// <summary>The trainable (sharded) region of the parameter buffer, padding included.</summary>
     public Span<float> AllParams => new(_params, checked((int)Length));
+    /// <summary>The whole parameter buffer: the trainable region, then the parameters that are not trained.</summary>
+    public Span<float> AllValues => new(_params, checked((int)Total));
     public Span<float> AllGrads => new(_grads, checked((int)Length));
     public Span<float> Param(int i) => new(_params + _offsets[i], checked((int)Parameters[i].Count));
-    public Span<float> Grad(int i) => new(_grads + _offsets[i], checked((int)Parameters[i].Count));
+    /// <summary>The gradient of trainable parameter <paramref name="i"/>; a parameter that is not trained has none.</summary>
+    public Span<float> Grad(int i) => Parameters[i].Trainable ? new(_grads + _offsets[i], checked((int)Parameters[i].Count))
+        : throw new InvalidOperationException($"Parameter '{Parameters[i].Name}' is not trained (a buffer or frozen): it has no gradient.");
 
     /// <summary>The view of parameter <paramref name="i"/>; owned by the store.</summary>
     public OrtValue ParamValue(int i) => _paramViews[i];
     /// <summary>The view of gradient <paramref name="i"/>; owned by the store.</summary>
-    public OrtValue GradValue(int i) => _gradViews[i];
+    public OrtValue GradValue(int i) => _gradViews[i]
+        ?? throw new InvalidOperationException($"Parameter '{Parameters[i].Name}' is not trained (a buffer or frozen): it has no gradient.");
 
     /// <summary>Copies weights in (graph order); sizes are checked against the parameter list.</summary>
     public void Load(IReadOnlyList<float[]> weights)
@@ -109,7 +129,7 @@ public sealed unsafe class ParameterStore : IDisposable
         if (_disposed) return;
         _disposed = true;
         foreach (var v in _paramViews) v.Dispose();
-        foreach (var v in _gradViews) v.Dispose();
+        foreach (var v in _gradViews) v?.Dispose();
         NativeMemory.AlignedFree(_params);
         NativeMemory.AlignedFree(_grads);
     }

@@ -38,10 +38,14 @@ public sealed class Trainer : IDisposable
         _o = options;
         _data = data;
         _comm = communicator ?? new SingleProcess();
-        _store = new ParameterStore(ModelFolder.ReadParameters(options.ModelDir), _comm.Size);
+        var parameters = ModelFolder.ReadParameters(options.ModelDir);
+        Frozen = Freezing.Resolve(options.Freeze, parameters);
+        _store = new ParameterStore(Freezing.Apply(parameters, Frozen), _comm.Size);
         try
         {
             _store.Load(initialWeights);
+            // Frozen weights never change: their checksum, taken once, goes into every checkpoint.
+            _frozenSha256 = Frozen.Count > 0 ? Freezing.Checksum(_store, Frozen) : null;
             _session = new TrainingSession(options.ModelDir, _store, options.Session);
             var (begin, end) = _store.Shard(_comm.Rank);
             _opt = Optimizer.Create(_store, options.Optimizer, begin, end);
@@ -59,6 +63,9 @@ public sealed class Trainer : IDisposable
     }
 
     public ICommunicator Communicator => _comm;
+    /// <summary>Names of the frozen parameters (<see cref="TrainerOptions.Freeze"/>), in graph order.</summary>
+    public IReadOnlyList<string> Frozen { get; }
+    private readonly string? _frozenSha256;
     private bool Lead => _comm.Rank == 0;
 
     /// <summary>Times a collective so that steps report their communication share.</summary>
@@ -117,8 +124,8 @@ public sealed class Trainer : IDisposable
         if (_o.Resume is { } r)
         {
             var dir = r.Resolve(CheckpointRoot);
+            CheckCompatible(Checkpoints.ReadState(dir), dir);
             var state = Checkpoints.Load(dir, _store, _opt, _ema);
-            CheckCompatible(state, dir);
             (start, skipped) = (state.Step, state.SkippedSteps);
             if (Lead) Log?.Invoke($"resumed from {dir} at step {start} ({state.WorldSize} rank(s) then, {_comm.Size} now)");
         }
@@ -286,7 +293,7 @@ public sealed class Trainer : IDisposable
         {
             Step = step, SamplesSeen = step * SamplesPerStep, SkippedSteps = skipped, Seed = _o.Seed, TotalSteps = _o.Steps,
             BatchSize = _o.BatchSize, GradAccum = _o.GradAccum, Optimizer = EnumNames.Name(_o.Optimizer.Kind), Schedule = EnumNames.Name(_o.Schedule), Lr = _o.Lr, Warmup = _o.Warmup,
-            WorldSize = _comm.Size, GlobalBatch = SamplesPerStep, Ema = _o.Ema,
+            WorldSize = _comm.Size, GlobalBatch = SamplesPerStep, Ema = _o.Ema, Frozen = Frozen, FrozenSha256 = _frozenSha256,
         };
         var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm, _ema);
         if (Lead) Log?.Invoke($"checkpoint {dir}");
@@ -319,6 +326,7 @@ public sealed class Trainer : IDisposable
         Same("total_steps", s.TotalSteps, _o.Steps);
         Same("optimizer", s.Optimizer, EnumNames.Name(_o.Optimizer.Kind));
         Same("EMA settings (ema)", s.Ema?.ToString() ?? "none", _o.Ema?.ToString() ?? "none");
+        Same("frozen parameters (frozen)", s.Frozen.Count == 0 ? "none" : string.Join(", ", s.Frozen), Frozen.Count == 0 ? "none" : string.Join(", ", Frozen));
         if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{state}' is at step {s.Step}, past the run's {_o.Steps} steps.");
     }
 

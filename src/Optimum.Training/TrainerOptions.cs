@@ -46,6 +46,12 @@ public sealed record TrainerOptions
     /// <summary>Keep an exponential moving average of the weights (diffusers' EMAModel); it is checkpointed and is what final/ and hf/ get.</summary>
     public EmaOptions? Ema { get; init; }
     public SessionSettings Session { get; init; } = new();
+    /// <summary>
+    /// Parameters not to train, by name pattern (<see cref="Freezing"/>: '.'-separated segments, '*' within one, '**' across,
+    /// a module name freezes its parameters). They get no gradient, no optimizer state and no share of ZeRO-1 or the
+    /// gradient norm; checkpoints leave them out and record their checksum; final/ and hf/ still hold the full model.
+    /// </summary>
+    public IReadOnlyList<string> Freeze { get; init; } = [];
 
     public void Validate()
     {

@@ -47,6 +47,7 @@ public sealed class TrainingJob : IDisposable
             Kind = ModelKinds.For(hf);
             ModelType = hf.ModelType!;                                                      // For refuses a folder without one
             var config = Kind.ReadConfig(hf);
+            Freezing.Resolve(t.Freeze, ModelFolder.ReadParameters(t.ModelDir));                  // a pattern that matches nothing stops before the data is read
             if (o.SeqLen is int seqLen && !Kind.CutsWindows)
                 throw new ArgumentException($"--seq-len {seqLen} does not apply to {ModelType} models, which train on {Kind.TrainingData} at the lengths their config.json sets; leave it out.");
             Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout, t.Seed, o.LabelDropout), config, _say);
@@ -61,6 +62,8 @@ public sealed class TrainingJob : IDisposable
         }
         Trainer.Log += _say;
         _say($"model: {Trainer.Store.Parameters.Count} tensors, {Trainer.Store.Parameters.Sum(p => p.Count):N0} parameters; optimizer state {Trainer.Optimizer.StateBytes / 1e6:F1} MB per rank");
+        if (Trainer.Frozen.Count > 0)
+            _say($"frozen: {Trainer.Frozen.Count} tensors ({Trainer.Store.Parameters.Where(p => Trainer.Frozen.Contains(p.Name)).Sum(p => p.Count):N0} parameters); training {Trainer.Store.Used:N0} parameters");
         if (comm.Size > 1) _say($"ZeRO-1 over {comm.Size} ranks ({comm.Backend}): global batch {t.BatchSize * t.GradAccum * comm.Size} samples");
     }
 

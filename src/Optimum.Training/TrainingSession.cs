@@ -39,12 +39,16 @@ public sealed class TrainingSession : IDisposable
         var declared = ModelFolder.ReadParameters(modelDir);
         if (!declared.Select(p => (p.Name, string.Join(",", p.Shape))).SequenceEqual(store.Parameters.Select(p => (p.Name, string.Join(",", p.Shape)))))
             throw new InvalidDataException($"'{modelDir}' declares parameters that differ from the store's.");
+        // A parameter the folder trains but the store does not is frozen: the folder's training graph is run without its gradient.
+        if (declared.Zip(store.Parameters).FirstOrDefault(x => !x.First.Trainable && x.Second.Trainable) is { First: not null } buffer)
+            throw new InvalidDataException($"'{modelDir}' declares '{buffer.First.Name}' a buffer (never trained), but the store trains it.");
+        Frozen = declared.Zip(store.Parameters).Where(x => x.First.Trainable && !x.Second.Trainable).Select(x => x.First.Name).ToArray();
         TrainInputs = ModelFolder.ReadInputs(modelDir, "training").Select(i => i.Name).ToArray();
         EvalInputs = ModelFolder.ReadInputs(modelDir, "eval").Select(i => i.Name).ToArray();
         using var options = settings.CreateOptions(training: true);
         var evalPath = Path.Combine(modelDir, ModelFolder.EvalFile);
         if (!File.Exists(evalPath)) throw new FileNotFoundException($"Graph '{evalPath}' does not exist.", evalPath);
-        _train = Open(Path.Combine(modelDir, ModelFolder.TrainingFile), options);
+        _train = Open(Path.Combine(modelDir, ModelFolder.TrainingFile), options, Frozen);
         _trainBinding = _train.CreateIoBinding();
         var trainOutputs = ReadOutputs(modelDir, "training");
         for (int i = 0; i < store.Parameters.Count; i++)
@@ -113,10 +117,15 @@ public sealed class TrainingSession : IDisposable
     /// <summary>Store indices of the buffers the training graph updates each step (e.g. BatchNorm running statistics).</summary>
     public IReadOnlyList<int> UpdatedBuffers { get; }
 
-    private static InferenceSession Open(string path, SessionOptions options)
+    /// <summary>Trainable parameters of the model folder that the store does not train (frozen), in graph order.</summary>
+    public IReadOnlyList<string> Frozen { get; }
+
+    private static InferenceSession Open(string path, SessionOptions options, IReadOnlyList<string>? frozen = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Graph '{path}' does not exist.", path);
-        return new InferenceSession(path, options);
+        if (frozen is not { Count: > 0 }) return new InferenceSession(path, options);
+        // The frozen variant is made in memory from the folder's graph, so every model kind freezes without its definition.
+        return new InferenceSession(TrainingGraph.Freeze(File.ReadAllBytes(path), frozen), options);
     }
 
     private OrtValue Own(OrtValue v)

@@ -27,6 +27,22 @@ public sealed class TrainArgumentsTests(ITestOutputHelper output)
     }
 }
 
+/// <summary>--freeze patterns that match no trainable parameter, or that freeze them all, are one-line errors naming them.</summary>
+public sealed class TrainFreezeArgumentsTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("--freeze transformer.h.9", "--freeze 'transformer.h.9' matches no trainable parameter")]
+    [InlineData("--freeze transformer.h.0 --freeze h.1", "--freeze 'h.1' matches no trainable parameter")]
+    [InlineData("--freeze transformer", "freezes all 52 trainable parameters: nothing would be trained")]
+    public void BadFreezePatterns_AreOneLineErrors(string flags, string expected)
+    {
+        var (code, stderr) = CliProcess.Run($"train --model {Repo.Path("models", "gpt2-mini")} --data {Repo.Path("samples", "data", "moby-dick.txt")} --out {Path.Combine(Path.GetTempPath(), "never-" + Guid.NewGuid().ToString("N"))} --steps 2 --warmup 0 {flags}", output);
+        Assert.Equal(1, code);
+        Assert.Contains(expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+}
+
 /// <summary>
 /// Options that do not fit the model or the data are refused naming them: --seq-len for kinds that train at their
 /// config's lengths (it was silently ignored), and a global batch larger than the data (--ranks 200 ran out of memory).

@@ -98,4 +98,48 @@ public sealed class CompositeTests(ITestOutputHelper output)
         using var tt = new OrtModel(train);
         Assert.Equal(30, tt.Run(feeds)["grad.fc1.weight"].Length);
     }
+
+    [Fact]
+    public void FrozenParameters_GetNoGradientOutputsOrBackwardNodes_BuiltOrCutFromTheFullGraph()
+    {
+        static ModelOutputs Define(GraphBuilder g, bool training)
+        {
+            var x = g.Input("x", DType.Float, Shape.Of("batch", 6));
+            var y = g.Input("labels", DType.Int64, Shape.Of("batch"));
+            var h = g.Relu(g.MatMul(x, g.Parameter("fc1.weight", Shape.Of(6, 5))) + g.Parameter("fc1.bias", Shape.Of(5)));
+            var logits = g.MatMul(h, g.Parameter("fc2.weight", Shape.Of(5, 3))) + g.Parameter("fc2.bias", Shape.Of(3));
+            return new ModelOutputs(g.SoftmaxCrossEntropyLoss(logits, y));
+        }
+        string[] frozen = ["fc1.weight", "fc1.bias"];
+        var full = TrainingGraph.BuildTraining("mlp", Define);
+        var built = TrainingGraph.BuildTraining("mlp", Define, frozen);
+        var cut = ModelReader.FromProto(TrainingGraph.Freeze(ModelWriter.ToProto(full), frozen));
+        foreach (var g in new[] { built, cut })
+        {
+            Assert.Equal(["loss", "grad.fc2.weight", "grad.fc2.bias"], g.Outputs.Select(o => o.Name));
+            Assert.Equal(full.Inputs.Select(i => i.Name), g.Inputs.Select(i => i.Name));            // frozen parameters stay inputs
+            // The backward pass stops at fc2's input: nothing goes back through the ReLU to fc1 (dW1 = xᵀ·dh would read x).
+            Assert.DoesNotContain(g.Nodes, n => n.Name.StartsWith("grad/", StringComparison.Ordinal) && n.Inputs.Any(i => i?.Name == "x"));
+            Assert.True(g.Nodes.Count < full.Nodes.Count, $"{g.Nodes.Count} nodes, the full graph has {full.Nodes.Count}");
+        }
+        Assert.Contains(full.Nodes, n => n.Name.StartsWith("grad/", StringComparison.Ordinal) && n.Inputs.Any(i => i?.Name == "x"));
+        Assert.Throws<GraphBuildException>(() => TrainingGraph.BuildTraining("mlp", Define, ["fc3.weight"]));
+
+        var rng = new Random(4);
+        HostTensor R(params long[] d) => new(Enumerable.Range(0, (int)d.Aggregate(1L, (a, b) => a * b)).Select(_ => Rand.Normal(rng)).ToArray(), d, DType.Float);
+        var feeds = new Dictionary<string, HostTensor>
+        {
+            ["x"] = R(4, 6), ["labels"] = new([0, 1, 2, 1], [4], DType.Int64),
+            ["fc1.weight"] = R(6, 5), ["fc1.bias"] = R(5), ["fc2.weight"] = R(5, 3), ["fc2.bias"] = R(3),
+        };
+        using var f = new OrtModel(full);
+        using var b = new OrtModel(built);
+        using var c = new OrtModel(cut);
+        var (rf, rb, rc) = (f.Run(feeds), b.Run(feeds), c.Run(feeds));
+        foreach (var o in new[] { "loss", "grad.fc2.weight", "grad.fc2.bias" })
+        {
+            Assert.Equal(rf[o], rb[o]);
+            Assert.Equal(rf[o], rc[o]);
+        }
+    }
 }

@@ -137,6 +137,9 @@ public sealed class CheckpointFuzzTests(ITestOutputHelper output) : IDisposable
             // EMA settings must be the run's: unknown fields are ignored and absent ones take the defaults, which the run uses.
             new("ema", n => n is JsonObject o && o.All(kv => !ema.ContainsKey(kv.Key) || JsonNode.DeepEquals(kv.Value, ema[kv.Key])), false, false,
                 [[new JsonObject(), new JsonObject { ["max_decay"] = 0.5 }, new JsonObject { ["power"] = "x" }, new JsonObject { ["fuzz"] = 1 }, 5, "ema", new JsonArray()]]),
+            // Nothing frozen in this run: another frozen set is refused (resume needs the run's), as is a checksum without one.
+            ConfigRules.List("frozen", a => a.Count == 0, [new JsonArray(), new JsonArray("transformer.wte.weight"), new JsonArray(5), new JsonArray("")], absentOk: true, nullOk: false),
+            new("frozen_sha256", _ => false, true, true, [[new string('a', 64), "x", 5, new JsonArray()]]),
             new("files", n => JsonNode.DeepEquals(n, files), false, false,
                 [[new JsonObject(), new JsonArray(), "x", new JsonObject { [ModelFolder.WeightsFile] = 5 }, new JsonObject { [ModelFolder.WeightsFile] = null }]]),
         ];

@@ -1,3 +1,5 @@
+using Optimum.Onnx.Proto;
+
 namespace Optimum.Onnx;
 
 /// <summary>What a model definition returns: the loss and, for the eval graph, other named outputs.</summary>
@@ -20,13 +22,17 @@ public static class TrainingGraph
 
     /// <summary>
     /// Builds the training graph: runs <paramref name="define"/> with <c>training = true</c>, then
-    /// differentiates the loss with respect to every parameter.
+    /// differentiates the loss with respect to every trainable parameter not in <paramref name="frozen"/>.
+    /// Frozen parameters stay graph inputs but get no <c>grad.</c> output, and no backward node that only they need is emitted.
     /// </summary>
-    public static GraphBuilder BuildTraining(string name, Func<GraphBuilder, bool, ModelOutputs> define)
+    /// <param name="name">Graph name.</param>
+    /// <param name="define">The model definition, called once with <c>training = true</c>.</param>
+    /// <param name="frozen">Names of trainable parameters to freeze (none when null); a name that is not one is refused.</param>
+    public static GraphBuilder BuildTraining(string name, Func<GraphBuilder, bool, ModelOutputs> define, IReadOnlyCollection<string>? frozen = null)
     {
         var g = new GraphBuilder(name);
         var m = define(g, true);
-        AddGradientOutputs(g, m.Loss);
+        AddGradientOutputs(g, m.Loss, frozen);
         foreach (var (buffer, v) in m.Updates ?? []) g.Output(v, UpdatePrefix + buffer);
         return g;
     }
@@ -41,13 +47,80 @@ public static class TrainingGraph
         return g;
     }
 
-    /// <summary>Adds outputs <c>loss</c> and <c>grad.&lt;p&gt;</c> for every trainable parameter of the graph, in declaration order.</summary>
-    public static IReadOnlyList<Value> AddGradientOutputs(GraphBuilder g, Value loss)
+    /// <summary>
+    /// Adds outputs <c>loss</c> and <c>grad.&lt;p&gt;</c> for every trainable parameter of the graph not in
+    /// <paramref name="frozen"/>, in declaration order.
+    /// </summary>
+    public static IReadOnlyList<Value> AddGradientOutputs(GraphBuilder g, Value loss, IReadOnlyCollection<string>? frozen = null)
     {
         var ps = g.TrainableParameters;
+        if (frozen is { Count: > 0 })
+        {
+            var names = ps.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+            if (frozen.FirstOrDefault(f => !names.Contains(f)) is { } stray)
+                throw new GraphBuildException($"Cannot freeze '{stray}': it is not a trainable parameter of graph '{g.Name}'.");
+            var set = frozen.ToHashSet(StringComparer.Ordinal);
+            ps = ps.Where(p => !set.Contains(p.Name)).ToList();
+        }
         if (ps.Count == 0) throw new GraphBuildException($"Graph '{g.Name}' has no parameters to differentiate.");
         var grads = Autodiff.Gradients(loss, ps);
         g.Output(loss, "loss");
         return ps.Select((p, i) => g.Output(grads[i], GradPrefix + p.Name)).ToArray();
+    }
+
+    /// <summary>
+    /// The training graph <paramref name="model"/> with <paramref name="frozen"/> parameters frozen: their <c>grad.</c>
+    /// outputs removed, then every node, value_info and initializer no remaining output needs (the backward chain only
+    /// they needed). They stay graph inputs. Works on any training graph of this project without its model definition,
+    /// which is how the trainer freezes a model folder's committed training.onnx at run time. Returns a new model.
+    /// </summary>
+    public static ModelProto Freeze(ModelProto model, IReadOnlyCollection<string> frozen)
+    {
+        var m = model.Clone();
+        var g = m.Graph ?? throw new GraphBuildException("Model has no graph.");
+        var set = frozen.ToHashSet(StringComparer.Ordinal);
+        var outputs = g.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        if (set.FirstOrDefault(f => !outputs.Contains(GradPrefix + f)) is { } stray)
+            throw new GraphBuildException($"Cannot freeze '{stray}': graph '{g.Name}' has no output '{GradPrefix}{stray}' (not a trainable parameter).");
+        var kept = g.Output.Where(o => !(o.Name.StartsWith(GradPrefix, StringComparison.Ordinal) && set.Contains(o.Name[GradPrefix.Length..]))).ToArray();
+        if (!kept.Any(o => o.Name.StartsWith(GradPrefix, StringComparison.Ordinal)))
+            throw new GraphBuildException($"Freezing {set.Count} parameter(s) of graph '{g.Name}' leaves no gradient output: nothing to train.");
+        g.Output.Clear();
+        g.Output.Add(kept);
+        var needed = kept.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        var nodes = new List<NodeProto>();
+        for (int i = g.Node.Count - 1; i >= 0; i--)
+        {
+            var n = g.Node[i];
+            if (!n.Output.Any(needed.Contains)) continue;
+            nodes.Add(n);
+            foreach (var x in n.Input) if (x != "") needed.Add(x);
+            // Subgraphs (If, Loop, Scan) may read values of the outer graph by name.
+            foreach (var a in n.Attribute) foreach (var sub in a.Graphs.Append(a.G)) if (sub is not null) AddReads(sub, needed);
+        }
+        nodes.Reverse();
+        g.Node.Clear();
+        g.Node.Add(nodes);
+        var produced = nodes.SelectMany(n => n.Output).ToHashSet(StringComparer.Ordinal);
+        var infos = g.ValueInfo.Where(v => produced.Contains(v.Name)).ToArray();
+        g.ValueInfo.Clear();
+        g.ValueInfo.Add(infos);
+        var inits = g.Initializer.Where(t => needed.Contains(t.Name)).ToArray();
+        g.Initializer.Clear();
+        g.Initializer.Add(inits);
+        return m;
+    }
+
+    /// <summary><see cref="Freeze(ModelProto, IReadOnlyCollection{string})"/> over the bytes of an ONNX file.</summary>
+    public static byte[] Freeze(byte[] model, IReadOnlyCollection<string> frozen) =>
+        Google.Protobuf.MessageExtensions.ToByteArray(Freeze(ModelProto.Parser.ParseFrom(model), frozen));
+
+    private static void AddReads(GraphProto sub, HashSet<string> needed)
+    {
+        foreach (var n in sub.Node)
+        {
+            foreach (var x in n.Input) if (x != "") needed.Add(x);
+            foreach (var a in n.Attribute) foreach (var s in a.Graphs.Append(a.G)) if (s is not null) AddReads(s, needed);
+        }
     }
 }
