@@ -4,7 +4,9 @@ namespace Optimum.Onnx;
 public sealed partial class GraphBuilder
 {
     /// <summary>Numpy matmul: (..., m, k) @ (..., k, n) with broadcast batch dims; 1-D operands as numpy treats them.</summary>
-    public Value MatMul(Value a, Value b) => Emit("MatMul", [a, b], null, n =>
+    public Value MatMul(Value a, Value b) => AfterLinear(a, b, gemmTransB: null, MatMulNode(a, b));
+
+    private Value MatMulNode(Value a, Value b) => Emit("MatMul", [a, b], null, n =>
     {
         if (a.Type != b.Type) throw Error("MatMul", n, $"Element types differ: {a.Type.Name()}{a.Shape} and {b.Type.Name()}{b.Shape}");
         if (a.Rank == 0 || b.Rank == 0) throw Error("MatMul", n, $"Cannot multiply scalars {a.Shape} and {b.Shape}");
@@ -24,7 +26,7 @@ public sealed partial class GraphBuilder
     public Value Gemm(Value a, Value b, Value? c = null, float alpha = 1f, float beta = 1f, bool transA = false, bool transB = false)
     {
         var attrs = new Dictionary<string, AttrValue> { ["alpha"] = alpha, ["beta"] = beta, ["transA"] = transA ? 1L : 0L, ["transB"] = transB ? 1L : 0L };
-        return Emit("Gemm", c is null ? [a, b] : [a, b, c], attrs, n =>
+        var y = Emit("Gemm", c is null ? [a, b] : [a, b, c], attrs, n =>
         {
             if (a.Rank != 2 || b.Rank != 2) throw Error("Gemm", n, $"A and B must be 2-D, got {a.Shape} and {b.Shape}");
             Dim m = transA ? a.Shape[1] : a.Shape[0], ka = transA ? a.Shape[0] : a.Shape[1];
@@ -35,6 +37,7 @@ public sealed partial class GraphBuilder
                 throw Error("Gemm", n, $"C {c.Shape} does not broadcast to {y}");
             return [(a.Type, y)];
         })[0];
+        return AfterLinear(a, b, transB, y, transA);
     }
 
     /// <summary>
