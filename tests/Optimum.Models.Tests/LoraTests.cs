@@ -262,6 +262,37 @@ public sealed class LoraTests(ITestOutputHelper output)
         Assert.Equal(4, g.Parameters.Count(p => p.Name.Contains(".lora_", StringComparison.Ordinal)));
     }
 
+    [Fact]
+    public void OtherKinds_AdaptTheirLinearLayers_AndRefuseConvolutions()
+    {
+        var unet = new UNet2DConfig
+        {
+            SampleSize = 4, InChannels = 1, OutChannels = 3, BlockOutChannels = [8], LayersPerBlock = 1,
+            DownBlockTypes = ["AttnDownBlock2D"], UpBlockTypes = ["AttnUpBlock2D"], NormNumGroups = 4, AttentionHeadDim = null,
+        };
+        Func<GraphBuilder, bool, ModelOutputs> unetDefine = (g, t) => UNet2D.Define(g, t, unet);
+        var g = TrainingGraph.BuildTraining("unet-lora", LoraGraph.Apply(unetDefine, new LoraConfig { R = 2, TargetModules = ["to_q", "to_v", "time_emb_proj"] }));
+        var modules = LoraGraph.Modules(g);
+        Assert.Contains(modules, m => m.Name.EndsWith(".attentions.0.to_q", StringComparison.Ordinal));
+        Assert.Contains(modules, m => m.Name.EndsWith(".resnets.0.time_emb_proj", StringComparison.Ordinal));
+        Assert.All(modules, m => Assert.False(m.FanInFanOut));
+        Assert.All(modules, m => Assert.Contains(g.Outputs, o => o.Name == "grad." + m.AName));
+        var conv = Assert.Throws<NotSupportedException>(() => TrainingGraph.BuildEval("unet-lora", LoraGraph.Apply(unetDefine, new LoraConfig { TargetModules = ["conv1"] })));
+        Assert.Contains("Conv", conv.Message);
+        Assert.Contains("convolutions is not supported", conv.Message);
+
+        var series = new TimeSeriesConfig
+        {
+            ModelType = "time_series_transformer", PredictionLength = 4, ContextLength = 8, LagsSequence = [1, 3, 4], DistributionOutput = "normal", Scaling = "std",
+            NumStaticCategoricalFeatures = 2, Cardinality = [3, 5], EmbeddingDimension = [2, 3], NumStaticRealFeatures = 1, NumTimeFeatures = 2, NumDynamicRealFeatures = 1,
+            DModel = 8, EncoderLayers = 2, DecoderLayers = 2, EncoderAttentionHeads = 2, DecoderAttentionHeads = 4, EncoderFfnDim = 6, DecoderFfnDim = 5,
+            ActivationFunction = "gelu_new", Dropout = 0, AttentionDropout = 0, ActivationDropout = 0, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
+        };
+        var ts = TrainingGraph.BuildEval("ts-lora", LoraGraph.Apply((g2, t) => TimeSeriesModel.Define(g2, t, series), new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"] }));
+        // Two layers each side; the decoder has self- and cross-attention.
+        Assert.Equal(2 * (2 + 2 * 2), LoraGraph.Modules(ts).Count);
+    }
+
     /// <summary>adapter_config.json as PEFT 0.17's save_pretrained writes it for GPT-2 (sorted keys, indent 2).</summary>
     private static string PeftConfigJson(int r, int alpha, string targets) => $$"""
         {
