@@ -100,6 +100,11 @@ public sealed class LoraTests(ITestOutputHelper output)
         Assert.Equal(closedForm, LoraAdapter.Initialize(new LoraConfig { R = 8, TargetModules = ["c_attn"] }, LoraGraph.Modules(g), 0).ParameterCount);
         Assert.Equal([8L, 128L], g.Parameters.Single(p => p.Name == "transformer.h.0.attn.c_attn.lora_A.weight").Shape.ToStatic());
         Assert.Equal([384L, 8L], g.Parameters.Single(p => p.Name == "transformer.h.0.attn.c_attn.lora_B.weight").Shape.ToStatic());
+        // What a LoRA run trains is exactly A and B: everything else is frozen.
+        var frozen = LoraGraph.FrozenParameters(g);
+        Assert.Equal(g.TrainableParameters.Count - lora.Length, frozen.Count);
+        Assert.DoesNotContain(frozen, n => n.Contains(".lora_", StringComparison.Ordinal));
+        Assert.Contains("transformer.h.0.attn.c_attn.weight", frozen);
     }
 
     [Theory]

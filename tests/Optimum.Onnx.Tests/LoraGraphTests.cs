@@ -57,6 +57,7 @@ public sealed class LoraGraphTests
         var g = Graph(form, withGradients: false);
         var m = Assert.Single(LoraGraph.Modules(g));
         Assert.Equal(new LoraModule("fc", In, Out, FanInFanOut: !Form(form).OutIn), m);
+        Assert.Equal(m, Assert.Single(LoraGraph.Modules(ModelReader.FromBytes(ModelWriter.ToBytes(g)))));   // carried in the ONNX file's metadata
         var feeds = Feeds(form, new Random(3), out var x, out var w, out var a, out var b);
         using var model = new OrtModel(g);
         var y = model.Run(feeds)["y"];

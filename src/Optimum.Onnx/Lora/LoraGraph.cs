@@ -57,6 +57,16 @@ public static class LoraGraph
             (string)m!["name"]!, (long)m["in"]!, (long)m["out"]!, (bool)m["fan_in_fan_out"]!)).ToArray();
     }
 
+    /// <summary>
+    /// The parameters a LoRA run keeps fixed: every trainable parameter of <paramref name="g"/> but the modules' A and B
+    /// (the frozen set for the trainer; biases stay frozen, PEFT's bias "none").
+    /// </summary>
+    public static IReadOnlyList<string> FrozenParameters(GraphBuilder g)
+    {
+        var lora = Modules(g).SelectMany(m => new[] { m.AName, m.BName }).ToHashSet(StringComparer.Ordinal);
+        return g.TrainableParameters.Select(p => p.Name).Where(n => !lora.Contains(n)).ToArray();
+    }
+
     private sealed class Scope(GraphBuilder g, LoraConfig config, bool training)
     {
         private readonly Dictionary<string, (Value A, Value B)> _adapted = new(StringComparer.Ordinal);
