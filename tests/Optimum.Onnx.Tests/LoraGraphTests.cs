@@ -11,7 +11,8 @@ public sealed class LoraGraphTests
     private static readonly LoraConfig Config = new() { R = 2, LoraAlpha = 3, TargetModules = ["fc"] };
 
     /// <summary>The linear forms: (weight stored (out, in)?, build y from x and W).</summary>
-    public static TheoryData<string> Forms => new() { "MatMul(x, W)", "MatMul(x, Transpose(W))", "Gemm(x, W, transB)", "Gemm(x, W)", "Gemm(xT, W, transA, transB)" };
+    private static readonly string[] FormNames = ["MatMul(x, W)", "MatMul(x, Transpose(W))", "Gemm(x, W, transB)", "Gemm(x, W)", "Gemm(xT, W, transA, transB)"];
+    public static TheoryData<string> Forms => new(FormNames);
 
     private static (bool OutIn, Func<GraphBuilder, Value, Value, Value> Y) Form(string f) => f switch
     {
@@ -98,6 +99,13 @@ public sealed class LoraGraphTests
                 Assert.True(Math.Abs(got - fd) <= atol + rtol * Math.Abs(fd), $"{form} d loss / d {name}[{k}]: analytic {got:E6}, finite difference {fd:E6}");
             }
         }
+    }
+
+    [Fact]
+    public void SameDefinition_GivesTheSameBytes()
+    {
+        foreach (var f in FormNames)
+            Assert.Equal(ModelWriter.ToBytes(Graph(f, withGradients: true)), ModelWriter.ToBytes(Graph(f, withGradients: true)));
     }
 
     [Fact]

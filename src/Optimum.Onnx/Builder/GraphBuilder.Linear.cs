@@ -35,7 +35,6 @@ public sealed partial class GraphBuilder
         else if (gemmTransB is null && b.Producer is { OpType: "Transpose" } t && t.Input(0) is { Kind: ValueKind.Parameter, Rank: 2 } tw
                  && (t.GetInts("perm") is null or [1, 0])) (w, fanInFanOut) = (tw, false);
         if (w is null || w.Rank != 2 || !w.Name.EndsWith(WeightSuffix, StringComparison.Ordinal) || !w.Shape.IsStatic) return y;
-        if (gemmTransB is null && a.Rank < 1) return y;
         long rows = w.Shape[0].Value, cols = w.Shape[1].Value;
         _rewriting = true;
         try
