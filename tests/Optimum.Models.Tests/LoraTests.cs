@@ -84,6 +84,9 @@ public sealed class LoraTests(ITestOutputHelper output)
         Assert.True(new LoraConfig { TargetModules = ["q"] }.Matches("encoder.block.0.layer.0.SelfAttention.q"));
         Assert.False(new LoraConfig { TargetModules = ["q"] }.Matches("encoder.block.0.layer.0.SelfAttention.xq"));
         Assert.False(new LoraConfig { TargetModulesRegex = "q" }.Matches("encoder.block.0.layer.0.SelfAttention.q"));   // regex: full match
+        // A regex may match LoRA's own modules too ("...c_attn.lora_A"): they are not base layers and are left alone.
+        var wide = Harness("gpt2", new LoraConfig { R = 2, TargetModulesRegex = @".*\.c_attn(\.lora_[AB])?" });
+        Assert.Equal(2, wide.Modules.Count);
     }
 
     [Fact]

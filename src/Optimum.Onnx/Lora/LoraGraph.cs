@@ -122,7 +122,8 @@ public static class LoraGraph
         private void Check()
         {
             // PEFT refuses a target that names a module it has no LoRA layer for; here: a matched weight that is not a linear layer's.
-            foreach (var w in g.Parameters.Where(p => p.Name.EndsWith(".weight", StringComparison.Ordinal)))
+            var own = _adapted.Values.SelectMany(p => new[] { p.A, p.B }).ToHashSet();
+            foreach (var w in g.Parameters.Where(p => p.Name.EndsWith(".weight", StringComparison.Ordinal) && !own.Contains(p)))
             {
                 var module = w.Name[..^".weight".Length];
                 if (!config.Matches(module)) continue;
