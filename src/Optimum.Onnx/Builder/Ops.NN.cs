@@ -3,8 +3,13 @@ namespace Optimum.Onnx;
 // Neural-network ops: MatMul, Gemm, normalisations, dropout, losses, convolution and pooling.
 public sealed partial class GraphBuilder
 {
-    /// <summary>Numpy matmul: (..., m, k) @ (..., k, n) with broadcast batch dims; 1-D operands as numpy treats them.</summary>
-    public Value MatMul(Value a, Value b) => Emit("MatMul", [a, b], null, n =>
+    /// <summary>
+    /// Numpy matmul: (..., m, k) @ (..., k, n) with broadcast batch dims; 1-D operands as numpy treats them.
+    /// A linear layer's product (see <see cref="LinearUse"/>) is offered to <see cref="LinearRewrite"/>.
+    /// </summary>
+    public Value MatMul(Value a, Value b) => AfterLinear(a, b, gemmTransB: null, MatMulNode(a, b));
+
+    private Value MatMulNode(Value a, Value b) => Emit("MatMul", [a, b], null, n =>
     {
         if (a.Type != b.Type) throw Error("MatMul", n, $"Element types differ: {a.Type.Name()}{a.Shape} and {b.Type.Name()}{b.Shape}");
         if (a.Rank == 0 || b.Rank == 0) throw Error("MatMul", n, $"Cannot multiply scalars {a.Shape} and {b.Shape}");
@@ -20,11 +25,11 @@ public sealed partial class GraphBuilder
         return [(a.Type, new Shape(dims))];
     })[0];
 
-    /// <summary><c>alpha * A' @ B' + beta * C</c> for 2-D A and B (optionally transposed).</summary>
+    /// <summary><c>alpha * A' @ B' + beta * C</c> for 2-D A and B (optionally transposed); with a parameter as B, offered to <see cref="LinearRewrite"/>.</summary>
     public Value Gemm(Value a, Value b, Value? c = null, float alpha = 1f, float beta = 1f, bool transA = false, bool transB = false)
     {
         var attrs = new Dictionary<string, AttrValue> { ["alpha"] = alpha, ["beta"] = beta, ["transA"] = transA ? 1L : 0L, ["transB"] = transB ? 1L : 0L };
-        return Emit("Gemm", c is null ? [a, b] : [a, b, c], attrs, n =>
+        var output = Emit("Gemm", c is null ? [a, b] : [a, b, c], attrs, n =>
         {
             if (a.Rank != 2 || b.Rank != 2) throw Error("Gemm", n, $"A and B must be 2-D, got {a.Shape} and {b.Shape}");
             Dim m = transA ? a.Shape[1] : a.Shape[0], ka = transA ? a.Shape[0] : a.Shape[1];
@@ -35,6 +40,7 @@ public sealed partial class GraphBuilder
                 throw Error("Gemm", n, $"C {c.Shape} does not broadcast to {y}");
             return [(a.Type, y)];
         })[0];
+        return AfterLinear(a, b, transB, output, transA);
     }
 
     /// <summary>
