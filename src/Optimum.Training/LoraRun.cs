@@ -13,7 +13,7 @@ namespace Optimum.Training;
 /// (the kind's definition with LoRA, written to OutputDir/lora-model/), its initial weights (the base's, A by PEFT's seeded
 /// init, B zero), the frozen set (every base parameter) and, at the end, the PEFT adapter and the merged export.
 /// </summary>
-internal sealed class LoraRun
+public sealed class LoraRun
 {
     public const string ModelFolderName = "lora-model";
     public const string AdapterFolderName = "adapter";
@@ -31,7 +31,7 @@ internal sealed class LoraRun
     public IReadOnlyList<string> Frozen { get; }
 
     /// <summary>Builds the LoRA graphs (rank 0 writes them, the others wait at a barrier); a kind without a definition is refused.</summary>
-    public static LoraRun Prepare(TrainerOptions t, IModelKind kind, object config, string modelType, ICommunicator comm)
+    internal static LoraRun Prepare(TrainerOptions t, IModelKind kind, object config, string modelType, ICommunicator comm)
     {
         var define = kind.Define(config)
             ?? throw new NotSupportedException($"--lora-r: {modelType} models do not expose their graph definition, so LoRA training is not offered for them (gpt2 is).");

@@ -87,7 +87,7 @@ public sealed class TrainingJob : IDisposable
 
     public IModelKind Kind { get; }
     /// <summary>The LoRA side of a run with <see cref="TrainerOptions.Lora"/> (null otherwise).</summary>
-    internal LoraRun? Lora { get; }
+    public LoraRun? Lora { get; }
     /// <summary>The folder's config.json model_type (a kind may read several, e.g. informer and time_series_transformer).</summary>
     public string ModelType { get; }
     public IBatchSource Data { get; }
