@@ -37,6 +37,8 @@ public interface IModelKind
     void SaveDataFiles(IBatchSource data, string dir);
     /// <summary>Loads a model folder with weights for inference; the caller disposes the result.</summary>
     LoadedModel Load(string dir, SessionSettings? settings = null);
+    /// <summary>The definition its training and eval graphs are built from (what LoRA runs transform), or null for a kind that does not expose it.</summary>
+    Func<GraphBuilder, bool, ModelOutputs>? Define(object config);
 }
 
 /// <summary>The typed base of a model kind: implement the members over <typeparamref name="TConfig"/>.</summary>
@@ -60,6 +62,9 @@ public abstract class ModelKind<TConfig> : IModelKind where TConfig : class, IHf
 
     public virtual void ImportFiles(string hfDir, string modelDir) { }
 
+    /// <summary>The training/eval definition (null: LoRA training is not offered for the kind).</summary>
+    public virtual Func<GraphBuilder, bool, ModelOutputs>? Define(TConfig config) => null;
+
     public virtual void ExportFiles(string modelDir, string hfDir) { }
 
     public virtual LoadedModel Load(string dir, SessionSettings? settings = null) =>
@@ -72,5 +77,6 @@ public abstract class ModelKind<TConfig> : IModelKind where TConfig : class, IHf
     JsonObject IModelKind.ToHf(object config) => ToHf(Typed(config));
     void IModelKind.Write(string dir, object config) => Write(dir, Typed(config));
     float[][] IModelKind.Initialize(IReadOnlyList<ParameterInfo> parameters, object config, int seed) => Initialize(parameters, Typed(config), seed);
+    Func<GraphBuilder, bool, ModelOutputs>? IModelKind.Define(object config) => Define(Typed(config));
     IBatchSource IModelKind.OpenTrainingData(DataOptions options, object config, Action<string> say) => OpenTrainingData(options, Typed(config), say);
 }

@@ -79,10 +79,14 @@ var tEma = new Option<bool>("--ema") { Description = "Keep an exponential moving
 var tEmaDecay = new Option<double>("--ema-max-decay") { Description = "Largest EMA decay.", DefaultValueFactory = _ => 0.9999 };
 var tFreeze = new Option<string[]>("--freeze") { Description = "Do not train the parameters matching this pattern (repeatable): '.'-separated segments, '*' within a segment, '**' across segments, a module name freezes all its parameters (e.g. 'transformer.h.*.attn', '**.bias', 'transformer.wte').", AllowMultipleArgumentsPerToken = false };
 var tLabelDrop = new Option<double>("--label-dropout") { Description = "Class-conditional diffusion models: share of labels replaced by the null label (the last class embedding) for classifier-free guidance.", DefaultValueFactory = _ => 0.1 };
+var tLoraR = new Option<int?>("--lora-r") { Description = "Train a LoRA adapter of this rank instead of the model (base frozen; <out>/adapter/ gets the PEFT adapter, final/ and hf/ the merged model)." };
+var tLoraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (scaling alpha / r; default 8, PEFT's)." };
+var tLoraTargets = new Option<string[]>("--lora-targets") { Description = "Module names or suffixes to adapt (repeatable, e.g. c_attn).", AllowMultipleArgumentsPerToken = true };
+var tLoraDropout = new Option<double?>("--lora-dropout") { Description = "Dropout on the LoRA input (default 0)." };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
     tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tOverwrite, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
-    tEma, tEmaDecay, tLabelDrop, tFreeze,
+    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout,
 };
 train.SetAction(r =>
 {
@@ -139,7 +143,25 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
     Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
     Ema = r.GetValue(tEma) ? new EmaOptions { MaxDecay = r.GetValue(tEmaDecay) } : null,
     Freeze = r.GetValue(tFreeze) ?? [],
+    Lora = LoraFrom(r),
 };
+
+Optimum.Onnx.Lora.LoraConfig? LoraFrom(ParseResult r)
+{
+    if (r.GetValue(tLoraR) is not int rank)
+    {
+        if (r.GetValue(tLoraAlpha) is not null || r.GetValue(tLoraTargets) is { Length: > 0 } || r.GetValue(tLoraDropout) is not null)
+            throw new ArgumentException("--lora-alpha, --lora-targets and --lora-dropout need --lora-r (the adapter's rank).");
+        return null;
+    }
+    if (rank < 1) throw new ArgumentException($"--lora-r {rank} must be at least 1.");
+    var targets = r.GetValue(tLoraTargets) ?? [];
+    if (targets.Length == 0) throw new ArgumentException("--lora-r needs --lora-targets: the linear layers to adapt (e.g. c_attn for GPT-2).");
+    return new Optimum.Onnx.Lora.LoraConfig
+    {
+        R = rank, LoraAlpha = r.GetValue(tLoraAlpha) ?? 8, LoraDropout = r.GetValue(tLoraDropout) ?? 0, TargetModules = targets,
+    };
+}
 
 // train-mlp: the first demo, kept as a shorthand: the digits MLP through the same trainer, by epochs, with SGD + momentum.
 var mModel = new Option<string>("--model") { Description = "MLP model folder.", DefaultValueFactory = _ => CliPaths.Bundled("models/mlp-digits") };

@@ -16,7 +16,7 @@ public sealed class RunFolder : IDisposable
     public const string LockFile = ".train.lock";
     public const string MetricsFile = "metrics.jsonl";
     /// <summary>What a run writes into its output folder, and what <see cref="TrainerOptions.Overwrite"/> deletes (nothing else).</summary>
-    public static readonly IReadOnlyList<string> RunOutputs = ["checkpoints", MetricsFile, "loss.png", "final", "hf"];
+    public static readonly IReadOnlyList<string> RunOutputs = ["checkpoints", MetricsFile, "loss.png", "final", "hf", LoraRun.AdapterFolderName, LoraRun.ModelFolderName];
 
     private FileStream? _lock;
 

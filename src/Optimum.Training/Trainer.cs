@@ -35,6 +35,8 @@ public sealed class Trainer : IDisposable
     public Trainer(TrainerOptions options, IBatchSource data, IReadOnlyList<float[]> initialWeights, ICommunicator? communicator = null)
     {
         options.Validate();
+        if (options.Lora is not null)
+            throw new ArgumentException($"{nameof(TrainerOptions)}.{nameof(TrainerOptions.Lora)} is applied by {nameof(TrainingJob)} (it builds the LoRA graphs and weights); a {nameof(Trainer)} runs a model folder as it is.");
         _o = options;
         _data = data;
         _comm = communicator ?? new SingleProcess();

@@ -52,6 +52,12 @@ public sealed record TrainerOptions
     /// gradient norm; checkpoints leave them out and record their checksum; final/ and hf/ still hold the full model.
     /// </summary>
     public IReadOnlyList<string> Freeze { get; init; } = [];
+    /// <summary>
+    /// Train a LoRA adapter instead of the model (<c>--lora-r</c>): the kind's graphs are rebuilt with LoRA on the target
+    /// modules (into OutputDir/lora-model/), every base parameter is frozen, A gets PEFT's seeded init and B zero; at the
+    /// end OutputDir/adapter/ gets the PEFT adapter and final/ and hf/ the merged model. Only through <see cref="TrainingJob"/>.
+    /// </summary>
+    public Optimum.Onnx.Lora.LoraConfig? Lora { get; init; }
 
     public void Validate()
     {
@@ -62,6 +68,13 @@ public sealed record TrainerOptions
         new LrSchedule(Schedule, Lr, Warmup, Steps).Validate();
         Optimizer.Validate();
         Ema?.Validate();
+        if (Lora is { } lora)
+        {
+            lora.Validate();
+            if (Resume is not null) throw new ArgumentException("--resume is not supported with --lora-r yet: start the LoRA run over (--overwrite).");
+            if (Freeze.Count > 0) throw new ArgumentException("--freeze does not apply with --lora-r: a LoRA run freezes every base parameter.");
+            if (Ema is not null) throw new ArgumentException("--ema is not supported with --lora-r yet.");
+        }
         if (Overwrite && Resume is not null) throw new ArgumentException($"--overwrite starts over and --resume {Resume} continues a run: give one of them.");
     }
 }

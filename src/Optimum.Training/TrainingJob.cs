@@ -48,12 +48,21 @@ public sealed class TrainingJob : IDisposable
             ModelType = hf.ModelType!;                                                      // For refuses a folder without one
             var config = Kind.ReadConfig(hf);
             Freezing.Resolve(t.Freeze, ModelFolder.ReadParameters(t.ModelDir));                  // a pattern that matches nothing stops before the data is read
+            if (t.Lora is not null) Lora = LoraRun.Prepare(t, Kind, config, ModelType, comm);  // targets that match nothing stop before the data is read
             if (o.SeqLen is int seqLen && !Kind.CutsWindows)
                 throw new ArgumentException($"--seq-len {seqLen} does not apply to {ModelType} models, which train on {Kind.TrainingData} at the lengths their config.json sets; leave it out.");
             Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout, t.Seed, o.LabelDropout), config, _say);
             Trainer.CheckDataFits(Data, t, comm.Size);                                   // before every rank loads weights and sessions
             var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
-            Trainer = new Trainer(t, Data, weights, comm) { OutputClaimed = true };
+            var run = t;
+            if (Lora is not null)
+            {
+                // The trainer runs the LoRA folder with every base parameter frozen; the export is the job's (adapter + merged model).
+                weights = Lora.InitialWeights(weights, t.Seed);
+                run = t with { ModelDir = Lora.ModelDir, Freeze = Lora.Frozen, Lora = null, Export = false };
+                _say($"LoRA: r {Lora.Config.R}, alpha {Lora.Config.LoraAlpha}, {Lora.Modules.Count} modules ({string.Join(", ", Lora.Modules.Take(3).Select(m => m.Name))}{(Lora.Modules.Count > 3 ? ", ..." : "")}); graphs in {Lora.ModelDir}");
+            }
+            Trainer = new Trainer(run, Data, weights, comm) { OutputClaimed = true };
         }
         catch
         {
@@ -77,6 +86,8 @@ public sealed class TrainingJob : IDisposable
         new(options, comm ?? new SingleProcess(), log);
 
     public IModelKind Kind { get; }
+    /// <summary>The LoRA side of a run with <see cref="TrainerOptions.Lora"/> (null otherwise).</summary>
+    public LoraRun? Lora { get; }
     /// <summary>The folder's config.json model_type (a kind may read several, e.g. informer and time_series_transformer).</summary>
     public string ModelType { get; }
     public IBatchSource Data { get; }
@@ -90,6 +101,7 @@ public sealed class TrainingJob : IDisposable
         var result = Trainer.Run(cancel);
         if (_comm.Rank != 0) return result;
         var t = _o.Trainer;
+        if (Lora is not null && t.Export && !result.Interrupted) Lora.Export(Trainer.Store, t.OutputDir, Kind, _say);
         foreach (var dir in new[] { t.OutputDir, Path.Combine(t.OutputDir, "final") }.Where(Directory.Exists))
             Kind.SaveDataFiles(Data, dir);
         if (result.History.Count > 0)
@@ -100,7 +112,8 @@ public sealed class TrainingJob : IDisposable
             _say($"loss curve: {png}; metrics: {Path.Combine(t.OutputDir, "metrics.jsonl")}");
         }
         if (result.SkippedSteps > 0) _say($"{result.SkippedSteps} step(s) skipped for non-finite loss or gradients");
-        if (result.Interrupted) _say($"interrupted at step {result.Steps}; checkpoint {result.LastCheckpoint}; continue with Resume = CheckpointRef.Latest (--resume latest)");
+        if (result.Interrupted && Lora is not null) _say($"interrupted at step {result.Steps}; LoRA runs cannot resume yet (checkpoint {result.LastCheckpoint} holds A and B)");
+        else if (result.Interrupted) _say($"interrupted at step {result.Steps}; checkpoint {result.LastCheckpoint}; continue with Resume = CheckpointRef.Latest (--resume latest)");
         return result;
     }
 

@@ -43,6 +43,25 @@ public sealed class TrainFreezeArgumentsTests(ITestOutputHelper output)
     }
 }
 
+/// <summary>LoRA flags that cannot run are one-line errors naming them (targets that match nothing, before the data is read).</summary>
+public sealed class TrainLoraArgumentsTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("--lora-alpha 16", "--lora-alpha, --lora-targets and --lora-dropout need --lora-r")]
+    [InlineData("--lora-targets c_attn", "--lora-alpha, --lora-targets and --lora-dropout need --lora-r")]
+    [InlineData("--lora-r 0 --lora-targets c_attn", "--lora-r 0 must be at least 1")]
+    [InlineData("--lora-r 4", "--lora-r needs --lora-targets")]
+    [InlineData("--lora-r 4 --lora-targets c_attn --resume latest", "--resume is not supported with --lora-r yet")]
+    [InlineData("--lora-r 4 --lora-targets nope", "LoRA target_modules [nope] not found")]
+    public void BadLoraFlags_AreOneLineErrors(string flags, string expected)
+    {
+        var (code, stderr) = CliProcess.Run($"train --model {Repo.Path("models", "gpt2-mini")} --data {Repo.Path("samples", "data", "moby-dick.txt")} --out {Path.Combine(Path.GetTempPath(), "never-" + Guid.NewGuid().ToString("N"))} --steps 2 --warmup 0 {flags}", output);
+        Assert.Equal(1, code);
+        Assert.Contains(expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+}
+
 /// <summary>
 /// Options that do not fit the model or the data are refused naming them: --seq-len for kinds that train at their
 /// config's lengths (it was silently ignored), and a global batch larger than the data (--ranks 200 ran out of memory).

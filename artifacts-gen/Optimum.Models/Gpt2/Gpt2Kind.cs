@@ -20,8 +20,10 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
     {
         var decoder = new GraphBuilder("gpt2_decoder");
         Gpt2.DefineDecoder(decoder, c);
-        Artifacts.Write(dir, "gpt2", c.ToHf(), (g, training) => Gpt2.DefineLm(g, training, c), [(ModelFolder.InferenceFile, "inference", decoder)]);
+        Artifacts.Write(dir, "gpt2", c.ToHf(), Define(c), [(ModelFolder.InferenceFile, "inference", decoder)]);
     }
+
+    public override Func<GraphBuilder, bool, ModelOutputs> Define(Gpt2Config c) => (g, training) => Gpt2.DefineLm(g, training, c);
 
     /// <summary>
     /// HF's GPT2PreTrainedModel._init_weights: weights and embeddings ~ N(0, initializer_range), the residual

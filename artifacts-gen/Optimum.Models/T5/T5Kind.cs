@@ -7,6 +7,8 @@ public sealed class T5Kind : ModelKind<T5Config>
     public override string TrainingData => "(source, target) pair files (.tsv or .jsonl)";
 
 
+    public override Func<GraphBuilder, bool, ModelOutputs> Define(T5Config c) => (g, training) => T5.DefineLm(g, training, c);
+
     /// <summary>Writes config.json, training.onnx, eval.onnx, encoder.onnx and decoder.onnx.</summary>
     public override void Write(string dir, T5Config c)
     {
@@ -14,7 +16,7 @@ public sealed class T5Kind : ModelKind<T5Config>
         T5.DefineEncoder(encoder, c);
         var decoder = new GraphBuilder("t5_decoder");
         T5.DefineDecoder(decoder, c);
-        Artifacts.Write(dir, "t5", c.ToHf(), (g, training) => T5.DefineLm(g, training, c), [(ModelFolder.EncoderFile, "encoder", encoder), (ModelFolder.DecoderFile, "decoder", decoder)]);
+        Artifacts.Write(dir, "t5", c.ToHf(), Define(c), [(ModelFolder.EncoderFile, "encoder", encoder), (ModelFolder.DecoderFile, "decoder", decoder)]);
     }
 
     /// <summary>HF's T5PreTrainedModel._init_weights.</summary>

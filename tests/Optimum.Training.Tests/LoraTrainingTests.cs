@@ -1,0 +1,91 @@
+using Optimum.Core;
+using Optimum.Hub;
+using Optimum.Hub.Lora;
+using Optimum.Models;
+using Optimum.Onnx.Lora;
+using Optimum.Tests;
+using Xunit;
+
+namespace Optimum.Training.Tests;
+
+/// <summary>LoRA runs (TrainerOptions.Lora) of a tiny GPT-2 through the TrainingJob: what trains, the start, the files written.</summary>
+public sealed class LoraTrainingTests : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    /// <summary>GPT-2's BPE vocabulary (the text data needs it), otherwise tiny.</summary>
+    private static readonly Gpt2Config Tiny = new()
+    {
+        VocabSize = 50257, NPositions = 16, NEmbd = 16, NLayer = 2, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
+    };
+
+    private static readonly LoraConfig Lora = new() { R = 4, LoraAlpha = 8, TargetModules = ["c_attn"] };
+
+    private (string Model, string Text) Files()
+    {
+        var model = Path.Combine(_dir, "gpt2");
+        if (!Directory.Exists(model)) ModelKinds.Write(model, Tiny);
+        var text = Path.Combine(_dir, "text.txt");
+        if (!File.Exists(text))
+            File.WriteAllText(text, string.Concat(Enumerable.Range(0, 300).Select(i => $"The {i % 7} cats sat on mat {i % 5}, and the dog ran. ")));
+        return (model, text);
+    }
+
+    private TrainingJobOptions Options(string outDir, long steps, LoraConfig? lora)
+    {
+        var (model, text) = Files();
+        return new TrainingJobOptions(new TrainerOptions
+        {
+            ModelDir = model, OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = 4, Lr = 1e-2, Warmup = 0, Schedule = ScheduleKind.Constant,
+            ClipNorm = 0, EvalEvery = 0, EvalSamples = 8, SaveEvery = 0, Seed = 3, Session = new SessionSettings { IntraOpThreads = 1 }, Lora = lora,
+        }, [text], SeqLen: 12, ValidationFraction: 0.1, CacheDir: Path.Combine(_dir, "cache"));
+    }
+
+    [Fact]
+    public void LoraRun_TrainsOnlyAB_StartsAtTheBaseLoss_AndWritesAdapterAndMergedModel()
+    {
+        var baseRun = TrainingJob.Run(Options("base", 1, null));
+        using var job = TrainingJob.Open(Options("lora", 4, Lora));
+        var run = job.Lora!;
+        var store = job.Trainer.Store;
+        var before = store.Export();
+        var r = job.Run();
+
+        // B = 0: the adapted model is the base model at the start, so the baseline evaluation and the first step's loss match.
+        Assert.Equal(baseRun.Evals[0].ValidationLoss, r.Evals[0].ValidationLoss, 6);
+        Assert.Equal(baseRun.History[0].Loss, r.History[0].Loss, 6);
+
+        var lora = run.Modules.SelectMany(m => new[] { m.AName, m.BName }).ToHashSet();
+        Assert.Equal(2 * Tiny.NLayer, lora.Count);
+        for (int i = 0; i < store.Parameters.Count; i++)
+        {
+            var name = store.Parameters[i].Name;
+            if (lora.Contains(name)) Assert.False(before[i].AsSpan().SequenceEqual(store.Param(i)), $"{name} did not train");
+            else Assert.True(before[i].AsSpan().SequenceEqual(store.Param(i)), $"base parameter {name} changed");
+        }
+        Assert.All(run.Modules, m => Assert.Contains(store.Param(store.Parameters.ToList().FindIndex(p => p.Name == m.BName)).ToArray(), v => v != 0));
+
+        // The adapter round-trips through PEFT's files, and final/ holds the base with it merged.
+        var adapterDir = Path.Combine(_dir, "lora", LoraRun.AdapterFolderName);
+        Assert.Equal(run.BaseDir, LoraAdapter.ReadConfig(adapterDir).BaseModelNameOrPath);
+        var adapter = LoraAdapter.Load(adapterDir, run.Modules);
+        var ps = ModelFolder.ReadParameters(run.BaseDir);
+        var merged = ps.Select(p => store.Param(store.Parameters.ToList().FindIndex(q => q.Name == p.Name)).ToArray()).ToArray();
+        adapter.Merge(ps, merged);
+        var final = HfWeights.Load(Path.Combine(_dir, "lora", "final", ModelFolder.WeightsFile), ps, out var unused);
+        Assert.Empty(unused);
+        for (int i = 0; i < ps.Count; i++) Assert.True(merged[i].AsSpan().SequenceEqual(final[i]), $"final/ {ps[i].Name} is not the merged weight");
+        Assert.True(File.Exists(Path.Combine(_dir, "lora", "hf", "model.safetensors")));
+    }
+
+    [Fact]
+    public void LoraOptions_AreValidated()
+    {
+        var o = Options("v", 1, Lora).Trainer;
+        Assert.Contains("--resume is not supported with --lora-r", Assert.Throws<ArgumentException>(() => (o with { Resume = CheckpointRef.Latest }).Validate()).Message);
+        Assert.Throws<ArgumentException>(() => (o with { Lora = Lora with { R = 0 } }).Validate());
+        var e = Assert.ThrowsAny<Exception>(() => TrainingJob.Run(Options("none", 1, Lora with { TargetModules = ["no_such_layer"] })));
+        Assert.Contains("not found", e.Message);
+    }
+}
