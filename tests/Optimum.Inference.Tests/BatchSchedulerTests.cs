@@ -40,20 +40,10 @@ public sealed class BatchSchedulerTests : IClassFixture<GenerationTests.Fixture>
     {
         using var s = new BatchScheduler(_f.Lm, slots);
         GenerationOptions Options(int i) => new() { MaxNewTokens = MaxTokens[i] };
-        // A running request the others join: its token callback (on the scheduler's thread) holds the batch until all of
-        // them are queued, so sharing does not depend on how fast this machine runs a tiny model (bounded wait).
-        using var running = new ManualResetEventSlim();
+        // A running request the others join at its first token.
         var anchorPrompt = Prompts[0];
         var anchorOptions = new GenerationOptions { MaxNewTokens = 30 };
-        var anchor = Task.Run(() => s.Generate(anchorPrompt, anchorOptions, (_, tokens) =>
-        {
-            running.Set();
-            var until = DateTime.UtcNow.AddSeconds(30);
-            while (tokens.Count == 1 && s.Waiting < Prompts.Length && DateTime.UtcNow < until) Thread.Sleep(1);
-            return true;
-        }));
-        Assert.True(running.Wait(TimeSpan.FromSeconds(60)) || anchor.IsFaulted, "the running request produced no token");
-        if (anchor.IsFaulted) await anchor;
+        var anchor = await BatchAnchor.Start(s, anchorPrompt, anchorOptions, holdAt: 1, joiners: Prompts.Length);
         var batched = await Concurrently(s, Options, staggerMs);
         Assert.Equal(Alone(anchorPrompt, anchorOptions).Tokens, (await anchor).Tokens);
         for (int i = 0; i < Prompts.Length; i++)

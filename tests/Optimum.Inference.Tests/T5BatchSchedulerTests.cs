@@ -61,19 +61,10 @@ public sealed class T5BatchSchedulerTests : IClassFixture<T5BatchSchedulerTests.
     {
         using var s = new BatchScheduler(_f.Lm, slots);
         GenerationOptions Options(int i) => new() { MaxNewTokens = MaxTokens[i], EosTokenId = i % 2 == 0 ? null : -1 };   // some rows run to max_tokens
-        // A running request the others join at its later steps: its token callback holds the batch until all are queued.
-        using var running = new ManualResetEventSlim();
+        // A running request the others join at its third token.
         int[] anchorSource = [8, 8, 30, 2];
         var anchorOptions = new GenerationOptions { MaxNewTokens = 45, EosTokenId = -1 };
-        var anchor = Task.Run(() => s.Generate(anchorSource, anchorOptions, (_, tokens) =>
-        {
-            running.Set();
-            var until = DateTime.UtcNow.AddSeconds(30);
-            while (tokens.Count == 3 && s.Waiting < Sources.Length && DateTime.UtcNow < until) Thread.Sleep(1);
-            return true;
-        }));
-        Assert.True(running.Wait(TimeSpan.FromSeconds(60)) || anchor.IsFaulted, "the running request produced no token");
-        if (anchor.IsFaulted) await anchor;
+        var anchor = await BatchAnchor.Start(s, anchorSource, anchorOptions, holdAt: 3, joiners: Sources.Length);
         var batched = await Concurrently(s, Options, staggerMs);
         Assert.Equal(Alone(anchorSource, anchorOptions).Tokens, (await anchor).Tokens);
         for (int i = 0; i < Sources.Length; i++)
