@@ -348,8 +348,10 @@ root.Subcommands.Add(inspect);
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
 {
-    var command = parsed.CommandResult.Command;
-    var usage = command == root ? "optimum-net --help" : $"optimum-net {command.Name} --help";
+    // The whole command path ("bench train"), not only the last name.
+    var path = new List<string>();
+    for (var c = parsed.CommandResult; c is not null && c.Command != root; c = c.Parent as System.CommandLine.Parsing.CommandResult) path.Insert(0, c.Command.Name);
+    var usage = string.Join(" ", ["optimum-net", .. path, "--help"]);
     foreach (var e in parsed.Errors) Console.Error.WriteLine($"error: {CliPaths.Friendly(e.Message).TrimEnd('.')} ({usage} lists the options).");
     return 1;
 }

@@ -219,3 +219,18 @@ public sealed class ServeStartupTests(ITestOutputHelper output)
         finally { Directory.Delete(dir, true); }
     }
 }
+
+/// <summary>A parse error names the whole command path in its pointer to the help (it said "train" for "bench train").</summary>
+public sealed class ParseErrorTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("bench train --memory-pattern maybe", "(optimum-net bench train --help lists the options)")]
+    [InlineData("bench serve --clients two", "as an integer (optimum-net bench serve --help lists the options)")]
+    public void ParseErrors_PointToTheSubcommandsHelp(string args, string expected)
+    {
+        var (code, stderr) = CliProcess.Run(args, output);
+        Assert.Equal(1, code);
+        Assert.Contains(expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+}
