@@ -9,9 +9,10 @@ public sealed record SessionSettings
     public int InterOpThreads { get; init; } = 1;
     public GraphOptimizationLevel Optimization { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
     /// <summary>
-    /// Where ORT's CPU tensors come from (<see cref="Arena"/>); null (the default): <see cref="Arena.PerSession"/>. A shared
-    /// arena saved 1 GB on GPT-2 124M but tripled the step time (system time in page faults), and no arena was slower
-    /// still (issue #15).
+    /// Where ORT's CPU tensors come from (<see cref="Arena"/>); null (the default): <see cref="Arena.Shared"/> for training
+    /// and eval graphs (<see cref="CreateOptions"/>'s <c>training</c>), so evaluation reuses what training freed (GPT-2 124M
+    /// at 4 × 256: train 5.15 -> 4.85 GB), and <see cref="Arena.PerSession"/> for inference. No arena made the README main
+    /// job 3.5x slower (system time in page faults; issue #15).
     /// </summary>
     public Arena? MemoryArena { get; init; }
     /// <summary>
@@ -60,7 +61,7 @@ public enum Arena
     PerSession,
     /// <summary>
     /// One arena for the process (<see cref="SharedArena"/>), growing by what is asked for: a training graph and its eval
-    /// graph reuse the same memory. Less memory, but far more system time in page faults on this ORT (issue #15).
+    /// graph reuse the same memory. The default for training graphs.
     /// </summary>
     Shared,
     /// <summary>No arena: every tensor is a malloc and a free (far slower for graphs with many large intermediates).</summary>

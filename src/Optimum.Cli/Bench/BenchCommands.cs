@@ -34,7 +34,7 @@ public static class BenchCommands
         var trainSteps = Steps(5, "one batch's forward, backward and AdamW update");
         var torch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratios." };
         var torchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => CliPaths.Bundled("../shared/tools/torch-ref/run.sh") };
-        var arena = new Option<Arena?>("--arena") { Description = "ORT's CPU arena for the training graph: PerSession (the default, ORT's), Shared (one for the process, grown by what is asked for) or Off." };
+        var arena = new Option<Arena?>("--arena") { Description = "ORT's CPU arena for the training graph: Shared (the default: one for the process, grown by what is asked for), PerSession (ORT's own, per session) or Off." };
         var pattern = new Option<bool?>("--memory-pattern") { Description = "ORT's memory pattern for the training graph (off by default for training: one block for the whole plan costs 2 GB on GPT-2 124M)." };
         var train = new Command("train", "Training throughput and peak memory of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
         {
