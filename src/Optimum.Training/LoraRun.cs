@@ -33,15 +33,26 @@ public sealed class LoraRun
     /// <summary>Builds the LoRA graphs (rank 0 writes them, the others wait at a barrier); a kind without a definition is refused.</summary>
     internal static LoraRun Prepare(TrainerOptions t, IModelKind kind, object config, string modelType, ICommunicator comm)
     {
+        var run = Create(t.ModelDir, Path.Combine(t.OutputDir, ModelFolderName), kind, config, modelType, t.Lora!, write: comm.Rank == 0);
+        comm.Barrier();
+        return run;
+    }
+
+    /// <summary>
+    /// The LoRA model folder <paramref name="dir"/> (config and graphs, no weights) of the base folder <paramref name="baseDir"/>
+    /// (whose kind, typed config and model type are given) with <paramref name="lora"/> applied; written unless
+    /// <paramref name="write"/> is false (another process writes it). Targets that match no linear layer, and a kind that does
+    /// not expose its graph definition, are refused.
+    /// </summary>
+    public static LoraRun Create(string baseDir, string dir, IModelKind kind, object config, string modelType, LoraConfig lora, bool write = true)
+    {
         var define = kind.Define(config)
             ?? throw new NotSupportedException($"--lora-r: {modelType} models do not expose their graph definition, so LoRA training is not offered for them (gpt2 is).");
-        var lora = t.Lora! with { BaseModelNameOrPath = t.ModelDir };
+        lora = lora with { BaseModelNameOrPath = baseDir };
         var adapted = LoraGraph.Apply(define, lora);
         var probe = TrainingGraph.BuildEval(modelType + "_lora", adapted);                  // errors here when no target matches
-        var dir = Path.Combine(t.OutputDir, ModelFolderName);
-        if (comm.Rank == 0) Artifacts.Write(dir, modelType, kind.ToHf(config), adapted);
-        comm.Barrier();
-        return new LoraRun(t.ModelDir, dir, lora, LoraGraph.Modules(probe), LoraGraph.FrozenParameters(probe));
+        if (write) Artifacts.Write(dir, modelType, kind.ToHf(config), adapted);
+        return new LoraRun(baseDir, dir, lora, LoraGraph.Modules(probe), LoraGraph.FrozenParameters(probe));
     }
 
     /// <summary>Initial weights of <see cref="ModelDir"/>'s parameters: the base weights by name, A and B from <see cref="LoraAdapter.Initialize"/>.</summary>

@@ -1,5 +1,6 @@
 using Optimum.Core;
 using System.CommandLine;
+using Optimum.Onnx.Lora;
 
 namespace Optimum.Cli;
 
@@ -36,11 +37,28 @@ public static class BenchCommands
         var torchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => CliPaths.Bundled("../shared/tools/torch-ref/run.sh") };
         var arena = new Option<Arena?>("--arena") { Description = "ORT's CPU arena for the training graph: Shared (the default: one for the process, grown by what is asked for), PerSession (ORT's own, per session) or Off." };
         var pattern = new Option<bool?>("--memory-pattern") { Description = "ORT's memory pattern for the training graph (off by default for training: one block for the whole plan costs 2 GB on GPT-2 124M)." };
+        var loraR = new Option<int?>("--lora-r") { Description = "Also measure LoRA of this rank (first; then full fine-tuning of the same model): trainable parameters, optimizer state, step time, peak memory of each." };
+        var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (scaling alpha / r; default r)." };
+        var loraTargets = new Option<string[]>("--lora-targets") { Description = "Linear layers LoRA adapts (PEFT's target_modules; default c_attn).", AllowMultipleArgumentsPerToken = true };
         var train = new Command("train", "Training throughput and peak memory of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
         {
-            json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath, arena, pattern,
+            json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath, arena, pattern, loraR, loraAlpha, loraTargets,
         };
-        train.SetAction(r => ExpectedErrors.Report(() => BenchTrain.Run(Common(r, trainSteps, profiles: true) with { MemoryArena = r.GetValue(arena), MemoryPattern = r.GetValue(pattern) }, Gpt2(r), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
+        train.SetAction(r => ExpectedErrors.Report(() =>
+        {
+            var rank = r.GetValue(loraR);
+            if (rank is null && (r.GetValue(loraAlpha) is not null || r.GetValue(loraTargets) is { Length: > 0 }))
+                throw new ArgumentException("--lora-alpha and --lora-targets need --lora-r.");
+            LoraConfig? lora = null;
+            if (rank is { } rr)
+            {
+                if (rr < 1) throw new ArgumentException($"--lora-r must be at least 1, got {rr}.");
+                lora = new LoraConfig { R = rr, LoraAlpha = r.GetValue(loraAlpha) ?? rr, TargetModules = r.GetValue(loraTargets) is { Length: > 0 } ts ? ts : ["c_attn"] };
+                lora.Validate();
+            }
+            return BenchTrain.Run(Common(r, trainSteps, profiles: true) with { MemoryArena = r.GetValue(arena), MemoryPattern = r.GetValue(pattern) }, Gpt2(r),
+                r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out, lora);
+        }));
 
         // bench zero: ZeRO-1 at one and two ranks.
         var zeroSteps = Steps(5, "one ZeRO-1 update of the global batch");

@@ -4,6 +4,7 @@ using Microsoft.ML.OnnxRuntime;
 using Optimum.Hub;
 using Optimum.Models;
 using Optimum.Training;
+using Optimum.Onnx.Lora;
 using TrainingSession = Optimum.Training.TrainingSession;
 
 namespace Optimum.Cli;
@@ -17,18 +18,42 @@ namespace Optimum.Cli;
 /// </summary>
 public static class BenchTrain
 {
-    public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output)
+    public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output, LoraConfig? lora = null)
     {
         var report = new BenchReport(run.Json, output);
         double peak = MatMulPeak.Measure(run.Threads, report);
         var cfg = size.Config(size.Seq);
         var dir = size.TrainFolder(run);
         ModelKinds.Write(dir, cfg);
+        double gflops = 0, rss = 0;
+        // With LoRA, its model first and then full fine-tuning of the same base in the same run: the peak resident memory is
+        // the process's, and full fine-tuning needs more, so each reading is that measurement's own peak.
+        if (lora is not null) Measure(run, size, dir, cfg, peak, report, lora);
+        (gflops, rss) = Measure(run, size, dir, cfg, peak, report, null);
+        if (torchRef is not null) RunTorch(torchRef, run, size, gflops, rss, report);
+        report.Print();
+        return 0;
+    }
+
+    private static (double Gflops, double Rss) Measure(BenchRun run, Gpt2Size size, string dir, Gpt2Config cfg, double peak, BenchReport report, LoraConfig? lora)
+    {
         var ps = ModelFolder.ReadParameters(dir);
         long parameters = ps.Sum(p => p.Count);
+        var weights = ModelKinds.Initialize(ps, cfg, 0);
+        string modelDir = dir;
+        long adapterParameters = 0;
+        if (lora is not null)
+        {
+            // The LoRA model folder beside the base one; every base parameter frozen, A by PEFT's init, B zero.
+            var l = LoraRun.Create(dir, dir + $"-lora-r{lora.R}-{string.Join("-", lora.TargetModules)}", ModelKinds.For(cfg), cfg, "gpt2", lora);
+            weights = l.InitialWeights(weights, 0);
+            modelDir = l.ModelDir;
+            ps = Freezing.Apply(ModelFolder.ReadParameters(modelDir), l.Frozen);
+            adapterParameters = l.Modules.Sum(m => m.ParameterCount(lora.R));
+        }
         using var store = new ParameterStore(ps);
-        store.Load(ModelKinds.Initialize(ps, cfg, 0));
-        using var session = new TrainingSession(dir, store, run.Session("ort-profile"));
+        store.Load(weights);
+        using var session = new TrainingSession(modelDir, store, run.Session("ort-profile"));
         using var adam = Optimizer.Create(store, new OptimizerConfig { WeightDecay = 0.01, DecayAll = true });
         var rng = new Random(0);
         var ids = Enumerable.Range(0, size.Batch * size.Seq).Select(_ => (long)rng.Next(size.Vocab)).ToArray();
@@ -40,13 +65,18 @@ public static class BenchTrain
         float loss = 0;
         var t = StepTimes.Measure(run.Warmup, run.Steps, _ => loss = session.TrainStep(batch), i => adam.Step(i + 1, 3e-4));
         double tokens = (double)size.Batch * size.Seq;
-        double flops = 6.0 * parameters * tokens + 12.0 * size.Layers * size.Seq * size.Width * tokens;
+        // Full training: 2 FLOPs per weight and token forward, 4 backward (input and weight gradients). With the base frozen
+        // its weights need no gradient (2 + 2), the adapters all 6.
+        double flops = (lora is null ? 6.0 * parameters : 4.0 * parameters + 6.0 * adapterParameters) * tokens
+            + 12.0 * size.Layers * size.Seq * size.Width * tokens;
         double gflops = flops / t.Mean / 1e9;
         var r = new Dictionary<string, object>
         {
             ["engine"] = "optimum-net-ort", ["ort_version"] = OrtEnv.Instance().GetVersionString(),
             ["layers"] = size.Layers, ["width"] = size.Width, ["heads"] = size.Heads, ["seq"] = size.Seq, ["vocab"] = size.Vocab, ["batch"] = size.Batch,
-            ["threads"] = run.Threads, ["parameters"] = parameters,
+            ["threads"] = run.Threads, ["training"] = lora is null ? "full" : $"lora r {lora.R} alpha {lora.LoraAlpha} on {string.Join(",", lora.TargetModules)}",
+            ["parameters"] = parameters + adapterParameters, ["trainable_parameters"] = store.Used,
+            ["optimizer_state_mb"] = adam.StateBytes / 1e6,
         };
         t.AddTo(r);
         r["forward_backward_ms"] = t.PhaseMean(0) * 1000;
@@ -60,9 +90,7 @@ public static class BenchTrain
         r["last_loss"] = loss;
         double rss = report.AddSpeed("train", r);
         if (run.Profile) OrtProfile.Report(report, run, session.EndProfiling(), run.Warmup + run.Steps, "step");
-        if (torchRef is not null) RunTorch(torchRef, run, size, gflops, rss, report);
-        report.Print();
-        return 0;
+        return (gflops, rss);
     }
 
     /// <summary>The TorchSharp reference on the same model and options (see <see cref="ReferenceRun"/>).</summary>
