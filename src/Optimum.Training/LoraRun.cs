@@ -1,3 +1,4 @@
+using System.Text;
 using Optimum.Core;
 using Optimum.Distributed;
 using Optimum.Hub;
@@ -33,6 +34,7 @@ public sealed class LoraRun
     /// <summary>Builds the LoRA graphs (rank 0 writes them, the others wait at a barrier); a kind without a definition is refused.</summary>
     internal static LoraRun Prepare(TrainerOptions t, IModelKind kind, object config, string modelType, ICommunicator comm)
     {
+        if (t.Resume is { } resume) CheckResumable(t.Lora!, resume.Dir is { } d ? Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(d))) ?? t.OutputDir : t.OutputDir);
         var run = Create(t.ModelDir, Path.Combine(t.OutputDir, ModelFolderName), kind, config, modelType, t.Lora!, write: comm.Rank == 0);
         comm.Barrier();
         return run;
@@ -51,8 +53,35 @@ public sealed class LoraRun
         lora = lora with { BaseModelNameOrPath = baseDir };
         var adapted = LoraGraph.Apply(define, lora);
         var probe = TrainingGraph.BuildEval(modelType + "_lora", adapted);                  // errors here when no target matches
-        if (write) Artifacts.Write(dir, modelType, kind.ToHf(config), adapted);
+        if (write)
+        {
+            Artifacts.Write(dir, modelType, kind.ToHf(config), adapted);
+            // The LoRA settings beside the graphs, so a resume can tell whether it continues the same adapters.
+            AtomicFile.Write(Path.Combine(dir, LoraAdapter.ConfigFile), Encoding.UTF8.GetBytes(LoraAdapter.ConfigJson(lora).ToJsonString() + "\n"));
+        }
         return new LoraRun(baseDir, dir, lora, LoraGraph.Modules(probe), LoraGraph.FrozenParameters(probe));
+    }
+
+    /// <summary>
+    /// A resume with LoRA continues the adapters of the run in <paramref name="runDir"/>: its LoRA settings (written beside its
+    /// graphs) must be the ones asked for, since a checkpoint of A and B cannot tell another alpha or dropout apart. The base
+    /// weights are checked by the trainer (the frozen parameters' SHA-256).
+    /// </summary>
+    private static void CheckResumable(LoraConfig asked, string runDir)
+    {
+        var dir = Path.Combine(runDir, ModelFolderName);
+        if (!File.Exists(Path.Combine(dir, LoraAdapter.ConfigFile)))
+            throw new InvalidDataException($"--resume with --lora-r: '{runDir}' holds no LoRA run ({ModelFolderName}/{LoraAdapter.ConfigFile} is missing); resume it without --lora-r, or start over with --overwrite.");
+        var was = LoraAdapter.ReadConfig(dir);
+        var differs = new List<string>();
+        if (was.R != asked.R) differs.Add($"--lora-r {was.R}, not {asked.R}");
+        if (was.LoraAlpha != asked.LoraAlpha) differs.Add($"--lora-alpha {was.LoraAlpha}, not {asked.LoraAlpha}");
+        if (was.LoraDropout != asked.LoraDropout) differs.Add($"--lora-dropout {was.LoraDropout}, not {asked.LoraDropout}");
+        if (was.TargetModulesRegex != asked.TargetModulesRegex || !was.TargetModules.Order(StringComparer.Ordinal).SequenceEqual(asked.TargetModules.Order(StringComparer.Ordinal)))
+            differs.Add($"--lora-targets {was.TargetModulesRegex ?? string.Join(" ", was.TargetModules)}, not {asked.TargetModulesRegex ?? string.Join(" ", asked.TargetModules)}");
+        if (was.UseRslora != asked.UseRslora) differs.Add($"use_rslora {was.UseRslora}, not {asked.UseRslora}");
+        if (differs.Count > 0)
+            throw new ArgumentException($"--resume: the LoRA run in '{runDir}' trained with {string.Join(", ", differs)}; resume with its settings or start over with --overwrite.");
     }
 
     /// <summary>Initial weights of <see cref="ModelDir"/>'s parameters: the base weights by name, A and B from <see cref="LoraAdapter.Initialize"/>.</summary>

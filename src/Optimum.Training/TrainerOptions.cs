@@ -71,7 +71,6 @@ public sealed record TrainerOptions
         if (Lora is { } lora)
         {
             lora.Validate();
-            if (Resume is not null) throw new ArgumentException("--resume is not supported with --lora-r yet: start the LoRA run over (--overwrite).");
             if (Freeze.Count > 0) throw new ArgumentException("--freeze does not apply with --lora-r: a LoRA run freezes every base parameter.");
             if (Ema is not null) throw new ArgumentException("--ema is not supported with --lora-r yet.");
         }

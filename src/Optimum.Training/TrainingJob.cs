@@ -112,8 +112,7 @@ public sealed class TrainingJob : IDisposable
             _say($"loss curve: {png}; metrics: {Path.Combine(t.OutputDir, "metrics.jsonl")}");
         }
         if (result.SkippedSteps > 0) _say($"{result.SkippedSteps} step(s) skipped for non-finite loss or gradients");
-        if (result.Interrupted && Lora is not null) _say($"interrupted at step {result.Steps}; LoRA runs cannot resume yet (checkpoint {result.LastCheckpoint} holds A and B)");
-        else if (result.Interrupted) _say($"interrupted at step {result.Steps}; checkpoint {result.LastCheckpoint}; continue with Resume = CheckpointRef.Latest (--resume latest)");
+        if (result.Interrupted) _say($"interrupted at step {result.Steps}; checkpoint {result.LastCheckpoint}; continue with Resume = CheckpointRef.Latest (--resume latest)");
         return result;
     }
 

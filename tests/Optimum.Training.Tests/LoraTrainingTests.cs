@@ -83,9 +83,31 @@ public sealed class LoraTrainingTests : IDisposable
     public void LoraOptions_AreValidated()
     {
         var o = Options("v", 1, Lora).Trainer;
-        Assert.Contains("--resume is not supported with --lora-r", Assert.Throws<ArgumentException>(() => (o with { Resume = CheckpointRef.Latest }).Validate()).Message);
         Assert.Throws<ArgumentException>(() => (o with { Lora = Lora with { R = 0 } }).Validate());
         var e = Assert.ThrowsAny<Exception>(() => TrainingJob.Run(Options("none", 1, Lora with { TargetModules = ["no_such_layer"] })));
         Assert.Contains("not found", e.Message);
+    }
+
+    [Fact]
+    public void LoraRun_ResumesExactly_AndRefusesOtherLoraSettingsOrAFullRun()
+    {
+        var straight = Options("straight", 6, Lora);
+        TrainingJob.Run(straight);
+        var split = Options("split", 6, Lora);
+        TrainingJob.Run(split with { Trainer = split.Trainer with { StopAfter = 3 } });
+        TrainingJob.Run(split with { Trainer = split.Trainer with { Resume = CheckpointRef.Latest } });
+        foreach (var file in new[] { LoraAdapter.WeightsFile, LoraAdapter.ConfigFile })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(_dir, "straight", LoraRun.AdapterFolderName, file)), File.ReadAllBytes(Path.Combine(_dir, "split", LoraRun.AdapterFolderName, file)));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_dir, "straight", "final", ModelFolder.WeightsFile)), File.ReadAllBytes(Path.Combine(_dir, "split", "final", ModelFolder.WeightsFile)));
+
+        // A checkpoint of A and B cannot tell another alpha apart: the run's settings beside its graphs can.
+        var checkpoint = Checkpoints.Latest(Path.Combine(_dir, "split", "checkpoints"))!;
+        var other = Options("other", 6, Lora with { LoraAlpha = 16 });
+        var e = Assert.Throws<ArgumentException>(() => TrainingJob.Run(other with { Trainer = other.Trainer with { Resume = CheckpointRef.At(checkpoint) } }));
+        Assert.Contains("--lora-alpha 8, not 16", e.Message);
+        var full = Options("full", 2, null);
+        TrainingJob.Run(full with { Trainer = full.Trainer with { StopAfter = 1 } });
+        var f = Assert.Throws<InvalidDataException>(() => TrainingJob.Run(full with { Trainer = full.Trainer with { Resume = CheckpointRef.Latest, Lora = Lora } }));
+        Assert.Contains("holds no LoRA run", f.Message);
     }
 }
