@@ -71,7 +71,7 @@ public sealed class LoraRun
     {
         var dir = Path.Combine(runDir, ModelFolderName);
         if (!File.Exists(Path.Combine(dir, LoraAdapter.ConfigFile)))
-            throw new InvalidDataException($"--resume with --lora-r: '{runDir}' holds no LoRA run ({ModelFolderName}/{LoraAdapter.ConfigFile} is missing); resume it without --lora-r, or start over with --overwrite.");
+            throw new InvalidDataException($"--resume with --lora-r: '{runDir}' holds no LoRA run to resume ({ModelFolderName}/{LoraAdapter.ConfigFile} is missing): start the LoRA run without --resume, or resume a run without LoRA without --lora-r.");
         var was = LoraAdapter.ReadConfig(dir);
         var differs = new List<string>();
         if (was.R != asked.R) differs.Add($"--lora-r {was.R}, not {asked.R}");

@@ -51,7 +51,8 @@ public sealed class TrainLoraArgumentsTests(ITestOutputHelper output)
     [InlineData("--lora-targets c_attn", "--lora-alpha, --lora-targets and --lora-dropout need --lora-r")]
     [InlineData("--lora-r 0 --lora-targets c_attn", "--lora-r 0 must be at least 1")]
     [InlineData("--lora-r 4", "--lora-r needs --lora-targets")]
-    [InlineData("--lora-r 4 --lora-targets c_attn --resume latest", "--resume is not supported with --lora-r yet")]
+    [InlineData("--lora-r 4 --lora-targets c_attn --ema", "--ema is not supported with --lora-r yet")]
+    [InlineData("--lora-r 4 --lora-targets c_attn --resume latest", "holds no LoRA run to resume")]
     [InlineData("--lora-r 4 --lora-targets nope", "LoRA target_modules [nope] not found")]
     public void BadLoraFlags_AreOneLineErrors(string flags, string expected)
     {
