@@ -110,4 +110,54 @@ public sealed class LoraTrainingTests : IDisposable
         var f = Assert.Throws<InvalidDataException>(() => TrainingJob.Run(full with { Trainer = full.Trainer with { Resume = CheckpointRef.Latest, Lora = Lora } }));
         Assert.Contains("holds no LoRA run", f.Message);
     }
+
+    /// <summary>T5 end to end: LoRA on q and v of a tiny T5 with a symbol tokenizer, through the same job as GPT-2.</summary>
+    [Fact]
+    public void T5LoraRun_StartsAtTheBase_TrainsOnlyAB_AndTheMergedModelLoadsAndGenerates()
+    {
+        var rng = new Random(2);
+        var pairs = Enumerable.Range(0, 300).Select(_ =>
+        {
+            var w = new string(Enumerable.Range(0, rng.Next(2, 6)).Select(_ => (char)('a' + rng.Next(8))).ToArray());
+            return (Source: w, Target: string.Join(" ", w.Reverse().Select(c => c.ToString().ToUpperInvariant())));
+        }).ToArray();
+        var tok = SymbolTokenizer.Build(pairs, sourceSplit: "chars", targetSplit: "words");
+        var model = Path.Combine(_dir, "t5");
+        ModelKinds.Write(model, new T5Config
+        {
+            VocabSize = tok.VocabSize, DModel = 16, DKv = 8, NumHeads = 2, DFf = 32, NumLayers = 1, NumDecoderLayers = 1,
+            RelativeAttentionNumBuckets = 8, RelativeAttentionMaxDistance = 16, DropoutRate = 0, MaxLength = 12,
+        });
+        tok.Save(model);
+        var data = Path.Combine(_dir, "pairs.tsv");
+        File.WriteAllLines(data, pairs.Select(p => $"{p.Source}\t{p.Target}"));
+        TrainingJobOptions Job(string outDir, long steps, LoraConfig? lora) => new(new TrainerOptions
+        {
+            ModelDir = model, OutputDir = Path.Combine(_dir, outDir), Steps = steps, BatchSize = 16, Lr = 2e-2, Warmup = 0, Schedule = ScheduleKind.Constant,
+            ClipNorm = 0, EvalEvery = 0, EvalSamples = 32, SaveEvery = 0, Seed = 1, Session = new SessionSettings { IntraOpThreads = 1 }, Lora = lora,
+        }, [data], ValidationFraction: 0.1);
+
+        var baseRun = TrainingJob.Run(Job("t5-base", 1, null));
+        using var job = TrainingJob.Open(Job("t5-lora", 30, new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q", "v"] }));
+        var store = job.Trainer.Store;
+        var before = store.Export();
+        var r = job.Run();
+        Assert.Equal(baseRun.Evals[0].ValidationLoss, r.Evals[0].ValidationLoss, 6);
+        Assert.True(r.Evals[^1].ValidationLoss < r.Evals[0].ValidationLoss - 0.05, $"validation loss {r.Evals[0].ValidationLoss:F3} -> {r.Evals[^1].ValidationLoss:F3}");
+        // Encoder and decoder self-attention and the decoder's cross-attention each have q and v.
+        Assert.Equal(2 * 3, job.Lora!.Modules.Count);
+        var ab = job.Lora.Modules.SelectMany(m => new[] { m.AName, m.BName }).ToHashSet();
+        for (int i = 0; i < store.Parameters.Count; i++)
+            Assert.Equal(!ab.Contains(store.Parameters[i].Name), before[i].AsSpan().SequenceEqual(store.Param(i)));
+
+        // The merged model in final/ is a T5 folder like any other: its validation loss is the adapted model's, it loads and generates.
+        var mergedRun = TrainingJob.Run(Job("t5-merged", 1, null) with { Trainer = Job("t5-merged", 1, null).Trainer with { ModelDir = Path.Combine(_dir, "t5-lora", "final") } });
+        Assert.Equal(r.Evals[^1].ValidationLoss, mergedRun.Evals[0].ValidationLoss, 5);
+        using var merged = ModelKinds.Load(Path.Combine(_dir, "t5-lora", "final"));
+        var output = merged.Generator!.Complete(pairs[0].Source, new Optimum.Inference.GenerationOptions { MaxNewTokens = 8 });
+        Assert.False(string.IsNullOrWhiteSpace(output.Text));
+        Assert.True(File.Exists(Path.Combine(_dir, "t5-lora", LoraRun.AdapterFolderName, LoraAdapter.WeightsFile)));
+        var adapter = LoraAdapter.ReadConfig(Path.Combine(_dir, "t5-lora", LoraRun.AdapterFolderName));
+        Assert.Equal(["q", "v"], adapter.TargetModules);
+    }
 }
