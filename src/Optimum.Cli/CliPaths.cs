@@ -20,7 +20,19 @@ public static class CliPaths
     }
 
     /// <summary>A parse error with .NET type names said in words: "as expected type 'System.Int32'" becomes "as an integer".</summary>
-    public static string Friendly(string message) => System.Text.RegularExpressions.Regex.Replace(message, @"as expected type '([^']*)'", m =>
+    public static string Friendly(string message)
+    {
+        // An enum option's refusal names the .NET type and lists the values one per line: one line naming the values instead.
+        var choice = System.Text.RegularExpressions.Regex.Match(message,
+            @"^Cannot parse argument '(?<arg>.*)' for option '(?<opt>[^']*)' as expected type '[^']*'\. Did you mean one of the following\?\s*(?<values>.*)$",
+            System.Text.RegularExpressions.RegexOptions.Singleline);
+        if (choice.Success)
+            return $"{choice.Groups["opt"].Value} '{choice.Groups["arg"].Value}' is not one of "
+                + string.Join(", ", choice.Groups["values"].Value.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        return Types(message);
+    }
+
+    private static string Types(string message) => System.Text.RegularExpressions.Regex.Replace(message, @"as expected type '([^']*)'", m =>
     {
         var t = m.Groups[1].Value;
         return "as " + (t.Contains("Int32") || t.Contains("Int64") ? "an integer"

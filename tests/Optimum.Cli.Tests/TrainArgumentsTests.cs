@@ -227,6 +227,7 @@ public sealed class ParseErrorTests(ITestOutputHelper output)
     [Theory]
     [InlineData("bench train --memory-pattern maybe", "(optimum-net bench train --help lists the options)")]
     [InlineData("bench serve --clients two", "as an integer (optimum-net bench serve --help lists the options)")]
+    [InlineData("bench train --arena Bogus", "error: --arena 'Bogus' is not one of Off, PerSession, Shared (optimum-net bench train --help lists the options).")]
     public void ParseErrors_PointToTheSubcommandsHelp(string args, string expected)
     {
         var (code, stderr) = CliProcess.Run(args, output);
