@@ -20,7 +20,7 @@ public static class BenchTrain
     public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output)
     {
         var report = new BenchReport(run.Json, output);
-        double peak = MatMulPeak.Measure(run.Threads, report);
+        double peak = MatMulPeak.Measure(run.Threads, report, run.Device);
         var cfg = size.Config(size.Seq);
         var dir = size.TrainFolder(run);
         ModelKinds.Write(dir, cfg);
