@@ -83,11 +83,12 @@ var tLoraR = new Option<int?>("--lora-r") { Description = "Train a LoRA adapter 
 var tLoraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (scaling alpha / r; default 8, PEFT's)." };
 var tLoraTargets = new Option<string[]>("--lora-targets") { Description = "Module names or suffixes to adapt (repeatable, e.g. c_attn).", AllowMultipleArgumentsPerToken = true };
 var tDevice = DeviceOption.Create();
+var tOptGraph = new Option<bool>("--optimizer-graph") { Description = "Run the optimizer update as an ONNX graph on --device (for GPUs) instead of the fused C# update (faster on the CPU)." };
 var tLoraDropout = new Option<double?>("--lora-dropout") { Description = "Dropout on the LoRA input (default 0)." };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
     tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tOverwrite, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
-    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice,
+    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice, tOptGraph,
 };
 train.SetAction(r =>
 {
@@ -141,7 +142,7 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
     EvalEvery = r.GetValue(tEval), EvalSamples = r.GetValue(tEvalN), SaveEvery = r.GetValue(tSave), KeepCheckpoints = r.GetValue(tKeep),
     Resume = r.GetValue(tResume) is { } resume ? CheckpointRef.Parse(resume) : null, Overwrite = r.GetValue(tOverwrite), Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
     Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(r.GetValue(tOpt)!, "--optimizer"), WeightDecay = r.GetValue(tWd) },
-    Session = new SessionSettings { IntraOpThreads = threads, Device = DeviceOption.Parse(r, tDevice) }, StopAfter = r.GetValue(tStop),
+    Session = new SessionSettings { IntraOpThreads = threads, Device = DeviceOption.Parse(r, tDevice) }, StopAfter = r.GetValue(tStop), OptimizerGraph = r.GetValue(tOptGraph),
     Ema = r.GetValue(tEma) ? new EmaOptions { MaxDecay = r.GetValue(tEmaDecay) } : null,
     Freeze = r.GetValue(tFreeze) ?? [],
     Lora = LoraFrom(r),

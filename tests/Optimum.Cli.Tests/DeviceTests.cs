@@ -62,9 +62,9 @@ public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
         Assert.Single(stderr.Trim().Split('\n'));
     }
 
-    /// <summary>--device cpu is the default spelled out: the same losses.</summary>
+    /// <summary>--device cpu is the default spelled out: the same losses; --optimizer-graph steps AdamW as an ONNX graph, to the same numbers.</summary>
     [Fact]
-    public void Train_OnTheCpu_GivesTheDefaultRunsLosses()
+    public void Train_OnTheCpu_AndWithTheOptimizerGraph_GivesTheDefaultRunsLosses()
     {
         string Run(string extra)
         {
@@ -76,8 +76,11 @@ public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
         }
         var baseline = Losses(Run(""));
         var cpu = Losses(Run("--device cpu"));
+        var graph = Losses(Run("--device cpu --optimizer-graph"));
         Assert.Equal(6, baseline.Length);
         Assert.Equal(baseline, cpu);
+        for (int i = 0; i < baseline.Length; i++)
+            Assert.True(Math.Abs(graph[i] - baseline[i]) <= 1e-6 * Math.Max(1, Math.Abs(baseline[i])), $"step {i + 1}: optimizer graph loss {graph[i]} vs fused {baseline[i]}");
         Assert.True(baseline[^1] < baseline[0], $"the loss did not fall: {string.Join(", ", baseline)}");
     }
 
