@@ -51,7 +51,8 @@ public readonly record struct ExecutionDevice
 
     /// <summary>
     /// Throws <see cref="DeviceUnavailableException"/> when this build of ONNX Runtime has no provider for the device (the CPU
-    /// always has one). Whether CUDA's own libraries load is only known when a session appends the provider.
+    /// always has one), or when the CUDA provider's library cannot load, naming every missing CUDA library. Whether the GPU
+    /// itself is there is only known when a session appends the provider.
     /// </summary>
     public void EnsureAvailable()
     {
@@ -62,6 +63,7 @@ public readonly record struct ExecutionDevice
                 $"{this}: the CUDA execution provider is not in this build of ONNX Runtime (providers: {string.Join(", ", providers)}; " +
                 "the CPU package Microsoft.ML.OnnxRuntime). Build the application with -p:OrtNative=cuda " +
                 "(Microsoft.ML.OnnxRuntime.Gpu.Linux) and run it where CUDA 13 and cuDNN 9 are installed.");
+        if (CudaLibraries.Problem() is { } problem) throw new DeviceUnavailableException($"{this}: {problem}.");
     }
 
     /// <summary>Adds this device's execution provider to <paramref name="options"/> (nothing for the CPU, whose provider is always there).</summary>
@@ -72,10 +74,10 @@ public readonly record struct ExecutionDevice
         try { options.AppendExecutionProvider_CUDA(Id); }
         catch (OnnxRuntimeException e)
         {
-            // ORT's message names what failed to load (libonnxruntime_providers_cuda.so, libcudart.so.13, libcublasLt.so.13, ...).
+            // The libraries loaded (EnsureAvailable), so this is the device itself: no GPU N, no driver, a CUDA error.
             throw new DeviceUnavailableException(
                 $"{this}: the CUDA execution provider could not be loaded: {e.Message.Trim()} " +
-                "(CUDA 13 and cuDNN 9 must be on LD_LIBRARY_PATH, with a GPU and its driver).", e);
+                "(is there a GPU {Id} with its driver, and cuDNN 9 on the library path?).", e);
         }
     }
 }
