@@ -36,12 +36,13 @@ public static class BenchCommands
         var torch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratios." };
         var torchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => CliPaths.Bundled("../shared/tools/torch-ref/run.sh") };
         var arena = new Option<Arena?>("--arena") { Description = "ORT's CPU arena for the training graph: Shared (the default: one for the process, grown by what is asked for), PerSession (ORT's own, per session) or Off." };
+        var optimizerGraph = new Option<bool>("--optimizer-graph") { Description = "Step AdamW as an ONNX graph on --device instead of the fused C# update (optimizer_ms compares them)." };
         var pattern = new Option<bool?>("--memory-pattern") { Description = "ORT's memory pattern for the training graph (off by default for training: one block for the whole plan costs 2 GB on GPT-2 124M)." };
         var train = new Command("train", "Training throughput and peak memory of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
         {
-            json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath, arena, pattern, device,
+            json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath, arena, pattern, device, optimizerGraph,
         };
-        train.SetAction(r => ExpectedErrors.Report(() => BenchTrain.Run(Common(r, trainSteps, profiles: true) with { MemoryArena = r.GetValue(arena), MemoryPattern = r.GetValue(pattern) }, Gpt2(r), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
+        train.SetAction(r => ExpectedErrors.Report(() => BenchTrain.Run(Common(r, trainSteps, profiles: true) with { MemoryArena = r.GetValue(arena), MemoryPattern = r.GetValue(pattern) }, Gpt2(r), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out, r.GetValue(optimizerGraph))));
 
         // bench zero: ZeRO-1 at one and two ranks.
         var zeroSteps = Steps(5, "one ZeRO-1 update of the global batch");

@@ -17,7 +17,7 @@ namespace Optimum.Cli;
 /// </summary>
 public static class BenchTrain
 {
-    public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output)
+    public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output, bool optimizerGraph = false)
     {
         var report = new BenchReport(run.Json, output);
         double peak = MatMulPeak.Measure(run.Threads, report, run.Device);
@@ -30,6 +30,7 @@ public static class BenchTrain
         store.Load(ModelKinds.Initialize(ps, cfg, 0));
         using var session = new TrainingSession(dir, store, run.Session("ort-profile"));
         using var adam = Optimizer.Create(store, new OptimizerConfig { WeightDecay = 0.01, DecayAll = true });
+        if (optimizerGraph) adam.UseGraph(run.Session());
         var rng = new Random(0);
         var ids = Enumerable.Range(0, size.Batch * size.Seq).Select(_ => (long)rng.Next(size.Vocab)).ToArray();
         var batch = new Batch
@@ -46,7 +47,7 @@ public static class BenchTrain
         {
             ["engine"] = "optimum-net-ort", ["ort_version"] = OrtEnv.Instance().GetVersionString(),
             ["layers"] = size.Layers, ["width"] = size.Width, ["heads"] = size.Heads, ["seq"] = size.Seq, ["vocab"] = size.Vocab, ["batch"] = size.Batch,
-            ["threads"] = run.Threads, ["parameters"] = parameters,
+            ["threads"] = run.Threads, ["device"] = run.Device.ToString(), ["parameters"] = parameters, ["optimizer"] = optimizerGraph ? "onnx-graph" : "fused-csharp",
         };
         t.AddTo(r);
         r["forward_backward_ms"] = t.PhaseMean(0) * 1000;
