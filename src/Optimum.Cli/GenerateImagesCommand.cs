@@ -26,6 +26,8 @@ public sealed record GenerateImagesArgs
     /// <summary>Null: enough for each image to be at least 64 pixels wide in the grid.</summary>
     public int? Scale { get; init; }
     public int Threads { get; init; } = Environment.ProcessorCount;
+    /// <summary>Where the UNet runs (--device).</summary>
+    public ExecutionDevice Device { get; init; }
 }
 
 /// <summary>
@@ -53,9 +55,10 @@ public static class GenerateImagesCommand
         var columns = new Option<int>("--columns") { Description = "Images per grid row (0 = square grid).", DefaultValueFactory = _ => 0 };
         var scale = new Option<int?>("--scale") { Description = "Grid pixels per image pixel (default: images at least 64 pixels wide)." };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads.", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var device = DeviceOption.Create();
         var command = new Command("generate-images", "Sample images from a diffusion UNet folder (DDIM or DDPM, classifier-free guidance): images.png and images.safetensors.")
         {
-            model, scheduler, steps, eta, guidance, label, count, seed, batch, latents, output, columns, scale, threads,
+            model, scheduler, steps, eta, guidance, label, count, seed, batch, latents, output, columns, scale, threads, device,
         };
         command.SetAction(r => ExpectedErrors.Report(() =>
         {
@@ -64,11 +67,13 @@ public static class GenerateImagesCommand
             Console.CancelKeyPress += onCancel;
             try
             {
+                var onDevice = DeviceOption.Parse(r, device);       // before --out is made
                 Run(new GenerateImagesArgs
                 {
                     ModelDir = r.GetValue(model)!, OutDir = CliPaths.OutputFolder(r.GetValue(output)!, "--out"), Scheduler = r.GetValue(scheduler)!, Steps = r.GetValue(steps), Eta = r.GetValue(eta),
                     Guidance = r.GetValue(guidance), Labels = r.GetValue(label) ?? [], Count = r.GetValue(count), Seed = r.GetValue(seed), BatchSize = r.GetValue(batch),
                     Latents = r.GetValue(latents), Columns = r.GetValue(columns), Scale = r.GetValue(scale), Threads = r.GetValue(threads),
+                    Device = onDevice,
                 }, Console.Out, cts.Token);
                 return 0;
             }
@@ -88,7 +93,7 @@ public static class GenerateImagesCommand
         var kind = EnumNames.Parse<SamplerKind>(a.Scheduler, "--scheduler");
         if (a.Scale is < 1) throw new ArgumentException($"--scale must be >= 1, got {a.Scale}.");
         if (a.Columns < 0) throw new ArgumentException($"--columns must be >= 0, got {a.Columns}.");
-        using var loaded = ModelKinds.Load(a.ModelDir, new SessionSettings { IntraOpThreads = Math.Max(1, a.Threads) });
+        using var loaded = ModelKinds.Load(a.ModelDir, new SessionSettings { IntraOpThreads = Math.Max(1, a.Threads), Device = a.Device });
         var gen = loaded.Images ?? throw new ArgumentException($"'{a.ModelDir}' is a {Optimum.Inference.ModelTaskNames.WireName(loaded.Task)} model; generate-images needs a diffusion UNet (UNet2DModel).");
         float[]? latents = null;
         int? count = a.Count;

@@ -82,11 +82,13 @@ var tLabelDrop = new Option<double>("--label-dropout") { Description = "Class-co
 var tLoraR = new Option<int?>("--lora-r") { Description = "Train a LoRA adapter of this rank instead of the model (base frozen; <out>/adapter/ gets the PEFT adapter, final/ and hf/ the merged model)." };
 var tLoraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (scaling alpha / r; default 8, PEFT's)." };
 var tLoraTargets = new Option<string[]>("--lora-targets") { Description = "Module names or suffixes to adapt (repeatable, e.g. c_attn).", AllowMultipleArgumentsPerToken = true };
+var tDevice = DeviceOption.Create();
+var tOptGraph = new Option<bool>("--optimizer-graph") { Description = "Run the optimizer update as an ONNX graph on --device (for GPUs) instead of the fused C# update (faster on the CPU)." };
 var tLoraDropout = new Option<double?>("--lora-dropout") { Description = "Dropout on the LoRA input (default 0)." };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
     tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tOverwrite, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
-    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout,
+    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice, tOptGraph,
 };
 train.SetAction(r =>
 {
@@ -105,7 +107,7 @@ train.SetAction(r =>
         options = TrainerOptionsFrom(r, threads);
         options.Validate();
     }
-    catch (ArgumentException e)                                 // a bad --schedule, --optimizer or --resume, or --resume with --overwrite
+    catch (Exception e) when (e is ArgumentException or DeviceUnavailableException) // a bad --schedule, --optimizer, --resume or --device, or --resume with --overwrite
     {
         if (mpi is not { Rank: > 0 }) Console.Error.WriteLine($"error: {e.Message}");
         return 1;
@@ -140,7 +142,7 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
     EvalEvery = r.GetValue(tEval), EvalSamples = r.GetValue(tEvalN), SaveEvery = r.GetValue(tSave), KeepCheckpoints = r.GetValue(tKeep),
     Resume = r.GetValue(tResume) is { } resume ? CheckpointRef.Parse(resume) : null, Overwrite = r.GetValue(tOverwrite), Seed = r.GetValue(tSeed), SkipNonFinite = r.GetValue(tSkip),
     Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(r.GetValue(tOpt)!, "--optimizer"), WeightDecay = r.GetValue(tWd) },
-    Session = new SessionSettings { IntraOpThreads = threads }, StopAfter = r.GetValue(tStop),
+    Session = new SessionSettings { IntraOpThreads = threads, Device = DeviceOption.Parse(r, tDevice) }, StopAfter = r.GetValue(tStop), OptimizerGraph = r.GetValue(tOptGraph),
     Ema = r.GetValue(tEma) ? new EmaOptions { MaxDecay = r.GetValue(tEmaDecay) } : null,
     Freeze = r.GetValue(tFreeze) ?? [],
     Lora = LoraFrom(r),
@@ -207,14 +209,15 @@ var gEarly = new Option<bool>("--early-stopping") { Description = "Stop beam sea
 var gStop = new Option<string[]>("--stop") { Description = "Stop strings (not included in the output).", AllowMultipleArgumentsPerToken = true };
 var gSeed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
 var gStream = new Option<bool>("--stream") { Description = "Print text as it is generated." };
+var gDevice = DeviceOption.Create();
 var generate = new Command("generate", "Text from a language model folder: continue a prompt (gpt2) or transduce it (t5); greedy, sampling, beam search, streaming.")
 {
-    gModel, gPrompt, gMax, gTemp, gTopK, gTopP, gRep, gBeams, gLenPen, gEarly, gStop, gSeed, gStream,
+    gModel, gPrompt, gMax, gTemp, gTopK, gTopP, gRep, gBeams, gLenPen, gEarly, gStop, gSeed, gStream, gDevice,
 };
 generate.SetAction(r => ExpectedErrors.Report(() =>
 {
     var dir = r.GetValue(gModel)!;
-    using var model = ModelKinds.Load(dir);
+    using var model = ModelKinds.Load(dir, new SessionSettings { Device = DeviceOption.Parse(r, gDevice) });
     var gen = model.Generator ?? throw new ArgumentException($"'{dir}' is a {Optimum.Inference.ModelTaskNames.WireName(model.Task)} model; generate needs a language model (gpt2 or t5).");
     var prompt = r.GetValue(gPrompt)!;
     var o = new Optimum.Inference.GenerationOptions
@@ -250,16 +253,19 @@ var fQuantiles = new Option<double[]>("--quantiles") { Description = "Quantile l
 var fSeed = new Option<long>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
 var fBacktest = new Option<int>("--backtest") { Description = "Hold back the last K points, forecast them and score against seasonal naive (0 = forecast the future).", DefaultValueFactory = _ => 0 };
 var fSeason = new Option<int>("--season") { Description = "Season length for MASE and seasonal naive.", DefaultValueFactory = _ => 12 };
+var fDevice = DeviceOption.Create();
 var forecast = new Command("forecast", "Probabilistic forecasts of every series in a file: forecasts.csv, a PNG per series, optionally a backtest.")
 {
-    fModel, fData, fOut, fHorizon, fSamples, fQuantiles, fSeed, fBacktest, fSeason,
+    fModel, fData, fOut, fHorizon, fSamples, fQuantiles, fSeed, fBacktest, fSeason, fDevice,
 };
 forecast.SetAction(r => ExpectedErrors.Report(() =>
 {
+    var device = DeviceOption.Parse(r, fDevice);        // before --out is made
     Optimum.Inference.Forecasting.SeriesForecast.Run(new Optimum.Inference.Forecasting.SeriesForecastOptions
     {
         ModelDir = r.GetValue(fModel)!, Data = r.GetValue(fData)!, OutDir = CliPaths.OutputFolder(r.GetValue(fOut)!, "--out"), Horizon = r.GetValue(fHorizon), Samples = r.GetValue(fSamples),
         Quantiles = r.GetValue(fQuantiles)!, Seed = r.GetValue(fSeed), Backtest = r.GetValue(fBacktest), Season = r.GetValue(fSeason),
+        Settings = new SessionSettings { Device = device },
     }, Console.Out);
     return 0;
 }));
@@ -277,9 +283,10 @@ var sNoBatching = new Option<bool>("--no-batching") { Description = "Decode each
 var sQueue = new Option<int>("--queue") { Description = "Completions waiting for a slot before 429.", DefaultValueFactory = _ => 16 };
 var sTimeout = new Option<double>("--timeout") { Description = "Seconds per completion before 504.", DefaultValueFactory = _ => 60 };
 var sThreads = new Option<int>("--threads") { Description = "ONNX Runtime threads per model.", DefaultValueFactory = _ => Environment.ProcessorCount };
+var sDevice = DeviceOption.Create();
 var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/completions (with SSE streaming) for language models, /v1/forecast for time-series models, /v1/images/generations for diffusion UNets, /v1/models, /healthz, /metrics.")
 {
-    sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads, sNoBatching,
+    sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads, sNoBatching, sDevice,
 };
 serve.SetAction(r => ExpectedErrors.Report(() =>
 {
@@ -288,6 +295,7 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
     if (r.GetValue(sConc) < 1) throw new ArgumentException($"--max-concurrent {r.GetValue(sConc)} must be at least 1.");
     if (r.GetValue(sQueue) < 0) throw new ArgumentException($"--queue {r.GetValue(sQueue)} must be >= 0.");
     if (!(r.GetValue(sTimeout) > 0 && double.IsFinite(r.GetValue(sTimeout)))) throw new ArgumentException($"--timeout {r.GetValue(sTimeout)} must be a positive number of seconds.");
+    var device = DeviceOption.Parse(r, sDevice);
     if (r.GetValue(sThreads) < 0) throw new ArgumentException($"--threads {r.GetValue(sThreads)} must be >= 0 (0 lets ONNX Runtime choose).");
     // The command's options over the configuration section "Optimum" (appsettings.json, OPTIMUM__* variables), which
     // keeps supplying the rest (body and token limits, an API key when --api-key is not given).
@@ -299,6 +307,7 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
         {
             o.Models = [.. models.Select(Optimum.Server.ServedModel.Parse)];
             (o.MaxConcurrent, o.QueueLimit, o.RequestTimeoutSeconds, o.Threads) = (r.GetValue(sConc), r.GetValue(sQueue), r.GetValue(sTimeout), r.GetValue(sThreads));
+            o.Device = device.ToString();
             if (r.GetValue(sNoBatching)) o.ContinuousBatching = false;
             if (r.GetValue(sKey) is { Length: > 0 } key) o.ApiKey = key;
         });

@@ -22,12 +22,22 @@ public sealed record SessionSettings
     /// at 4 × 256 peaks at 4.96 GB instead of 6.95 GB, at the same step time (issue #15).
     /// </summary>
     public bool? MemoryPattern { get; init; }
+    /// <summary>
+    /// The device sessions run on (CPU by default). CUDA appends ONNX Runtime's CUDA execution provider for that device,
+    /// ahead of the CPU provider that takes the ops CUDA lacks; <see cref="CreateOptions"/> throws
+    /// <see cref="DeviceUnavailableException"/> when it cannot load.
+    /// </summary>
+    public ExecutionDevice Device { get; init; }
     /// <summary>When set, ORT's profiler writes a JSON trace with this path prefix.</summary>
     public string? ProfilePrefix { get; init; }
 
-    /// <summary>New ORT session options from these settings, for a training or eval graph when <paramref name="training"/>; the caller disposes them.</summary>
+    /// <summary>
+    /// New ORT session options from these settings, for a training or eval graph when <paramref name="training"/>; the caller
+    /// disposes them. Throws <see cref="DeviceUnavailableException"/> when <see cref="Device"/>'s provider cannot load.
+    /// </summary>
     public SessionOptions CreateOptions(bool training = false)
     {
+        Device.EnsureAvailable();
         var o = new SessionOptions
         {
             IntraOpNumThreads = IntraOpThreads,
@@ -49,6 +59,12 @@ public sealed record SessionSettings
             // ORT reads the prefix when profiling is switched on: set it first, or traces land in the working folder.
             o.ProfileOutputPathPrefix = ProfilePrefix;
             o.EnableProfiling = true;
+        }
+        try { Device.AppendTo(o); }
+        catch
+        {
+            o.Dispose();
+            throw;
         }
         return o;
     }

@@ -53,7 +53,7 @@ public sealed class ModelRegistry : IDisposable
             var (name, path) = (spec.Name, spec.Folder);
             if (_names.Contains(name)) throw new InvalidOperationException($"Two models are named '{name}'; name them with name=path.");
             LoadedModel model;
-            try { model = ModelKinds.Load(path, new SessionSettings { IntraOpThreads = o.Threads }); }
+            try { model = ModelKinds.Load(path, new SessionSettings { IntraOpThreads = o.Threads, Device = ExecutionDevice.Parse(o.Device, $"{ServerOptions.Section}:{nameof(ServerOptions.Device)}") }); }
             catch (Exception e) when (ExpectedErrors.Are(e))
             {
                 throw new InvalidDataException($"Model '{name}' ('{path}') cannot be served: {e.Message}", e);

@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using Optimum.Core;
 using System.Globalization;
 
 namespace Optimum.Server;
@@ -43,6 +44,8 @@ public sealed class ServerOptions
     public int MaxImages { get; set; } = 16;
     /// <summary>ONNX Runtime intra-op threads per model (0: ONNX Runtime chooses).</summary>
     public int Threads { get; set; } = Environment.ProcessorCount;
+    /// <summary>Where models run: cpu, cuda or cuda:N (see <see cref="ExecutionDevice"/>); CUDA that cannot load fails the start, never falls back to the CPU.</summary>
+    public string Device { get; set; } = "cpu";
 
     // Slow clients. A request's body is read whole before it waits for a generation slot, so a client that trickles
     // its request holds a connection, never a slot; these bound how long and how many.
@@ -96,6 +99,8 @@ public sealed class ServerOptions
         AtLeast(nameof(MaxForecastSamples), MaxForecastSamples, 1);
         AtLeast(nameof(MaxImages), MaxImages, 1);
         AtLeast(nameof(Threads), Threads, 0);
+        try { ExecutionDevice.Parse(Device ?? "", $"{Section}:{nameof(Device)}"); }
+        catch (ArgumentException e) { problems.Add(e.Message.TrimEnd('.')); }
         foreach (var (name, seconds) in new[] { (nameof(RequestBodyTimeoutSeconds), RequestBodyTimeoutSeconds), (nameof(RequestHeadersTimeoutSeconds), RequestHeadersTimeoutSeconds), (nameof(KeepAliveTimeoutSeconds), KeepAliveTimeoutSeconds) })
             if (!(seconds > 0 && seconds <= TimeSpan.MaxValue.TotalSeconds / 2))
                 problems.Add($"{Section}:{name} must be a positive number of seconds, got {seconds.ToString(CultureInfo.InvariantCulture)}");

@@ -51,9 +51,11 @@ public sealed class Trainer : IDisposable
             _session = new TrainingSession(options.ModelDir, _store, options.Session);
             var (begin, end) = _store.Shard(_comm.Rank);
             _opt = Optimizer.Create(_store, options.Optimizer, begin, end);
+            if (options.OptimizerGraph) _opt.UseGraph(options.Session);
         }
         catch
         {
+            _opt?.Dispose();
             _store.Dispose();
             throw;
         }

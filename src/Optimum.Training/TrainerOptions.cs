@@ -47,6 +47,11 @@ public sealed record TrainerOptions
     public EmaOptions? Ema { get; init; }
     public SessionSettings Session { get; init; } = new();
     /// <summary>
+    /// Step the optimizer as an ONNX graph in a session on <see cref="SessionSettings.Device"/> (<see cref="Optimizer.UseGraph"/>)
+    /// instead of the fused C# update. Same numbers to float rounding; off by default, as on the CPU the fused update is faster.
+    /// </summary>
+    public bool OptimizerGraph { get; init; }
+    /// <summary>
     /// Parameters not to train, by name pattern (<see cref="Freezing"/>: '.'-separated segments, '*' within one, '**' across,
     /// a module name freezes its parameters). They get no gradient, no optimizer state and no share of ZeRO-1 or the
     /// gradient norm; checkpoints leave them out and record their checksum; final/ and hf/ still hold the full model.

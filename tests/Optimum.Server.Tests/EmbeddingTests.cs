@@ -92,13 +92,14 @@ public sealed class EmbeddingTests(ModelFixture model)
         var e = Assert.Throws<InvalidOperationException>(() => OptimumServer.Build(new ServerOptions
         {
             Models = [new("tiny", model.Dir), new("tiny", model.T5Dir), new("gone", Path.Combine(model.Root, "missing"))],
-            MaxConcurrent = 0, RequestTimeoutSeconds = -1, MaxBodyBytes = 10,
+            MaxConcurrent = 0, RequestTimeoutSeconds = -1, MaxBodyBytes = 10, Device = "tpu",
         }));
         Assert.Contains("Optimum:Models:1: models 0 and 1 are both named 'tiny'", e.Message);
         Assert.Contains($"Optimum:Models:2 ('gone'): the folder '{Path.Combine(model.Root, "missing")}' does not exist", e.Message);
         Assert.Contains("Optimum:MaxConcurrent must be at least 1, got 0", e.Message);
         Assert.Contains("Optimum:RequestTimeoutSeconds must be greater than 0, got -1", e.Message);
         Assert.Contains("Optimum:MaxBodyBytes must be at least 64, got 10", e.Message);
+        Assert.Contains("Optimum:Device 'tpu' is not a device: expected cpu, cuda or cuda:N with N a device number >= 0", e.Message);
         Assert.DoesNotContain("QueueLimit", e.Message);
         e = Assert.Throws<InvalidOperationException>(() => OptimumServer.Build(new ServerOptions()));
         Assert.StartsWith("Optimum:Models is empty", e.Message);

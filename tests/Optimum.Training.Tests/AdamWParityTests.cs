@@ -14,8 +14,11 @@ public sealed class AdamWParityTests(ITestOutputHelper output) : IDisposable
     private readonly string _dir = Repo.TempDir();
     public void Dispose() => Directory.Delete(_dir, true);
 
-    [Fact]
-    public void ThreeAdamWSteps_MatchTorch()
+    /// <summary>With <paramref name="optimizerGraph"/>, AdamW steps as an ONNX graph (<see cref="OptimizerGraph"/>) instead of the fused C# update.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ThreeAdamWSteps_MatchTorch(bool optimizerGraph)
     {
         var fixture = Repo.Fixture("gpt2-tiny");
         var model = Path.Combine(_dir, "gpt2-tiny");
@@ -26,6 +29,7 @@ public sealed class AdamWParityTests(ITestOutputHelper output) : IDisposable
         store.Load(HfWeights.Load(Path.Combine(model, ModelFolder.WeightsFile), ps, out _));
         using var session = new TrainingSession(model, store, new SessionSettings { IntraOpThreads = 2 });
         using var adam = Optimizer.Create(store, new OptimizerConfig { Kind = OptimizerKind.AdamW, WeightDecay = 0.01, DecayAll = true });
+        if (optimizerGraph) adam.UseGraph(new SessionSettings { IntraOpThreads = 2 });
         var ids = expected["input_ids"].ToInt64s();
         var batch = new Batch
         {
@@ -53,6 +57,6 @@ public sealed class AdamWParityTests(ITestOutputHelper output) : IDisposable
                 Assert.True(err <= 1e-4 + 1e-3 * Math.Abs(want[k]), $"{ps[i].Name}[{k}]: {got[k]} vs torch {want[k]}");
             }
         }
-        output.WriteLine($"PARITY adamw3 parameters max_abs={maxAbs:E2}");
+        output.WriteLine($"PARITY adamw3{(optimizerGraph ? " (optimizer graph)" : "")} parameters max_abs={maxAbs:E2}");
     }
 }

@@ -22,10 +22,11 @@ public static class BenchCommands
         var seq = new Option<int>("--seq") { Description = "Tokens per sequence (training) or context (generation).", DefaultValueFactory = _ => 256 };
         var vocab = new Option<int>("--vocab") { Description = "Vocabulary size (GPT-2's BPE: 50257).", DefaultValueFactory = _ => 50257 };
         var batch = new Option<int>("--batch") { Description = "Sequences per step.", DefaultValueFactory = _ => 8 };
+        var device = DeviceOption.Create();
         Option<int> Steps(int defaultSteps, string what) =>
             new("--steps") { Description = $"Measured steps (after --warmup ones); a step is {what}.", DefaultValueFactory = _ => defaultSteps };
         BenchRun Common(ParseResult r, Option<int> steps, bool profiles = false) =>
-            new(r.GetValue(threads), r.GetValue(warmup), r.GetValue(steps), r.GetValue(json), profiles && r.GetValue(profile));
+            new(r.GetValue(threads), r.GetValue(warmup), r.GetValue(steps), r.GetValue(json), profiles && r.GetValue(profile)) { Device = DeviceOption.Parse(r, device) };
         // Generation and serving take no --seq or --batch: their lengths come from the prompt and the tokens asked for.
         Gpt2Size Gpt2(ParseResult r, bool trains = true) => trains
             ? new(r.GetValue(layers), r.GetValue(width), r.GetValue(heads), r.GetValue(seq), r.GetValue(vocab), r.GetValue(batch))
@@ -36,13 +37,14 @@ public static class BenchCommands
         var torch = new Option<bool>("--torch") { Description = "Also run the TorchSharp reference (../shared/tools/torch-ref/run.sh) and print the ratios." };
         var torchPath = new Option<string>("--torch-ref") { Description = "Path of the reference's run.sh.", DefaultValueFactory = _ => CliPaths.Bundled("../shared/tools/torch-ref/run.sh") };
         var arena = new Option<Arena?>("--arena") { Description = "ORT's CPU arena for the training graph: Shared (the default: one for the process, grown by what is asked for), PerSession (ORT's own, per session) or Off." };
+        var optimizerGraph = new Option<bool>("--optimizer-graph") { Description = "Step AdamW as an ONNX graph on --device instead of the fused C# update (optimizer_ms compares them)." };
         var pattern = new Option<bool?>("--memory-pattern") { Description = "ORT's memory pattern for the training graph (off by default for training: one block for the whole plan costs 2 GB on GPT-2 124M)." };
         var loraR = new Option<int?>("--lora-r") { Description = "Also measure LoRA of this rank (first; then full fine-tuning of the same model): trainable parameters, optimizer state, step time, peak memory of each." };
         var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (scaling alpha / r; default r)." };
         var loraTargets = new Option<string[]>("--lora-targets") { Description = "Linear layers LoRA adapts (PEFT's target_modules; default c_attn).", AllowMultipleArgumentsPerToken = true };
         var train = new Command("train", "Training throughput and peak memory of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
         {
-            json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath, arena, pattern, loraR, loraAlpha, loraTargets,
+            json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath, arena, pattern, device, optimizerGraph, loraR, loraAlpha, loraTargets,
         };
         train.SetAction(r => ExpectedErrors.Report(() =>
         {
@@ -57,7 +59,7 @@ public static class BenchCommands
                 lora.Validate();
             }
             return BenchTrain.Run(Common(r, trainSteps, profiles: true) with { MemoryArena = r.GetValue(arena), MemoryPattern = r.GetValue(pattern) }, Gpt2(r),
-                r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out, lora);
+                r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out, r.GetValue(optimizerGraph), lora);
         }));
 
         // bench zero: ZeRO-1 at one and two ranks.
@@ -65,7 +67,7 @@ public static class BenchCommands
         var worker = new Option<bool>("--worker") { Description = "Internal: one measurement, run by bench zero under mpirun.", Hidden = true };
         var zero = new Command("zero", "ZeRO-1 step time at N=1 and N=2 ranks, communication share and optimizer state per rank.")
         {
-            json, threads, warmup, zeroSteps, layers, width, heads, seq, vocab, batch, worker,
+            json, threads, warmup, zeroSteps, layers, width, heads, seq, vocab, batch, worker, device,
         };
         zero.SetAction(r => ExpectedErrors.Report(() => BenchZero.Run(Common(r, zeroSteps), Gpt2(r), r.GetValue(worker), Console.Out)));
 
@@ -77,7 +79,7 @@ public static class BenchCommands
         var genaiPath = new Option<string>("--genai-ref") { Description = "Path of the onnxruntime-genai reference's run.sh.", DefaultValueFactory = _ => CliPaths.Bundled("../shared/tools/genai-ref/run.sh") };
         var generate = new Command("generate", "Batch-1 greedy generation tokens/s with and without the KV cache, time to first token, and the memory-bandwidth bound measured in the same run.")
         {
-            json, threads, warmup, generateSteps, layers, width, heads, vocab, prompt, newTokens, profile, genai, genaiPath,
+            json, threads, warmup, generateSteps, layers, width, heads, vocab, prompt, newTokens, profile, genai, genaiPath, device,
         };
         generate.SetAction(r => ExpectedErrors.Report(() => BenchGenerate.Run(Common(r, generateSteps, profiles: true), Gpt2(r, trains: false),
             r.GetValue(prompt), r.GetValue(newTokens), r.GetValue(genai) ? r.GetValue(genaiPath) : null, Console.Out)));
@@ -91,9 +93,9 @@ public static class BenchCommands
         var serveT5 = new Option<bool>("--t5") { Description = "Serve a T5 (--layers in each stack, the prompt as its source) instead of a GPT-2." };
         var serve = new Command("serve", "Service latency (p50/p99), time to first token and throughput under a fixed concurrent load on loopback.")
         {
-            json, threads, serveWarmup, layers, width, heads, vocab, clients, requests, maxTokens, noBatching, serveT5,
+            json, threads, serveWarmup, layers, width, heads, vocab, clients, requests, maxTokens, noBatching, serveT5, device,
         };
-        serve.SetAction(r => ExpectedErrors.Report(() => BenchServe.Run(new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)),
+        serve.SetAction(r => ExpectedErrors.Report(() => BenchServe.Run(new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)) { Device = DeviceOption.Parse(r, device) },
             Gpt2(r, trains: false), r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out, !r.GetValue(noBatching), r.GetValue(serveT5))));
 
         // bench soak: the service at its queue limit for a while, clients hanging up at random; memory at the start and end.
@@ -107,9 +109,9 @@ public static class BenchCommands
         var soakStream = new Option<double>("--stream") { Description = "Share of requests that stream (SSE).", DefaultValueFactory = _ => 0.8 };
         var soak = new Command("soak", "The service at its queue limit for --seconds with streaming clients that hang up at random: requests by status, clean stream ends, disconnects, RSS and managed heap at the start and end.")
         {
-            json, threads, soakWarmup, soakSeconds, layers, width, heads, vocab, soakClients, soakSlots, soakQueue, soakTokens, soakDisconnect, soakStream,
+            json, threads, soakWarmup, soakSeconds, layers, width, heads, vocab, soakClients, soakSlots, soakQueue, soakTokens, soakDisconnect, soakStream, device,
         };
-        soak.SetAction(r => ExpectedErrors.Report(() => BenchSoak.Run(new BenchRun(r.GetValue(threads), 0, 0, r.GetValue(json)), Gpt2(r, trains: false),
+        soak.SetAction(r => ExpectedErrors.Report(() => BenchSoak.Run(new BenchRun(r.GetValue(threads), 0, 0, r.GetValue(json)) { Device = DeviceOption.Parse(r, device) }, Gpt2(r, trains: false),
             new SoakLoad(r.GetValue(soakSeconds), r.GetValue(soakWarmup), r.GetValue(soakClients), r.GetValue(soakSlots), r.GetValue(soakQueue), r.GetValue(soakTokens),
                 r.GetValue(soakDisconnect), r.GetValue(soakStream)), Console.Out)));
 
@@ -120,7 +122,7 @@ public static class BenchCommands
         var t5Vocab = new Option<int>("--vocab") { Description = "T5 vocabulary size (t5-small's: 32128).", DefaultValueFactory = _ => 32128 };
         var t5 = new Command("t5", "T5 training throughput (default 6+6 layers, d_model 384, 128/64 tokens) and generation tokens/s.")
         {
-            json, threads, warmup, t5Steps, layers, width, heads, batch, source, target, t5Vocab, profile, torch, torchPath,
+            json, threads, warmup, t5Steps, layers, width, heads, batch, source, target, t5Vocab, profile, torch, torchPath, device,
         };
         t5.SetAction(r => ExpectedErrors.Report(() => BenchT5.Run(Common(r, t5Steps, profiles: true), new T5Size(r.GetValue(layers), r.GetValue(width), r.GetValue(heads),
             r.GetValue(batch), r.GetValue(source), r.GetValue(target), r.GetValue(t5Vocab)), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
@@ -132,7 +134,7 @@ public static class BenchCommands
         var samples = new Option<int>("--samples") { Description = "Sample paths per forecast.", DefaultValueFactory = _ => 100 };
         var forecast = new Command("forecast", "Informer / Time Series Transformer training windows/s and forecast latency (ms per series for 100 paths).")
         {
-            json, threads, warmup, forecastSteps, forecastModel, forecastBatch, samples, profile,
+            json, threads, warmup, forecastSteps, forecastModel, forecastBatch, samples, profile, device,
         };
         forecast.SetAction(r => ExpectedErrors.Report(() => BenchForecast.Run(Common(r, forecastSteps, profiles: true), r.GetValue(forecastModel)!,
             r.GetValue(forecastBatch), r.GetValue(samples), Console.Out)));
@@ -144,7 +146,7 @@ public static class BenchCommands
         var sampleBatch = new Option<int>("--sample-batch") { Description = "Images per UNet run when sampling.", DefaultValueFactory = _ => 16 };
         var unet = new Command("unet", "Diffusion UNet (the PyTorch reference's: 32x32x1, [32, 64, 64], 1.7M parameters) training images/s and DDIM sampling UNet evaluations/s.")
         {
-            json, threads, warmup, unetSteps, unetBatch, sampleSteps, sampleBatch, profile, torch, torchPath,
+            json, threads, warmup, unetSteps, unetBatch, sampleSteps, sampleBatch, profile, torch, torchPath, device,
         };
         unet.SetAction(r => ExpectedErrors.Report(() => BenchUnet.Run(Common(r, unetSteps, profiles: true),
             new UnetBenchSize(r.GetValue(unetBatch), r.GetValue(sampleSteps), r.GetValue(sampleBatch)), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));

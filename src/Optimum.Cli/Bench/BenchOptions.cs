@@ -17,13 +17,15 @@ public sealed record BenchRun(int Threads = 2, int Warmup = 2, int Steps = 5, bo
     public Arena? MemoryArena { get; init; }
     /// <summary>ORT's memory pattern (see <see cref="SessionSettings.MemoryPattern"/>); null: the session kind's default.</summary>
     public bool? MemoryPattern { get; init; }
+    /// <summary>Where the bench's sessions run (--device).</summary>
+    public ExecutionDevice Device { get; init; }
 
     /// <summary>
     /// Session settings with the bench's threads; with --profile and a <paramref name="profileName"/>, ORT traces the
     /// session (to WorkDir/<paramref name="profileName"/>_*.json once the prefix takes effect; see <see cref="OrtProfile"/>).
     /// </summary>
     public SessionSettings Session(string? profileName = null) =>
-        new() { IntraOpThreads = Threads, MemoryArena = MemoryArena, MemoryPattern = MemoryPattern, ProfilePrefix = Profile && profileName is not null ? Path.Combine(WorkDir, profileName) : null };
+        new() { IntraOpThreads = Threads, MemoryArena = MemoryArena, MemoryPattern = MemoryPattern, Device = Device, ProfilePrefix = Profile && profileName is not null ? Path.Combine(WorkDir, profileName) : null };
 }
 
 /// <summary>The benches' GPT-2: by default 6 layers, 384 wide, 6 heads, sequences of 256, GPT-2's vocabulary, batch 8.</summary>

@@ -36,8 +36,8 @@ public static class BenchServe
         if (t5) WriteT5(dir, size);
         else ModelKinds.WritePreset(dir, size.Config(256), seed: 0);
         var options = batching
-            ? new ServerOptions { Models = [new("bench", dir)], Threads = run.Threads, MaxConcurrent = 16, QueueLimit = clients * 2, ContinuousBatching = true }
-            : new ServerOptions { Models = [new("bench", dir)], Threads = Math.Max(1, run.Threads / 2), MaxConcurrent = 2, QueueLimit = clients * 2, ContinuousBatching = false };
+            ? new ServerOptions { Models = [new("bench", dir)], Device = run.Device.ToString(), Threads = run.Threads, MaxConcurrent = 16, QueueLimit = clients * 2, ContinuousBatching = true }
+            : new ServerOptions { Models = [new("bench", dir)], Device = run.Device.ToString(), Threads = Math.Max(1, run.Threads / 2), MaxConcurrent = 2, QueueLimit = clients * 2, ContinuousBatching = false };
         var app = OptimumServer.Build(options,
             ["--urls", "http://127.0.0.1:0", "--Logging:LogLevel:Default=Warning"]);
         app.StartAsync().GetAwaiter().GetResult();

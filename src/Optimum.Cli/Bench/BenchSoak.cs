@@ -33,7 +33,7 @@ public static class BenchSoak
         ModelKinds.WritePreset(dir, size.Config(256), seed: 0);
         var app = OptimumServer.Build(new ServerOptions
         {
-            Models = [new("bench", dir)], Threads = Math.Max(1, run.Threads / load.MaxConcurrent), MaxConcurrent = load.MaxConcurrent, QueueLimit = load.Queue,
+            Models = [new("bench", dir)], Device = run.Device.ToString(), Threads = Math.Max(1, run.Threads / load.MaxConcurrent), MaxConcurrent = load.MaxConcurrent, QueueLimit = load.Queue,
         }, ["--urls", "http://127.0.0.1:0", "--Logging:LogLevel:Default=Warning"]);
         app.StartAsync().GetAwaiter().GetResult();
         try

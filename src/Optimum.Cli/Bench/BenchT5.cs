@@ -21,7 +21,7 @@ public static class BenchT5
     public static int Run(BenchRun run, T5Size size, string? torchRef, TextWriter output)
     {
         var report = new BenchReport(run.Json, output);
-        double peak = MatMulPeak.Measure(run.Threads, report);
+        double peak = MatMulPeak.Measure(run.Threads, report, run.Device);
         var cfg = new T5Config
         {
             VocabSize = size.Vocab, DModel = size.Width, DKv = size.Width / size.Heads, NumHeads = size.Heads, DFf = 4 * size.Width,

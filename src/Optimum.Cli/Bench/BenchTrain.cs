@@ -18,24 +18,24 @@ namespace Optimum.Cli;
 /// </summary>
 public static class BenchTrain
 {
-    public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output, LoraConfig? lora = null)
+    public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output, bool optimizerGraph = false, LoraConfig? lora = null)
     {
         var report = new BenchReport(run.Json, output);
-        double peak = MatMulPeak.Measure(run.Threads, report);
+        double peak = MatMulPeak.Measure(run.Threads, report, run.Device);
         var cfg = size.Config(size.Seq);
         var dir = size.TrainFolder(run);
         ModelKinds.Write(dir, cfg);
         double gflops = 0, rss = 0;
         // With LoRA, its model first and then full fine-tuning of the same base in the same run: the peak resident memory is
         // the process's, and full fine-tuning needs more, so each reading is that measurement's own peak.
-        if (lora is not null) Measure(run, size, dir, cfg, peak, report, lora);
-        (gflops, rss) = Measure(run, size, dir, cfg, peak, report, null);
+        if (lora is not null) Measure(run, size, dir, cfg, peak, report, optimizerGraph, lora);
+        (gflops, rss) = Measure(run, size, dir, cfg, peak, report, optimizerGraph, null);
         if (torchRef is not null) RunTorch(torchRef, run, size, gflops, rss, report);
         report.Print();
         return 0;
     }
 
-    private static (double Gflops, double Rss) Measure(BenchRun run, Gpt2Size size, string dir, Gpt2Config cfg, double peak, BenchReport report, LoraConfig? lora)
+    private static (double Gflops, double Rss) Measure(BenchRun run, Gpt2Size size, string dir, Gpt2Config cfg, double peak, BenchReport report, bool optimizerGraph, LoraConfig? lora)
     {
         var ps = ModelFolder.ReadParameters(dir);
         long parameters = ps.Sum(p => p.Count);
@@ -55,6 +55,7 @@ public static class BenchTrain
         store.Load(weights);
         using var session = new TrainingSession(modelDir, store, run.Session("ort-profile"));
         using var adam = Optimizer.Create(store, new OptimizerConfig { WeightDecay = 0.01, DecayAll = true });
+        if (optimizerGraph) adam.UseGraph(run.Session());
         var rng = new Random(0);
         var ids = Enumerable.Range(0, size.Batch * size.Seq).Select(_ => (long)rng.Next(size.Vocab)).ToArray();
         var batch = new Batch
@@ -74,7 +75,8 @@ public static class BenchTrain
         {
             ["engine"] = "optimum-net-ort", ["ort_version"] = OrtEnv.Instance().GetVersionString(),
             ["layers"] = size.Layers, ["width"] = size.Width, ["heads"] = size.Heads, ["seq"] = size.Seq, ["vocab"] = size.Vocab, ["batch"] = size.Batch,
-            ["threads"] = run.Threads, ["training"] = lora is null ? "full" : $"lora r {lora.R} alpha {lora.LoraAlpha} on {string.Join(",", lora.TargetModules)}",
+            ["threads"] = run.Threads, ["device"] = run.Device.ToString(), ["optimizer"] = optimizerGraph ? "onnx-graph" : "fused-csharp",
+            ["training"] = lora is null ? "full" : $"lora r {lora.R} alpha {lora.LoraAlpha} on {string.Join(",", lora.TargetModules)}",
             ["parameters"] = parameters + adapterParameters, ["trainable_parameters"] = store.Used,
             ["optimizer_state_mb"] = adam.StateBytes / 1e6,
         };

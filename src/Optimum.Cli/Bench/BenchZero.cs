@@ -47,7 +47,7 @@ public static class BenchZero
     {
         var self = Path.Combine(AppContext.BaseDirectory, "optimum-net.dll");
         var psi = new ProcessStartInfo(mpirun, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", $"{n}", "dotnet", self, "bench", "zero", "--worker",
-            "--warmup", $"{run.Warmup}", "--steps", $"{run.Steps}", "--threads", $"{run.Threads}", "--layers", $"{size.Layers}", "--width", $"{size.Width}",
+            "--warmup", $"{run.Warmup}", "--steps", $"{run.Steps}", "--threads", $"{run.Threads}", "--device", $"{run.Device}", "--layers", $"{size.Layers}", "--width", $"{size.Width}",
             "--heads", $"{size.Heads}", "--seq", $"{size.Seq}", "--vocab", $"{size.Vocab}", "--batch", $"{size.Batch}"])
         { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
         psi.Environment["TERM"] = "dumb";

@@ -20,14 +20,14 @@ public static class MatMulPeak
     private const int Warmup = 2, Runs = 5;
 
     /// <summary>Measures every shape (each one a "matmul" measurement in <paramref name="report"/>) and returns the best GFLOP/s.</summary>
-    public static double Measure(int threads, BenchReport report)
+    public static double Measure(int threads, BenchReport report, ExecutionDevice device = default)
     {
         double best = 0;
         foreach (var (m, k, n) in Shapes)
         {
             var g = new GraphBuilder("matmul");
             g.Output(g.MatMul(g.Input("a", DType.Float, Shape.Of(m, k)), g.Input("b", DType.Float, Shape.Of(k, n))), "c");
-            using var options = new SessionSettings { IntraOpThreads = threads }.CreateOptions();
+            using var options = new SessionSettings { IntraOpThreads = threads, Device = device }.CreateOptions();
             using var session = new InferenceSession(ModelWriter.ToBytes(g), options);
             var rng = new Random(1);
             float[] Random(int count) => Enumerable.Range(0, count).Select(_ => (float)rng.NextDouble()).ToArray();
@@ -41,7 +41,7 @@ public static class MatMulPeak
             using var run = new RunOptions();
             var t = StepTimes.Measure(Warmup, Runs, _ => session.RunWithBinding(run, binding));
             double gflops = 2.0 * m * k * n / t.Median / 1e9;
-            var r = new Dictionary<string, object> { ["m"] = m, ["k"] = k, ["n"] = n, ["threads"] = threads };
+            var r = new Dictionary<string, object> { ["m"] = m, ["k"] = k, ["n"] = n, ["threads"] = threads, ["device"] = device.ToString() };
             t.AddTo(r, "run");
             r["gflops_per_s"] = gflops;
             report.AddSpeed("matmul", r);

@@ -7,7 +7,24 @@ public sealed partial class GraphBuilder
     /// Numpy matmul: (..., m, k) @ (..., k, n) with broadcast batch dims; 1-D operands as numpy treats them.
     /// A linear layer's product (see <see cref="LinearUse"/>) is offered to <see cref="LinearRewrite"/>.
     /// </summary>
-    public Value MatMul(Value a, Value b) => AfterLinear(a, b, gemmTransB: null, MatMulNode(a, b));
+    public Value MatMul(Value a, Value b) => AfterLinear(a, b, gemmTransB: null,
+        Autocasts(a, b) ? Cast(MatMulNode(Cast(a, Autocast!.Value), Cast(b, Autocast!.Value)), DType.Float) : MatMulNode(a, b));
+
+    /// <summary>
+    /// Mixed precision (torch.autocast's rule for matmul and linear): when set to Float16 or BFloat16, MatMul and Gemm of
+    /// float32 operands compute in that type, their inputs cast to it and the product cast back to float32; everything else
+    /// (softmax, norms, the loss, the parameters themselves: the float32 master weights) stays float32. Autodiff then
+    /// differentiates through the casts, so gradients come out float32. Null (the default): no casts.
+    /// </summary>
+    public DType? Autocast
+    {
+        get => _autocast;
+        set => _autocast = value is null or DType.Float16 or DType.BFloat16 ? value
+            : throw new ArgumentException($"Autocast computes in float16 or bfloat16, got {value.Value.Name()}.", nameof(value));
+    }
+    private DType? _autocast;
+
+    private bool Autocasts(params Value?[] xs) => _autocast is not null && xs.All(x => x is null || x.Type == DType.Float);
 
     private Value MatMulNode(Value a, Value b) => Emit("MatMul", [a, b], null, n =>
     {
@@ -29,7 +46,9 @@ public sealed partial class GraphBuilder
     public Value Gemm(Value a, Value b, Value? c = null, float alpha = 1f, float beta = 1f, bool transA = false, bool transB = false)
     {
         var attrs = new Dictionary<string, AttrValue> { ["alpha"] = alpha, ["beta"] = beta, ["transA"] = transA ? 1L : 0L, ["transB"] = transB ? 1L : 0L };
-        var output = Emit("Gemm", c is null ? [a, b] : [a, b, c], attrs, n =>
+        bool low = Autocasts(a, b, c);
+        var (ea, eb, ec) = low ? (Cast(a, _autocast!.Value), Cast(b, _autocast!.Value), c is null ? null : Cast(c, _autocast!.Value)) : (a, b, c);
+        var output = Emit("Gemm", ec is null ? [ea, eb] : [ea, eb, ec], attrs, n =>
         {
             if (a.Rank != 2 || b.Rank != 2) throw Error("Gemm", n, $"A and B must be 2-D, got {a.Shape} and {b.Shape}");
             Dim m = transA ? a.Shape[1] : a.Shape[0], ka = transA ? a.Shape[0] : a.Shape[1];
@@ -38,9 +57,9 @@ public sealed partial class GraphBuilder
             var y = Shape.Of(m, nn);
             if (c is not null && !BroadcastsTo(c.Shape, y))
                 throw Error("Gemm", n, $"C {c.Shape} does not broadcast to {y}");
-            return [(a.Type, y)];
+            return [(ea.Type, y)];
         })[0];
-        return AfterLinear(a, b, transB, output, transA);
+        return AfterLinear(a, b, transB, low ? Cast(output, DType.Float) : output, transA);
     }
 
     /// <summary>

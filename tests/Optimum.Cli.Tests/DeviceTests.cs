@@ -1,0 +1,89 @@
+using System.Text.Json;
+using Microsoft.ML.OnnxRuntime;
+using Optimum.Core;
+using Optimum.Tests;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Optimum.Cli.Tests;
+
+/// <summary>
+/// --device on every command that runs a model. This machine's build has ONNX Runtime's CPU package, so CUDA must be
+/// refused with one line naming what is missing and how to build with it; a build with CUDA skips those.
+/// </summary>
+public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static bool BuildHasCuda => OrtEnv.Instance().GetAvailableProviders().Contains(ExecutionDevice.CudaProvider);
+
+    private string Never => Path.Combine(_dir, "never-" + Guid.NewGuid().ToString("N"));
+
+    private string CommandWith(string command, string device) => command switch
+    {
+        "train" => $"train --model {Repo.Path("models", "mlp-digits")} --data {Repo.Path("samples", "data", "digits.csv.gz")} --out {Never} --steps 2 --device {device}",
+        "generate" => $"generate --model {Repo.Path("models", "gpt2-mini")} --prompt hello --device {device}",
+        "generate-images" => $"generate-images --model {Repo.Path("models", "gpt2-mini")} --out {Never} --device {device}",
+        "forecast" => $"forecast --model {Repo.Path("models", "gpt2-mini")} --data {Repo.Path("samples", "data", "digits.csv.gz")} --out {Never} --device {device}",
+        "serve" => $"serve --model {Repo.Path("models", "gpt2-mini")} --urls http://127.0.0.1:0 --device {device}",
+        "bench train" => $"bench train --layers 1 --width 8 --heads 2 --seq 4 --vocab 11 --batch 1 --steps 1 --warmup 0 --device {device}",
+        "bench generate" => $"bench generate --layers 1 --width 8 --heads 2 --vocab 11 --device {device}",
+        _ => throw new ArgumentException(command),
+    };
+
+    public static TheoryData<string> Commands => ["train", "generate", "generate-images", "forecast", "serve", "bench train", "bench generate"];
+
+    [SkippableTheory]
+    [MemberData(nameof(Commands))]
+    public void Cuda_OnTheCpuBuild_IsRefusedNamingThePackageToBuildWith(string command)
+    {
+        Skip.If(BuildHasCuda, "this build of ONNX Runtime has the CUDA provider");
+        var (code, stderr) = CliProcess.Run(CommandWith(command, "cuda:1"), output);
+        Assert.Equal(1, code);
+        Assert.Contains("error: cuda:1: the CUDA execution provider is not in this build of ONNX Runtime (providers: CPUExecutionProvider", stderr);
+        Assert.Contains("Build the application with -p:OrtNative=cuda (Microsoft.ML.OnnxRuntime.Gpu.Linux)", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));     // refused before any output folder was made
+    }
+
+    [Theory]
+    [InlineData("train", "tpu")]
+    [InlineData("generate", "cuda:-1")]
+    [InlineData("generate-images", "cuda:x")]
+    [InlineData("forecast", "gpu")]
+    [InlineData("serve", "cuda:")]
+    [InlineData("bench train", "cuda0")]
+    public void BadDeviceNames_AreOneLineErrors(string command, string device)
+    {
+        var (code, stderr) = CliProcess.Run(CommandWith(command, device), output);
+        Assert.Equal(1, code);
+        Assert.Contains($"error: --device '{device}' is not a device: expected cpu, cuda or cuda:N with N a device number >= 0.", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
+    /// <summary>--device cpu is the default spelled out: the same losses; --optimizer-graph steps AdamW as an ONNX graph, to the same numbers.</summary>
+    [Fact]
+    public void Train_OnTheCpu_AndWithTheOptimizerGraph_GivesTheDefaultRunsLosses()
+    {
+        string Run(string extra)
+        {
+            var outDir = Path.Combine(_dir, "run" + extra.Replace(" ", "").Replace("-", ""));
+            var (code, _) = CliProcess.Run($"train --model {Repo.Path("models", "mlp-digits")} --data {Repo.Path("samples", "data", "digits.csv.gz")} --out {outDir} " +
+                $"--steps 6 --warmup 2 --batch-size 16 --eval-every 0 --eval-samples 32 --save-every 0 --threads 1 {extra}", output);
+            Assert.Equal(0, code);
+            return outDir;
+        }
+        var baseline = Losses(Run(""));
+        var cpu = Losses(Run("--device cpu"));
+        var graph = Losses(Run("--device cpu --optimizer-graph"));
+        Assert.Equal(6, baseline.Length);
+        Assert.Equal(baseline, cpu);
+        for (int i = 0; i < baseline.Length; i++)
+            Assert.True(Math.Abs(graph[i] - baseline[i]) <= 1e-6 * Math.Max(1, Math.Abs(baseline[i])), $"step {i + 1}: optimizer graph loss {graph[i]} vs fused {baseline[i]}");
+        Assert.True(baseline[^1] < baseline[0], $"the loss did not fall: {string.Join(", ", baseline)}");
+    }
+
+    private static double[] Losses(string outDir) => File.ReadLines(Path.Combine(outDir, "metrics.jsonl"))
+        .Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.TryGetProperty("loss", out _)).Select(e => e.GetProperty("loss").GetDouble()).ToArray();
+}
