@@ -73,4 +73,38 @@ public static class LmQuality
         }
         return ((double)same / Math.Max(1, n), firstDiff);
     }
+
+    /// <summary>
+    /// <see cref="GreedyAgreement(IGenerativeModel, IGenerativeModel, IReadOnlyList{int}, int)"/> over several prompts: the share of all
+    /// generated positions that agree, and the mean first difference.
+    /// </summary>
+    public static (double Agreement, double MeanFirstDifference) GreedyAgreement(IGenerativeModel reference, IGenerativeModel other, IReadOnlyList<IReadOnlyList<int>> prompts, int newTokens)
+    {
+        var r = prompts.Select(p => GreedyAgreement(reference, other, p, newTokens)).ToArray();
+        return (r.Average(x => x.Agreement), r.Average(x => (double)x.FirstDifference));
+    }
+}
+
+/// <summary>
+/// A quantized language model against its float32 source on held-out tokens: both perplexities, and the share of greedy
+/// tokens equal to float32's (<see cref="Agreement"/>) over <see cref="AgreementTokens"/> generated tokens.
+/// </summary>
+public sealed record QualityComparison(PerplexityResult Float32, PerplexityResult Quantized, double Agreement, double MeanFirstDifference, int AgreementTokens)
+{
+    /// <summary>Quantized perplexity over float32's, minus 1 (0.01 = 1% worse).</summary>
+    public double PerplexityIncrease => Quantized.Perplexity / Float32.Perplexity - 1;
+
+    /// <summary>
+    /// Perplexity of both models over <paramref name="heldOut"/> (at most <paramref name="maxTokens"/> of it), and their greedy
+    /// agreement over 256 new tokens: 4 prompts of 16 tokens taken at evenly spaced places of the held-out text, 64 tokens each.
+    /// </summary>
+    public static QualityComparison Measure(IGenerativeModel float32, IGenerativeModel quantized, IReadOnlyList<int> heldOut, int maxTokens = 16384)
+    {
+        var tokens = heldOut.Take(maxTokens).ToArray();
+        if (tokens.Length < 4 * 16) throw new ArgumentException($"{tokens.Length} held-out tokens: at least 64 are needed.", nameof(heldOut));
+        int newTokens = Math.Min(64, float32.MaxPositions - 16);
+        var prompts = Enumerable.Range(0, 4).Select(i => (IReadOnlyList<int>)tokens.Skip(i * (tokens.Length - 16) / 4).Take(16).ToArray()).ToArray();
+        var (agree, first) = LmQuality.GreedyAgreement(float32, quantized, prompts, newTokens);
+        return new(LmQuality.Perplexity(float32, tokens), LmQuality.Perplexity(quantized, tokens), agree, first, 4 * newTokens);
+    }
 }
