@@ -53,7 +53,8 @@ public static class QuantizeCommand
             var heldOut = ids.Skip((int)(ids.Count * 0.95)).ToArray();
             var c = QualityComparison.Measure(fl, ql, heldOut, r.GetValue(evalTokens));
             Console.WriteLine($"perplexity over {c.Float32.Tokens} held-out tokens: float32 {c.Float32.Perplexity:F3}, {o.Weights.Wire()} {c.Quantized.Perplexity:F3} ({c.PerplexityIncrease * 100:+0.00;-0.00}%)");
-            Console.WriteLine($"greedy agreement with float32 over {c.AgreementTokens} tokens: {c.Agreement * 100:F1}% (first difference at token {c.MeanFirstDifference:F1} on average)");
+            Console.WriteLine($"greedy agreement with float32 over {c.AgreementTokens} tokens (4 prompts): {c.Agreement * 100:F1}%"
+                + (c.Agreement < 1 ? $" (first difference after {c.MeanFirstDifference:F1} tokens on average)" : ""));
             return 0;
         }));
         return cmd;

@@ -57,6 +57,7 @@ public static class ModelQuantizer
     /// <summary>Quantizes the folder <paramref name="modelDir"/> with its model.safetensors into <paramref name="outDir"/> (written whole or not at all).</summary>
     public static void Quantize(string modelDir, string outDir, QuantizeOptions options)
     {
+        Validate(options);
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder '{modelDir}' does not exist.");
         var ps = ModelFolder.ReadParameters(modelDir);
         var path = Path.Combine(modelDir, ModelFolder.WeightsFile);
@@ -67,10 +68,8 @@ public static class ModelQuantizer
     /// <summary>As <see cref="Quantize(string, string, QuantizeOptions)"/> with the weights given (in optimum.parameters order).</summary>
     public static void Quantize(string modelDir, IReadOnlyList<float[]> weights, string outDir, QuantizeOptions options)
     {
+        Validate(options);
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder '{modelDir}' does not exist.");
-        if (options.Weights == WeightPrecision.Fp32) throw new ArgumentException("--weights must be int8 or int4 (fp32 is the unquantized folder).", nameof(options));
-        BlockQuantizer.CheckBlockSize(options.BlockSize);
-        if (options.AccuracyLevel is < 0 or > 4) throw new ArgumentOutOfRangeException(nameof(options), options.AccuracyLevel, "accuracy_level is 0 to 4.");
         var config = ModelFolder.ReadConfig(modelDir);
         if (PrecisionOf(config) != WeightPrecision.Fp32) throw new InvalidDataException($"'{modelDir}' is already quantized ({PrecisionOf(config).Wire()}); quantize its float32 source instead.");
         var ps = ModelFolder.ReadParameters(modelDir);
@@ -121,6 +120,14 @@ public static class ModelQuantizer
             HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), keep.Select(k => k.p).ToArray(), keep.Select(k => weights[k.i]).ToArray());
             File.WriteAllText(Path.Combine(tmp, ModelFolder.ConfigFile), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         });
+    }
+
+    /// <summary>Refuses options no quantized folder can have, before any file is read.</summary>
+    public static void Validate(QuantizeOptions options)
+    {
+        if (options.Weights == WeightPrecision.Fp32) throw new ArgumentException("--weights must be int8 or int4 (fp32 is the unquantized folder).", nameof(options));
+        BlockQuantizer.CheckBlockSize(options.BlockSize);
+        if (options.AccuracyLevel is < 0 or > 4) throw new ArgumentOutOfRangeException(nameof(options), options.AccuracyLevel, "MatMulNBits' accuracy_level is 0 to 4.");
     }
 
     /// <summary>The precision a folder's config.json records (fp32 without an optimum.quantization section).</summary>
