@@ -17,7 +17,7 @@ public static class QuantizeCommand
         var weights = new Option<string>("--weights") { Description = "int8 or int4.", Required = true };
         var block = new Option<int>("--block-size") { Description = "Weights per scale along K: a power of two >= 16.", DefaultValueFactory = _ => 32 };
         var symmetric = new Option<bool>("--symmetric") { Description = "No zero points: each block's scale is max|w| / (2^(bits-1) - 1), centred on 0." };
-        var op = new Option<string>("--int8-operator") { Description = "int8 only: matmulnbits (block-wise, bits=8) or dynamic (com.microsoft.DynamicQuantizeMatMul, per column).", DefaultValueFactory = _ => "matmulnbits" };
+        var op = new Option<string>("--int8-operator") { Description = "int8 only: dynamic (com.microsoft.DynamicQuantizeMatMul, per-column weights; the faster here) or matmulnbits (block-wise, bits=8).", DefaultValueFactory = _ => "dynamic" };
         var accuracy = new Option<int>("--accuracy-level") { Description = "MatMulNBits accuracy_level: 4 multiplies int8-quantized activations (fastest on CPU), 0 float32.", DefaultValueFactory = _ => 4 };
         var evaluate = new Option<string?>("--evaluate") { Description = "Text file (causal LMs): perplexity of its last 5% (the training split's validation part) and greedy agreement, float32 vs quantized." };
         var evalTokens = new Option<int>("--eval-tokens") { Description = "At most this many held-out tokens for --evaluate.", DefaultValueFactory = _ => 16384 };
@@ -43,7 +43,7 @@ public static class QuantizeCommand
             if (text is not null && !File.Exists(text)) throw new FileNotFoundException($"--evaluate: '{text}' does not exist.", text);
             ModelQuantizer.Quantize(from, to, o);
             long Bytes(string d) => Directory.GetFiles(d).Sum(f => new FileInfo(f).Length);
-            Console.WriteLine($"wrote {to} ({o.Weights.Wire()}, block {o.BlockSize}, {(o.ZeroPoints ? "zero points" : "symmetric")}): {Bytes(to) / 1e6:F1} MB (float32 folder {Bytes(from) / 1e6:F1} MB)");
+            Console.WriteLine($"wrote {to} ({o.Describe()}): {Bytes(to) / 1e6:F1} MB (float32 folder {Bytes(from) / 1e6:F1} MB)");
             if (text is null) return 0;
             using var f = ModelKinds.Load(from);
             using var q = ModelKinds.Load(to);

@@ -37,7 +37,7 @@ public sealed class QuantizeCommandTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, CliProcess.Run($"export --preset gpt2-mini -o {f32}", output).Code);
         var (code, stdout, _) = CliProcess.RunWithOutput($"quantize {f32} -o {q} --weights int4 --block-size 64", output);
         Assert.Equal(0, code);
-        Assert.Contains("(int4, block 64, zero points)", stdout);
+        Assert.Contains("(int4, block 64, zero points, MatMulNBits)", stdout);
         (code, stdout, _) = CliProcess.RunWithOutput($"generate --model {q} --prompt \"Call me\" --max-new-tokens 4 --temperature 0", output);
         Assert.Equal(0, code);
         Assert.StartsWith("Call me", stdout);

@@ -85,7 +85,7 @@ public sealed class QuantizationTests : IDisposable
         var src = Path.Combine(_dir, "f32");
         ModelKinds.Write(src, cfg);
         var ps = ModelFolder.ReadParameters(src);
-        var o = new QuantizeOptions { Weights = ModelQuantizer.Parse(precision), BlockSize = block, ZeroPoints = zeroPoints, AccuracyLevel = 0 };
+        var o = new QuantizeOptions { Weights = ModelQuantizer.Parse(precision), BlockSize = block, ZeroPoints = zeroPoints, AccuracyLevel = 0, Int8Operator = Int8Operator.MatMulNBits };
         var rng = new Random(5);
         var w = ModelKinds.Initialize(ps, cfg, 0);
         for (int i = 0; i < ps.Count; i++)

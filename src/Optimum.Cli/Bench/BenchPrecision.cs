@@ -11,12 +11,13 @@ namespace Optimum.Cli;
 /// as quantized folders made by <see cref="ModelQuantizer"/>, each loaded from its folder as a server would, then batch-1
 /// greedy generation with the KV cache: tokens/s, time to first token, the folder's bytes and peak RSS, and each
 /// precision's speed over float32's in the same run. The folders are all written before the first measurement and the float
-/// weights dropped, so each peak is that precision's own (the process's baseline included).
+/// weights dropped, so each peak is that precision's own (the process's baseline included): loading is the peak (the graph
+/// with its weights is parsed and serialized once more for ONNX Runtime); the resident set after generating is the steady state.
 /// </summary>
 public static class BenchPrecision
 {
-    /// <summary>The precisions the bench knows: int8 through MatMulNBits (bits 8) or DynamicQuantizeMatMul ("int8-dynamic").</summary>
-    public static readonly string[] Names = ["fp32", "int8", "int8-dynamic", "int4"];
+    /// <summary>The precisions the bench knows: int8 is DynamicQuantizeMatMul (the quantizer's default), int8-nbits MatMulNBits with bits 8.</summary>
+    public static readonly string[] Names = ["fp32", "int8", "int8-nbits", "int4"];
 
     public static IReadOnlyList<string> Parse(string list)
     {
@@ -30,8 +31,8 @@ public static class BenchPrecision
     private static QuantizeOptions? Options(string precision, int blockSize) => precision switch
     {
         "fp32" => null,
-        "int8" => new() { Weights = WeightPrecision.Int8, BlockSize = blockSize },
-        "int8-dynamic" => new() { Weights = WeightPrecision.Int8, Int8Operator = Int8Operator.DynamicQuantizeMatMul },
+        "int8" => new() { Weights = WeightPrecision.Int8, Int8Operator = Int8Operator.DynamicQuantizeMatMul },
+        "int8-nbits" => new() { Weights = WeightPrecision.Int8, Int8Operator = Int8Operator.MatMulNBits, BlockSize = blockSize },
         "int4" => new() { Weights = WeightPrecision.Int4, BlockSize = blockSize },
         _ => throw new ArgumentException($"--precision: '{precision}' is not one of {string.Join(", ", Names)}."),
     };
@@ -73,16 +74,20 @@ public static class BenchPrecision
                 Generator.Generate(lm, [ids], greedy, (_, t) => { if (t.Count == 1) firstToken[i] = clock.Elapsed.TotalSeconds; return true; });
             });
             double rss = PeakMemory.TakeMegabytes(), tps = newTokens / times.Mean;
+            GC.Collect();
+            double resident;
+            using (var self = System.Diagnostics.Process.GetCurrentProcess()) resident = self.WorkingSet64 / 1e6;
             baseline ??= p == "fp32" ? tps : null;
             var r = new Dictionary<string, object>
             {
-                ["precision"] = p, ["layers"] = size.Layers, ["width"] = size.Width, ["vocab"] = size.Vocab, ["threads"] = run.Threads,
+                ["precision"] = p, ["scheme"] = Options(p, blockSize)?.Describe() ?? "float32", ["layers"] = size.Layers, ["width"] = size.Width, ["vocab"] = size.Vocab, ["threads"] = run.Threads,
                 ["prompt_tokens"] = prompt, ["new_tokens"] = newTokens,
                 ["tokens_per_s"] = tps,
                 ["time_to_first_token_ms"] = StepTimes.Quantile(firstToken.Skip(run.Warmup), 0.5) * 1000,
                 ["model_mb"] = ModelBytes(dir) / 1e6,
             };
             if (baseline is { } b) r["speedup_vs_fp32"] = tps / b;
+            r["rss_after_generation_mb"] = resident;
             r["peak_rss_mb"] = rss;
             report.Add("generate_precision", r);
         }

@@ -85,7 +85,7 @@ internal static class GraphQuantizer
     private static string[] AddInitializers(GraphProto g, string name, float[] wt, float[] w, int n, int k, bool transposed, QuantizeOptions o)
     {
         var stem = transposed ? $"{name}.T" : name;
-        if (o.Weights == WeightPrecision.Int8 && o.Int8Operator == Int8Operator.DynamicQuantizeMatMul)
+        if (o.PerColumn)
         {
             var q = ColumnQuantizer.Quantize(wt, n, k);
             g.Initializer.Add(Tensor($"{stem}.qweight", TensorProto.Types.DataType.Int8, [k, n], MemoryMarshal.AsBytes(q.Codes.AsSpan())));
@@ -103,7 +103,7 @@ internal static class GraphQuantizer
     private static NodeProto QuantizedNode(NodeProto node, string output, string[] inits, int k, int n, QuantizeOptions o)
     {
         var name = string.IsNullOrEmpty(node.Name) ? output : node.Name;
-        if (o.Weights == WeightPrecision.Int8 && o.Int8Operator == Int8Operator.DynamicQuantizeMatMul)
+        if (o.PerColumn)
             return new NodeProto { Name = $"{name}.q8", OpType = "DynamicQuantizeMatMul", Domain = MsDomain, Input = { node.Input[0], inits[0], inits[1] }, Output = { output } };
         var q = new NodeProto { Name = $"{name}.q{o.Bits}", OpType = "MatMulNBits", Domain = MsDomain, Input = { node.Input[0] }, Output = { output } };
         q.Input.AddRange(inits);

@@ -29,8 +29,18 @@ public sealed record QuantizeOptions
     public bool ZeroPoints { get; init; } = true;
     /// <summary>MatMulNBits' accuracy_level: 0 computes in float32 (dequantized weights); 4 quantizes the activations to int8 per block.</summary>
     public int AccuracyLevel { get; init; } = 4;
-    /// <summary>Int8 only: which operator (see <see cref="Quantization.Int8Operator"/>).</summary>
-    public Int8Operator Int8Operator { get; init; } = Int8Operator.MatMulNBits;
+    /// <summary>
+    /// Int8 only: which operator (see <see cref="Quantization.Int8Operator"/>). DynamicQuantizeMatMul by default: on GPT-2 124M
+    /// (2 threads, AVX-512 VNNI) it generated 24.4 tokens/s against MatMulNBits' 20.1 in the same run, at the same perplexity.
+    /// </summary>
+    public Int8Operator Int8Operator { get; init; } = Int8Operator.DynamicQuantizeMatMul;
+
+    /// <summary>True when the weights are int8 per column for DynamicQuantizeMatMul (no blocks, no zero points).</summary>
+    public bool PerColumn => Weights == WeightPrecision.Int8 && Int8Operator == Int8Operator.DynamicQuantizeMatMul;
+
+    /// <summary>In words, for messages: "int4, block 32, zero points".</summary>
+    public string Describe() => PerColumn ? "int8 per column, symmetric, DynamicQuantizeMatMul"
+        : $"{Weights.Wire()}, block {BlockSize}, {(ZeroPoints ? "zero points" : "symmetric")}, MatMulNBits";
 
     public int Bits => Weights switch
     {
@@ -105,9 +115,9 @@ public static class ModelQuantizer
         {
             ["weights"] = options.Weights.Wire(),
             ["bits"] = options.Bits,
-            ["operator"] = options.Weights == WeightPrecision.Int8 && options.Int8Operator == Int8Operator.DynamicQuantizeMatMul ? "com.microsoft.DynamicQuantizeMatMul" : "com.microsoft.MatMulNBits",
-            ["block_size"] = options.Weights == WeightPrecision.Int8 && options.Int8Operator == Int8Operator.DynamicQuantizeMatMul ? null : options.BlockSize,
-            ["zero_points"] = options.ZeroPoints && !(options.Weights == WeightPrecision.Int8 && options.Int8Operator == Int8Operator.DynamicQuantizeMatMul),
+            ["operator"] = options.PerColumn ? "com.microsoft.DynamicQuantizeMatMul" : "com.microsoft.MatMulNBits",
+            ["block_size"] = options.PerColumn ? null : options.BlockSize,
+            ["zero_points"] = options.ZeroPoints && !options.PerColumn,
             ["accuracy_level"] = options.AccuracyLevel,
             ["quantized"] = new JsonArray(ps.Where(p => quantized.Contains(p.Name)).Select(p => (JsonNode)p.Name).ToArray()),
         };
