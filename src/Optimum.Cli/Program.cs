@@ -48,6 +48,7 @@ export.SetAction(r => ExpectedErrors.Report(() =>
     return 0;
 }));
 root.Subcommands.Add(export);
+root.Subcommands.Add(QuantizeCommand.Create());
 
 // train: a model folder on text files.
 var tModel = new Option<string>("--model") { Description = "Model folder (config.json, training.onnx, eval.onnx; model.safetensors optional).", DefaultValueFactory = _ => CliPaths.Bundled("models/gpt2-mini") };

@@ -1,3 +1,4 @@
+using Optimum.Inference.Quantization;
 using System.Threading.RateLimiting;
 using Optimum.Hub;
 using Optimum.Inference;
@@ -28,6 +29,7 @@ public sealed class ModelRegistry : IDisposable
 {
     private readonly List<string> _names = [];
     private readonly Dictionary<string, TextGenerator> _generators = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _precision = new(StringComparer.Ordinal);
     private readonly Dictionary<string, BatchScheduler> _schedulers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Served<Forecaster>> _forecasters = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Served<ImageGenerator>> _images = new(StringComparer.Ordinal);
@@ -59,6 +61,7 @@ public sealed class ModelRegistry : IDisposable
                 throw new InvalidDataException($"Model '{name}' ('{path}') cannot be served: {e.Message}", e);
             }
             _owned.Add(model);
+            _precision[name] = ModelQuantizer.PrecisionOf(path).Wire();
             if (model.Forecaster is { } forecaster)
             {
                 CheckForecasts(forecaster, name, path);
@@ -140,6 +143,8 @@ public sealed class ModelRegistry : IDisposable
     /// <summary>"causal-lm", "seq2seq", "forecaster" or "image-generation".</summary>
     public string KindOf(string name) => (_forecasters.ContainsKey(name) ? ModelTask.Forecasting
         : _images.ContainsKey(name) ? ModelTask.ImageGeneration : _generators[name].Task).WireName();
+    /// <summary>The precision of a served model's matrix weights: "fp32", or "int8"/"int4" for a quantized folder.</summary>
+    public string PrecisionOf(string name) => _precision[name];
     public bool TryGet(string name, out TextGenerator generator) => _generators.TryGetValue(name, out generator!);
     /// <summary>The continuous batch a language model's completions share (none with batching off); owned by the registry.</summary>
     public bool TryGetScheduler(string name, out BatchScheduler scheduler) => _schedulers.TryGetValue(name, out scheduler!);

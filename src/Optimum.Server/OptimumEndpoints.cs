@@ -89,18 +89,18 @@ public static partial class OptimumServer
         return group;
     }
 
-    /// <summary>Every model with its kind, and what a client needs to call it: a forecaster's lengths, an image generator's size and classes.</summary>
+    /// <summary>Every model with its kind, its weights' precision, and what a client needs to call it: a forecaster's lengths, an image generator's size and classes.</summary>
     private static IResult ListModels(ModelRegistry m) => Results.Ok(new
     {
         @object = "list",
         data = m.Names.Select(n =>
         {
-            var (id, kind) = (n, m.KindOf(n));
+            var (id, kind, precision) = (n, m.KindOf(n), m.PrecisionOf(n));
             if (m.TryGetForecaster(n, out var f))
-                return (object)new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, prediction_length = f.Model.PredictionLength, context_length = f.Model.ContextLength };
+                return (object)new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, precision, prediction_length = f.Model.PredictionLength, context_length = f.Model.ContextLength };
             if (m.TryGetImageGenerator(n, out var g))
-                return new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, sample_size = g.Model.SampleSize, channels = g.Model.Channels, classes = g.Model.ClassCount };
-            return new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind };
+                return new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, precision, sample_size = g.Model.SampleSize, channels = g.Model.Channels, classes = g.Model.ClassCount };
+            return new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, precision };
         }),
     });
 

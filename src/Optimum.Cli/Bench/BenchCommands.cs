@@ -77,12 +77,19 @@ public static class BenchCommands
         var newTokens = new Option<int>("--new-tokens") { Description = "Tokens to generate.", DefaultValueFactory = _ => 256 };
         var genai = new Option<bool>("--genai") { Description = "Also run onnxruntime-genai on the same exported model (../shared/tools/genai-ref/run.sh) and print the ratio." };
         var genaiPath = new Option<string>("--genai-ref") { Description = "Path of the onnxruntime-genai reference's run.sh.", DefaultValueFactory = _ => CliPaths.Bundled("../shared/tools/genai-ref/run.sh") };
+        var precision = new Option<string?>("--precision") { Description = "Compare weight precisions on the same model in one run instead: a list of fp32, int8 (DynamicQuantizeMatMul), int8-nbits (MatMulNBits, bits 8), int4 (e.g. fp32,int8,int4); KV-cache tokens/s, time to first token, model bytes and peak RSS of each." };
+        var precisionFolder = new Option<string?>("--precision-folder") { Description = "Internal: one precision's measurement on this folder, run by bench generate --precision.", Hidden = true };
+        var blockSize = new Option<int>("--block-size") { Description = "With --precision: MatMulNBits block size (int8-nbits, int4).", DefaultValueFactory = _ => 32 };
         var generate = new Command("generate", "Batch-1 greedy generation tokens/s with and without the KV cache, time to first token, and the memory-bandwidth bound measured in the same run.")
         {
-            json, threads, warmup, generateSteps, layers, width, heads, vocab, prompt, newTokens, profile, genai, genaiPath, device,
+            json, threads, warmup, generateSteps, layers, width, heads, vocab, prompt, newTokens, profile, genai, genaiPath, device, precision, blockSize, precisionFolder,
         };
-        generate.SetAction(r => ExpectedErrors.Report(() => BenchGenerate.Run(Common(r, generateSteps, profiles: true), Gpt2(r, trains: false),
-            r.GetValue(prompt), r.GetValue(newTokens), r.GetValue(genai) ? r.GetValue(genaiPath) : null, Console.Out)));
+        generate.SetAction(r => ExpectedErrors.Report(() => r.GetValue(precisionFolder) is { } folder
+            ? BenchPrecision.Worker(Common(r, generateSteps), folder, r.GetValue(vocab), r.GetValue(prompt), r.GetValue(newTokens), Console.Out)
+            : r.GetValue(precision) is { } ps
+            ? BenchPrecision.Run(Common(r, generateSteps), Gpt2(r, trains: false), r.GetValue(prompt), r.GetValue(newTokens), BenchPrecision.Parse(ps), r.GetValue(blockSize), Console.Out)
+            : BenchGenerate.Run(Common(r, generateSteps, profiles: true), Gpt2(r, trains: false),
+                r.GetValue(prompt), r.GetValue(newTokens), r.GetValue(genai) ? r.GetValue(genaiPath) : null, Console.Out)));
 
         // bench serve: the HTTP service under concurrent load (the unit timed is a request: no --steps).
         var clients = new Option<int>("--clients") { Description = "Concurrent clients.", DefaultValueFactory = _ => 4 };

@@ -13,7 +13,13 @@ public static class ReferenceRun
     public static (IReadOnlyDictionary<string, object> Result, double PeakRssMb) Run(string what, string script, IEnumerable<string> args)
     {
         if (!File.Exists(script)) throw new FileNotFoundException($"The {what} reference '{script}' does not exist.", script);
-        var psi = new ProcessStartInfo("bash", [script, .. args]) { RedirectStandardOutput = true, RedirectStandardError = true };
+        return RunProcess(what, "bash", [script, .. args]);
+    }
+
+    /// <summary>Runs <paramref name="exe"/> with <paramref name="args"/>; returns the fields of its last JSON line and its peak RSS in MB (polled).</summary>
+    public static (IReadOnlyDictionary<string, object> Result, double PeakRssMb) RunProcess(string what, string exe, IEnumerable<string> args)
+    {
+        var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var p = Process.Start(psi)!;
         double rss = 0;
         using var done = new CancellationTokenSource();
@@ -31,7 +37,7 @@ public static class ReferenceRun
         done.Cancel();
         poll.Wait();
         var line = stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith('{'))
-            ?? throw new InvalidDataException($"The {what} reference '{script}' printed no result (exit {p.ExitCode}): {stderr.Result}");
+            ?? throw new InvalidDataException($"The {what} run ({exe} {string.Join(' ', args)}) printed no result (exit {p.ExitCode}): {stderr.Result}");
         return (BenchReport.Parse(line), rss);
     }
 
