@@ -229,4 +229,20 @@ public sealed class AdapterTests : IClassFixture<AdapterTests.Fixture>
         Assert.Contains("[q_proj] match no linear layer", e3.Message);
         Assert.Contains("transformer.h.0.attn.c_attn", e3.Message);
     }
+
+    [Fact]
+    public void AdapterSet_GivesATextGenerator_ThatCompletesAsTheMergedModel()
+    {
+        var dir = _f.Adapter("attn", Attn, seed: 1);
+        var o = new GenerationOptions { MaxNewTokens = 10 };
+        using var set = AdapterSet.OpenGpt2(_f.Base);
+        using var adapter = set.LoadAdapter(dir);
+        using var merged = new CausalLm(_f.Merged(dir));
+        var expected = new TextGenerator(merged, Gpt2Tokenizer.Create()).Complete("Call me Ishmael", o);
+        var got = adapter.Generator!.Complete("Call me Ishmael", o);
+        Assert.Equal(expected.Text, got.Text);
+        Assert.Equal(10, got.CompletionTokens);
+        Assert.Equal(dir, adapter.Dir);
+        Assert.Equal(["c_attn"], adapter.Generator.CausalModel!.Adapter!.Targets);
+    }
 }

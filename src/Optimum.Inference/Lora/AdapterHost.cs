@@ -35,14 +35,17 @@ public sealed class AdapterHost : IDisposable
     private AdapterHost(string dir, SharedWeights weights, byte[] graph, SessionSettings settings) =>
         (BaseDir, _weights, _graph, _settings) = (dir, weights, graph, settings);
 
-    /// <summary>Loads the base folder's weights (model.safetensors) into one shared buffer; a folder without a KV-cache decoder is refused.</summary>
-    public static AdapterHost Open(string baseDir, SessionSettings? settings = null)
+    /// <summary>
+    /// Loads the base folder's weights (model.safetensors) into one shared buffer; a folder without a KV-cache decoder is refused.
+    /// <paramref name="sharePrePacked"/>: see <see cref="SharedWeights(string, bool)"/>.
+    /// </summary>
+    public static AdapterHost Open(string baseDir, SessionSettings? settings = null, bool sharePrePacked = true)
     {
         if (!Directory.Exists(baseDir)) throw new DirectoryNotFoundException($"Base model folder '{baseDir}' does not exist.");
         var path = CausalLm.InferencePath(baseDir);
         var graph = File.ReadAllBytes(path);
         Parse(graph, path);
-        return new AdapterHost(baseDir, new SharedWeights(baseDir), graph, settings ?? new SessionSettings());
+        return new AdapterHost(baseDir, new SharedWeights(baseDir, sharePrePacked), graph, settings ?? new SessionSettings());
     }
 
     public string BaseDir { get; }

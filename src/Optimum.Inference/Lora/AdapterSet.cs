@@ -1,3 +1,5 @@
+using Optimum.Core;
+
 namespace Optimum.Inference.Lora;
 
 /// <summary>
@@ -5,9 +7,21 @@ namespace Optimum.Inference.Lora;
 /// <see cref="LoadedModel"/> (a <see cref="TextGenerator"/> made by the kind's <c>generator</c>) over the one
 /// <see cref="AdapterHost"/>. Dispose the set and every model it loaded (any order; the shared weights go with the last).
 /// </summary>
+/// <code>
+/// using var set = AdapterSet.OpenGpt2("models/gpt2");
+/// using var pirate = set.LoadAdapter("runs/pirate/adapter");
+/// var text = pirate.Generator!.Complete("Call me", new GenerationOptions { MaxNewTokens = 20 }).Text;
+/// </code>
 public sealed class AdapterSet(AdapterHost host, Func<CausalLm, TextGenerator> generator) : IDisposable
 {
     public AdapterHost Host { get; } = host;
+
+    /// <summary>A GPT-2 base folder (KV-cache decoder, GPT-2's BPE) whose adapters generate text; dispose it.</summary>
+    public static AdapterSet OpenGpt2(string baseDir, SessionSettings? settings = null)
+    {
+        var tokenizer = Optimum.Hub.Gpt2Tokenizer.Create();
+        return new(AdapterHost.Open(baseDir, settings), lm => new TextGenerator(lm, tokenizer));
+    }
 
     /// <summary>The base model over the shared weights; dispose it.</summary>
     public LoadedModel LoadBase() => Wrap(Host.OpenBase(), Host.BaseDir);

@@ -25,7 +25,7 @@ public sealed unsafe class SharedWeights : IDisposable
     private readonly string _dir;
     private readonly string _file;
     private readonly IntPtr _buffer;
-    private readonly PrePackedWeightsContainer _prepacked = new();
+    private readonly PrePackedWeightsContainer? _prepacked;
     private readonly object _gate = new();
     private int _users = 1;
     private bool _freed;
@@ -33,33 +33,60 @@ public sealed unsafe class SharedWeights : IDisposable
     /// <summary>
     /// Reads <paramref name="modelDir"/>'s model.safetensors into one native buffer. The parameters must be stored as F32
     /// under their own names (as export and train write them); other files are refused naming the tensor.
+    /// With <paramref name="sharePrePacked"/> false each session keeps its own pre-packed copies (to measure what sharing saves).
     /// </summary>
-    public SharedWeights(string modelDir)
+    public SharedWeights(string modelDir, bool sharePrePacked = true)
     {
+        _prepacked = sharePrePacked ? new PrePackedWeightsContainer() : null;
         _dir = Path.GetFullPath(modelDir);
         _file = Path.Combine(_dir, ModelFolder.WeightsFile);
         Parameters = ModelFolder.ReadParameters(modelDir);
-        var weights = HfWeights.Load(_file, Parameters, out _);                           // checks names, shapes, finite values
-        var offsets = new long[Parameters.Count];
+        if (!File.Exists(_file)) throw new FileNotFoundException($"Model folder '{modelDir}' has no {ModelFolder.WeightsFile}.", _file);
+        var locations = new (long Offset, long Length)[Parameters.Count];
         using (var f = SafeTensorsFile.Open(_file))
             for (int i = 0; i < Parameters.Count; i++)
             {
                 var p = Parameters[i];
-                if (!f.Contains(p.Name) || f.Info(p.Name).Type != Optimum.Onnx.DType.Float)
-                    throw new InvalidDataException($"{_file}: tensor '{p.Name}' must be stored as F32 under that name to be shared by adapters (it is {(f.Contains(p.Name) ? f.Info(p.Name).Type.ToString() : "missing")}); re-export the folder with optimum-net export.");
-                offsets[i] = f.Location(p.Name).Offset;
+                if (!f.Contains(p.Name)) throw new InvalidDataException($"{_file}: checkpoint has no tensor '{p.Name}'.");
+                var (type, shape) = f.Info(p.Name);
+                if (!shape.SequenceEqual(p.Shape))
+                    throw new InvalidDataException($"{_file}: tensor '{p.Name}' has shape [{string.Join(", ", shape)}], the model needs [{string.Join(", ", p.Shape)}].");
+                if (type != Optimum.Onnx.DType.Float)
+                    throw new InvalidDataException($"{_file}: tensor '{p.Name}' is {type}; a base shared by adapters must store its weights as F32 (as optimum-net export and train write them).");
+                locations[i] = f.Location(p.Name);
             }
         long total = Parameters.Sum(p => (p.Count + 15) / 16 * 16);                          // each tensor 64-byte aligned
         _buffer = (IntPtr)NativeMemory.AlignedAlloc((nuint)Math.Max(64, total * sizeof(float)), 64);
-        long at = 0;
-        for (int i = 0; i < Parameters.Count; i++)
+        try
         {
-            var p = Parameters[i];
-            var data = (float*)_buffer + at;
-            weights[i].AsSpan().CopyTo(new Span<float>(data, weights[i].Length));
-            weights[i] = null!;
-            _byName[p.Name] = (p, OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, p.Shape, (IntPtr)data, p.Count * sizeof(float)), offsets[i]);
-            at += (p.Count + 15) / 16 * 16;
+            // Straight from the file into the native buffer: no managed copy of the weights (it would stay in the GC's heap).
+            using var handle = File.OpenHandle(_file);
+            long at = 0;
+            for (int i = 0; i < Parameters.Count; i++)
+            {
+                var p = Parameters[i];
+                var data = (float*)_buffer + at;
+                var bytes = new Span<byte>(data, checked((int)locations[i].Length));
+                for (int done = 0; done < bytes.Length;)
+                {
+                    int n = RandomAccess.Read(handle, bytes[done..], locations[i].Offset + done);
+                    if (n == 0) throw new InvalidDataException($"{_file}: tensor '{p.Name}' ends early (truncated file?).");
+                    done += n;
+                }
+                var values = new ReadOnlySpan<float>(data, (int)p.Count);
+                int bad = values.IndexOfAnyExceptInRange(float.MinValue, float.MaxValue);
+                if (bad >= 0)
+                    throw new InvalidDataException($"{_file}: tensor '{p.Name}' holds {values[bad].ToString(System.Globalization.CultureInfo.InvariantCulture)} at element {bad}; weights must be finite.");
+                _byName[p.Name] = (p, OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, p.Shape, (IntPtr)data, p.Count * sizeof(float)), locations[i].Offset);
+                at += (p.Count + 15) / 16 * 16;
+            }
+        }
+        catch
+        {
+            foreach (var (_, v, _) in _byName.Values) v.Dispose();
+            NativeMemory.AlignedFree((void*)_buffer);
+            _prepacked?.Dispose();
+            throw;
         }
         Bytes = total * sizeof(float);
     }
@@ -95,7 +122,7 @@ public sealed unsafe class SharedWeights : IDisposable
             EmbeddedWeights.ElideOutputIdentities(graph);
             _users++;
         }
-        try { return new InferenceSession(model.ToByteArray(), options, _prepacked); }
+        try { return _prepacked is null ? new InferenceSession(model.ToByteArray(), options) : new InferenceSession(model.ToByteArray(), options, _prepacked); }
         catch { Release(); throw; }
     }
 
@@ -162,7 +189,7 @@ public sealed unsafe class SharedWeights : IDisposable
         if (_freed) return;
         _freed = true;
         foreach (var (_, v, _) in _byName.Values) v.Dispose();
-        _prepacked.Dispose();
+        _prepacked?.Dispose();
         NativeMemory.AlignedFree((void*)_buffer);
     }
 
