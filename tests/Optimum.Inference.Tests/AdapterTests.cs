@@ -245,4 +245,24 @@ public sealed class AdapterTests : IClassFixture<AdapterTests.Fixture>
         Assert.Equal(dir, adapter.Dir);
         Assert.Equal(["c_attn"], adapter.Generator.CausalModel!.Adapter!.Targets);
     }
+
+    [Fact]
+    public void BadBaseWeights_AreRefusedNamingTheTensor()
+    {
+        var ps = ModelFolder.ReadParameters(_f.Base);
+        var w = HfWeights.Load(Path.Combine(_f.Base, ModelFolder.WeightsFile), ps, out _);
+        var dir = Path.Combine(_f.Root, "nan-base");
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(_f.Base).Where(f => Path.GetFileName(f) != ModelFolder.WeightsFile)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)), true);
+        int c = ps.Select((p, i) => (p, i)).First(x => x.p.Name == "transformer.h.1.mlp.c_fc.weight").i;
+        w[c][7] = float.NaN;
+        HfWeights.Save(Path.Combine(dir, ModelFolder.WeightsFile), ps, w);
+        var e = Assert.Throws<InvalidDataException>(() => AdapterHost.Open(dir));
+        Assert.Equal($"{Path.Combine(Path.GetFullPath(dir), ModelFolder.WeightsFile)}: tensor 'transformer.h.1.mlp.c_fc.weight' holds NaN at element 7; weights must be finite.", e.Message);
+
+        // Stored as F16: the shared buffer is the file's F32 bytes, so the base must hold F32.
+        SafeTensorsFile.Write(Path.Combine(dir, ModelFolder.WeightsFile), ps.Select((p, i) => new SafeTensor(p.Name, i == c ? DType.Float16 : DType.Float, p.Shape,
+            i == c ? new byte[p.Count * 2] : System.Runtime.InteropServices.MemoryMarshal.AsBytes(w[i].AsSpan()).ToArray())).ToArray());
+        Assert.Contains("tensor 'transformer.h.1.mlp.c_fc.weight' is float16; a base shared by adapters must store its weights as F32", Assert.Throws<InvalidDataException>(() => AdapterHost.Open(dir)).Message);
+    }
 }

@@ -4,6 +4,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Optimum.Core;
 using Optimum.Hub;
+using Optimum.Onnx;
 using Optimum.Onnx.Proto;
 
 namespace Optimum.Inference.Lora;
@@ -51,8 +52,8 @@ public sealed unsafe class SharedWeights : IDisposable
                 var (type, shape) = f.Info(p.Name);
                 if (!shape.SequenceEqual(p.Shape))
                     throw new InvalidDataException($"{_file}: tensor '{p.Name}' has shape [{string.Join(", ", shape)}], the model needs [{string.Join(", ", p.Shape)}].");
-                if (type != Optimum.Onnx.DType.Float)
-                    throw new InvalidDataException($"{_file}: tensor '{p.Name}' is {type}; a base shared by adapters must store its weights as F32 (as optimum-net export and train write them).");
+                if (type != DType.Float)
+                    throw new InvalidDataException($"{_file}: tensor '{p.Name}' is {type.Name()}; a base shared by adapters must store its weights as F32 (as optimum-net export and train write them).");
                 locations[i] = f.Location(p.Name);
             }
         long total = Parameters.Sum(p => (p.Count + 15) / 16 * 16);                          // each tensor 64-byte aligned
