@@ -44,7 +44,7 @@ public static class BenchServeAdapters
             var (fields, peak) = Child(layout, run, size, adapters, clients, requests, maxTokens);
             var m = new Dictionary<string, object>
             {
-                ["layout"] = layout == "adapters" ? $"1 base + {adapters} adapters" : $"{adapters} merged models",
+                ["layout"] = layout == "adapters" ? $"base and {adapters} adapters" : $"{adapters} merged models",
                 ["layers"] = size.Layers, ["width"] = size.Width, ["vocab"] = size.Vocab, ["threads"] = run.Threads, ["models"] = adapters,
             };
             foreach (var k in new[] { "base_weights_mb", "rss_started_mb", "rss_after_mb", "tokens_per_s", "p50_ms", "ok", "failed" }) m[k] = fields[k];
