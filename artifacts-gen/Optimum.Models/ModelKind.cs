@@ -37,6 +37,11 @@ public interface IModelKind
     void SaveDataFiles(IBatchSource data, string dir);
     /// <summary>Loads a model folder with weights for inference; the caller disposes the result.</summary>
     LoadedModel Load(string dir, SessionSettings? settings = null);
+    /// <summary>
+    /// Opens a model folder as the shared base of LoRA adapters (its weights loaded once, for the base and every adapter);
+    /// the caller disposes the set. Kinds whose inference does not take adapters refuse naming the kind.
+    /// </summary>
+    Inference.Lora.AdapterSet OpenAdapters(string dir, SessionSettings? settings = null);
     /// <summary>The definition its training and eval graphs are built from (what LoRA runs transform), or null for a kind that does not expose it.</summary>
     Func<GraphBuilder, bool, ModelOutputs>? Define(object config);
 }
@@ -69,6 +74,9 @@ public abstract class ModelKind<TConfig> : IModelKind where TConfig : class, IHf
 
     public virtual LoadedModel Load(string dir, SessionSettings? settings = null) =>
         throw new NotSupportedException($"{dir}: {ModelTypes[0]} models have no inference loader (nothing to serve or generate).");
+
+    public virtual Inference.Lora.AdapterSet OpenAdapters(string dir, SessionSettings? settings = null) =>
+        throw new NotSupportedException($"{dir}: {ModelTypes[0]} models cannot serve LoRA adapters (gpt2 models can).");
 
     private TConfig Typed(object config) => config as TConfig
         ?? throw new ArgumentException($"A {ModelTypes[0]} model needs a {typeof(TConfig).Name}, got {config.GetType().Name}.", nameof(config));

@@ -111,6 +111,9 @@ public static class ModelKinds
     /// <summary>Loads a model folder with weights for inference (text generation or forecasting); the caller disposes it.</summary>
     public static LoadedModel Load(string modelDir, SessionSettings? settings = null) => Read(modelDir).Kind.Load(modelDir, settings);
 
+    /// <summary>A model folder opened as the shared base of LoRA adapters, by its kind (see <see cref="IModelKind.OpenAdapters"/>); the caller disposes it.</summary>
+    public static Inference.Lora.AdapterSet OpenAdapters(string modelDir, SessionSettings? settings = null) => Read(modelDir).Kind.OpenAdapters(modelDir, settings);
+
     /// <summary>Built-in configs for <c>export --preset</c>, by name.</summary>
     public static IReadOnlyDictionary<string, object> Presets { get; } = new SortedDictionary<string, object>(StringComparer.Ordinal)
     {

@@ -277,6 +277,7 @@ root.Subcommands.Add(GenerateImagesCommand.Create());
 
 // serve: the completions, forecasting and image generation microservice.
 var sModels = new Option<string[]>("--model") { Description = "Model folder(s) to serve (name=path to rename).", Required = true, AllowMultipleArgumentsPerToken = true };
+var sAdapters = new Option<string[]>("--adapter") { Description = "LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to serve over a --model, as name=folder@base; repeatable. The base's weights are loaded once for it and all its adapters.", AllowMultipleArgumentsPerToken = true };
 var sUrls = new Option<string>("--urls") { Description = "Where to listen.", DefaultValueFactory = _ => "http://127.0.0.1:5000" };
 var sKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer <key>' on /v1 (or set OPTIMUM__APIKEY)." };
 var sConc = new Option<int>("--max-concurrent") { Description = "Completions generated at once (with continuous batching: rows of a language model's batch).", DefaultValueFactory = _ => 2 };
@@ -287,11 +288,16 @@ var sThreads = new Option<int>("--threads") { Description = "ONNX Runtime thread
 var sDevice = DeviceOption.Create();
 var serve = new Command("serve", "Serve models over HTTP: OpenAI-style /v1/completions (with SSE streaming) for language models, /v1/forecast for time-series models, /v1/images/generations for diffusion UNets, /v1/models, /healthz, /metrics.")
 {
-    sModels, sUrls, sKey, sConc, sQueue, sTimeout, sThreads, sNoBatching, sDevice,
+    sModels, sAdapters, sUrls, sKey, sConc, sQueue, sTimeout, sThreads, sNoBatching, sDevice,
 };
 serve.SetAction(r => ExpectedErrors.Report(() =>
 {
     var models = r.GetValue(sModels)!;
+    var adapters = (r.GetValue(sAdapters) ?? []).Select(a =>
+    {
+        try { return Optimum.Server.ServedAdapter.Parse(a); }
+        catch (FormatException e) { throw new ArgumentException($"--adapter: {e.Message}", e); }
+    }).ToArray();
     // The flags are checked here, by their names (the server's own check names its configuration keys).
     if (r.GetValue(sConc) < 1) throw new ArgumentException($"--max-concurrent {r.GetValue(sConc)} must be at least 1.");
     if (r.GetValue(sQueue) < 0) throw new ArgumentException($"--queue {r.GetValue(sQueue)} must be >= 0.");
@@ -307,6 +313,7 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
         Optimum.Server.OptimumServer.AddOptimum(b.Services, o =>
         {
             o.Models = [.. models.Select(Optimum.Server.ServedModel.Parse)];
+            o.Adapters = [.. adapters];
             (o.MaxConcurrent, o.QueueLimit, o.RequestTimeoutSeconds, o.Threads) = (r.GetValue(sConc), r.GetValue(sQueue), r.GetValue(sTimeout), r.GetValue(sThreads));
             o.Device = device.ToString();
             if (r.GetValue(sNoBatching)) o.ContinuousBatching = false;
@@ -319,7 +326,7 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
     {
         throw new ArgumentException($"--urls '{r.GetValue(sUrls)}' is not a usable address ({e.Message}).", e);
     }
-    Console.WriteLine($"serving {string.Join(", ", models)} on {string.Join(", ", app.Urls)} (Ctrl-C stops after in-flight requests)");
+    Console.WriteLine($"serving {string.Join(", ", models.Concat(adapters.Select(a => $"{a.Name} (adapter of {a.Base})")))} on {string.Join(", ", app.Urls)} (Ctrl-C stops after in-flight requests)");
     Microsoft.Extensions.Hosting.HostingAbstractionsHostExtensions.WaitForShutdownAsync(app).GetAwaiter().GetResult();
     return 0;
 }));

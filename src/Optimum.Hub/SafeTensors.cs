@@ -95,6 +95,11 @@ public sealed class SafeTensorsFile : IDisposable
         ? (e.Type, e.Shape)
         : throw new KeyNotFoundException($"{Path}: no tensor '{name}'.");
 
+    /// <summary>Where a tensor's bytes are in the file: the offset from the file's start and the length.</summary>
+    public (long Offset, long Length) Location(string name) => _entries.TryGetValue(name, out var e)
+        ? (_dataStart + e.Begin, e.End - e.Begin)
+        : throw new KeyNotFoundException($"{Path}: no tensor '{name}'.");
+
     /// <summary>Opens and validates a file; the caller disposes the result.</summary>
     public static SafeTensorsFile Open(string path)
     {

@@ -24,16 +24,8 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
         ModelDir = modelDir;
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
-        var inputs = ModelFolder.ReadInputs(modelDir, "inference");
-        var past = inputs.Where(i => Regex.IsMatch(i.Name, @"^past_key_values\.\d+\.key$")).ToArray();
-        if (past.Length == 0) throw new InvalidDataException($"'{modelDir}' has no KV-cache decoder (no past_key_values inputs in optimum.inference).");
-        Layers = past.Length;
-        Heads = int.Parse(past[0].Shape[1]);
-        HeadSize = int.Parse(past[0].Shape[3]);
-        var c = Gpt2Config.FromHf(ModelFolder.ReadConfig(modelDir));
-        (VocabSize, MaxPositions, EosTokenId) = (c.VocabSize, c.NPositions, c.EosTokenId);
-        var path = Path.Combine(modelDir, ModelFolder.InferenceFile);
-        if (!File.Exists(path)) throw new FileNotFoundException($"'{modelDir}' has no {ModelFolder.InferenceFile}.", path);
+        (Layers, Heads, HeadSize, VocabSize, MaxPositions, EosTokenId) = ReadShape(modelDir);
+        var path = InferencePath(modelDir);
         using var options = (settings ?? new SessionSettings()).CreateOptions();
         if (EmbeddedWeights.Fits(ps))
         {
@@ -46,6 +38,42 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
             _params = ps.Select((p, i) => (p.Name, OrtValue.CreateTensorValueFromMemory(weights[i], p.Shape))).ToArray();
         }
     }
+
+    /// <summary>
+    /// A decoder over <paramref name="modelDir"/>'s shapes whose session <paramref name="open"/> makes (e.g. over weights shared
+    /// with other sessions); <paramref name="release"/> runs after the session is disposed.
+    /// </summary>
+    internal CausalLm(string modelDir, Func<InferenceSession> open, Action release, Lora.AdapterInfo? adapter)
+    {
+        ModelDir = modelDir;
+        (Layers, Heads, HeadSize, VocabSize, MaxPositions, EosTokenId) = ReadShape(modelDir);
+        _session = open();
+        _params = [];
+        _release = release;
+        Adapter = adapter;
+    }
+
+    private Action? _release;
+
+    /// <summary>The inference graph's path; a missing file names the folder.</summary>
+    internal static string InferencePath(string modelDir)
+    {
+        var path = Path.Combine(modelDir, ModelFolder.InferenceFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"'{modelDir}' has no {ModelFolder.InferenceFile}.", path);
+        return path;
+    }
+
+    private static (int, int, int, int, int, int?) ReadShape(string modelDir)
+    {
+        var inputs = ModelFolder.ReadInputs(modelDir, "inference");
+        var past = inputs.Where(i => Regex.IsMatch(i.Name, @"^past_key_values\.\d+\.key$")).ToArray();
+        if (past.Length == 0) throw new InvalidDataException($"'{modelDir}' has no KV-cache decoder (no past_key_values inputs in optimum.inference).");
+        var c = Gpt2Config.FromHf(ModelFolder.ReadConfig(modelDir));
+        return (past.Length, int.Parse(past[0].Shape[1]), int.Parse(past[0].Shape[3]), c.VocabSize, c.NPositions, c.EosTokenId);
+    }
+
+    /// <summary>Set when this decoder is a LoRA adapter served over a base (<see cref="Lora.AdapterHost"/>): which adapter, and its settings.</summary>
+    public Lora.AdapterInfo? Adapter { get; }
 
     public string ModelDir { get; }
     public int Layers { get; }
@@ -71,6 +99,7 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
     {
         _session.Dispose();
         foreach (var (_, v) in _params) v.Dispose();
+        Interlocked.Exchange(ref _release, null)?.Invoke();     // once, however often Dispose is called
     }
 }
 

@@ -4,6 +4,7 @@ using Optimum.Hub;
 using Optimum.Inference;
 using Optimum.Inference.Diffusion;
 using Optimum.Inference.Forecasting;
+using Optimum.Inference.Lora;
 using Optimum.Core;
 using Optimum.Models;
 
@@ -23,7 +24,8 @@ public enum ServedKind
 /// <summary>
 /// The served models, loaded once at start-up; owns their sessions. Language models (config.json model_type
 /// gpt2 or t5) serve /v1/completions; forecasters (time_series_transformer or informer) serve /v1/forecast;
-/// diffusion UNets (UNet2DModel) serve /v1/images/generations.
+/// diffusion UNets (UNet2DModel) serve /v1/images/generations. LoRA adapters (<see cref="ServerOptions.Adapters"/>) are
+/// served as language models of their own names over their base's one copy of the weights.
 /// </summary>
 public sealed class ModelRegistry : IDisposable
 {
@@ -33,6 +35,7 @@ public sealed class ModelRegistry : IDisposable
     private readonly Dictionary<string, BatchScheduler> _schedulers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Served<Forecaster>> _forecasters = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Served<ImageGenerator>> _images = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (string Base, AdapterInfo Info)> _adapters = new(StringComparer.Ordinal);
     private readonly List<IDisposable> _owned = [];
 
     public ModelRegistry(ServerOptions o)
@@ -50,12 +53,25 @@ public sealed class ModelRegistry : IDisposable
 
     private void Load(ServerOptions o)
     {
+        var settings = new SessionSettings { IntraOpThreads = o.Threads, Device = ExecutionDevice.Parse(o.Device, $"{ServerOptions.Section}:{nameof(ServerOptions.Device)}") };
         foreach (var spec in o.Models)
         {
             var (name, path) = (spec.Name, spec.Folder);
             if (_names.Contains(name)) throw new InvalidOperationException($"Two models are named '{name}'; name them with name=path.");
+            var adapters = o.Adapters.Where(a => a.Base == name).ToArray();
             LoadedModel model;
-            try { model = ModelKinds.Load(path, new SessionSettings { IntraOpThreads = o.Threads, Device = ExecutionDevice.Parse(o.Device, $"{ServerOptions.Section}:{nameof(ServerOptions.Device)}") }); }
+            AdapterSet? set = null;
+            try
+            {
+                if (adapters.Length == 0) model = ModelKinds.Load(path, settings);
+                else
+                {
+                    // The base's weights are loaded once, into the set, and shared by the base and every adapter over it.
+                    set = ModelKinds.OpenAdapters(path, settings);
+                    _owned.Add(set);
+                    model = set.LoadBase();
+                }
+            }
             catch (Exception e) when (ExpectedErrors.Are(e))
             {
                 throw new InvalidDataException($"Model '{name}' ('{path}') cannot be served: {e.Message}", e);
@@ -78,25 +94,41 @@ public sealed class ModelRegistry : IDisposable
                 _owned.Add(g.Turn);
                 _images[name] = g;
             }
-            else
-            {
-                var generator = model.Generator ?? throw new InvalidOperationException($"Model '{name}' ('{path}') is of kind '{model.Task.WireName()}', which this service does not serve.");
-                // One batch of MaxConcurrent rows per model: the slots admit that many completions at once. A T5 folder
-                // exported before its decoder took decoder_attention_mask generates one request per slot.
-                var scheduler = !o.ContinuousBatching ? null
-                    : generator.CausalModel is { } lm ? new BatchScheduler(lm, o.MaxConcurrent)
-                    : generator.Seq2SeqModel is { MasksDecoder: true } t5 ? new BatchScheduler(t5, o.MaxConcurrent)
-                    : null;
-                if (scheduler is not null)
-                {
-                    _owned.Insert(_owned.Count - 1, scheduler);                 // disposed before the model it runs
-                    generator = generator.With(scheduler.Generate);
-                    _schedulers[name] = scheduler;
-                }
-                _generators[name] = generator;
-            }
+            else AddGenerator(name, path, model, o);
             _names.Add(name);
+            foreach (var a in adapters)
+            {
+                LoadedModel adapter;
+                try { adapter = set!.LoadAdapter(a.Folder); }
+                catch (Exception e) when (ExpectedErrors.Are(e))
+                {
+                    throw new InvalidDataException($"Adapter '{a.Name}' ('{a.Folder}') over '{name}' cannot be served: {e.Message}", e);
+                }
+                _owned.Add(adapter);
+                AddGenerator(a.Name, a.Folder, adapter, o);
+                _adapters[a.Name] = (name, adapter.Generator!.CausalModel!.Adapter!);
+                _precision[a.Name] = _precision[name];
+                _names.Add(a.Name);
+            }
         }
+    }
+
+    private void AddGenerator(string name, string path, LoadedModel model, ServerOptions o)
+    {
+        var generator = model.Generator ?? throw new InvalidOperationException($"Model '{name}' ('{path}') is of kind '{model.Task.WireName()}', which this service does not serve.");
+        // One batch of MaxConcurrent rows per model: the slots admit that many completions at once. A T5 folder
+        // exported before its decoder took decoder_attention_mask generates one request per slot.
+        var scheduler = !o.ContinuousBatching ? null
+            : generator.CausalModel is { } lm ? new BatchScheduler(lm, o.MaxConcurrent)
+            : generator.Seq2SeqModel is { MasksDecoder: true } t5 ? new BatchScheduler(t5, o.MaxConcurrent)
+            : null;
+        if (scheduler is not null)
+        {
+            _owned.Insert(_owned.Count - 1, scheduler);                 // disposed before the model it runs
+            generator = generator.With(scheduler.Generate);
+            _schedulers[name] = scheduler;
+        }
+        _generators[name] = generator;
     }
 
     /// <summary>
@@ -145,6 +177,8 @@ public sealed class ModelRegistry : IDisposable
         : _images.ContainsKey(name) ? ModelTask.ImageGeneration : _generators[name].Task).WireName();
     /// <summary>The precision of a served model's matrix weights: "fp32", or "int8"/"int4" for a quantized folder.</summary>
     public string PrecisionOf(string name) => _precision[name];
+    /// <summary>A LoRA adapter served over a base: the base's served name and the adapter's settings (false for other models).</summary>
+    public bool TryGetAdapter(string name, out (string Base, AdapterInfo Info) adapter) => _adapters.TryGetValue(name, out adapter);
     public bool TryGet(string name, out TextGenerator generator) => _generators.TryGetValue(name, out generator!);
     /// <summary>The continuous batch a language model's completions share (none with batching off); owned by the registry.</summary>
     public bool TryGetScheduler(string name, out BatchScheduler scheduler) => _schedulers.TryGetValue(name, out scheduler!);

@@ -89,7 +89,7 @@ public static partial class OptimumServer
         return group;
     }
 
-    /// <summary>Every model with its kind, its weights' precision, and what a client needs to call it: a forecaster's lengths, an image generator's size and classes.</summary>
+    /// <summary>Every model with its kind, its weights' precision, and what a client needs to call it: a forecaster's lengths, an image generator's size and classes, an adapter's base and LoRA settings.</summary>
     private static IResult ListModels(ModelRegistry m) => Results.Ok(new
     {
         @object = "list",
@@ -100,6 +100,12 @@ public static partial class OptimumServer
                 return (object)new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, precision, prediction_length = f.Model.PredictionLength, context_length = f.Model.ContextLength };
             if (m.TryGetImageGenerator(n, out var g))
                 return new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, precision, sample_size = g.Model.SampleSize, channels = g.Model.Channels, classes = g.Model.ClassCount };
+            if (m.TryGetAdapter(n, out var a))
+                return new
+                {
+                    id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, precision,
+                    adapter = new { @base = a.Base, type = "lora", r = a.Info.Config.R, lora_alpha = a.Info.Config.LoraAlpha, target_modules = a.Info.Targets, modules = a.Info.Modules.Count },
+                };
             return new { id, @object = "model", created = m.Created, owned_by = "optimum-net", kind, precision };
         }),
     });

@@ -18,6 +18,11 @@ public sealed class ServerOptions
     /// each is a string, "name=path" or a path (named after its folder), or an object with Name and Folder.
     /// </summary>
     public List<ServedModel> Models { get; set; } = [];
+    /// <summary>
+    /// LoRA adapters (PEFT folders) served over a model of <see cref="Models"/>, each under its own name: the base's weights
+    /// are loaded once and shared by the base and all its adapters. In configuration each is a string "name=folder@base".
+    /// </summary>
+    public List<ServedAdapter> Adapters { get; set; } = [];
     /// <summary>When set, /v1/* requests need "Authorization: Bearer &lt;key&gt;".</summary>
     public string? ApiKey { get; set; }
     /// <summary>Completions, forecasts and image generations computed at once (with <see cref="ContinuousBatching"/>, a language model's batch rows).</summary>
@@ -89,6 +94,19 @@ public sealed class ServerOptions
             else if (Models.FindIndex(m => m?.Name == name) is var first && first < i)
                 problems.Add($"{Section}:{nameof(Models)}:{i}: models {first} and {i} are both named '{name}' (rename one with name=path)");
         }
+        for (int i = 0; i < Adapters.Count; i++)
+        {
+            var (name, folder, @base) = (Adapters[i]?.Name, Adapters[i]?.Folder, Adapters[i]?.Base);
+            var key = $"{Section}:{nameof(Adapters)}:{i}";
+            if (string.IsNullOrWhiteSpace(name) || string.IsNullOrWhiteSpace(folder) || string.IsNullOrWhiteSpace(@base))
+                problems.Add($"{key} needs name=folder@base, got name '{name}', folder '{folder}' and base '{@base}'");
+            else if (!Directory.Exists(folder))
+                problems.Add($"{key} ('{name}'): the adapter folder '{folder}' does not exist");
+            else if (!Models.Any(m => m?.Name == @base))
+                problems.Add($"{key} ('{name}'): its base '{@base}' is not a served model (served: {string.Join(", ", Models.Select(m => m?.Name))})");
+            else if (Models.Any(m => m?.Name == name) || Adapters.FindIndex(a => a?.Name == name) < i)
+                problems.Add($"{key}: the name '{name}' is already taken by a model or an earlier adapter");
+        }
         AtLeast(nameof(MaxConcurrent), MaxConcurrent, 1);
         AtLeast(nameof(QueueLimit), QueueLimit, 0);
         if (!(RequestTimeoutSeconds > 0))
@@ -124,6 +142,31 @@ public sealed record ServedModel(string Name, string Folder)
     }
 
     public override string ToString() => $"{Name}={Folder}";
+}
+
+/// <summary>A LoRA adapter to serve: <paramref name="Name"/> is what requests put in "model", <paramref name="Folder"/> the PEFT folder, <paramref name="Base"/> the served model it adapts.</summary>
+[TypeConverter(typeof(ServedAdapterConverter))]
+public sealed record ServedAdapter(string Name, string Folder, string Base)
+{
+    /// <summary>"name=folder@base" (the last '@' splits folder and base); anything else is refused naming the form.</summary>
+    public static ServedAdapter Parse(string spec)
+    {
+        int eq = spec.IndexOf('='), at = spec.LastIndexOf('@');
+        if (eq <= 0 || at <= eq + 1 || at == spec.Length - 1)
+            throw new FormatException($"Adapter '{spec}' is not name=folder@base (e.g. pirate=runs/lora/adapter@gpt2).");
+        return new(spec[..eq], spec[(eq + 1)..at], spec[(at + 1)..]);
+    }
+
+    public override string ToString() => $"{Name}={Folder}@{Base}";
+}
+
+/// <summary>Lets configuration binding read a <see cref="ServedAdapter"/> from "name=folder@base".</summary>
+internal sealed class ServedAdapterConverter : TypeConverter
+{
+    public override bool CanConvertFrom(ITypeDescriptorContext? context, Type sourceType) => sourceType == typeof(string) || base.CanConvertFrom(context, sourceType);
+
+    public override object? ConvertFrom(ITypeDescriptorContext? context, CultureInfo? culture, object value) =>
+        value is string s ? ServedAdapter.Parse(s) : base.ConvertFrom(context, culture, value);
 }
 
 /// <summary>Lets configuration binding read a <see cref="ServedModel"/> from its string form, "name=path" or a path.</summary>

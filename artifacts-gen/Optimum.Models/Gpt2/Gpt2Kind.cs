@@ -64,4 +64,7 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
             throw;
         }
     }
+
+    /// <summary>The base folder's weights in one shared buffer, served as the base and as PEFT LoRA adapters over it, each behind GPT-2's BPE.</summary>
+    public override Inference.Lora.AdapterSet OpenAdapters(string dir, SessionSettings? settings = null) => Inference.Lora.AdapterSet.OpenGpt2(dir, settings);
 }

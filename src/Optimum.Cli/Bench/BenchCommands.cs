@@ -98,12 +98,23 @@ public static class BenchCommands
         var serveWarmup = new Option<int>("--warmup") { Description = "Warm-up requests, sent one at a time before the clients start.", DefaultValueFactory = _ => 2 };
         var noBatching = new Option<bool>("--no-batching") { Description = "Serve each completion alone (2 slots, half the threads each) instead of continuous batching (16 rows, all threads)." };
         var serveT5 = new Option<bool>("--t5") { Description = "Serve a T5 (--layers in each stack, the prompt as its source) instead of a GPT-2." };
-        var serve = new Command("serve", "Service latency (p50/p99), time to first token and throughput under a fixed concurrent load on loopback.")
+        var serveAdapters = new Option<int?>("--adapters") { Description = "Instead: resident memory and tokens/s of one process serving the GPT-2 plus N LoRA adapters over it (r 8, c_attn) against one serving the N adapters merged into N models, each layout in a process of its own." };
+        var serveLayout = new Option<string?>("--layout") { Description = "Internal: one layout of --adapters, run as a worker.", Hidden = true };
+        var serve = new Command("serve", "Service latency (p50/p99), time to first token and throughput under a fixed concurrent load on loopback; with --adapters N, memory of a base + N LoRA adapters against N merged models.")
         {
-            json, threads, serveWarmup, layers, width, heads, vocab, clients, requests, maxTokens, noBatching, serveT5, device,
+            json, threads, serveWarmup, layers, width, heads, vocab, clients, requests, maxTokens, noBatching, serveT5, device, serveAdapters, serveLayout,
         };
-        serve.SetAction(r => ExpectedErrors.Report(() => BenchServe.Run(new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)) { Device = DeviceOption.Parse(r, device) },
-            Gpt2(r, trains: false), r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out, !r.GetValue(noBatching), r.GetValue(serveT5))));
+        serve.SetAction(r => ExpectedErrors.Report(() =>
+        {
+            var run = new BenchRun(r.GetValue(threads), r.GetValue(serveWarmup), 0, r.GetValue(json)) { Device = DeviceOption.Parse(r, device) };
+            if (r.GetValue(serveAdapters) is { } n)
+            {
+                if (r.GetValue(serveT5) || r.GetValue(noBatching)) throw new ArgumentException("--adapters serves GPT-2 adapters with continuous batching: it takes neither --t5 nor --no-batching.");
+                return BenchServeAdapters.Run(run, Gpt2(r, trains: false), n, r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out, r.GetValue(serveLayout));
+            }
+            if (r.GetValue(serveLayout) is not null) throw new ArgumentException("--layout is only for bench serve --adapters' workers.");
+            return BenchServe.Run(run, Gpt2(r, trains: false), r.GetValue(clients), r.GetValue(requests), r.GetValue(maxTokens), Console.Out, !r.GetValue(noBatching), r.GetValue(serveT5));
+        }));
 
         // bench soak: the service at its queue limit for a while, clients hanging up at random; memory at the start and end.
         var soakSeconds = new Option<double>("--seconds") { Description = "Seconds of the measured run.", DefaultValueFactory = _ => 300 };
