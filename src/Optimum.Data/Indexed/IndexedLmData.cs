@@ -1,8 +1,8 @@
 namespace Optimum.Data;
 
 /// <summary>
-/// Causal-LM windows over a memory-mapped <see cref="IndexedDataset"/>: the trailing documents holding about
-/// <c>validationFraction</c> of the ids are held out for validation (at least one when there are two or more documents),
+/// Causal-LM windows over a memory-mapped <see cref="IndexedDataset"/>: the most trailing documents whose ids stay within
+/// <c>validationFraction</c> of the ids are held out for validation (none when the last document alone is more),
 /// the others form the training stream, documents separated by the end-of-document id, cut into non-overlapping windows of
 /// <c>seqLen</c> ids. With every document in training the windows are those <see cref="LmData"/> cuts from the same text
 /// tokenized in memory (<see cref="TokenCorpus"/>), so training reads the same batches from either. Windows are read from
@@ -20,13 +20,13 @@ public sealed class IndexedLmData : IBatchSource, IDisposable
         long docs = data.Documents, first = docs;
         if (validationFraction > 0 && docs >= 2)
         {
-            // The last documents whose ids make up the fraction, at least one, never all.
-            double cut = data.Tokens * (1 - validationFraction);
-            long lo = 1, hi = docs - 1;
+            // The most trailing documents whose ids stay within the fraction (none when the last alone exceeds it).
+            double held = data.Tokens * validationFraction;
+            long lo = 1, hi = docs;
             while (lo < hi)
             {
                 long mid = (lo + hi) / 2;
-                if (data.DocumentOffset(mid) >= cut) hi = mid;
+                if (data.Tokens - data.DocumentOffset(mid) <= held) hi = mid;
                 else lo = mid + 1;
             }
             first = lo;

@@ -60,6 +60,7 @@ public static class Preprocessor
         if (string.IsNullOrWhiteSpace(o.JsonKey)) throw new ArgumentException("The .jsonl text field name is empty.", nameof(o));
         var files = InputFiles(o.Inputs);
         long total = files.Sum(f => new FileInfo(f).Length);
+        tokenizer.Encode("warm up");                                                        // loading the vocabulary is not throughput
         var clock = Stopwatch.StartNew();
         double read = 0, decode = 0, tokenize = 0, write = 0;
         long bytes = 0, skipped = 0;
@@ -119,7 +120,7 @@ public static class Preprocessor
         writer.Commit();
         write += Stopwatch.GetElapsedTime(c0).TotalSeconds;
         if (skipped > 0) log?.Invoke($"warning: {skipped:N0} .jsonl record(s) with an empty '{o.JsonKey}' were skipped");
-        progress?.Invoke(new PreprocessProgress(bytes, total, writer.Documents, writer.Tokens, clock.Elapsed));
+        if (lastReport == TimeSpan.Zero || bytes < total) progress?.Invoke(new PreprocessProgress(bytes, total, writer.Documents, writer.Tokens, clock.Elapsed));
         return new PreprocessResult(Path.GetFullPath(o.OutputPrefix), writer.Documents, writer.Tokens, total, writer.BytesPerId, clock.Elapsed, read, decode, tokenize, write, o.Workers);
     }
 
