@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using System.Text.Json;
 
 namespace Optimum.Data;
@@ -74,17 +75,25 @@ public static class Preprocessor
             var docs = batch.ToArray();
             var ids = new IReadOnlyList<int>[docs.Length];
             var warnings = new string?[docs.Length];
+            var errors = new ExceptionDispatchInfo?[docs.Length];
             double dec = 0, tok = 0;
             var sync = new object();
             Parallel.For(0, docs.Length, new ParallelOptions { MaxDegreeOfParallelism = o.Workers }, () => (0.0, 0.0), (i, _, acc) =>
             {
                 long t0 = Stopwatch.GetTimestamp();
-                string? text = docs[i].Text(o.JsonKey, w => warnings[i] = w);
+                string? text;
+                try { text = docs[i].Text(o.JsonKey, w => warnings[i] = w); }
+                catch (Exception e) when (e is InvalidDataException)
+                {
+                    errors[i] = ExceptionDispatchInfo.Capture(e);                              // the first bad document in input order is reported
+                    return acc;
+                }
                 long t1 = Stopwatch.GetTimestamp();
                 ids[i] = text is null ? [] : tokenizer.Encode(text);
                 long t2 = Stopwatch.GetTimestamp();
                 return (acc.Item1 + Stopwatch.GetElapsedTime(t0, t1).TotalSeconds, acc.Item2 + Stopwatch.GetElapsedTime(t1, t2).TotalSeconds);
             }, acc => { lock (sync) { dec += acc.Item1; tok += acc.Item2; } });
+            errors.FirstOrDefault(e => e is not null)?.Throw();
             (decode, tokenize) = (decode + dec, tokenize + tok);
             long w0 = Stopwatch.GetTimestamp();
             for (int i = 0; i < docs.Length; i++)
@@ -200,7 +209,8 @@ public static class Preprocessor
                     throw new InvalidDataException($"{Source}: the record has no \"{key}\" field (fields: {string.Join(", ", json.RootElement.EnumerateObject().Select(p => p.Name).Take(8))}); choose the field with --json-key.");
                 if (v.ValueKind != JsonValueKind.String)
                     throw new InvalidDataException($"{Source}: \"{key}\" is a JSON {v.ValueKind.ToString().ToLowerInvariant()}, not a string.");
-                return v.GetString();
+                try { return v.GetString(); }
+                catch (InvalidOperationException e) { throw new InvalidDataException($"{Source}: \"{key}\" is not valid UTF-8 ({e.Message}); a .jsonl file must be UTF-8.", e); }
             }
         }
     }
