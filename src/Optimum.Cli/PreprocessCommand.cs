@@ -31,7 +31,7 @@ public static class PreprocessCommand
                 p => Console.Error.Write(live ? $"\r\u001b[K{p}" : $"{p}\n"));
             if (live) Console.Error.WriteLine();
             Console.WriteLine($"wrote {result.Prefix}.bin and .idx: {result.Documents:N0} documents, {result.Tokens:N0} ids ({(result.BytesPerId == 2 ? "uint16" : "int32")}), "
-                + $"{result.Bytes / 1e6:N1} MB of text in {result.Elapsed.TotalSeconds:F1} s ({result.MegabytesPerSecond:N1} MB/s on {result.Workers} worker(s), {result.TokenizerShare:P0} in the tokenizer)");
+                + $"{result.Bytes / 1e6:N1} MB of text in {result.Elapsed.TotalSeconds:F1} s ({result.MegabytesPerSecond:N1} MB/s on {result.Workers} worker(s), {result.TokenizerShare:P0} in the tokenizer: {result.TokenizeSeconds:F1} thread-seconds)");
             return 0;
         }));
         return cmd;

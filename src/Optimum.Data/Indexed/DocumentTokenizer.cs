@@ -28,15 +28,23 @@ public interface IDocumentTokenizer
     IReadOnlyList<int> Encode(string text);
 }
 
-/// <summary>GPT-2's byte-level BPE (<see cref="Gpt2Tokenizer"/>) as a document tokenizer.</summary>
+/// <summary>
+/// GPT-2's byte-level BPE (<see cref="Gpt2Tokenizer"/>) as a document tokenizer. Concurrent calls each rent a tokenizer of
+/// their own from a pool (one is made when none is free), so parallel workers do not contend for one merge cache.
+/// </summary>
 public sealed class Gpt2DocumentTokenizer : IDocumentTokenizer
 {
-    private readonly Gpt2Tokenizer _tok = Gpt2Tokenizer.Create();
+    private readonly System.Collections.Concurrent.ConcurrentBag<Gpt2Tokenizer> _free = [];
     private static readonly Lazy<TokenizerIdentity> Id = new(() => new TokenizerIdentity(Gpt2Tokenizer.Id, Gpt2Tokenizer.Fingerprint, Gpt2Tokenizer.EndOfText + 1, Gpt2Tokenizer.EndOfText));
 
     /// <summary>GPT-2's identity (name gpt2-bpe-v1, vocabulary 50,257, end of document 50256).</summary>
     public static TokenizerIdentity Gpt2Identity => Id.Value;
 
     public TokenizerIdentity Identity => Id.Value;
-    public IReadOnlyList<int> Encode(string text) => _tok.Encode(text);
+    public IReadOnlyList<int> Encode(string text)
+    {
+        var tok = _free.TryTake(out var t) ? t : Gpt2Tokenizer.CreateUnshared();
+        try { return tok.Encode(text); }
+        finally { _free.Add(tok); }
+    }
 }

@@ -61,7 +61,14 @@ public static class Preprocessor
         if (string.IsNullOrWhiteSpace(o.JsonKey)) throw new ArgumentException("The .jsonl text field name is empty.", nameof(o));
         var files = InputFiles(o.Inputs);
         long total = files.Sum(f => new FileInfo(f).Length);
-        tokenizer.Encode("warm up");                                                        // loading the vocabulary is not throughput
+        // Loading vocabularies is not throughput: each worker's tokenizer is made (and used once) before the clock starts,
+        // by as many threads at once as there are workers, so that a tokenizer that pools instances makes one for each.
+        using (var ready = new Barrier(o.Workers))
+        {
+            var threads = Enumerable.Range(0, o.Workers).Select(_ => new Thread(() => { ready.SignalAndWait(); tokenizer.Encode("warm up"); })).ToArray();
+            foreach (var t in threads) t.Start();
+            foreach (var t in threads) t.Join();
+        }
         var clock = Stopwatch.StartNew();
         double read = 0, decode = 0, tokenize = 0, write = 0;
         long bytes = 0, skipped = 0;
