@@ -35,6 +35,8 @@ public interface IModelKind
     IBatchSource OpenTrainingData(DataOptions options, object config, Action<string> say);
     /// <summary>Writes what inference needs of the data beside trained weights (e.g. series names); most kinds write nothing.</summary>
     void SaveDataFiles(IBatchSource data, string dir);
+    /// <summary>The tokenizer that datasets for a model folder of this kind are made with (<c>optimum-net preprocess</c>), or null when the kind does not train on tokenized text.</summary>
+    IDocumentTokenizer? DocumentTokenizer(string modelDir);
     /// <summary>Loads a model folder with weights for inference; the caller disposes the result.</summary>
     LoadedModel Load(string dir, SessionSettings? settings = null);
     /// <summary>
@@ -64,6 +66,8 @@ public abstract class ModelKind<TConfig> : IModelKind where TConfig : class, IHf
         throw new NotSupportedException($"{options.ModelDir}: {ModelTypes[0]} models cannot be trained from files here.");
 
     public virtual void SaveDataFiles(IBatchSource data, string dir) { }
+
+    public virtual IDocumentTokenizer? DocumentTokenizer(string modelDir) => null;
 
     public virtual void ImportFiles(string hfDir, string modelDir) { }
 

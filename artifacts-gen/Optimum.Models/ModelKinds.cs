@@ -114,6 +114,14 @@ public static class ModelKinds
     /// <summary>A model folder opened as the shared base of LoRA adapters, by its kind (see <see cref="IModelKind.OpenAdapters"/>); the caller disposes it.</summary>
     public static Inference.Lora.AdapterSet OpenAdapters(string modelDir, SessionSettings? settings = null) => Read(modelDir).Kind.OpenAdapters(modelDir, settings);
 
+    /// <summary>The tokenizer datasets for <paramref name="modelDir"/> are made with (<see cref="Preprocessor"/>); refused for kinds that do not train on tokenized text.</summary>
+    public static IDocumentTokenizer DocumentTokenizer(string modelDir)
+    {
+        var (kind, _) = Read(modelDir);
+        return kind.DocumentTokenizer(modelDir)
+            ?? throw new ArgumentException($"'{modelDir}' is a {kind.ModelTypes[0]} model, which does not train on documents tokenized ahead; give a causal LM folder (e.g. models/gpt2-mini) as --tokenizer.");
+    }
+
     /// <summary>Built-in configs for <c>export --preset</c>, by name.</summary>
     public static IReadOnlyDictionary<string, object> Presets { get; } = new SortedDictionary<string, object>(StringComparer.Ordinal)
     {

@@ -52,7 +52,8 @@ root.Subcommands.Add(QuantizeCommand.Create());
 
 // train: a model folder on text files.
 var tModel = new Option<string>("--model") { Description = "Model folder (config.json, training.onnx, eval.onnx; model.safetensors optional).", DefaultValueFactory = _ => CliPaths.Bundled("models/gpt2-mini") };
-var tData = new Option<string[]>("--data") { Description = "What the model's kind trains on: " + string.Join("; ", ModelKinds.All.Select(k => $"{string.Join("/", k.ModelTypes)}: {k.TrainingData}")) + ".", Required = true, AllowMultipleArgumentsPerToken = true };
+var tData = new Option<string[]>("--data") { Description = "What the model's kind trains on: " + string.Join("; ", ModelKinds.All.Select(k => $"{string.Join("/", k.ModelTypes)}: {k.TrainingData}")) + ".", AllowMultipleArgumentsPerToken = true };
+var tBlend = new Option<string[]>("--data-blend") { Description = "Causal LMs: datasets made by preprocess mixed by weight, as weight-prefix pairs (e.g. 0.7 web 0.3 books); instead of --data.", AllowMultipleArgumentsPerToken = true };
 var tOut = new Option<string>("--out") { Description = "Output folder: checkpoints/, metrics.jsonl, loss.png, final/, hf/. One run at a time (a second run into it is refused); " +
     "a new run refuses a folder that holds another run's checkpoints or metrics: continue it with --resume latest or start over with --overwrite.", DefaultValueFactory = _ => "out/train" };
 var tSteps = new Option<long>("--steps") { Description = "Optimizer updates.", DefaultValueFactory = _ => 200 };
@@ -89,7 +90,7 @@ var tLoraDropout = new Option<double?>("--lora-dropout") { Description = "Dropou
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
     tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tOverwrite, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
-    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice, tOptGraph,
+    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice, tOptGraph, tBlend,
 };
 train.SetAction(r =>
 {
@@ -103,10 +104,13 @@ train.SetAction(r =>
     int localRanks = mpi is null ? Math.Max(1, r.GetValue(tRanks)) : int.Parse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") ?? "1");
     int threads = r.GetValue(tThreads) ?? Math.Max(1, Environment.ProcessorCount / localRanks);
     TrainerOptions options;
+    IReadOnlyList<BlendPart>? blend;
     try
     {
         options = TrainerOptionsFrom(r, threads);
         options.Validate();
+        blend = r.GetValue(tBlend) is { Length: > 0 } b ? BlendPart.Parse(b) : null;
+        if ((blend is null) == (r.GetValue(tData) is not { Length: > 0 })) throw new ArgumentException("Give --data or --data-blend (one of them).");
     }
     catch (Exception e) when (e is ArgumentException or DeviceUnavailableException) // a bad --schedule, --optimizer, --resume or --device, or --resume with --overwrite
     {
@@ -118,7 +122,7 @@ train.SetAction(r =>
     Console.CancelKeyPress += onCancel;
     try
     {
-        var command = new TrainingJobOptions(options, r.GetValue(tData)!, r.GetValue(tSeq), LabelDropout: r.GetValue(tLabelDrop));
+        var command = new TrainingJobOptions(options, r.GetValue(tData) ?? [], r.GetValue(tSeq), LabelDropout: r.GetValue(tLabelDrop), DataBlend: blend);
         if (mpi is { Size: > 1 })
         {
             try { return TrainCommand.Run(command, cts.Token, mpi).Interrupted ? 130 : 0; }
@@ -331,6 +335,9 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
     return 0;
 }));
 root.Subcommands.Add(serve);
+
+// preprocess: tokenize a corpus ahead into a memory-mapped dataset (src/Optimum.Cli/PreprocessCommand.cs).
+root.Subcommands.Add(PreprocessCommand.Create());
 
 // bench: performance measurements (src/Optimum.Cli/Bench/).
 root.Subcommands.Add(BenchCommands.Create());

@@ -11,8 +11,9 @@ namespace Optimum.Data;
 /// <param name="Holdout">Time series: points at the end of each series kept out of training windows (null = prediction_length).</param>
 /// <param name="Seed">The run's seed, for sources that draw per-sample randomness (diffusion noise and timesteps).</param>
 /// <param name="LabelDropout">Class-conditional diffusion: share of labels replaced by the null label (classifier-free guidance).</param>
+/// <param name="Blend">Causal LMs: datasets tokenized ahead (<see cref="IndexedDataset"/>) mixed by weight, instead of <paramref name="Files"/>.</param>
 public sealed record DataOptions(string ModelDir, IReadOnlyList<string> Files, int? SeqLen = null, double ValidationFraction = 0.05,
-    string? CacheDir = null, int? Holdout = null, int Seed = 0, double LabelDropout = 0.1)
+    string? CacheDir = null, int? Holdout = null, int Seed = 0, double LabelDropout = 0.1, IReadOnlyList<BlendPart>? Blend = null)
 {
     /// <summary>The causal-LM window when none is given.</summary>
     public const int DefaultSeqLen = 128;

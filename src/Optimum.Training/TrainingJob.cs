@@ -14,8 +14,9 @@ namespace Optimum.Training;
 /// <param name="CacheDir">Where token caches go.</param>
 /// <param name="Holdout">Time series: points at the end of each series kept out of training windows (default: prediction_length).</param>
 /// <param name="LabelDropout">Class-conditional diffusion models: share of labels dropped to the null label (for classifier-free guidance).</param>
+/// <param name="DataBlend">Causal LMs: datasets made by preprocess mixed by weight (then <paramref name="Data"/> is empty).</param>
 public sealed record TrainingJobOptions(TrainerOptions Trainer, IReadOnlyList<string> Data, int? SeqLen = null, double ValidationFraction = 0.05,
-    string? CacheDir = null, int? Holdout = null, double LabelDropout = 0.1);
+    string? CacheDir = null, int? Holdout = null, double LabelDropout = 0.1, IReadOnlyList<BlendPart>? DataBlend = null);
 
 /// <summary>
 /// A whole training run of a model folder on files, for any model kind: the kind opens and checks the data, the
@@ -51,7 +52,10 @@ public sealed class TrainingJob : IDisposable
             if (t.Lora is not null) Lora = LoraRun.Prepare(t, Kind, config, ModelType, comm);  // targets that match nothing stop before the data is read
             if (o.SeqLen is int seqLen && !Kind.CutsWindows)
                 throw new ArgumentException($"--seq-len {seqLen} does not apply to {ModelType} models, which train on {Kind.TrainingData} at the lengths their config.json sets; leave it out.");
-            Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout, t.Seed, o.LabelDropout), config, _say);
+            if (o.DataBlend is { Count: > 0 } && !Kind.CutsWindows)
+                throw new ArgumentException($"--data-blend does not apply to {ModelType} models, which train on {Kind.TrainingData}.");
+            if (o.DataBlend is not { Count: > 0 } && o.Data.Count == 0) throw new ArgumentException($"No training data: give --data ({Kind.TrainingData}) or --data-blend.");
+            Data = Kind.OpenTrainingData(new DataOptions(t.ModelDir, o.Data, o.SeqLen, o.ValidationFraction, o.CacheDir, o.Holdout, t.Seed, o.LabelDropout, o.DataBlend), config, _say);
             Trainer.CheckDataFits(Data, t, comm.Size);                                   // before every rank loads weights and sessions
             var weights = ModelKinds.InitialWeights(t.ModelDir, t.Seed, _say);
             var run = t;
@@ -66,6 +70,7 @@ public sealed class TrainingJob : IDisposable
         }
         catch
         {
+            (Data as IDisposable)?.Dispose();                                            // memory-mapped datasets
             _folder.Dispose();
             throw;
         }
@@ -108,7 +113,7 @@ public sealed class TrainingJob : IDisposable
         {
             var png = Path.Combine(t.OutputDir, "loss.png");
             Plot.TrainingCurve(result.History.Select(m => (m.Step, m.Loss)).ToArray(), result.Evals.Select(e => (e.Step, e.ValidationLoss)).ToArray(), png,
-                $"{ModelType} on {string.Join(", ", _o.Data.Select(Path.GetFileName))}");
+                $"{ModelType} on {string.Join(", ", (_o.DataBlend is { Count: > 0 } b ? b.Select(p => p.Prefix) : _o.Data).Select(Path.GetFileName))}");
             _say($"loss curve: {png}; metrics: {Path.Combine(t.OutputDir, "metrics.jsonl")}");
         }
         if (result.SkippedSteps > 0) _say($"{result.SkippedSteps} step(s) skipped for non-finite loss or gradients");
@@ -146,10 +151,11 @@ public sealed class TrainingJob : IDisposable
         };
     }
 
-    /// <summary>Disposes the trainer, then releases the output folder.</summary>
+    /// <summary>Disposes the trainer and the data (a memory-mapped dataset), then releases the output folder.</summary>
     public void Dispose()
     {
         Trainer.Dispose();
+        (Data as IDisposable)?.Dispose();
         _folder.Dispose();
     }
 }

@@ -169,6 +169,27 @@ public static class BenchCommands
         unet.SetAction(r => ExpectedErrors.Report(() => BenchUnet.Run(Common(r, unetSteps, profiles: true),
             new UnetBenchSize(r.GetValue(unetBatch), r.GetValue(sampleSteps), r.GetValue(sampleBatch)), r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out)));
 
-        return new Command("bench", "Performance measurements (not tests).") { train, zero, generate, serve, soak, t5, forecast, unet };
+        // bench data: preprocessing throughput, and training from a large memory-mapped dataset against Moby-Dick.
+        var dataSteps = Steps(5, "one training batch of --batch windows of --seq tokens from the data");
+        var dataSize = new Option<int>("--size-mb") { Description = "Size of the large dataset's .bin in MB (written to a temporary folder, deleted after).", DefaultValueFactory = _ => 2048 };
+        var dataText = new Option<int>("--tokenize-mb") { Description = "MB of text tokenized to measure preprocessing (the large dataset repeats those documents).", DefaultValueFactory = _ => 32 };
+        var dataWorkers = new Option<int>("--workers") { Description = "Preprocessing threads.", DefaultValueFactory = _ => 2 };
+        var dataSeq = new Option<int>("--seq") { Description = "Tokens per training window.", DefaultValueFactory = _ => 128 };
+        var dataModel = new Option<string>("--model") { Description = "GPT-2 model folder trained on.", DefaultValueFactory = _ => CliPaths.Bundled("models/gpt2-mini") };
+        var dataText0 = new Option<string>("--text") { Description = "The text the corpora are made of.", DefaultValueFactory = _ => CliPaths.Bundled("samples/data/moby-dick.txt") };
+        var dataKeep = new Option<bool>("--keep") { Description = "Keep the temporary folder." };
+        var data = new Command("data", "Preprocessing MB/s (share in the tokenizer), then tokens/s and peak RSS of a short training on a --size-mb memory-mapped dataset vs Moby-Dick (mapped and in memory).")
+        {
+            json, threads, warmup, dataSteps, batch, dataSeq, dataSize, dataText, dataWorkers, dataModel, dataText0, dataKeep,
+        };
+        data.SetAction(r => ExpectedErrors.Report(() =>
+        {
+            if (r.GetValue(dataSize) < 1 || r.GetValue(dataText) < 1 || r.GetValue(dataWorkers) < 1)
+                throw new ArgumentException($"--size-mb {r.GetValue(dataSize)}, --tokenize-mb {r.GetValue(dataText)} and --workers {r.GetValue(dataWorkers)} must be at least 1.");
+            return BenchData.Run(Common(r, dataSteps), new DataBenchSize(r.GetValue(dataSize), r.GetValue(dataText), r.GetValue(dataWorkers), r.GetValue(batch), r.GetValue(dataSeq), r.GetValue(dataKeep)),
+                r.GetValue(dataModel)!, r.GetValue(dataText0)!, Console.Out);
+        }));
+
+        return new Command("bench", "Performance measurements (not tests).") { train, zero, generate, serve, soak, t5, forecast, unet, data };
     }
 }

@@ -1,0 +1,325 @@
+using System.Security.Cryptography;
+using System.Text;
+using Optimum.Data;
+using Optimum.Hub;
+using Optimum.Tests;
+using Xunit;
+
+namespace Optimum.Training.Tests;
+
+/// <summary>
+/// A tokenizer of one id per UTF-16 character: id = <c>offset + c % span</c>, end of document = vocab - 1. With a vocabulary
+/// above 65,536 it makes int32 datasets; its fingerprint differs from GPT-2's, so it also stands for "another tokenizer".
+/// </summary>
+internal sealed class CharTokenizer(int vocab, int offset) : IDocumentTokenizer
+{
+    public TokenizerIdentity Identity { get; } = new($"chars-{vocab}-{offset}", SHA256.HashData(Encoding.ASCII.GetBytes($"chars {vocab} {offset}")), vocab, vocab - 1);
+    public IReadOnlyList<int> Encode(string text) => text.Select(c => offset + c % (vocab - 1 - offset)).ToArray();
+}
+
+/// <summary>Indexed datasets (preprocess, write, read, split, blend) against tokenizing directly and against their bad inputs.</summary>
+public sealed class IndexedDatasetTests : IDisposable
+{
+    private readonly string _dir = Repo.TempDir();
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static readonly string Moby = File.ReadAllText(Repo.Path("samples", "data", "moby-dick.txt"));
+
+    /// <summary>Moby-Dick cut into <paramref name="n"/> text files of <paramref name="chars"/> characters, plus a .jsonl of three records.</summary>
+    private string Corpus(string name, int n, int chars, bool jsonl = true)
+    {
+        var dir = Path.Combine(_dir, name);
+        Directory.CreateDirectory(dir);
+        for (int i = 0; i < n; i++) File.WriteAllText(Path.Combine(dir, $"part-{i:D2}.txt"), Moby.Substring(5000 + i * chars, chars));
+        if (jsonl)
+            File.WriteAllLines(Path.Combine(dir, "records.jsonl"), Enumerable.Range(0, 3).Select(i =>
+                System.Text.Json.JsonSerializer.Serialize(new { id = i, text = Moby.Substring(200_000 + i * 700, 700) })));
+        return dir;
+    }
+
+    private PreprocessResult Run(IReadOnlyList<string> inputs, string prefix, IDocumentTokenizer? tok = null, int workers = 2, List<string>? log = null) =>
+        Preprocessor.Run(new PreprocessOptions { Inputs = inputs, OutputPrefix = Path.Combine(_dir, prefix), Workers = workers }, tok ?? new Gpt2DocumentTokenizer(), s => log?.Add(s));
+
+    [Fact]
+    public void RoundTrip_EveryDocumentReadsBackAsTokenizingItDirectly_AndTheStreamIsTheTextCorpus()
+    {
+        var dir = Corpus("rt", 4, 3000);
+        var r = Run([dir], "rt");
+        using var ds = IndexedDataset.Open(r.Prefix, Gpt2DocumentTokenizer.Gpt2Identity);
+        var tok = Gpt2Tokenizer.Create();
+        var files = Preprocessor.InputFiles([dir]);
+        var texts = files.Where(f => f.EndsWith(".txt")).Select(File.ReadAllText)
+            .Concat(File.ReadAllLines(files.Single(f => f.EndsWith(".jsonl"))).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("text").GetString()!)).ToArray();
+        Assert.Equal(texts.Length, ds.Documents);
+        Assert.Equal(2, ds.BytesPerId);
+        for (int i = 0; i < texts.Length; i++) Assert.Equal(tok.Encode(texts[i]), ds.Document(i));
+        // The whole stream (documents and end-of-text ids) is what the in-memory path tokenizes from the text files, plus one trailing id.
+        var txt = Run(files.Where(f => f.EndsWith(".txt")).ToArray(), "txt");
+        using var only = IndexedDataset.Open(txt.Prefix);
+        var stream = new long[only.Tokens];
+        only.Read(0, stream);
+        var corpus = TokenCorpus.Load(files.Where(f => f.EndsWith(".txt")), Path.Combine(_dir, "cache"));
+        Assert.Equal(corpus.Tokens.Select(t => (long)t).Append(Gpt2Tokenizer.EndOfText), stream);
+        Assert.Equal(r.Documents, ds.Documents);
+        Assert.Equal(stream.Length, txt.Tokens);
+    }
+
+    [Fact]
+    public void Workers_OneAndTwo_WriteTheSameBytes()
+    {
+        var dir = Corpus("w", 9, 1500);
+        var one = Run([dir], "one", workers: 1);
+        var two = Run([dir], "two", workers: 2);
+        Assert.Equal(File.ReadAllBytes(one.Prefix + ".bin"), File.ReadAllBytes(two.Prefix + ".bin"));
+        Assert.Equal(File.ReadAllBytes(one.Prefix + ".idx"), File.ReadAllBytes(two.Prefix + ".idx"));
+        Assert.Equal(12, one.Documents);
+        // Input order kept: document i is file i (ordinal order), the records last.
+        using var ds = IndexedDataset.Open(two.Prefix);
+        Assert.Equal(Gpt2Tokenizer.Create().Encode(File.ReadAllText(Path.Combine(dir, "part-05.txt"))), ds.Document(5));
+    }
+
+    [Fact]
+    public void VocabularyAbove65535_StoresInt32Ids_ThatReadBackExactly()
+    {
+        var tok = new CharTokenizer(70_000, 65_500);
+        var dir = Corpus("wide", 2, 500, jsonl: false);
+        var r = Run([dir], "wide", tok);
+        Assert.Equal(4, r.BytesPerId);
+        using var ds = IndexedDataset.Open(r.Prefix, tok.Identity);
+        Assert.Equal(4L * ds.Tokens, new FileInfo(r.Prefix + ".bin").Length);
+        var want = tok.Encode(File.ReadAllText(Path.Combine(dir, "part-01.txt")));
+        Assert.Equal(want, ds.Document(1));
+        Assert.Contains(want, id => id > 65_535);
+        var tail = new long[1];
+        ds.Read(ds.Tokens - 1, tail);
+        Assert.Equal(69_999, tail[0]);                                       // the end-of-document id
+        // Ids outside the vocabulary are refused naming the document.
+        using var w = new IndexedDatasetWriter(Path.Combine(_dir, "bad"), tok.Identity);
+        var e = Assert.Throws<InvalidDataException>(() => w.Add([1, 70_000], "doc-7"));
+        Assert.Contains("doc-7", e.Message);
+        Assert.Contains("70000", e.Message);
+    }
+
+    [Fact]
+    public void BadInputFiles_AreRefusedNamingFileAndProblem_AndLeaveNoDataset()
+    {
+        var dir = Path.Combine(_dir, "bad");
+        Directory.CreateDirectory(dir);
+        var good = Path.Combine(dir, "good.txt");
+        File.WriteAllText(good, "Call me Ishmael.");
+        var empty = Path.Combine(dir, "empty.txt");
+        File.WriteAllBytes(empty, []);
+        var e = Assert.Throws<InvalidDataException>(() => Run([good, empty], "x"));
+        Assert.Contains(empty, e.Message);
+        Assert.Contains("empty", e.Message);
+
+        var binary = Path.Combine(dir, "binary.txt");
+        File.WriteAllBytes(binary, [0x41, 0x00, 0x42]);
+        e = Assert.Throws<InvalidDataException>(() => Run([good, binary], "x"));
+        Assert.Contains(binary, e.Message);
+        Assert.Contains("NUL byte at offset 1", e.Message);
+
+        var jsonl = Path.Combine(dir, "r.jsonl");
+        File.WriteAllText(jsonl, "{\"text\": \"a\"}\n{\"body\": \"b\"}\n");
+        e = Assert.Throws<InvalidDataException>(() => Run([jsonl], "x"));
+        Assert.Contains($"{jsonl}:2", e.Message);
+        Assert.Contains("no \"text\" field", e.Message);
+        File.WriteAllText(jsonl, "{\"text\": \"a\"}\n\n{\"text\": \"b\"\n");
+        e = Assert.Throws<InvalidDataException>(() => Run([jsonl], "x"));
+        Assert.Contains($"{jsonl}:3", e.Message);
+        File.WriteAllBytes(jsonl, [.. "{\"text\": \"a"u8, 0xC3, 0x28, .. "\"}\n"u8]);
+        e = Assert.Throws<InvalidDataException>(() => Run([jsonl], "x"));
+        Assert.Contains($"{jsonl}:1", e.Message);
+
+        var missing = Path.Combine(dir, "nope.txt");
+        var f = Assert.Throws<FileNotFoundException>(() => Run([missing], "x"));
+        Assert.Contains(missing, f.Message);
+        // Nothing was renamed into place and no temporary file is left.
+        Assert.Empty(Directory.GetFiles(_dir, "x*"));
+
+        // Invalid UTF-8 in a text file is read as U+FFFD with a warning counting the sequences, as the text-file trainer does.
+        var latin1 = Path.Combine(dir, "latin1.txt");
+        File.WriteAllBytes(latin1, [.. "caf"u8, 0xE9, (byte)' ', .. "na"u8, 0xEF, (byte)'v', (byte)'e']);
+        var log = new List<string>();
+        var r = Run([latin1], "latin1", log: log);
+        Assert.Contains(log, l => l.Contains(latin1) && l.Contains("2 invalid byte sequence(s)"));
+        using var ds = IndexedDataset.Open(r.Prefix);
+        Assert.Equal(Gpt2Tokenizer.Create().Encode("caf\uFFFD na\uFFFDve"), ds.Document(0));
+    }
+
+    [Fact]
+    public void DamagedOrForeignDatasets_AreRefusedNamingFileAndProblem()
+    {
+        var dir = Corpus("d", 3, 800, jsonl: false);
+        var a = Run([dir], "a").Prefix;
+        var dirB = Corpus("d2", 3, 801, jsonl: false);
+        var b = Run([dirB], "b").Prefix;
+
+        // Truncated .bin.
+        var t = Path.Combine(_dir, "t");
+        Copy(a, t);
+        using (var fs = new FileStream(t + ".bin", FileMode.Open)) fs.SetLength(fs.Length - 2);
+        var e = Assert.Throws<InvalidDataException>(() => IndexedDataset.Open(t));
+        Assert.Contains(t + ".bin", e.Message);
+        Assert.Contains("truncated", e.Message);
+
+        // An .idx with another dataset's .bin of the same size: the checksum tells.
+        var m = Path.Combine(_dir, "m");
+        Copy(a, m);
+        var bytes = File.ReadAllBytes(m + ".bin");
+        bytes[10] ^= 1;
+        File.WriteAllBytes(m + ".bin", bytes);
+        e = Assert.Throws<InvalidDataException>(() => IndexedDataset.Open(m));
+        Assert.Contains("does not match its index", e.Message);
+        Assert.Contains(m + ".bin", e.Message);
+        File.Copy(b + ".bin", m + ".bin", true);
+        e = Assert.Throws<InvalidDataException>(() => IndexedDataset.Open(m));
+        Assert.Contains(m + ".bin", e.Message);
+
+        // A damaged document table.
+        var x = Path.Combine(_dir, "x");
+        Copy(a, x);
+        bytes = File.ReadAllBytes(x + ".idx");
+        bytes[^1] ^= 1;
+        File.WriteAllBytes(x + ".idx", bytes);
+        e = Assert.Throws<InvalidDataException>(() => IndexedDataset.Open(x));
+        Assert.Contains(x + ".idx", e.Message);
+        Assert.Contains("checksum", e.Message);
+
+        // A missing half.
+        File.Delete(x + ".bin");
+        var f = Assert.Throws<FileNotFoundException>(() => IndexedDataset.Open(x));
+        Assert.Contains(x + ".bin", f.Message);
+
+        // Made with another tokenizer than the model's.
+        var other = Run([dir], "chars", new CharTokenizer(300, 0)).Prefix;
+        e = Assert.Throws<InvalidDataException>(() => IndexedLmData.Open(other, 16, 0.05, Gpt2DocumentTokenizer.Gpt2Identity));
+        Assert.Contains(other + ".idx", e.Message);
+        Assert.Contains("'chars-300-0'", e.Message);
+        Assert.Contains("'gpt2-bpe-v1'", e.Message);
+    }
+
+    private static void Copy(string from, string to)
+    {
+        File.Copy(from + ".bin", to + ".bin");
+        File.Copy(from + ".idx", to + ".idx");
+    }
+
+    [Fact]
+    public void Writer_InterruptedLeavesTheOldDatasetAndNoTempFiles_AndStaleTempFilesAreRemoved()
+    {
+        var tok = new CharTokenizer(300, 0);
+        var prefix = Path.Combine(_dir, "ds");
+        using (var w = new IndexedDatasetWriter(prefix, tok.Identity))
+        {
+            w.Add(tok.Encode("old"), "old");
+            w.Commit();
+        }
+        var old = File.ReadAllBytes(prefix + ".bin");
+        using (var w = new IndexedDatasetWriter(prefix, tok.Identity)) w.Add(tok.Encode("new text"), "new");     // disposed without Commit
+        Assert.Equal(old, File.ReadAllBytes(prefix + ".bin"));
+        Assert.Equal(2, Directory.GetFiles(_dir).Length);
+        // A killed run's temporary files (a process id that does not run) go when the prefix is written next.
+        File.WriteAllText(prefix + ".bin.tmp-999999999-0123", "partial");
+        File.WriteAllText(prefix + ".idx.tmp-999999999-0123", "partial");
+        using (var w = new IndexedDatasetWriter(prefix, tok.Identity))
+        {
+            w.Add(tok.Encode("new"), "new");
+            w.Commit();
+        }
+        Assert.Equal([prefix + ".bin", prefix + ".idx"], Directory.GetFiles(_dir).Order());
+        using var ds = IndexedDataset.Open(prefix, tok.Identity);
+        Assert.Equal(tok.Encode("new"), ds.Document(0));
+    }
+
+    /// <summary>Documents of one repeated character each: a window's ids say which documents it came from.</summary>
+    private IndexedDataset Letters(string name, string letters, int perDoc, CharTokenizer tok)
+    {
+        var prefix = Path.Combine(_dir, name);
+        using (var w = new IndexedDatasetWriter(prefix, tok.Identity))
+        {
+            foreach (var c in letters) w.Add(tok.Encode(new string(c, perDoc)), c.ToString());
+            w.Commit();
+        }
+        return IndexedDataset.Open(prefix, tok.Identity);
+    }
+
+    [Fact]
+    public void ValidationSplit_IsWholeTrailingDocuments_NeverOverlappingTraining()
+    {
+        var tok = new CharTokenizer(61, 0);
+        using var data = new IndexedLmData(Letters("v", "ABCDEFGHIJKLMNOPQRST", 100, tok), seqLen: 8, validationFraction: 0.1);
+        // 20 documents of 101 ids: the last 2 hold 202 <= 10% of 2020.
+        Assert.Equal(18, data.TrainDocuments);
+        Assert.Equal(2, data.ValidationDocuments);
+        Assert.Equal((18 * 101 - 1) / 8, data.TrainSamples);
+        Assert.Equal((2 * 101 - 1) / 8, data.ValidationSamples);
+        var train = new HashSet<long>();
+        var batch = new Batch();
+        for (int s = 0; s < data.TrainSamples; s++)
+        {
+            data.FillTrain([s], batch);
+            train.UnionWith((long[])batch["input_ids"].Data);
+        }
+        var val = new HashSet<long>();
+        for (int s = 0; s < data.ValidationSamples; s++)
+        {
+            data.FillValidation(s, 1, batch);
+            val.UnionWith((long[])batch["input_ids"].Data);
+        }
+        long eod = tok.Identity.EndOfDocument;
+        Assert.Equal("ABCDEFGHIJKLMNOPQR".Select(c => (long)tok.Encode(c.ToString())[0]).Append(eod).Order(), train.Order());
+        Assert.Equal("ST".Select(c => (long)tok.Encode(c.ToString())[0]).Append(eod).Order(), val.Order());
+        // A last document above the share: no validation rather than most of the corpus.
+        using var big = new IndexedLmData(Letters("big", "AB", 100, tok), seqLen: 8, validationFraction: 0.1);
+        Assert.Equal((0, 2L), (big.ValidationSamples, big.TrainDocuments));
+    }
+
+    [Fact]
+    public void Blend_AssignsSamplesByWeight_AndReadsThePartsWindows()
+    {
+        var tok = new CharTokenizer(61, 0);
+        var a = new IndexedLmData(Letters("ba", "ABCDEFGHIJ", 99, tok), 10, 0);               // 99 windows of A..J
+        var b = new IndexedLmData(Letters("bb", "XY", 99, tok), 10, 0);                       // 19 windows of X, Y
+        using var blend = new BlendedLmData([(0.7, a), (0.3, b)]);
+        Assert.Equal(a.TrainSamples + b.TrainSamples, blend.TrainSamples);
+        Assert.Equal([0.7, 0.3], blend.Weights);
+        // Any prefix of the blend is within one sample of the weights (Megatron's greedy assignment).
+        var counts = new long[2];
+        for (int i = 0; i < blend.TrainSamples; i++)
+        {
+            counts[blend.Locate(i).Part]++;
+            Assert.True(Math.Abs(counts[0] - 0.7 * (i + 1)) <= 1, $"after {i + 1} samples dataset 0 has {counts[0]}, expected 0.7 x {i + 1}");
+        }
+        // The trainer's shuffled order: the first 200 samples drawn hold X/Y windows in proportion 0.3 within 0.07.
+        var order = new SampleIndex(blend.TrainSamples, 200, seed: 5);
+        var batch = new Batch();
+        int fromB = 0;
+        var xy = new[] { tok.Encode("X")[0], tok.Encode("Y")[0] };
+        foreach (var s in order.Slice(0, 200).ToArray())
+        {
+            blend.FillTrain([s], batch);
+            var ids = (long[])batch["input_ids"].Data;
+            var (part, window) = blend.Locate(s);
+            var want = new long[10];
+            (part == 0 ? a : b).Data.Read(window * 10, want);
+            Assert.Equal(want, ids);
+            if (ids.Any(id => xy.Contains((int)id))) { fromB++; Assert.Equal(1, part); }
+        }
+        Assert.InRange(fromB / 200.0, 0.23, 0.37);
+        // The small dataset is repeated: its 19 windows each serve about 0.3 x 118 / 19 samples.
+        Assert.Equal(35, blend.Counts[1]);
+    }
+
+    [Theory]
+    [InlineData(new[] { "0.7", "a", "0.3" }, "weight-dataset pairs")]
+    [InlineData(new[] { "seven", "a" }, "'seven' (value 1) is not a weight")]
+    [InlineData(new[] { "0.7", "a", "0", "b" }, "the weight 0 of 'b'")]
+    [InlineData(new[] { "-1", "a" }, "the weight -1 of 'a'")]
+    [InlineData(new[] { "NaN", "a" }, "the weight NaN of 'a'")]
+    public void BlendWeights_BadOnesAreRefusedNamingTheValue(string[] args, string message)
+    {
+        var e = Assert.Throws<ArgumentException>(() => BlendPart.Parse(args));
+        Assert.Contains(message, e.Message);
+    }
+}
