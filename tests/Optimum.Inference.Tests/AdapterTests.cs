@@ -188,11 +188,17 @@ public sealed class AdapterTests : IClassFixture<AdapterTests.Fixture>
         var dir = _f.Adapter("attn", Attn, seed: 1);
         float[][] expected;
         using (var merged = new CausalLm(_f.Merged(dir))) expected = Run(merged).Logits;
-        CausalLm lm;
-        using (var host = AdapterHost.Open(_f.Base)) lm = host.OpenAdapter(dir);
+        CausalLm lm, other;
+        SharedWeights weights;
+        using (var host = AdapterHost.Open(_f.Base)) (lm, other, weights) = (host.OpenAdapter(dir), host.OpenBase(), host.Weights);
+        Assert.False(weights.Freed);
         AssertClose(expected, Run(lm).Logits, 1e-5);                                        // the host is gone, the model's hold keeps the weights
         lm.Dispose();
-        lm.Dispose();                                                                        // releases once
+        lm.Dispose();                                                                        // releases once: the other model still holds the buffer
+        Assert.False(weights.Freed);
+        Run(other);
+        other.Dispose();
+        Assert.True(weights.Freed);
     }
 
     [Fact]

@@ -31,6 +31,9 @@ public sealed unsafe class SharedWeights : IDisposable
     private int _users = 1;
     private bool _freed;
 
+    /// <summary>True once the last holder released the buffer (the owner's Dispose and every session's <see cref="Release"/>).</summary>
+    internal bool Freed { get { lock (_gate) return _freed; } }
+
     /// <summary>
     /// Reads <paramref name="modelDir"/>'s model.safetensors into one native buffer. The parameters must be stored as F32
     /// under their own names (as export and train write them); other files are refused naming the tensor.
@@ -38,7 +41,6 @@ public sealed unsafe class SharedWeights : IDisposable
     /// </summary>
     public SharedWeights(string modelDir, bool sharePrePacked = true)
     {
-        _prepacked = sharePrePacked ? new PrePackedWeightsContainer() : null;
         _dir = Path.GetFullPath(modelDir);
         _file = Path.Combine(_dir, ModelFolder.WeightsFile);
         Parameters = ModelFolder.ReadParameters(modelDir);
@@ -56,6 +58,7 @@ public sealed unsafe class SharedWeights : IDisposable
                     throw new InvalidDataException($"{_file}: tensor '{p.Name}' is {type.Name()}; a base shared by adapters must store its weights as F32 (as optimum-net export and train write them).");
                 locations[i] = f.Location(p.Name);
             }
+        _prepacked = sharePrePacked ? new PrePackedWeightsContainer() : null;                // after the checks: a refused file holds no native container
         long total = Parameters.Sum(p => (p.Count + 15) / 16 * 16);                          // each tensor 64-byte aligned
         _buffer = (IntPtr)NativeMemory.AlignedAlloc((nuint)Math.Max(64, total * sizeof(float)), 64);
         try
