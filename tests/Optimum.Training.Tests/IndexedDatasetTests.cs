@@ -311,6 +311,94 @@ public sealed class IndexedDatasetTests : IDisposable
         Assert.Equal(35, blend.Counts[1]);
     }
 
+    private int _blends;
+
+    /// <summary>A blend of 10 documents (99 windows) at <paramref name="w0"/> and 20 documents (199 windows) at 1 - w0.</summary>
+    private BlendedLmData TwoParts(double w0, long samples, int seed)
+    {
+        var tok = new CharTokenizer(61, 0);
+        int n = _blends++;
+        return new BlendedLmData([(w0, new IndexedLmData(Letters($"p{n}a", "ABCDEFGHIJ", 99, tok), 10, 0)),
+                                  (1 - w0, new IndexedLmData(Letters($"p{n}b", "ABCDEFGHIJKLMNOPQRST", 99, tok), 10, 0))], samples, seed);
+    }
+
+    private static long[] WindowsOf(BlendedLmData blend, int part) =>
+        Enumerable.Range(0, (int)blend.TrainSamples).Select(i => blend.Locate(i)).Where(l => l.Part == part).Select(l => l.Window).ToArray();
+
+    [Fact]
+    public void Blend_DownWeightedPart_DrawsAllItsWindowsInAFreshOrderEachPass_SameForTheSameSeed()
+    {
+        // Part 1: 199 windows, 0.1 of 5000 samples = 500 = two whole passes and 102 windows of a third.
+        using var blend = TwoParts(0.9, 5000, seed: 3);
+        Assert.Equal(199, blend.Parts[1].TrainSamples);
+        Assert.Equal(500, blend.Counts[1]);
+        var windows = WindowsOf(blend, 1);
+        var all = Enumerable.Range(0, 199).Select(i => (long)i).ToArray();
+        Assert.Equal(all, windows[..199].Order());                           // each pass is a permutation of all windows,
+        Assert.Equal(all, windows[199..398].Order());
+        Assert.NotEqual(all, windows[..199]);                                // not windows 0..196 in order,
+        Assert.NotEqual(windows[..199], windows[199..398]);                  // and a new one each pass
+        Assert.Equal(102, windows[398..].Distinct().Count());
+        Assert.Equal(99, WindowsOf(blend, 0).Take(99).Distinct().Count());
+
+        // Fewer blend samples than windows (20 of 199): they spread over the dataset instead of its first 20 windows.
+        using var few = TwoParts(0.99, 2000, seed: 3);
+        var fewWindows = WindowsOf(few, 1);
+        Assert.Equal(20, fewWindows.Length);
+        Assert.Equal(20, fewWindows.Distinct().Count());
+        Assert.True(fewWindows.Count(w => w >= 100) >= 3, $"20 draws of 199 windows: {string.Join(",", fewWindows)}");
+
+        // The same seed gives the same blend; another seed another order with the same counts.
+        using var again = TwoParts(0.99, 2000, seed: 3);
+        using var other = TwoParts(0.99, 2000, seed: 4);
+        var locate = (BlendedLmData b) => Enumerable.Range(0, 2000).Select(i => b.Locate(i)).ToArray();
+        Assert.Equal(locate(few), locate(again));
+        Assert.NotEqual(locate(few), locate(other));
+        Assert.Equal(few.Counts, other.Counts);
+
+        // The window read is the located one; out-of-range samples are refused naming the count.
+        var batch = new Batch();
+        few.FillTrain([1999], batch);
+        var (part, window) = few.Locate(1999);
+        var want = new long[10];
+        few.Parts[part].Data.Read(window * 10, want);
+        Assert.Equal(want, (long[])batch["input_ids"].Data);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => few.FillTrain([2000], batch));
+        Assert.Contains("2,000 training samples", e.Message);
+    }
+
+    [Fact]
+    public void BlendValidation_AnyPrefixIsAWeightedMix_AndCoversEveryHeldOutWindowOnce()
+    {
+        var tok = new CharTokenizer(61, 0);
+        // 20 documents of 101 ids, 10% held out: 2 documents, 20 windows of 10 each.
+        var a = new IndexedLmData(Letters("va", "ABCDEFGHIJKLMNOPQRST", 100, tok), 10, 0.1);
+        var b = new IndexedLmData(Letters("vb", "abcdefghijklmnopqrst", 100, tok), 10, 0.1);
+        Assert.Equal((20L, 20L), (a.ValidationSamples, b.ValidationSamples));
+        using var blend = new BlendedLmData([(0.75, a), (0.25, b)]);
+        Assert.Equal(40, blend.ValidationSamples);
+        var seen = new HashSet<(int, long)>();
+        int fromB = 0;
+        var batch = new Batch();
+        for (int i = 0; i < 40; i++)
+        {
+            var (part, window) = blend.LocateValidation(i);
+            Assert.True(seen.Add((part, window)));
+            if (part == 1) fromB++;
+            // Until a part runs out (a's 20 windows at about 26 samples), every prefix is within one sample of the weights.
+            if (i < 26) Assert.True(Math.Abs(fromB - 0.25 * (i + 1)) <= 1, $"after {i + 1} validation samples {fromB} from b");
+            blend.Parts[part].FillValidation(window, 1, batch);
+            var direct = ((long[])batch["input_ids"].Data).ToArray();
+            blend.FillValidation(i, 1, batch);
+            Assert.Equal(direct, (long[])batch["input_ids"].Data);
+        }
+        Assert.Equal(40, seen.Count);
+        // The first 8 (what an evaluation of 8 samples reads) hold both datasets: 6 of a, 2 of b.
+        Assert.Equal(2, Enumerable.Range(0, 8).Count(i => blend.LocateValidation(i).Part == 1));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => blend.FillValidation(38, 3, batch));
+        Assert.Contains("[38, 41)", e.Message);
+    }
+
     [Theory]
     [InlineData(new[] { "0.7", "a", "0.3" }, "weight-dataset pairs")]
     [InlineData(new[] { "seven", "a" }, "'seven' (value 1) is not a weight")]

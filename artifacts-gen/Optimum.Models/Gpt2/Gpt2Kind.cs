@@ -81,7 +81,7 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
                 parts.Add((p.Weight, d));
                 Describe(d, say);
             }
-            var blend = new BlendedLmData(parts);
+            var blend = new BlendedLmData(parts, seed: o.Seed);
             say($"blend: {blend.TrainSamples:N0} samples: " + string.Join(", ", blend.Parts.Select((p, i) => $"{blend.Weights[i]:P1} {Path.GetFileName(p.Data.Prefix)} ({blend.Counts[i]:N0})")));
             return blend;
         }
