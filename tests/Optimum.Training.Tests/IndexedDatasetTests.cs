@@ -399,6 +399,114 @@ public sealed class IndexedDatasetTests : IDisposable
         Assert.Contains("[38, 41)", e.Message);
     }
 
+    /// <summary>Rewrites header fields of <paramref name="idx"/> and recomputes the header checksum, as a crafted file would.</summary>
+    private static void Craft(string idx, Action<byte[]> edit)
+    {
+        var b = File.ReadAllBytes(idx);
+        edit(b);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(120), System.IO.Hashing.XxHash3.HashToUInt64(b.AsSpan(0, 120)));
+        File.WriteAllBytes(idx, b);
+    }
+
+    [Fact]
+    public void CraftedHeaders_WithValidChecksums_AreRefusedNamingTheFile_NotReadOutOfBounds()
+    {
+        var wide = new CharTokenizer(70_000, 65_500);                        // 4-byte ids
+        var dir = Corpus("crafted", 3, 400, jsonl: false);
+        var good = Run([dir], "good", wide).Prefix;
+        using (var ds = IndexedDataset.Open(good, wide.Identity)) Assert.Equal((3L, 4), (ds.Documents, ds.BytesPerId));
+        long docs, tokens;
+        using (var ds = IndexedDataset.Open(good)) (docs, tokens) = (ds.Documents, ds.Tokens);
+        int n = 0;
+        string Case(Action<byte[]> edit)
+        {
+            var p = Path.Combine(_dir, $"c{n++}");
+            Copy(good, p);
+            Craft(p + ".idx", edit);
+            return p;
+        }
+        void Refused(string p, string message)
+        {
+            var e = Assert.Throws<InvalidDataException>(() => IndexedDataset.Open(p));
+            Assert.Contains(p + ".idx", e.Message);
+            Assert.Contains(message, e.Message);
+        }
+        var le = (byte[] b, int at, long v) => System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(at), v);
+        var le32 = (byte[] b, int at, int v) => System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(at), v);
+        // Counts chosen so that 128 + 12 x documents and 4 x ids wrap around to the files' true sizes.
+        Refused(Case(b => { le(b, 24, docs + (1L << 62)); le(b, 32, tokens + (1L << 62)); }), "too few for its");
+        Refused(Case(b => { le(b, 24, long.MaxValue); le(b, 32, long.MaxValue); }), "too few for its");
+        // Ids wrapping alone: the .bin's size names both numbers without overflowing.
+        var p = Case(b => le(b, 32, tokens + (1L << 62)));
+        var e = Assert.Throws<InvalidDataException>(() => IndexedDataset.Open(p));
+        Assert.Contains(p + ".bin", e.Message);
+        Assert.Contains($"{tokens + (1L << 62):N0} ids", e.Message);
+        // Vocabulary and end-of-document id.
+        Refused(Case(b => le32(b, 20, 0)), "vocabulary size 0");
+        Refused(Case(b => le32(b, 16, 70_000)), "end-of-document id 70,000 is outside the vocabulary [0, 70,000)");
+        Refused(Case(b => le32(b, 16, -1)), "end-of-document id -1");
+        Refused(Case(b => b[12] = 2), "vocabulary size 70,000 with 2-byte ids");
+    }
+
+    [Fact]
+    public void Writer_IndexBytes_AreTheDocumentedLayout_AcrossBodyChunks()
+    {
+        // 10,000 documents: the offsets (8,192 per 64 KiB chunk) and lengths cross chunk boundaries.
+        var tok = new CharTokenizer(300, 0);
+        var prefix = Path.Combine(_dir, "many");
+        var lengths = Enumerable.Range(0, 10_000).Select(i => i % 7).ToArray();
+        using (var w = new IndexedDatasetWriter(prefix, tok.Identity))
+        {
+            foreach (var len in lengths) w.Add(Enumerable.Repeat(5, len).ToArray(), "doc");
+            w.Commit();
+        }
+        var idx = File.ReadAllBytes(prefix + ".idx");
+        var body = new byte[12 * lengths.Length];
+        long at = 0;
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(body.AsSpan(8 * i), at);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(8 * lengths.Length + 4 * i), lengths[i]);
+            at += lengths[i] + 1;
+        }
+        Assert.Equal(128 + body.Length, idx.Length);
+        Assert.Equal(body, idx[128..]);
+        Assert.Equal(System.IO.Hashing.XxHash3.HashToUInt64(body), System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(idx.AsSpan(112)));
+        Assert.Equal(System.IO.Hashing.XxHash3.HashToUInt64(idx.AsSpan(0, 120)), System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(idx.AsSpan(120)));
+        Assert.Equal(lengths.Length, System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(idx.AsSpan(24)));
+        Assert.Equal(at, System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(idx.AsSpan(32)));
+        using var ds = IndexedDataset.Open(prefix, tok.Identity);
+        Assert.Equal((9_999L, 9_999 % 7), (ds.Documents - 1, ds.DocumentLength(9_999)));
+    }
+
+    [Fact]
+    public void Dispose_Twice_IsHarmless_AndReadsAfterItThrow_AndAnOpenDatasetKeepsItsFilesWhenThePrefixIsRewritten()
+    {
+        var tok = new CharTokenizer(300, 0);
+        var ds = Letters("disp", "ABC", 10, tok);
+        var first = ds.Document(0);
+        // Committing the prefix again renames new files over the paths: the open dataset still reads the files it checked.
+        using (var w = new IndexedDatasetWriter(Path.Combine(_dir, "disp"), tok.Identity))
+        {
+            w.Add(tok.Encode("zz"), "new");
+            w.Commit();
+        }
+        Assert.Equal(first, ds.Document(0));
+        Assert.Equal(3, ds.Documents);
+        ds.Dispose();
+        ds.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => ds.Document(0));
+        Assert.Throws<ObjectDisposedException>(() => ds.DocumentOffset(0));
+        Assert.Throws<ObjectDisposedException>(() => ds.Read(0, new long[1]));
+        using var now = IndexedDataset.Open(Path.Combine(_dir, "disp"), tok.Identity);
+        Assert.Equal(tok.Encode("zz"), now.Document(0));
+        // A blend disposes its parts once each; disposing the parts again afterwards is harmless too.
+        var part = new IndexedLmData(Letters("disp2", "ABCDEFGH", 20, tok), 8, 0);
+        using (new BlendedLmData([(1.0, part)])) { }
+        part.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => part.FillTrain([0], new Batch()));
+    }
+
     [Theory]
     [InlineData(new[] { "0.7", "a", "0.3" }, "weight-dataset pairs")]
     [InlineData(new[] { "seven", "a" }, "'seven' (value 1) is not a weight")]
