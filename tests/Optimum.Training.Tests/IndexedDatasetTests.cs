@@ -273,6 +273,29 @@ public sealed class IndexedDatasetTests : IDisposable
         // A last document above the share: no validation rather than most of the corpus.
         using var big = new IndexedLmData(Letters("big", "AB", 100, tok), seqLen: 8, validationFraction: 0.1);
         Assert.Equal((0, 2L), (big.ValidationSamples, big.TrainDocuments));
+        Assert.Contains("the last one alone holds more than the validation share", big.NoValidationReason);
+        // Held-out documents too short for one window (2 of 4 ids < 9) stay in training, and the reason says so.
+        using var tiny = new IndexedLmData(Letters("tiny", "ABCDEFGHIJKLMNOPQRST", 3, tok), seqLen: 8, validationFraction: 0.1);
+        Assert.Equal((0L, 20L, 79L / 8), (tiny.ValidationSamples, tiny.TrainDocuments, tiny.TrainSamples));
+        Assert.Contains("the last 2 document(s)", tiny.NoValidationReason);
+        Assert.Contains("fewer than 9 ids", tiny.NoValidationReason);
+        Assert.Null(data.NoValidationReason);
+    }
+
+    [Fact]
+    public void FolderInputs_MatchExtensionsInAnyCase_AsDirectPathsDo()
+    {
+        var dir = Path.Combine(_dir, "case");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "a.TXT"), "Call me Ishmael.");
+        File.WriteAllText(Path.Combine(dir, "b.JsonL"), "{\"text\": \"Some years ago\"}\n{\"text\": \"never mind how long\"}\n");
+        File.WriteAllText(Path.Combine(dir, "c.md"), "not read");
+        var files = Preprocessor.InputFiles([dir]);
+        Assert.Equal(["a.TXT", "b.JsonL"], files.Select(Path.GetFileName));
+        var r = Run([dir], "case");
+        Assert.Equal(3, r.Documents);
+        using var ds = IndexedDataset.Open(r.Prefix);
+        Assert.Equal(Gpt2Tokenizer.Create().Encode("never mind how long"), ds.Document(2));
     }
 
     [Fact]

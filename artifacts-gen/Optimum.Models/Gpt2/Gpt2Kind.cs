@@ -95,7 +95,7 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
     private static void Describe(IndexedLmData d, Action<string> say) =>
         say($"data: {d.Data.Prefix} (memory-mapped, {d.Data.Tokens:N0} ids, {d.Data.Documents:N0} documents): {d.TrainSamples:N0} training windows of {d.SeqLen} tokens"
             + (d.ValidationSamples > 0 ? $", {d.ValidationSamples:N0} validation windows from the last {d.ValidationDocuments:N0} document(s)"
-               : $" (no validation: the split is by documents, and {(d.Data.Documents < 2 ? "there is one" : "the last one alone holds more than the validation share")})"));
+               : $" (no validation: {d.NoValidationReason})"));
 
     public override LoadedModel Load(string dir, SessionSettings? settings = null)
     {
