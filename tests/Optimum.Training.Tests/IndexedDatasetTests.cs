@@ -273,6 +273,29 @@ public sealed class IndexedDatasetTests : IDisposable
         // A last document above the share: no validation rather than most of the corpus.
         using var big = new IndexedLmData(Letters("big", "AB", 100, tok), seqLen: 8, validationFraction: 0.1);
         Assert.Equal((0, 2L), (big.ValidationSamples, big.TrainDocuments));
+        Assert.Contains("the last one alone holds more than the validation share", big.NoValidationReason);
+        // Held-out documents too short for one window (2 of 4 ids < 9) stay in training, and the reason says so.
+        using var tiny = new IndexedLmData(Letters("tiny", "ABCDEFGHIJKLMNOPQRST", 3, tok), seqLen: 8, validationFraction: 0.1);
+        Assert.Equal((0L, 20L, 79L / 8), (tiny.ValidationSamples, tiny.TrainDocuments, tiny.TrainSamples));
+        Assert.Contains("the last 2 document(s)", tiny.NoValidationReason);
+        Assert.Contains("fewer than 9 ids", tiny.NoValidationReason);
+        Assert.Null(data.NoValidationReason);
+    }
+
+    [Fact]
+    public void FolderInputs_MatchExtensionsInAnyCase_AsDirectPathsDo()
+    {
+        var dir = Path.Combine(_dir, "case");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "a.TXT"), "Call me Ishmael.");
+        File.WriteAllText(Path.Combine(dir, "b.JsonL"), "{\"text\": \"Some years ago\"}\n{\"text\": \"never mind how long\"}\n");
+        File.WriteAllText(Path.Combine(dir, "c.md"), "not read");
+        var files = Preprocessor.InputFiles([dir]);
+        Assert.Equal(["a.TXT", "b.JsonL"], files.Select(Path.GetFileName));
+        var r = Run([dir], "case");
+        Assert.Equal(3, r.Documents);
+        using var ds = IndexedDataset.Open(r.Prefix);
+        Assert.Equal(Gpt2Tokenizer.Create().Encode("never mind how long"), ds.Document(2));
     }
 
     [Fact]
@@ -309,6 +332,202 @@ public sealed class IndexedDatasetTests : IDisposable
         Assert.InRange(fromB / 200.0, 0.23, 0.37);
         // The small dataset is repeated: its 19 windows each serve about 0.3 x 118 / 19 samples.
         Assert.Equal(35, blend.Counts[1]);
+    }
+
+    private int _blends;
+
+    /// <summary>A blend of 10 documents (99 windows) at <paramref name="w0"/> and 20 documents (199 windows) at 1 - w0.</summary>
+    private BlendedLmData TwoParts(double w0, long samples, int seed)
+    {
+        var tok = new CharTokenizer(61, 0);
+        int n = _blends++;
+        return new BlendedLmData([(w0, new IndexedLmData(Letters($"p{n}a", "ABCDEFGHIJ", 99, tok), 10, 0)),
+                                  (1 - w0, new IndexedLmData(Letters($"p{n}b", "ABCDEFGHIJKLMNOPQRST", 99, tok), 10, 0))], samples, seed);
+    }
+
+    private static long[] WindowsOf(BlendedLmData blend, int part) =>
+        Enumerable.Range(0, (int)blend.TrainSamples).Select(i => blend.Locate(i)).Where(l => l.Part == part).Select(l => l.Window).ToArray();
+
+    [Fact]
+    public void Blend_DownWeightedPart_DrawsAllItsWindowsInAFreshOrderEachPass_SameForTheSameSeed()
+    {
+        // Part 1: 199 windows, 0.1 of 5000 samples = 500 = two whole passes and 102 windows of a third.
+        using var blend = TwoParts(0.9, 5000, seed: 3);
+        Assert.Equal(199, blend.Parts[1].TrainSamples);
+        Assert.Equal(500, blend.Counts[1]);
+        var windows = WindowsOf(blend, 1);
+        var all = Enumerable.Range(0, 199).Select(i => (long)i).ToArray();
+        Assert.Equal(all, windows[..199].Order());                           // each pass is a permutation of all windows,
+        Assert.Equal(all, windows[199..398].Order());
+        Assert.NotEqual(all, windows[..199]);                                // not windows 0..196 in order,
+        Assert.NotEqual(windows[..199], windows[199..398]);                  // and a new one each pass
+        Assert.Equal(102, windows[398..].Distinct().Count());
+        Assert.Equal(99, WindowsOf(blend, 0).Take(99).Distinct().Count());
+
+        // Fewer blend samples than windows (20 of 199): they spread over the dataset instead of its first 20 windows.
+        using var few = TwoParts(0.99, 2000, seed: 3);
+        var fewWindows = WindowsOf(few, 1);
+        Assert.Equal(20, fewWindows.Length);
+        Assert.Equal(20, fewWindows.Distinct().Count());
+        Assert.True(fewWindows.Count(w => w >= 100) >= 3, $"20 draws of 199 windows: {string.Join(",", fewWindows)}");
+
+        // The same seed gives the same blend; another seed another order with the same counts.
+        using var again = TwoParts(0.99, 2000, seed: 3);
+        using var other = TwoParts(0.99, 2000, seed: 4);
+        var locate = (BlendedLmData b) => Enumerable.Range(0, 2000).Select(i => b.Locate(i)).ToArray();
+        Assert.Equal(locate(few), locate(again));
+        Assert.NotEqual(locate(few), locate(other));
+        Assert.Equal(few.Counts, other.Counts);
+
+        // The window read is the located one; out-of-range samples are refused naming the count.
+        var batch = new Batch();
+        few.FillTrain([1999], batch);
+        var (part, window) = few.Locate(1999);
+        var want = new long[10];
+        few.Parts[part].Data.Read(window * 10, want);
+        Assert.Equal(want, (long[])batch["input_ids"].Data);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => few.FillTrain([2000], batch));
+        Assert.Contains("2,000 training samples", e.Message);
+    }
+
+    [Fact]
+    public void BlendValidation_AnyPrefixIsAWeightedMix_AndCoversEveryHeldOutWindowOnce()
+    {
+        var tok = new CharTokenizer(61, 0);
+        // 20 documents of 101 ids, 10% held out: 2 documents, 20 windows of 10 each.
+        var a = new IndexedLmData(Letters("va", "ABCDEFGHIJKLMNOPQRST", 100, tok), 10, 0.1);
+        var b = new IndexedLmData(Letters("vb", "abcdefghijklmnopqrst", 100, tok), 10, 0.1);
+        Assert.Equal((20L, 20L), (a.ValidationSamples, b.ValidationSamples));
+        using var blend = new BlendedLmData([(0.75, a), (0.25, b)]);
+        Assert.Equal(40, blend.ValidationSamples);
+        var seen = new HashSet<(int, long)>();
+        int fromB = 0;
+        var batch = new Batch();
+        for (int i = 0; i < 40; i++)
+        {
+            var (part, window) = blend.LocateValidation(i);
+            Assert.True(seen.Add((part, window)));
+            if (part == 1) fromB++;
+            // Until a part runs out (a's 20 windows at about 26 samples), every prefix is within one sample of the weights.
+            if (i < 26) Assert.True(Math.Abs(fromB - 0.25 * (i + 1)) <= 1, $"after {i + 1} validation samples {fromB} from b");
+            blend.Parts[part].FillValidation(window, 1, batch);
+            var direct = ((long[])batch["input_ids"].Data).ToArray();
+            blend.FillValidation(i, 1, batch);
+            Assert.Equal(direct, (long[])batch["input_ids"].Data);
+        }
+        Assert.Equal(40, seen.Count);
+        // The first 8 (what an evaluation of 8 samples reads) hold both datasets: 6 of a, 2 of b.
+        Assert.Equal(2, Enumerable.Range(0, 8).Count(i => blend.LocateValidation(i).Part == 1));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => blend.FillValidation(38, 3, batch));
+        Assert.Contains("[38, 41)", e.Message);
+    }
+
+    /// <summary>Rewrites header fields of <paramref name="idx"/> and recomputes the header checksum, as a crafted file would.</summary>
+    private static void Craft(string idx, Action<byte[]> edit)
+    {
+        var b = File.ReadAllBytes(idx);
+        edit(b);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(120), System.IO.Hashing.XxHash3.HashToUInt64(b.AsSpan(0, 120)));
+        File.WriteAllBytes(idx, b);
+    }
+
+    [Fact]
+    public void CraftedHeaders_WithValidChecksums_AreRefusedNamingTheFile_NotReadOutOfBounds()
+    {
+        var wide = new CharTokenizer(70_000, 65_500);                        // 4-byte ids
+        var dir = Corpus("crafted", 3, 400, jsonl: false);
+        var good = Run([dir], "good", wide).Prefix;
+        using (var ds = IndexedDataset.Open(good, wide.Identity)) Assert.Equal((3L, 4), (ds.Documents, ds.BytesPerId));
+        long docs, tokens;
+        using (var ds = IndexedDataset.Open(good)) (docs, tokens) = (ds.Documents, ds.Tokens);
+        int n = 0;
+        string Case(Action<byte[]> edit)
+        {
+            var p = Path.Combine(_dir, $"c{n++}");
+            Copy(good, p);
+            Craft(p + ".idx", edit);
+            return p;
+        }
+        void Refused(string p, string message)
+        {
+            var e = Assert.Throws<InvalidDataException>(() => IndexedDataset.Open(p));
+            Assert.Contains(p + ".idx", e.Message);
+            Assert.Contains(message, e.Message);
+        }
+        var le = (byte[] b, int at, long v) => System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(at), v);
+        var le32 = (byte[] b, int at, int v) => System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(at), v);
+        // Counts chosen so that 128 + 12 x documents and 4 x ids wrap around to the files' true sizes.
+        Refused(Case(b => { le(b, 24, docs + (1L << 62)); le(b, 32, tokens + (1L << 62)); }), "too few for its");
+        Refused(Case(b => { le(b, 24, long.MaxValue); le(b, 32, long.MaxValue); }), "too few for its");
+        // Ids wrapping alone: the .bin's size names both numbers without overflowing.
+        var p = Case(b => le(b, 32, tokens + (1L << 62)));
+        var e = Assert.Throws<InvalidDataException>(() => IndexedDataset.Open(p));
+        Assert.Contains(p + ".bin", e.Message);
+        Assert.Contains($"{tokens + (1L << 62):N0} ids", e.Message);
+        // Vocabulary and end-of-document id.
+        Refused(Case(b => le32(b, 20, 0)), "vocabulary size 0");
+        Refused(Case(b => le32(b, 16, 70_000)), "end-of-document id 70,000 is outside the vocabulary [0, 70,000)");
+        Refused(Case(b => le32(b, 16, -1)), "end-of-document id -1");
+        Refused(Case(b => b[12] = 2), "vocabulary size 70,000 with 2-byte ids");
+    }
+
+    [Fact]
+    public void Writer_IndexBytes_AreTheDocumentedLayout_AcrossBodyChunks()
+    {
+        // 10,000 documents: the offsets (8,192 per 64 KiB chunk) and lengths cross chunk boundaries.
+        var tok = new CharTokenizer(300, 0);
+        var prefix = Path.Combine(_dir, "many");
+        var lengths = Enumerable.Range(0, 10_000).Select(i => i % 7).ToArray();
+        using (var w = new IndexedDatasetWriter(prefix, tok.Identity))
+        {
+            foreach (var len in lengths) w.Add(Enumerable.Repeat(5, len).ToArray(), "doc");
+            w.Commit();
+        }
+        var idx = File.ReadAllBytes(prefix + ".idx");
+        var body = new byte[12 * lengths.Length];
+        long at = 0;
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(body.AsSpan(8 * i), at);
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(8 * lengths.Length + 4 * i), lengths[i]);
+            at += lengths[i] + 1;
+        }
+        Assert.Equal(128 + body.Length, idx.Length);
+        Assert.Equal(body, idx[128..]);
+        Assert.Equal(System.IO.Hashing.XxHash3.HashToUInt64(body), System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(idx.AsSpan(112)));
+        Assert.Equal(System.IO.Hashing.XxHash3.HashToUInt64(idx.AsSpan(0, 120)), System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(idx.AsSpan(120)));
+        Assert.Equal(lengths.Length, System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(idx.AsSpan(24)));
+        Assert.Equal(at, System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(idx.AsSpan(32)));
+        using var ds = IndexedDataset.Open(prefix, tok.Identity);
+        Assert.Equal((9_999L, 9_999 % 7), (ds.Documents - 1, ds.DocumentLength(9_999)));
+    }
+
+    [Fact]
+    public void Dispose_Twice_IsHarmless_AndReadsAfterItThrow_AndAnOpenDatasetKeepsItsFilesWhenThePrefixIsRewritten()
+    {
+        var tok = new CharTokenizer(300, 0);
+        var ds = Letters("disp", "ABC", 10, tok);
+        var first = ds.Document(0);
+        // Committing the prefix again renames new files over the paths: the open dataset still reads the files it checked.
+        using (var w = new IndexedDatasetWriter(Path.Combine(_dir, "disp"), tok.Identity))
+        {
+            w.Add(tok.Encode("zz"), "new");
+            w.Commit();
+        }
+        Assert.Equal(first, ds.Document(0));
+        Assert.Equal(3, ds.Documents);
+        ds.Dispose();
+        ds.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => ds.Document(0));
+        Assert.Throws<ObjectDisposedException>(() => ds.DocumentOffset(0));
+        Assert.Throws<ObjectDisposedException>(() => ds.Read(0, new long[1]));
+        using var now = IndexedDataset.Open(Path.Combine(_dir, "disp"), tok.Identity);
+        Assert.Equal(tok.Encode("zz"), now.Document(0));
+        // A blend disposes its parts once each; disposing the parts again afterwards is harmless too.
+        var part = new IndexedLmData(Letters("disp2", "ABCDEFGH", 20, tok), 8, 0);
+        using (new BlendedLmData([(1.0, part)])) { }
+        part.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => part.FillTrain([0], new Batch()));
     }
 
     [Theory]

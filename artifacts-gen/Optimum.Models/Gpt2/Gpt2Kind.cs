@@ -81,7 +81,7 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
                 parts.Add((p.Weight, d));
                 Describe(d, say);
             }
-            var blend = new BlendedLmData(parts);
+            var blend = new BlendedLmData(parts, seed: o.Seed);
             say($"blend: {blend.TrainSamples:N0} samples: " + string.Join(", ", blend.Parts.Select((p, i) => $"{blend.Weights[i]:P1} {Path.GetFileName(p.Data.Prefix)} ({blend.Counts[i]:N0})")));
             return blend;
         }
@@ -95,7 +95,7 @@ public sealed class Gpt2Kind : ModelKind<Gpt2Config>
     private static void Describe(IndexedLmData d, Action<string> say) =>
         say($"data: {d.Data.Prefix} (memory-mapped, {d.Data.Tokens:N0} ids, {d.Data.Documents:N0} documents): {d.TrainSamples:N0} training windows of {d.SeqLen} tokens"
             + (d.ValidationSamples > 0 ? $", {d.ValidationSamples:N0} validation windows from the last {d.ValidationDocuments:N0} document(s)"
-               : $" (no validation: the split is by documents, and {(d.Data.Documents < 2 ? "there is one" : "the last one alone holds more than the validation share")})"));
+               : $" (no validation: {d.NoValidationReason})"));
 
     public override LoadedModel Load(string dir, SessionSettings? settings = null)
     {

@@ -1,3 +1,4 @@
+using Optimum.Core;
 using System.Globalization;
 
 namespace Optimum.Data;
@@ -33,18 +34,24 @@ public sealed record BlendPart(double Weight, string Prefix)
 /// <summary>
 /// Several datasets' windows mixed by weight, as Megatron-LM's BlendedDataset: sample i of the blend goes to the dataset
 /// whose share so far lags its weight most (ties to the first), so any prefix of the blend holds each dataset in proportion
-/// to within one sample; a dataset's k-th sample is its window k modulo its windows (a small dataset is repeated). The
-/// blend has as many samples as its parts together (or <c>samples</c>); the trainer's <see cref="SampleIndex"/> shuffles
-/// them, which keeps runs exact across resumes and rank counts. Validation is every part's held-out windows, in order.
-/// Owns the parts; dispose it.
+/// to within one sample. A dataset's k-th sample is window <c>perm(seed, d, k / T)[k % T]</c> of its T windows: each pass
+/// over a dataset is a fresh seeded permutation of all its windows, so a down-weighted dataset samples all of its windows
+/// rather than its first ones, and a small one is repeated in a new order each pass. The blend has as many samples as its
+/// parts together (or <c>samples</c>); the trainer's <see cref="SampleIndex"/> shuffles them. Everything is drawn from the
+/// seed up front, which keeps runs exact across resumes and rank counts. Validation interleaves the parts' held-out windows
+/// by weight with the same greedy rule (a part drops out when its windows run out), so any prefix of it (the trainer
+/// evaluates the first ones) is a weighted mix rather than the first dataset's. Owns the parts; dispose it.
 /// </summary>
 public sealed class BlendedLmData : IBatchSource, IDisposable
 {
     private readonly IndexedLmData[] _parts;
-    private readonly byte[] _part;
-    private readonly int[] _local;
+    private readonly byte[] _part, _valPart;
+    private readonly int[] _local, _valLocal;
 
-    public BlendedLmData(IReadOnlyList<(double Weight, IndexedLmData Data)> parts, long? samples = null)
+    /// <param name="parts">The datasets and their weights (normalised by their sum).</param>
+    /// <param name="samples">Samples of the blend; by default the parts' training windows together.</param>
+    /// <param name="seed">The run's seed: it draws each part's window order, pass by pass.</param>
+    public BlendedLmData(IReadOnlyList<(double Weight, IndexedLmData Data)> parts, long? samples = null, int seed = 0)
     {
         BlendPart.Check(parts.Select(p => new BlendPart(p.Weight, p.Data.Data.Prefix)).ToArray());
         if (parts.Count > byte.MaxValue) throw new ArgumentException($"A blend takes at most {byte.MaxValue} datasets, not {parts.Count}.");
@@ -57,23 +64,60 @@ public sealed class BlendedLmData : IBatchSource, IDisposable
         if (n < 1 || n > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(samples), n, "A blend has between 1 and int.MaxValue samples.");
         _part = new byte[n];
         _local = new int[n];
-        var counts = new long[_parts.Length];
+        var counts = Assign(Weights, n, null, _part);
+        // Each part's k-th sample: window perm(seed, d, pass)[k % T] with pass = k / T, a fresh permutation each pass.
+        var perms = new int[_parts.Length][];
+        var taken = new long[_parts.Length];
         for (long i = 0; i < n; i++)
         {
-            int best = 0;
-            double bestErr = double.NegativeInfinity;
-            for (int d = 0; d < _parts.Length; d++)
-            {
-                double err = Weights[d] * (i + 1) - counts[d];
-                if (err > bestErr) (best, bestErr) = (d, err);
-            }
-            _part[i] = (byte)best;
-            _local[i] = (int)(counts[best]++ % _parts[best].TrainSamples);
+            int d = _part[i];
+            long t = _parts[d].TrainSamples, k = taken[d]++;
+            if (t > int.MaxValue) throw new ArgumentException($"Dataset {_parts[d].Data.Prefix} has {t:N0} training windows; a blend takes parts of at most int.MaxValue.");
+            if (k % t == 0) perms[d] = Permutation(perms[d], (int)t, Seeds.Derive(seed, 0xB1E4D, d, k / t));
+            _local[i] = perms[d][k % t];
         }
         Counts = counts;
         SeqLen = seqLen;
         TrainSamples = n;
-        ValidationSamples = _parts.Sum(p => p.ValidationSamples);
+        long v = _parts.Sum(p => p.ValidationSamples);
+        if (v > int.MaxValue) throw new ArgumentException($"The blend's parts hold {v:N0} validation windows; at most int.MaxValue.");
+        ValidationSamples = v;
+        _valPart = new byte[v];
+        _valLocal = new int[v];
+        var valCounts = Assign(Weights, v, _parts.Select(p => p.ValidationSamples).ToArray(), _valPart);
+        Array.Clear(valCounts);
+        for (long i = 0; i < v; i++) _valLocal[i] = (int)valCounts[_valPart[i]]++;
+    }
+
+    /// <summary>
+    /// Megatron's greedy assignment: sample i goes to the part whose count lags <c>weight x (i + 1)</c> most (ties to the
+    /// first), among the parts below their <paramref name="limits"/> when given. Returns the samples each part got.
+    /// </summary>
+    private static long[] Assign(IReadOnlyList<double> weights, long n, long[]? limits, byte[] part)
+    {
+        var counts = new long[weights.Count];
+        for (long i = 0; i < n; i++)
+        {
+            int best = -1;
+            double bestErr = double.NegativeInfinity;
+            for (int d = 0; d < weights.Count; d++)
+            {
+                if (limits is not null && counts[d] >= limits[d]) continue;
+                double err = weights[d] * (i + 1) - counts[d];
+                if (err > bestErr) (best, bestErr) = (d, err);
+            }
+            part[i] = (byte)best;
+            counts[best]++;
+        }
+        return counts;
+    }
+
+    private static int[] Permutation(int[]? buffer, int n, int seed)
+    {
+        var p = buffer ?? new int[n];
+        for (int i = 0; i < n; i++) p[i] = i;
+        new Random(seed).Shuffle(p);
+        return p;
     }
 
     public int SeqLen { get; }
@@ -85,11 +129,20 @@ public sealed class BlendedLmData : IBatchSource, IDisposable
     public long TrainSamples { get; }
     public long ValidationSamples { get; }
 
-    /// <summary>Which part, and which of its windows, blend sample <paramref name="sample"/> is.</summary>
-    public (int Part, long Window) Locate(long sample) => (_part[sample], _local[sample]);
+    /// <summary>Which part, and which of its training windows, blend sample <paramref name="sample"/> is.</summary>
+    public (int Part, long Window) Locate(long sample) => (_part[CheckTrain(sample)], _local[sample]);
+
+    /// <summary>Which part, and which of its validation windows, validation sample <paramref name="sample"/> is.</summary>
+    public (int Part, long Window) LocateValidation(long sample) =>
+        (ulong)sample < (ulong)ValidationSamples ? (_valPart[sample], _valLocal[sample])
+        : throw new ArgumentOutOfRangeException(nameof(sample), sample, $"The blend has {ValidationSamples:N0} validation samples.");
+
+    private long CheckTrain(long sample) =>
+        (ulong)sample < (ulong)TrainSamples ? sample : throw new ArgumentOutOfRangeException(nameof(sample), sample, $"The blend has {TrainSamples:N0} training samples.");
 
     public void FillTrain(ReadOnlySpan<int> samples, Batch batch)
     {
+        foreach (var s in samples) CheckTrain(s);
         var ids = LmData.Prepare(batch, samples.Length, SeqLen);
         for (int b = 0; b < samples.Length; b++)
             _parts[_part[samples[b]]].ReadTrain(_local[samples[b]], ids.AsSpan(b * SeqLen, SeqLen));
@@ -97,15 +150,11 @@ public sealed class BlendedLmData : IBatchSource, IDisposable
 
     public void FillValidation(long first, int count, Batch batch)
     {
-        if (first < 0 || first + count > ValidationSamples) throw new ArgumentOutOfRangeException(nameof(first), $"Validation samples [{first}, {first + count}) exceed {ValidationSamples}.");
+        if (first < 0 || count < 0 || first + count > ValidationSamples)
+            throw new ArgumentOutOfRangeException(nameof(first), $"Validation samples [{first}, {first + count}) exceed the blend's {ValidationSamples:N0}.");
         var ids = LmData.Prepare(batch, count, SeqLen);
         for (int b = 0; b < count; b++)
-        {
-            long s = first + b;
-            int d = 0;
-            while (s >= _parts[d].ValidationSamples) s -= _parts[d++].ValidationSamples;
-            _parts[d].ReadValidation(s, ids.AsSpan(b * SeqLen, SeqLen));
-        }
+            _parts[_valPart[first + b]].ReadValidation(_valLocal[first + b], ids.AsSpan(b * SeqLen, SeqLen));
     }
 
     public void Dispose()

@@ -10,8 +10,10 @@ namespace Optimum.Data;
 /// followed by the end-of-document id (uint16 when the vocabulary fits, else int32, little-endian), <c>&lt;prefix&gt;.idx</c> a
 /// header and the documents' offsets and lengths. Both are memory-mapped: resident memory holds the pages a run touches,
 /// not the corpus. Opening checks sizes, the header's and the index body's checksums, the documents' layout and (unless
-/// told not to) the .bin's checksum, read through a plain stream so that checking does not map the corpus in.
-/// Owns the mappings; dispose it.
+/// told not to) the .bin's checksum, read through a plain stream so that checking does not map the corpus in. Each file is
+/// opened once and mapped from the handle that was checked, so a dataset committed again meanwhile (the writer renames new
+/// files over the old ones) cannot swap in a file the checks did not see. Owns the mappings; dispose it (more than once is
+/// harmless; reads after it throw <see cref="ObjectDisposedException"/>).
 /// </summary>
 /// <remarks>
 /// .idx layout (little-endian): 0 magic "OPTMMIDX"; 8 u32 version (1); 12 u8 bytes per id (2 or 4), 3 bytes 0; 16 i32
@@ -29,6 +31,7 @@ public sealed unsafe class IndexedDataset : IDisposable
     private readonly MemoryMappedFile _binMap, _idxMap;
     private readonly MemoryMappedViewAccessor _bin, _idx;
     private readonly byte* _tokens, _body;
+    private int _disposed;
 
     private IndexedDataset(string prefix, Header h, MemoryMappedFile binMap, MemoryMappedViewAccessor bin, MemoryMappedFile idxMap, MemoryMappedViewAccessor idx)
     {
@@ -58,9 +61,12 @@ public sealed unsafe class IndexedDataset : IDisposable
     /// <summary>Ids of document <paramref name="i"/>, its end-of-document id not counted.</summary>
     public int DocumentLength(long i) => *(int*)(_body + 8 * Documents + 4 * Check(i));
 
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
     /// <summary>Copies ids [start, start + dst.Length) of the stream into <paramref name="dst"/>.</summary>
     public void Read(long start, Span<long> dst)
     {
+        ThrowIfDisposed();
         if (start < 0 || start + dst.Length > Tokens)
             throw new ArgumentOutOfRangeException(nameof(start), $"Ids [{start}, {start + dst.Length}) exceed the {Tokens:N0} ids of {BinPath}.");
         if (BytesPerId == 2)
@@ -83,8 +89,11 @@ public sealed unsafe class IndexedDataset : IDisposable
         return Array.ConvertAll(ids, x => (int)x);
     }
 
-    private long Check(long i) =>
-        i >= 0 && i < Documents ? i : throw new ArgumentOutOfRangeException(nameof(i), i, $"{IdxPath} has {Documents:N0} documents.");
+    private long Check(long i)
+    {
+        ThrowIfDisposed();
+        return i >= 0 && i < Documents ? i : throw new ArgumentOutOfRangeException(nameof(i), i, $"{IdxPath} has {Documents:N0} documents.");
+    }
 
     /// <summary>True when <paramref name="path"/> names a dataset: a prefix with a .idx beside it, or a .idx or .bin file.</summary>
     public static bool IsDataset(string path, out string prefix)
@@ -109,39 +118,53 @@ public sealed unsafe class IndexedDataset : IDisposable
         string idx = prefix + ".idx", bin = prefix + ".bin";
         if (!File.Exists(idx)) throw new FileNotFoundException($"Dataset '{prefix}': the index {idx} is missing (make the dataset with optimum-net preprocess; an interrupted run leaves none).", idx);
         if (!File.Exists(bin)) throw new FileNotFoundException($"Dataset '{prefix}': the ids file {bin} is missing.", bin);
-        var h = ReadHeader(idx);
-        if (expected is not null && !h.Tokenizer.SameAs(expected))
-            throw new InvalidDataException($"Dataset {idx} was made with tokenizer {h.Tokenizer}, but the model uses {expected}: tokenize the text again with the model's tokenizer (optimum-net preprocess --tokenizer <model folder>).");
-        long binBytes = new FileInfo(bin).Length, want = h.Tokens * h.BytesPerId;
-        if (binBytes != want)
-            throw new InvalidDataException($"Dataset {bin} has {binBytes:N0} bytes but its index {idx} says {h.Tokens:N0} ids of {h.BytesPerId} bytes = {want:N0} bytes: "
-                + (binBytes < want ? "the .bin is truncated" : "the .bin does not belong to this .idx") + "; make the dataset again.");
-        CheckBody(idx, h);
-        if (verifyBin)
-        {
-            var sum = HashFile(bin, 0);
-            if (sum != h.BinChecksum)
-                throw new InvalidDataException($"Dataset {bin} does not match its index {idx}: checksum {sum:x16}, the index recorded {h.BinChecksum:x16} (the .bin was changed or comes from another run); make the dataset again.");
-        }
+        FileStream? idxFile = null, binFile = null;
         MemoryMappedFile? binMap = null, idxMap = null;
         MemoryMappedViewAccessor? binView = null, idxView = null;
         try
         {
-            binMap = MemoryMappedFile.CreateFromFile(bin, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            // One handle per file, checked and then mapped: a rename over the path meanwhile does not change what is read.
+            idxFile = new FileStream(idx, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1 << 16);
+            binFile = new FileStream(bin, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.SequentialScan);
+            var h = ReadHeader(idx, idxFile);
+            if (expected is not null && !h.Tokenizer.SameAs(expected))
+                throw new InvalidDataException($"Dataset {idx} was made with tokenizer {h.Tokenizer}, but the model uses {expected}: tokenize the text again with the model's tokenizer (optimum-net preprocess --tokenizer <model folder>).");
+            long binBytes = binFile.Length, binIds = binBytes / h.BytesPerId;
+            if (binBytes % h.BytesPerId != 0 || binIds != h.Tokens)
+            {
+                string want = h.Tokens <= long.MaxValue / h.BytesPerId ? $"{h.Tokens * h.BytesPerId:N0} bytes" : "more bytes than a file holds";
+                throw new InvalidDataException($"Dataset {bin} has {binBytes:N0} bytes but its index {idx} says {h.Tokens:N0} ids of {h.BytesPerId} bytes = {want}: "
+                    + (binIds < h.Tokens ? "the .bin is truncated" : "the .bin does not belong to this .idx") + "; make the dataset again.");
+            }
+            CheckBody(idx, idxFile, h);
+            if (verifyBin)
+            {
+                var sum = Hash(binFile, 0);
+                if (sum != h.BinChecksum)
+                    throw new InvalidDataException($"Dataset {bin} does not match its index {idx}: checksum {sum:x16}, the index recorded {h.BinChecksum:x16} (the .bin was changed or comes from another run); make the dataset again.");
+            }
+            binMap = MemoryMappedFile.CreateFromFile(binFile, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
             binView = binMap.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            idxMap = MemoryMappedFile.CreateFromFile(idx, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            idxMap = MemoryMappedFile.CreateFromFile(idxFile, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
             idxView = idxMap.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            // Every pointer read stays inside these views: never trust a mapping smaller than the checked sizes.
+            if (binView.Capacity < h.Tokens * h.BytesPerId)
+                throw new InvalidDataException($"Dataset {bin}: its mapping holds {binView.Capacity:N0} bytes, the index says {h.Tokens * h.BytesPerId:N0} (the file changed while opening).");
+            if (idxView.Capacity < HeaderBytes + 12 * h.Documents)
+                throw new InvalidDataException($"Dataset {idx}: its mapping holds {idxView.Capacity:N0} bytes, {h.Documents:N0} documents need {HeaderBytes + 12 * h.Documents:N0} (the file changed while opening).");
             return new IndexedDataset(prefix, h, binMap, binView, idxMap, idxView);
         }
         catch
         {
             binView?.Dispose(); binMap?.Dispose(); idxView?.Dispose(); idxMap?.Dispose();
+            binFile?.Dispose(); idxFile?.Dispose();
             throw;
         }
     }
 
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _bin.SafeMemoryMappedViewHandle.ReleasePointer();
         _idx.SafeMemoryMappedViewHandle.ReleasePointer();
         _bin.Dispose(); _binMap.Dispose(); _idx.Dispose(); _idxMap.Dispose();
@@ -168,11 +191,11 @@ public sealed unsafe class IndexedDataset : IDisposable
         return b;
     }
 
-    private static Header ReadHeader(string idx)
+    private static Header ReadHeader(string idx, FileStream f)
     {
         var b = new byte[HeaderBytes];
-        int n;
-        using (var f = File.OpenRead(idx)) n = f.ReadAtLeast(b, HeaderBytes, throwOnEndOfStream: false);
+        f.Position = 0;
+        int n = f.ReadAtLeast(b, HeaderBytes, throwOnEndOfStream: false);
         if (n < HeaderBytes || Encoding.ASCII.GetString(b, 0, 8) != Magic)
             throw new InvalidDataException($"{idx} is not an Optimum.Net dataset index (it does not start with the {HeaderBytes}-byte header and magic '{Magic}').");
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(8));
@@ -183,21 +206,27 @@ public sealed unsafe class IndexedDataset : IDisposable
         if (bytesPerId is not (2 or 4)) throw new InvalidDataException($"{idx}: {bytesPerId} bytes per id; expected 2 (uint16) or 4 (int32).");
         var name = Encoding.ASCII.GetString(b, 72, 32).TrimEnd('\0');
         var tok = new TokenizerIdentity(name, b[40..72], BinaryPrimitives.ReadInt32LittleEndian(b.AsSpan(20)), BinaryPrimitives.ReadInt32LittleEndian(b.AsSpan(16)));
+        if (tok.VocabSize < 1 || (bytesPerId == 2 && tok.VocabSize > 1 << 16))
+            throw new InvalidDataException($"{idx}: vocabulary size {tok.VocabSize:N0} with {bytesPerId}-byte ids (expected 1..{(bytesPerId == 2 ? 1 << 16 : int.MaxValue):N0}; the index is damaged).");
+        if (tok.EndOfDocument < 0 || tok.EndOfDocument >= tok.VocabSize)
+            throw new InvalidDataException($"{idx}: end-of-document id {tok.EndOfDocument:N0} is outside the vocabulary [0, {tok.VocabSize:N0}) (the index is damaged).");
         long docs = BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(24)), tokens = BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(32));
         if (docs < 1 || tokens < docs) throw new InvalidDataException($"{idx}: {docs:N0} documents and {tokens:N0} ids is not a dataset.");
-        long size = new FileInfo(idx).Length, want = HeaderBytes + 12 * docs;
+        // Bounded before multiplying: a crafted count must not wrap the size it is checked against.
+        long size = f.Length;
+        if (docs > (size - HeaderBytes) / 12)
+            throw new InvalidDataException($"{idx} has {size:N0} bytes: too few for its {docs:N0} documents of 12 bytes each after the {HeaderBytes}-byte header (the index is truncated or damaged); make the dataset again.");
+        long want = HeaderBytes + 12 * docs;
         if (size != want) throw new InvalidDataException($"{idx} has {size:N0} bytes; {docs:N0} documents need {want:N0} (the index is truncated or damaged); make the dataset again.");
         return new Header(bytesPerId, docs, tokens, tok, BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(104)), BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(112)));
     }
 
     /// <summary>The body's checksum and layout: documents back to back, each followed by one end-of-document id, filling the .bin.</summary>
-    private static void CheckBody(string idx, Header h)
+    private static void CheckBody(string idx, FileStream f, Header h)
     {
-        if (HashFile(idx, HeaderBytes) != h.BodyChecksum)
+        if (Hash(f, HeaderBytes) != h.BodyChecksum)
             throw new InvalidDataException($"{idx}: the document table's checksum does not match the header (the index is damaged); make the dataset again.");
-        using var f = new FileStream(idx, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        using var r = new BinaryReader(f);
-        f.Position = HeaderBytes;
+        using var r = new BinaryReader(f, Encoding.UTF8, leaveOpen: true);
         var offsets = new long[Math.Min(h.Documents, 1 << 16)];
         long expect = 0;
         for (long d = 0; d < h.Documents; d += offsets.Length)
@@ -217,10 +246,10 @@ public sealed unsafe class IndexedDataset : IDisposable
         if (expect != h.Tokens) throw new InvalidDataException($"{idx}: the documents hold {expect:N0} ids, the header says {h.Tokens:N0} (the index is damaged).");
     }
 
-    internal static ulong HashFile(string path, long from)
+    /// <summary>XxHash3 of <paramref name="f"/> from byte <paramref name="from"/> to its end.</summary>
+    private static ulong Hash(FileStream f, long from)
     {
         var hash = new XxHash3();
-        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
         f.Position = from;
         var buf = new byte[1 << 20];
         for (int n; (n = f.Read(buf)) > 0;) hash.Append(buf.AsSpan(0, n));

@@ -72,17 +72,32 @@ public sealed class IndexedDatasetWriter : IDisposable
         if (Documents == 0) throw new InvalidDataException($"Dataset {_prefix}: no documents to write.");
         _bin.Flush(flushToDisk: true);
         _bin.Dispose();
-        var body = new byte[12 * Documents];
-        for (int i = 0; i < _offsets.Count; i++)
+        // The body streams out in chunks (offsets, then lengths), hashed as it goes; the header, which records that hash,
+        // is written over the placeholder last. No buffer grows with the documents.
+        using (var f = new FileStream(_idxTmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
         {
-            BinaryPrimitives.WriteInt64LittleEndian(body.AsSpan(8 * i), _offsets[i]);
-            BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(8 * _offsets.Count + 4 * i), _lengths[i]);
-        }
-        var header = IndexedDataset.WriteHeader(new IndexedDataset.Header(BytesPerId, Documents, Tokens, Tokenizer, _hash.GetCurrentHashAsUInt64(), XxHash3.HashToUInt64(body)));
-        using (var f = new FileStream(_idxTmp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-        {
+            f.Write(new byte[IndexedDataset.HeaderBytes]);
+            var body = new XxHash3();
+            var chunk = new byte[1 << 16];
+            for (int i = 0; i < _offsets.Count;)
+            {
+                int n = Math.Min(chunk.Length / 8, _offsets.Count - i);
+                for (int j = 0; j < n; j++) BinaryPrimitives.WriteInt64LittleEndian(chunk.AsSpan(8 * j), _offsets[i + j]);
+                f.Write(chunk, 0, 8 * n);
+                body.Append(chunk.AsSpan(0, 8 * n));
+                i += n;
+            }
+            for (int i = 0; i < _lengths.Count;)
+            {
+                int n = Math.Min(chunk.Length / 4, _lengths.Count - i);
+                for (int j = 0; j < n; j++) BinaryPrimitives.WriteInt32LittleEndian(chunk.AsSpan(4 * j), _lengths[i + j]);
+                f.Write(chunk, 0, 4 * n);
+                body.Append(chunk.AsSpan(0, 4 * n));
+                i += n;
+            }
+            var header = IndexedDataset.WriteHeader(new IndexedDataset.Header(BytesPerId, Documents, Tokens, Tokenizer, _hash.GetCurrentHashAsUInt64(), body.GetCurrentHashAsUInt64()));
+            f.Position = 0;
             f.Write(header);
-            f.Write(body);
             f.Flush(flushToDisk: true);
         }
         File.Delete(_prefix + ".idx");

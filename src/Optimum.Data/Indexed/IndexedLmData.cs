@@ -2,7 +2,8 @@ namespace Optimum.Data;
 
 /// <summary>
 /// Causal-LM windows over a memory-mapped <see cref="IndexedDataset"/>: the most trailing documents whose ids stay within
-/// <c>validationFraction</c> of the ids are held out for validation (none when the last document alone is more),
+/// <c>validationFraction</c> of the ids are held out for validation (none when the last document alone is more, or when
+/// those documents do not make one window: then they stay in training),
 /// the others form the training stream, documents separated by the end-of-document id, cut into non-overlapping windows of
 /// <c>seqLen</c> ids. With every document in training the windows are those <see cref="LmData"/> cuts from the same text
 /// tokenized in memory (<see cref="TokenCorpus"/>), so training reads the same batches from either. Windows are read from
@@ -18,6 +19,8 @@ public sealed class IndexedLmData : IBatchSource, IDisposable
         if (validationFraction is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(validationFraction), validationFraction, "Must be in [0, 1).");
         (Data, SeqLen) = (data, seqLen);
         long docs = data.Documents, first = docs;
+        NoValidationReason = validationFraction == 0 ? "the validation fraction is 0"
+            : docs < 2 ? "the split is by documents, and there is one" : null;
         if (validationFraction > 0 && docs >= 2)
         {
             // The most trailing documents whose ids stay within the fraction (none when the last alone exceeds it).
@@ -30,6 +33,13 @@ public sealed class IndexedLmData : IBatchSource, IDisposable
                 else lo = mid + 1;
             }
             first = lo;
+            if (first == docs) NoValidationReason = "the split is by documents, and the last one alone holds more than the validation share";
+            // Held-out documents too short for one validation window stay in training rather than being dropped.
+            else if ((data.Tokens - 1 - data.DocumentOffset(first)) / seqLen < 1)
+            {
+                NoValidationReason = $"the last {docs - first:N0} document(s), within the validation share, hold fewer than {seqLen + 1} ids: not one window (they stay in training)";
+                first = docs;
+            }
         }
         TrainDocuments = first;
         // Training: documents [0, first) without the end-of-document id after the last one; validation: the rest likewise.
@@ -59,6 +69,8 @@ public sealed class IndexedLmData : IBatchSource, IDisposable
     public long ValidationDocuments => Data.Documents - TrainDocuments;
     public long TrainSamples { get; }
     public long ValidationSamples { get; }
+    /// <summary>Why there are no validation windows (null when there are).</summary>
+    public string? NoValidationReason { get; }
 
     public void FillTrain(ReadOnlySpan<int> samples, Batch batch)
     {
@@ -79,7 +91,11 @@ public sealed class IndexedLmData : IBatchSource, IDisposable
         Data.Read(sample * SeqLen, dst);
     }
 
-    internal void ReadValidation(long sample, Span<long> dst) => Data.Read(_valStart + sample * SeqLen, dst);
+    internal void ReadValidation(long sample, Span<long> dst)
+    {
+        if ((ulong)sample >= (ulong)ValidationSamples) throw new ArgumentOutOfRangeException(nameof(sample), sample, $"Dataset {Data.Prefix} has {ValidationSamples:N0} validation windows.");
+        Data.Read(_valStart + sample * SeqLen, dst);
+    }
 
     public void Dispose() => Data.Dispose();
 }

@@ -140,7 +140,10 @@ public static class Preprocessor
         return new PreprocessResult(Path.GetFullPath(o.OutputPrefix), writer.Documents, writer.Tokens, total, writer.BytesPerId, clock.Elapsed, read, decode, tokenize, write, o.Workers);
     }
 
-    /// <summary>Files as given; folders searched recursively for *.txt and *.jsonl, in ordinal order. Empty files are refused.</summary>
+    /// <summary>
+    /// Files as given; folders searched recursively for *.txt and *.jsonl (any case, as a file given directly is read by its
+    /// extension in any case), in ordinal order. Empty files are refused.
+    /// </summary>
     public static IReadOnlyList<string> InputFiles(IEnumerable<string> paths)
     {
         var files = new List<string>();
@@ -149,7 +152,7 @@ public static class Preprocessor
             if (File.Exists(p)) files.Add(Path.GetFullPath(p));
             else if (Directory.Exists(p))
                 files.AddRange(Directory.EnumerateFiles(p, "*", SearchOption.AllDirectories)
-                    .Where(f => f.EndsWith(".txt", StringComparison.Ordinal) || f.EndsWith(".jsonl", StringComparison.Ordinal))
+                    .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase))
                     .Select(Path.GetFullPath).Order(StringComparer.Ordinal));
             else throw new FileNotFoundException($"Input '{p}' is neither a file nor a folder.", p);
         }
