@@ -61,7 +61,7 @@ public static class QuantizeCommand
             using var q = ModelKinds.Load(to);
             var (fl, ql) = (f.Generator!.CausalModel!, q.Generator?.CausalModel);
             if (ql is null) throw new InvalidDataException($"--evaluate: the quantized folder '{to}' did not load as a causal language model.");
-            var ids = Gpt2Tokenizer.Create().Encode(File.ReadAllText(text));
+            var ids = Gpt2Tokenizer.Create().Encode(File.ReadAllText(text!));
             var heldOut = ids.Skip((int)(ids.Count * 0.95)).ToArray();
             var c = QualityComparison.Measure(fl, ql, heldOut, r.GetValue(evalTokens));
             Console.WriteLine($"perplexity over {c.Float32.Tokens} held-out tokens: float32 {c.Float32.Perplexity:F3}, {o.Weights.Wire()} {c.Quantized.Perplexity:F3} ({c.PerplexityIncrease * 100:+0.00;-0.00}%)");

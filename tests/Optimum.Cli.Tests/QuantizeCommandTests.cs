@@ -39,8 +39,9 @@ public sealed class QuantizeCommandTests(ITestOutputHelper output) : IDisposable
         var model = Path.Combine(_dir, "informer");
         ModelKinds.Write(model, new TimeSeriesConfig
         {
-            ModelType = "informer", PredictionLength = 2, ContextLength = 4, LagsSequence = [1], NumTimeFeatures = 1, TimeFeatures = "monthly",
-            DModel = 8, EncoderLayers = 1, DecoderLayers = 1, EncoderFfnDim = 8, DecoderFfnDim = 8, Dropout = 0, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
+            ModelType = "informer", PredictionLength = 6, ContextLength = 12, LagsSequence = [1, 12], NumTimeFeatures = 2, TimeFeatures = "monthly",
+            NumStaticCategoricalFeatures = 1, Cardinality = [3], EmbeddingDimension = [2], DModel = 8, EncoderLayers = 2, DecoderLayers = 1,
+            EncoderFfnDim = 8, DecoderFfnDim = 8, Dropout = 0, EncoderLayerdrop = 0, DecoderLayerdrop = 0,
         });
         var ps = ModelFolder.ReadParameters(model);
         HfWeights.Save(Path.Combine(model, ModelFolder.WeightsFile), ps, ModelKinds.InitialWeights(model, 0));
