@@ -152,9 +152,9 @@ public static class ModelQuantizer
         static bool Within(string inner, string outer) => inner == outer || inner.StartsWith(outer + Path.DirectorySeparatorChar, StringComparison.Ordinal);
         string src = Full(modelDir), dst = Full(outDir);
         if (Within(dst, src))
-            throw new ArgumentException($"Output folder '{outDir}' is {(dst == src ? "the model folder" : "inside the model folder")} '{modelDir}'; write the quantized model to another folder.", nameof(outDir));
+            throw new ArgumentException($"Output folder '{outDir}' is {(dst == src ? "the model folder" : "inside the model folder")} '{modelDir}'; write the quantized model to another folder.");
         if (Within(src, dst))
-            throw new ArgumentException($"Output folder '{outDir}' contains the model folder '{modelDir}'; replacing it would delete the source model.", nameof(outDir));
+            throw new ArgumentException($"Output folder '{outDir}' contains the model folder '{modelDir}'; replacing it would delete the source model.");
         if (Directory.Exists(dst) && Directory.EnumerateFileSystemEntries(dst).Any() && !overwrite)
             throw new IOException($"Output folder '{outDir}' exists and is not empty; pass --overwrite (QuantizeOptions.Overwrite) to replace it entirely.");
     }
