@@ -306,7 +306,8 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
     if (r.GetValue(sConc) < 1) throw new ArgumentException($"--max-concurrent {r.GetValue(sConc)} must be at least 1.");
     if (r.GetValue(sQueue) < 0) throw new ArgumentException($"--queue {r.GetValue(sQueue)} must be >= 0.");
     if (!(r.GetValue(sTimeout) > 0 && double.IsFinite(r.GetValue(sTimeout)))) throw new ArgumentException($"--timeout {r.GetValue(sTimeout)} must be a positive number of seconds.");
-    var device = DeviceOption.Parse(r, sDevice);
+    // Only a --device given on the command line overrides the configured Optimum:Device (appsettings.json, OPTIMUM__DEVICE).
+    var device = r.GetResult(sDevice) is { Implicit: false } ? DeviceOption.Parse(r, sDevice) : (ExecutionDevice?)null;
     if (r.GetValue(sThreads) < 0) throw new ArgumentException($"--threads {r.GetValue(sThreads)} must be >= 0 (0 lets ONNX Runtime choose).");
     // The command's options over the configuration section "Optimum" (appsettings.json, OPTIMUM__* variables), which
     // keeps supplying the rest (body and token limits, an API key when --api-key is not given).
@@ -319,7 +320,7 @@ serve.SetAction(r => ExpectedErrors.Report(() =>
             o.Models = [.. models.Select(Optimum.Server.ServedModel.Parse)];
             o.Adapters = [.. adapters];
             (o.MaxConcurrent, o.QueueLimit, o.RequestTimeoutSeconds, o.Threads) = (r.GetValue(sConc), r.GetValue(sQueue), r.GetValue(sTimeout), r.GetValue(sThreads));
-            o.Device = device.ToString();
+            if (device is { } d) o.Device = d.ToString();
             if (r.GetValue(sNoBatching)) o.ContinuousBatching = false;
             if (r.GetValue(sKey) is { Length: > 0 } key) o.ApiKey = key;
         });

@@ -65,4 +65,37 @@ public static class AtomicFolder
             throw;
         }
     }
+
+    /// <summary>
+    /// As <see cref="Write"/>, but an existing <paramref name="dir"/> is replaced whole: the filled temporary folder is
+    /// swapped in by renames and the old folder deleted, so nothing of it remains. When <paramref name="fill"/> throws,
+    /// <paramref name="dir"/> is untouched.
+    /// </summary>
+    public static void Replace(string dir, Action<string> fill)
+    {
+        var full = Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar);
+        if (!Directory.Exists(full)) { Write(dir, fill); return; }
+        var parent = Path.GetDirectoryName(full)!;
+        var stem = $".{Path.GetFileName(full)}.{Environment.ProcessId}-{Guid.NewGuid():N}";
+        string tmp = Path.Combine(parent, stem + ".tmp"), old = Path.Combine(parent, stem + ".old");
+        try
+        {
+            Directory.CreateDirectory(tmp);
+            fill(tmp);
+        }
+        catch
+        {
+            if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
+            throw;
+        }
+        Directory.Move(full, old);
+        try { Directory.Move(tmp, full); }
+        catch
+        {
+            Directory.Move(old, full);     // put the old folder back
+            Directory.Delete(tmp, true);
+            throw;
+        }
+        Directory.Delete(old, true);
+    }
 }

@@ -77,7 +77,7 @@ public readonly record struct ExecutionDevice
             // The libraries loaded (EnsureAvailable), so this is the device itself: no GPU N, no driver, a CUDA error.
             throw new DeviceUnavailableException(
                 $"{this}: the CUDA execution provider could not be loaded: {e.Message.Trim()} " +
-                "(is there a GPU {Id} with its driver, and cuDNN 9 on the library path?).", e);
+                $"(is there a GPU {Id} with its driver, and cuDNN 9 on the library path?).", e);
         }
     }
 }

@@ -54,6 +54,7 @@ public sealed class ModelRegistry : IDisposable
     private void Load(ServerOptions o)
     {
         var settings = new SessionSettings { IntraOpThreads = o.Threads, Device = ExecutionDevice.Parse(o.Device, $"{ServerOptions.Section}:{nameof(ServerOptions.Device)}") };
+        settings.Device.EnsureAvailable();     // a configured device this build lacks fails the start once, before any model is read
         foreach (var spec in o.Models)
         {
             var (name, path) = (spec.Name, spec.Folder);
@@ -61,8 +62,11 @@ public sealed class ModelRegistry : IDisposable
             var adapters = o.Adapters.Where(a => a.Base == name).ToArray();
             LoadedModel model;
             AdapterSet? set = null;
+            string precision;
             try
             {
+                // Read first, inside the try: a bad optimum.quantization section is named with the model.
+                precision = ModelQuantizer.PrecisionOf(path).Wire();
                 if (adapters.Length == 0) model = ModelKinds.Load(path, settings);
                 else
                 {
@@ -77,7 +81,7 @@ public sealed class ModelRegistry : IDisposable
                 throw new InvalidDataException($"Model '{name}' ('{path}') cannot be served: {e.Message}", e);
             }
             _owned.Add(model);
-            _precision[name] = ModelQuantizer.PrecisionOf(path).Wire();
+            _precision[name] = precision;
             if (model.Forecaster is { } forecaster)
             {
                 CheckForecasts(forecaster, name, path);

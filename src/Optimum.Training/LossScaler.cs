@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Optimum.Core;
+using Optimum.Distributed;
 
 namespace Optimum.Training;
 
@@ -37,12 +38,21 @@ public sealed class LossScaler
     /// <summary>The file a checkpoint keeps the state in.</summary>
     public const string FileName = "loss_scaler.json";
 
-    public LossScaler(LossScalerOptions? options = null)
+    /// <param name="options">The settings (torch's defaults when null).</param>
+    /// <param name="communicator">
+    /// Under ZeRO each rank unscales only its shard of the gradients: with a communicator of more than one rank,
+    /// <see cref="Unscale"/> sums the ranks' found-inf flags so that every rank skips (and backs off) together.
+    /// Not owned: the caller disposes it.
+    /// </param>
+    public LossScaler(LossScalerOptions? options = null, ICommunicator? communicator = null)
     {
+        _comm = communicator;
         Options = options ?? new();
         Options.Validate();
         Scale = (float)Options.InitScale;
     }
+
+    private readonly ICommunicator? _comm;
 
     public LossScalerOptions Options { get; }
     /// <summary>What the loss is multiplied by.</summary>
@@ -54,7 +64,8 @@ public sealed class LossScaler
 
     /// <summary>
     /// Multiplies <paramref name="grads"/> by 1 / <see cref="Scale"/> (computed in double, then float32, as torch does) and returns
-    /// true when every result is finite: the step may be taken. When false the caller skips the optimizer step.
+    /// true when every result is finite, on every rank when the scaler has a communicator (a collective call then: every rank
+    /// must make it): the step may be taken. When false the caller skips the optimizer step.
     /// </summary>
     public bool Unscale(Span<float> grads)
     {
@@ -65,6 +76,8 @@ public sealed class LossScaler
             grads[i] *= inv;
             if (!float.IsFinite(grads[i])) finite = false;
         }
+        // torch's found_inf all-reduce: one rank's overflowing shard makes every rank skip the step.
+        if (_comm is { Size: > 1 }) finite = _comm.AllReduceSum(finite ? 0.0 : 1.0) == 0;
         return finite;
     }
 

@@ -34,9 +34,10 @@ public sealed unsafe class OptimizerGraph : IDisposable
         if (n == 0) throw new ArgumentException("The optimizer's slice is empty: there is nothing for an optimizer graph to update.");
         var graph = Build(optimizer.Config, optimizer.StateNames, Runs(optimizer), n);
         using var options = settings.CreateOptions();
-        _session = new InferenceSession(ModelWriter.ToBytes(graph), options);
         try
         {
+            // Inside the try: a session that fails to build still releases _runOptions.
+            _session = new InferenceSession(ModelWriter.ToBytes(graph), options);
             _binding = _session.CreateIoBinding();
             OrtValue View(float* p) => Keep(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, [n], (nint)p, n * sizeof(float)));
             var param = View(optimizer.Store.ParamsPtr + optimizer.Begin);

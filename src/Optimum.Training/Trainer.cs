@@ -55,6 +55,8 @@ public sealed class Trainer : IDisposable
         }
         catch
         {
+            // The session is bound to the store's memory: it goes first.
+            _session?.Dispose();
             _opt?.Dispose();
             _store.Dispose();
             throw;

@@ -47,6 +47,17 @@ public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
         Assert.Empty(Directory.EnumerateFileSystemEntries(_dir));     // refused before any output folder was made
     }
 
+    /// <summary>serve without --device takes the configured Optimum:Device (here OPTIMUM__DEVICE); before the fix the default cpu overwrote it.</summary>
+    [SkippableFact]
+    public void Serve_WithoutDevice_UsesTheConfiguredDevice()
+    {
+        Skip.If(BuildHasCuda, "this build of ONNX Runtime has the CUDA provider");
+        var (code, _, stderr) = CliProcess.RunWithOutput($"serve --model {Repo.Path("models", "gpt2-mini")} --urls http://127.0.0.1:0", output,
+            new Dictionary<string, string> { ["OPTIMUM__DEVICE"] = "cuda:1" });
+        Assert.Equal(1, code);
+        Assert.Contains("cuda:1: the CUDA execution provider is not in this build of ONNX Runtime", stderr);
+    }
+
     [Theory]
     [InlineData("train", "tpu")]
     [InlineData("generate", "cuda:-1")]

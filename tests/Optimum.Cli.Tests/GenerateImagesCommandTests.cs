@@ -103,12 +103,13 @@ internal static class CliProcess
     }
 
     /// <summary>As <see cref="Run"/>, with standard output too.</summary>
-    public static (int Code, string Stdout, string Stderr) RunWithOutput(string args, Xunit.Abstractions.ITestOutputHelper output)
+    public static (int Code, string Stdout, string Stderr) RunWithOutput(string args, Xunit.Abstractions.ITestOutputHelper output, IReadOnlyDictionary<string, string>? environment = null)
     {
         var psi = new ProcessStartInfo("dotnet", $"{Path.Combine(AppContext.BaseDirectory, "optimum-net.dll")} {args}")
         {
             RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false,
         };
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderrTask = p.StandardError.ReadToEndAsync();

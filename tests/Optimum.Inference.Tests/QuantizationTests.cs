@@ -73,6 +73,74 @@ public sealed class QuantizationTests : IDisposable
                 Assert.True(Math.Abs(d[i * n + j] - wt[j * k + i]) <= q.Scales[j] / 2 * (1 + 1e-5), $"({i}, {j})");
     }
 
+    [Fact]
+    public void ColumnQuantizer_ReduceRange_CodesWithin63_DequantizedWithinHalfAStep()
+    {
+        const int n = 6, k = 11;
+        var rng = new Random(4);
+        var wt = Enumerable.Range(0, n * k).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        var q = ColumnQuantizer.Quantize(wt, n, k, reduceRange: true);
+        Assert.All(q.Codes, c => Assert.InRange(c, (sbyte)-63, (sbyte)63));
+        var d = q.Dequantize();                                     // [K, N]
+        for (int j = 0; j < n; j++)
+        {
+            float amax = wt.Skip(j * k).Take(k).Max(MathF.Abs);
+            Assert.Equal(amax / 63, q.Scales[j], 1e-7f);
+            Assert.Contains(q.Codes.Where((_, i) => i % n == j), c => Math.Abs(c) == 63);   // the largest weight takes the end of the range
+            for (int i = 0; i < k; i++)
+                Assert.True(Math.Abs(d[i * n + j] - wt[j * k + i]) <= q.Scales[j] / 2 * (1 + 1e-5), $"({i}, {j})");
+        }
+    }
+
+    [Fact]
+    public void Quantize_ReduceRange_IsRecordedInConfig_AndRefusedOutsideInt8Dynamic()
+    {
+        var src = Repo.Path("models", "gpt2-mini");
+        var w = ModelKinds.InitialWeights(src, 0);
+        var dst = Path.Combine(_dir, "rr");
+        ModelQuantizer.Quantize(src, w, dst, new QuantizeOptions { Weights = WeightPrecision.Int8, ReduceRange = true });
+        var q = ModelFolder.ReadConfig(dst).Json["optimum"]!["quantization"]!;
+        Assert.True(q["reduce_range"]!.GetValue<bool>());
+        Assert.Contains("--reduce-range", Assert.Throws<ArgumentException>(() => ModelQuantizer.Quantize(src, w, Path.Combine(_dir, "o"),
+            new QuantizeOptions { Weights = WeightPrecision.Int4, ReduceRange = true })).Message);
+        Assert.False(Directory.Exists(Path.Combine(_dir, "o")));
+    }
+
+    /// <summary>The output never merges into the model folder or an old folder: refused, or with Overwrite replaced whole.</summary>
+    [Fact]
+    public void Quantize_OutputFolder_IsRefusedInsideTheModel_AndReplacedWholeOnlyWithOverwrite()
+    {
+        var mini = Repo.Path("models", "gpt2-mini");
+        var src = Path.Combine(_dir, "src");
+        Directory.CreateDirectory(src);
+        foreach (var f in Directory.GetFiles(mini)) File.Copy(f, Path.Combine(src, Path.GetFileName(f)));
+        var before = Directory.GetFiles(src).Select(Path.GetFileName).Order().ToArray();
+        var w = ModelKinds.InitialWeights(src, 0);
+        var o = new QuantizeOptions { Weights = WeightPrecision.Int4 };
+        foreach (var bad in new[] { src, src + "/", Path.Combine(src, "q"), Path.Combine(src, "..", "src") })
+            Assert.Contains("model folder", Assert.Throws<ArgumentException>(() => ModelQuantizer.Quantize(src, w, bad, o with { Overwrite = true })).Message);
+        Assert.Contains("contains the model folder", Assert.Throws<ArgumentException>(() => ModelQuantizer.Quantize(src, w, _dir, o with { Overwrite = true })).Message);
+        Assert.Equal(before, Directory.GetFiles(src).Select(Path.GetFileName).Order().ToArray());
+        Assert.Empty(Directory.GetDirectories(src));
+
+        var dst = Path.Combine(_dir, "dst");
+        Directory.CreateDirectory(Path.Combine(dst, "sub"));
+        File.WriteAllText(Path.Combine(dst, "stale.onnx"), "old");
+        var e = Assert.Throws<IOException>(() => ModelQuantizer.Quantize(src, w, dst, o));
+        Assert.Contains($"'{dst}' exists and is not empty", e.Message);
+        Assert.Contains("--overwrite", e.Message);
+        Assert.True(File.Exists(Path.Combine(dst, "stale.onnx")));
+        ModelQuantizer.Quantize(src, w, dst, o with { Overwrite = true });
+        Assert.False(File.Exists(Path.Combine(dst, "stale.onnx")));
+        Assert.False(Directory.Exists(Path.Combine(dst, "sub")));
+        Assert.Equal(WeightPrecision.Int4, ModelQuantizer.PrecisionOf(dst));
+        Assert.Equal(2, Directory.GetFileSystemEntries(_dir).Length);      // src and dst: no temporary or old folder left beside them
+        var empty = Path.Combine(_dir, "empty");
+        Directory.CreateDirectory(empty);
+        ModelQuantizer.Quantize(src, w, empty, o);                          // an existing empty folder needs no --overwrite
+        Assert.Equal(WeightPrecision.Int4, ModelQuantizer.PrecisionOf(empty));
+    }
+
     /// <summary>A tiny GPT-2 whose matrices are exact multiples of the block scales the quantizer will find: the graphs must agree to float rounding.</summary>
     [Theory]
     [InlineData("int4", 16, true)]

@@ -1,4 +1,5 @@
 using Optimum.Core;
+using Optimum.Distributed;
 using Xunit;
 
 namespace Optimum.Training.Tests;
@@ -34,6 +35,29 @@ public sealed class LossScalerTests : IDisposable
         Assert.Equal([1f, -2f, 3f / 65536, 0f], g);
         Assert.False(s.Unscale(new[] { 1f, float.PositiveInfinity }));
         Assert.False(s.Unscale(new[] { float.NaN, 1f }));
+    }
+
+    /// <summary>ZeRO: only rank 1's shard overflows; both ranks must skip and back off alike, and agree on a clean step after.</summary>
+    [Fact]
+    public void Unscale_UnderTwoRanks_AgreesWhenOnlyOneShardOverflows()
+    {
+        var results = new InProcessWorld(2).Run(c =>
+        {
+            var scaler = new LossScaler(new LossScalerOptions { InitScale = 1024 }, c);
+            float[] shard = c.Rank == 1 ? [2048, float.PositiveInfinity] : [2048, 512];
+            bool first = scaler.Unscale(shard);
+            scaler.Update(foundInf: !first);
+            float[] clean = [1024, 256];
+            bool second = scaler.Unscale(clean);
+            scaler.Update(foundInf: !second);
+            return (first, second, scaler.Scale, scaler.Skipped, shard[0], clean[0]);
+        });
+        foreach (var r in results)
+        {
+            Assert.Equal((false, true, 512f, 1L), (r.first, r.second, r.Scale, r.Skipped));
+            Assert.Equal(2f, r.Item5);          // 2048 / 1024
+            Assert.Equal(2f, r.Item6);          // 1024 / 512 after the back-off
+        }
     }
 
     [Fact]

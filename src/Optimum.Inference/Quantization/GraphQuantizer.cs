@@ -87,7 +87,7 @@ internal static class GraphQuantizer
         var stem = transposed ? $"{name}.T" : name;
         if (o.PerColumn)
         {
-            var q = ColumnQuantizer.Quantize(wt, n, k);
+            var q = ColumnQuantizer.Quantize(wt, n, k, o.ReduceRange);
             g.Initializer.Add(Tensor($"{stem}.qweight", TensorProto.Types.DataType.Int8, [k, n], MemoryMarshal.AsBytes(q.Codes.AsSpan())));
             g.Initializer.Add(Tensor($"{stem}.scales", TensorProto.Types.DataType.Float, [n], MemoryMarshal.AsBytes(q.Scales.AsSpan())));
             return [$"{stem}.qweight", $"{stem}.scales"];
@@ -149,7 +149,7 @@ internal static class GraphQuantizer
     }
 }
 
-/// <summary>Int8 per output column, symmetric (scale = max|w| / 127), for <c>com.microsoft.DynamicQuantizeMatMul</c>: codes [K, N].</summary>
+/// <summary>Int8 per output column, symmetric (scale = max|w| / 127, or / 63 reduced), for <c>com.microsoft.DynamicQuantizeMatMul</c>: codes [K, N].</summary>
 public sealed record ColumnQuantized(int N, int K, sbyte[] Codes, float[] Scales)
 {
     /// <summary>The weights back as floats, row-major [K, N] (W, as the graph multiplies by it).</summary>
@@ -163,9 +163,14 @@ public sealed record ColumnQuantized(int N, int K, sbyte[] Codes, float[] Scales
 
 public static class ColumnQuantizer
 {
-    /// <summary>Quantizes <paramref name="wt"/>, row-major [N, K] (Wᵀ), one scale per row of Wᵀ (column of W).</summary>
-    public static ColumnQuantized Quantize(float[] wt, int n, int k)
+    /// <summary>
+    /// Quantizes <paramref name="wt"/>, row-major [N, K] (Wᵀ), one scale per row of Wᵀ (column of W). With
+    /// <paramref name="reduceRange"/> the codes span [-63, 63] (7 bits): ONNX Runtime's u8s8 kernels on x86 without VNNI
+    /// add pairs of uint8 × int8 products in int16 (vpmaddubsw), which 2 · 255 · 127 overflows but 2 · 255 · 63 does not.
+    /// </summary>
+    public static ColumnQuantized Quantize(float[] wt, int n, int k, bool reduceRange = false)
     {
+        int qmax = reduceRange ? 63 : 127;
         if (wt.Length != (long)n * k) throw new ArgumentException($"{wt.Length} weights for a [{n}, {k}] matrix.", nameof(wt));
         var codes = new sbyte[wt.Length];
         var scales = new float[n];
@@ -174,9 +179,9 @@ public static class ColumnQuantizer
             var r = wt.AsSpan(j * k, k);
             float amax = 0;
             foreach (var v in r) amax = Math.Max(amax, MathF.Abs(v));
-            float s = amax / 127;
+            float s = amax / qmax;
             scales[j] = s;
-            for (int i = 0; i < k; i++) codes[(long)i * n + j] = s == 0 ? (sbyte)0 : (sbyte)Math.Clamp((int)MathF.Round(r[i] / s), -127, 127);
+            for (int i = 0; i < k; i++) codes[(long)i * n + j] = s == 0 ? (sbyte)0 : (sbyte)Math.Clamp((int)MathF.Round(r[i] / s), -qmax, qmax);
         });
         return new ColumnQuantized(n, k, codes, scales);
     }

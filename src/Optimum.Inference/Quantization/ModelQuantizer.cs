@@ -34,12 +34,19 @@ public sealed record QuantizeOptions
     /// (2 threads, AVX-512 VNNI) it generated 24.4 tokens/s against MatMulNBits' 20.1 in the same run, at the same perplexity.
     /// </summary>
     public Int8Operator Int8Operator { get; init; } = Int8Operator.DynamicQuantizeMatMul;
+    /// <summary>
+    /// Int8 with DynamicQuantizeMatMul only: weight codes in [-63, 63] (scale = max|w| / 63) rather than [-127, 127], so that
+    /// ONNX Runtime's uint8 × int8 kernels on x86 CPUs without VNNI cannot saturate their int16 pair sums. Costs one bit of weight precision.
+    /// </summary>
+    public bool ReduceRange { get; init; }
+    /// <summary>Replace an existing non-empty output folder entirely (nothing of it remains); otherwise such a folder is refused.</summary>
+    public bool Overwrite { get; init; }
 
     /// <summary>True when the weights are int8 per column for DynamicQuantizeMatMul (no blocks, no zero points).</summary>
     public bool PerColumn => Weights == WeightPrecision.Int8 && Int8Operator == Int8Operator.DynamicQuantizeMatMul;
 
     /// <summary>In words, for messages: "int4, block 32, zero points".</summary>
-    public string Describe() => PerColumn ? "int8 per column, symmetric, DynamicQuantizeMatMul"
+    public string Describe() => PerColumn ? $"int8 per column, symmetric{(ReduceRange ? ", reduced range [-63, 63]" : "")}, DynamicQuantizeMatMul"
         : $"{Weights.Wire()}, block {BlockSize}, {(ZeroPoints ? "zero points" : "symmetric")}, MatMulNBits";
 
     public int Bits => Weights switch
@@ -69,6 +76,7 @@ public static class ModelQuantizer
     {
         Validate(options);
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder '{modelDir}' does not exist.");
+        CheckOutput(modelDir, outDir, options.Overwrite);
         var ps = ModelFolder.ReadParameters(modelDir);
         var path = Path.Combine(modelDir, ModelFolder.WeightsFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"Model folder '{modelDir}' has no {ModelFolder.WeightsFile} (train or import weights first).", path);
@@ -80,6 +88,7 @@ public static class ModelQuantizer
     {
         Validate(options);
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder '{modelDir}' does not exist.");
+        CheckOutput(modelDir, outDir, options.Overwrite);
         var config = ModelFolder.ReadConfig(modelDir);
         if (PrecisionOf(config) != WeightPrecision.Fp32) throw new InvalidDataException($"'{modelDir}' is already quantized ({PrecisionOf(config).Wire()}); quantize its float32 source instead.");
         var ps = ModelFolder.ReadParameters(modelDir);
@@ -119,10 +128,11 @@ public static class ModelQuantizer
             ["block_size"] = options.PerColumn ? null : options.BlockSize,
             ["zero_points"] = options.ZeroPoints && !options.PerColumn,
             ["accuracy_level"] = options.AccuracyLevel,
+            ["reduce_range"] = options.ReduceRange,
             ["quantized"] = new JsonArray(ps.Where(p => quantized.Contains(p.Name)).Select(p => (JsonNode)p.Name).ToArray()),
         };
 
-        AtomicFolder.Write(outDir, tmp =>
+        AtomicFolder.Replace(outDir, tmp =>
         {
             foreach (var f in Directory.GetFiles(modelDir))
                 if (!NotCopied.Contains(Path.GetFileName(f))) File.Copy(f, Path.Combine(tmp, Path.GetFileName(f)));
@@ -132,12 +142,43 @@ public static class ModelQuantizer
         });
     }
 
+    /// <summary>
+    /// Refuses an output folder that is, holds or lies inside the model folder (replacing it would destroy the source), and
+    /// an existing non-empty one unless <paramref name="overwrite"/>: the quantized folder replaces it whole, never merges into it.
+    /// </summary>
+    public static void CheckOutput(string modelDir, string outDir, bool overwrite)
+    {
+        static string Full(string d) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(d));
+        static bool Within(string inner, string outer) => inner == outer || inner.StartsWith(outer + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+        string src = Full(modelDir), dst = Full(outDir);
+        if (Within(dst, src))
+            throw new ArgumentException($"Output folder '{outDir}' is {(dst == src ? "the model folder" : "inside the model folder")} '{modelDir}'; write the quantized model to another folder.");
+        if (Within(src, dst))
+            throw new ArgumentException($"Output folder '{outDir}' contains the model folder '{modelDir}'; replacing it would delete the source model.");
+        if (Directory.Exists(dst) && Directory.EnumerateFileSystemEntries(dst).Any() && !overwrite)
+            throw new IOException($"Output folder '{outDir}' exists and is not empty; pass --overwrite (QuantizeOptions.Overwrite) to replace it entirely.");
+    }
+
+    /// <summary>
+    /// True on an x86 CPU without VNNI, where ONNX Runtime's uint8 × int8 kernels sum pairs of products in int16 (vpmaddubsw)
+    /// and full-range int8 weights can saturate: see <see cref="QuantizeOptions.ReduceRange"/>. .NET 10 exposes AVX-VNNI and
+    /// AVX10 (which includes AVX-512 VNNI) but not AVX-512 VNNI alone (Cascade Lake, Ice Lake), so Linux's cpuinfo flags are read too.
+    /// </summary>
+    public static bool X86WithoutVnni => System.Runtime.Intrinsics.X86.X86Base.IsSupported && !HasVnni.Value;
+
+    private static readonly Lazy<bool> HasVnni = new(() =>
+        System.Runtime.Intrinsics.X86.AvxVnni.IsSupported || System.Runtime.Intrinsics.X86.Avx10v1.IsSupported
+        || (OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo")
+            && File.ReadLines("/proc/cpuinfo").Any(l => l.StartsWith("flags", StringComparison.Ordinal) && l.Split(' ').Contains("avx512_vnni"))));
+
     /// <summary>Refuses options no quantized folder can have, before any file is read.</summary>
     public static void Validate(QuantizeOptions options)
     {
         if (options.Weights == WeightPrecision.Fp32) throw new ArgumentException("--weights must be int8 or int4 (fp32 is the unquantized folder).", nameof(options));
         BlockQuantizer.CheckBlockSize(options.BlockSize);
         if (options.AccuracyLevel is < 0 or > 4) throw new ArgumentOutOfRangeException(nameof(options), options.AccuracyLevel, "MatMulNBits' accuracy_level is 0 to 4.");
+        if (options.ReduceRange && !options.PerColumn)
+            throw new ArgumentException($"--reduce-range applies to int8 with DynamicQuantizeMatMul; got {options.Describe()}.", nameof(options));
     }
 
     /// <summary>The precision a folder's config.json records (fp32 without an optimum.quantization section).</summary>

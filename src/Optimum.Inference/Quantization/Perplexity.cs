@@ -102,7 +102,10 @@ public sealed record QualityComparison(PerplexityResult Float32, PerplexityResul
     {
         var tokens = heldOut.Take(maxTokens).ToArray();
         if (tokens.Length < 4 * 16) throw new ArgumentException($"{tokens.Length} held-out tokens: at least 64 are needed.", nameof(heldOut));
-        int newTokens = Math.Min(64, float32.MaxPositions - 16);
+        // Each 16-token prompt needs room for at least one new token in both models.
+        foreach (var (m, what) in new[] { (float32, "float32"), (quantized, "quantized") })
+            if (m.MaxPositions <= 16) throw new ArgumentException($"The {what} model has {m.MaxPositions} positions; the agreement prompts take 16 and need room for new tokens (> 16).", what == "float32" ? nameof(float32) : nameof(quantized));
+        int newTokens = Math.Min(64, Math.Min(float32.MaxPositions, quantized.MaxPositions) - 16);
         var prompts = Enumerable.Range(0, 4).Select(i => (IReadOnlyList<int>)tokens.Skip(i * (tokens.Length - 16) / 4).Take(16).ToArray()).ToArray();
         var (agree, first) = LmQuality.GreedyAgreement(float32, quantized, prompts, newTokens);
         return new(LmQuality.Perplexity(float32, tokens), LmQuality.Perplexity(quantized, tokens), agree, first, 4 * newTokens);
