@@ -29,6 +29,7 @@ public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
         "serve" => $"serve --model {Repo.Path("models", "gpt2-mini")} --urls http://127.0.0.1:0 --device {device}",
         "bench train" => $"bench train --layers 1 --width 8 --heads 2 --seq 4 --vocab 11 --batch 1 --steps 1 --warmup 0 --device {device}",
         "bench generate" => $"bench generate --layers 1 --width 8 --heads 2 --vocab 11 --device {device}",
+        _ when command.StartsWith("bench ", StringComparison.Ordinal) => $"{command} --device {device}",   // refused before any work
         _ => throw new ArgumentException(command),
     };
 
@@ -65,6 +66,14 @@ public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
     [InlineData("forecast", "gpu")]
     [InlineData("serve", "cuda:")]
     [InlineData("bench train", "cuda0")]
+    [InlineData("bench zero", "tpu")]
+    [InlineData("bench generate", "tpu")]
+    [InlineData("bench serve", "tpu")]
+    [InlineData("bench soak", "tpu")]
+    [InlineData("bench t5", "tpu")]
+    [InlineData("bench forecast", "tpu")]
+    [InlineData("bench unet", "tpu")]
+    [InlineData("bench data", "tpu")]                       // bench data had no --device and crashed on the shared option
     public void BadDeviceNames_AreOneLineErrors(string command, string device)
     {
         var (code, stderr) = CliProcess.Run(CommandWith(command, device), output);

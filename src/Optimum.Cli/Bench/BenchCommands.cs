@@ -180,7 +180,7 @@ public static class BenchCommands
         var dataKeep = new Option<bool>("--keep") { Description = "Keep the temporary folder." };
         var data = new Command("data", "Preprocessing MB/s (share in the tokenizer), then tokens/s and peak RSS of a short training on a --size-mb memory-mapped dataset vs Moby-Dick (mapped and in memory).")
         {
-            json, threads, warmup, dataSteps, batch, dataSeq, dataSize, dataText, dataWorkers, dataModel, dataText0, dataKeep,
+            json, threads, warmup, dataSteps, batch, dataSeq, dataSize, dataText, dataWorkers, dataModel, dataText0, dataKeep, device,
         };
         data.SetAction(r => ExpectedErrors.Report(() =>
         {
