@@ -61,7 +61,7 @@ public static class BenchPrecision
         {
             // One process per precision: ORT's shared arena and the managed heap keep what a previous model used, so only a
             // fresh process's peak RSS is that precision's own.
-            var (m, peak) = ReferenceRun.RunProcess($"bench generate --precision {p}", Self.Exe, [.. Self.Args, "bench", "generate", "--precision", p, "--precision-folder", dirs[p],
+            var (m, peak) = ReferenceRun.RunSelf($"bench generate --precision {p}", ["bench", "generate", "--precision", p, "--precision-folder", dirs[p],
                 "--threads", $"{run.Threads}", "--warmup", $"{run.Warmup}", "--steps", $"{run.Steps}", "--prompt", $"{prompt}", "--new-tokens", $"{newTokens}", "--vocab", $"{size.Vocab}", "--device", $"{run.Device}", "--json"]);
             double tps = m.Number("tokens_per_s");
             baseline ??= p == "fp32" ? tps : null;
@@ -112,12 +112,6 @@ public static class BenchPrecision
     }
 
     /// <summary>How to start this program again: the apphost, or dotnet with the entry assembly.</summary>
-    private static class Self
-    {
-        public static string Exe => Environment.ProcessPath ?? "dotnet";
-        public static string[] Args => Path.GetFileNameWithoutExtension(Exe) == "dotnet" ? [System.Reflection.Assembly.GetEntryAssembly()!.Location] : [];
-    }
-
     /// <summary>What loading the folder reads: its inference graph (with any quantized weights) and model.safetensors.</summary>
     public static long ModelBytes(string dir) =>
         new[] { ModelFolder.InferenceFile, ModelFolder.WeightsFile }.Select(f => Path.Combine(dir, f)).Where(File.Exists).Sum(f => new FileInfo(f).Length);

@@ -82,37 +82,13 @@ public static class BenchServeAdapters
     /// <summary>Runs this bench as a worker for <paramref name="layout"/> in a child process; returns its result and peak RSS.</summary>
     private static (IReadOnlyDictionary<string, object> Fields, double PeakMb) Child(string layout, BenchRun run, Gpt2Size size, int adapters, int clients, int requests, int maxTokens)
     {
-        var exe = Environment.ProcessPath ?? throw new InvalidOperationException("bench serve --adapters needs its own executable's path to start its workers.");
         string[] args =
         [
             "bench", "serve", "--adapters", $"{adapters}", "--layout", layout, "--threads", $"{run.Threads}", "--warmup", $"{run.Warmup}",
             "--layers", $"{size.Layers}", "--width", $"{size.Width}", "--heads", $"{size.Heads}", "--vocab", $"{size.Vocab}",
-            "--clients", $"{clients}", "--requests", $"{requests}", "--max-tokens", $"{maxTokens}", "--json",
+            "--clients", $"{clients}", "--requests", $"{requests}", "--max-tokens", $"{maxTokens}", "--device", $"{run.Device}", "--json",
         ];
-        var psi = new ProcessStartInfo(exe, exe.EndsWith("dotnet", StringComparison.Ordinal) ? [Environment.GetCommandLineArgs()[0], .. args] : args)
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Environment.CurrentDirectory,
-        };
-        using var p = Process.Start(psi)!;
-        double peak = 0;
-        using var done = new CancellationTokenSource();
-        var poll = Task.Run(async () =>
-        {
-            while (!done.IsCancellationRequested)
-            {
-                peak = Math.Max(peak, PeakMemory.OfProcessMegabytes(p.Id));
-                try { await Task.Delay(100, done.Token); } catch (OperationCanceledException) { }
-            }
-        });
-        var stderr = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        done.Cancel();
-        poll.Wait();
-        var line = stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith('{'));
-        if (p.ExitCode != 0 || line is null)
-            throw new InvalidOperationException($"The {layout} worker failed (exit {p.ExitCode}): {stderr.Result.Trim()} {stdout.Trim()}");
-        return (BenchReport.Parse(line), peak);
+        return ReferenceRun.RunSelf($"bench serve --adapters worker ({layout})", args);
     }
 
     private static double ResidentMb()

@@ -36,9 +36,18 @@ public static class ReferenceRun
         p.WaitForExit();
         done.Cancel();
         poll.Wait();
-        var line = stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith('{'))
-            ?? throw new InvalidDataException($"The {what} run ({exe} {string.Join(' ', args)}) printed no result (exit {p.ExitCode}): {stderr.Result}");
+        var line = p.ExitCode == 0 ? stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith('{')) : null;
+        if (line is null)
+            throw new InvalidDataException($"The {what} run ({exe} {string.Join(' ', args)}) {(p.ExitCode != 0 ? $"failed (exit {p.ExitCode})" : "printed no result")}: {stderr.Result.Trim()} {stdout.Trim()}");
         return (BenchReport.Parse(line), rss);
+    }
+
+    /// <summary>Runs this command line again (a bench's worker in a fresh process, so its peak RSS is its own) with <paramref name="args"/>.</summary>
+    public static (IReadOnlyDictionary<string, object> Result, double PeakRssMb) RunSelf(string what, IEnumerable<string> args)
+    {
+        var exe = Environment.ProcessPath ?? "dotnet";
+        string[] prefix = Path.GetFileNameWithoutExtension(exe) == "dotnet" ? [System.Reflection.Assembly.GetEntryAssembly()!.Location] : [];
+        return RunProcess(what, exe, [.. prefix, .. args]);
     }
 
     /// <summary>A numeric field of a reference's result, whether it printed it as an integer or not.</summary>
