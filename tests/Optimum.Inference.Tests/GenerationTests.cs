@@ -183,19 +183,27 @@ public sealed class BeamSearchByHandTests : IDisposable
     private readonly string _dir = Repo.TempDir();
     public void Dispose() => Directory.Delete(_dir, true);
 
+    /// <summary>
+    /// A 5-token GPT-2 in <paramref name="dir"/> whose next-token distribution is <paramref name="p"/> at every position, whatever
+    /// the context: all weights 0 except ln_f.bias = e0 and wte[:, 0] = log p. The caller disposes it.
+    /// </summary>
+    internal static CausalLm FixedDistribution(string dir, double[] p)
+    {
+        var cfg = new Gpt2Config { VocabSize = p.Length, NPositions = 8, NEmbd = 4, NLayer = 1, NHead = 1, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
+        ModelKinds.Write(dir, cfg);
+        var ps = ModelFolder.ReadParameters(dir);
+        var w = ps.Select(q => new float[q.Count]).ToArray();
+        int wte = ps.ToList().FindIndex(q => q.Name == "transformer.wte.weight");
+        for (int t = 0; t < p.Length; t++) w[wte][t * 4] = (float)Math.Log(p[t]);
+        w[ps.ToList().FindIndex(q => q.Name == "transformer.ln_f.bias")][0] = 1;
+        return new CausalLm(dir, w);
+    }
+
     [Fact]
     public void TwoBeams_EarlyStopping_PickTheHandComputedHypothesis()
     {
-        // All weights 0 except ln_f.bias = e0 and wte[:, 0] = log p: every position predicts p whatever the context.
-        var cfg = new Gpt2Config { VocabSize = 5, NPositions = 8, NEmbd = 4, NLayer = 1, NHead = 1, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
-        ModelKinds.Write(_dir, cfg);
-        var ps = ModelFolder.ReadParameters(_dir);
         double[] p = [0.5, 0.3, 0.1, 0.06, 0.04];
-        var w = ps.Select(q => new float[q.Count]).ToArray();
-        int wte = ps.ToList().FindIndex(q => q.Name == "transformer.wte.weight");
-        for (int t = 0; t < 5; t++) w[wte][t * 4] = (float)Math.Log(p[t]);
-        w[ps.ToList().FindIndex(q => q.Name == "transformer.ln_f.bias")][0] = 1;
-        using var lm = new CausalLm(_dir, w);
+        using var lm = FixedDistribution(_dir, p);
         // Step 1 (from beam 0): 0 (log .5), eos=1 (log .3) -> finished "" with score -1.20/0^1 = -inf, 2 (log .1).
         // Step 2: [0,0] -1.39, [0]+eos -> finished [0] with -1.90/1, [0,2] -3.00: two finished -> stop.
         // Best finished: [0] (-1.90) over "" (-inf).

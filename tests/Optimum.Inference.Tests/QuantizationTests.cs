@@ -263,16 +263,8 @@ public sealed class QuantizationTests : IDisposable
     [Fact]
     public void Perplexity_OfAFixedDistribution_IsTheClosedForm()
     {
-        // All weights 0 except ln_f.bias = e0 and wte[:, 0] = log p: every position predicts p whatever the context.
-        var cfg = new Gpt2Config { VocabSize = 5, NPositions = 8, NEmbd = 4, NLayer = 1, NHead = 1, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0 };
-        ModelKinds.Write(_dir, cfg);
-        var ps = ModelFolder.ReadParameters(_dir);
         double[] p = [0.5, 0.3, 0.1, 0.06, 0.04];
-        var w = ps.Select(q => new float[q.Count]).ToArray();
-        int wte = ps.ToList().FindIndex(q => q.Name == "transformer.wte.weight");
-        for (int t = 0; t < 5; t++) w[wte][t * 4] = (float)Math.Log(p[t]);
-        w[ps.ToList().FindIndex(q => q.Name == "transformer.ln_f.bias")][0] = 1;
-        using var lm = new CausalLm(_dir, w);
+        using var lm = BeamSearchByHandTests.FixedDistribution(_dir, p);                   // every position predicts p whatever the context
         int[] tokens = [0, 1, 2, 3, 4, 0, 0, 1, 4, 2, 2, 3, 1, 0, 1, 1, 3, 2, 0, 4, 4];   // 21: windows of 6 -> 6, 6, 6, 3
         var r = LmQuality.Perplexity(lm, tokens, window: 6, batch: 2);
         var scored = Enumerable.Range(0, tokens.Length).Where(i => i % 6 != 0).Select(i => tokens[i]).ToArray();
