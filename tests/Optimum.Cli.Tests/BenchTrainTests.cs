@@ -32,3 +32,21 @@ public sealed class BenchTrainTests(ITestOutputHelper output)
         Assert.Equal(full.GetProperty("last_loss").GetDouble(), lora.GetProperty("last_loss").GetDouble());
     }
 }
+
+/// <summary><c>bench generate --precision</c> twice in the same work folder: the second run makes its quantized folders again (it was refused).</summary>
+public sealed class BenchPrecisionTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void Precision_RunsTwiceInTheSameWorkFolder()
+    {
+        for (int run = 0; run < 2; run++)
+        {
+            var (code, stdout, _) = CliProcess.RunWithOutput("bench generate --json --layers 1 --width 32 --heads 2 --vocab 100 --prompt 4 --new-tokens 4 --precision fp32,int4", output);
+            Assert.Equal(0, code);
+            var rows = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)
+                .Where(e => e.GetProperty("bench").GetString() == "generate_precision").ToArray();
+            Assert.Equal(["fp32", "int4"], rows.Select(r => r.GetProperty("precision").GetString()));
+            Assert.All(rows, r => Assert.True(r.GetProperty("tokens_per_s").GetDouble() > 0));
+        }
+    }
+}

@@ -53,7 +53,7 @@ public static class BenchPrecision
             {
                 if (Options(p, blockSize) is not { } o) { dirs[p] = f32; continue; }
                 dirs[p] = Path.Combine(root, p);
-                ModelQuantizer.Quantize(f32, weights, dirs[p], o);
+                ModelQuantizer.Quantize(f32, weights, dirs[p], o with { Overwrite = true });   // the bench's own folder, made again each run
             }
         }
         double? baseline = null;
