@@ -37,7 +37,6 @@ public sealed record SessionSettings
     /// </summary>
     public SessionOptions CreateOptions(bool training = false)
     {
-        Device.EnsureAvailable();
         var o = new SessionOptions
         {
             IntraOpNumThreads = IntraOpThreads,
