@@ -86,11 +86,13 @@ var tLoraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha
 var tLoraTargets = new Option<string[]>("--lora-targets") { Description = "Module names or suffixes to adapt (repeatable, e.g. c_attn).", AllowMultipleArgumentsPerToken = true };
 var tDevice = DeviceOption.Create();
 var tOptGraph = new Option<bool>("--optimizer-graph") { Description = "Run the optimizer update as an ONNX graph on --device (for GPUs) instead of the fused C# update (faster on the CPU)." };
+var tPrecision = new Option<string>("--precision") { Description = "What matrix products compute in: fp32 (strict float32 on CUDA), tf32 (TF32 tensor cores allowed on CUDA; float32 on the CPU), bf16 (needs --device cuda) or fp16 (dynamic loss scaling); softmax, norms, loss and the master weights stay float32.", DefaultValueFactory = _ => "fp32" };
+var tLossScale = new Option<double>("--loss-scale") { Description = "fp16: the initial loss scale (halved on each overflowed step, doubled after 2000 good ones; torch's GradScaler).", DefaultValueFactory = _ => 65536 };
 var tLoraDropout = new Option<double?>("--lora-dropout") { Description = "Dropout on the LoRA input (default 0)." };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
     tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tOverwrite, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
-    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice, tOptGraph, tBlend,
+    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice, tOptGraph, tBlend, tPrecision, tLossScale,
 };
 train.SetAction(r =>
 {
@@ -151,6 +153,8 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
     Ema = r.GetValue(tEma) ? new EmaOptions { MaxDecay = r.GetValue(tEmaDecay) } : null,
     Freeze = r.GetValue(tFreeze) ?? [],
     Lora = LoraFrom(r),
+    Precision = EnumNames.Parse<TrainingPrecision>(r.GetValue(tPrecision)!, "--precision"),
+    LossScaling = new LossScalerOptions { InitScale = r.GetValue(tLossScale) },
 };
 
 Optimum.Onnx.Lora.LoraConfig? LoraFrom(ParseResult r)

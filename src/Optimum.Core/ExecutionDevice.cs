@@ -66,12 +66,20 @@ public readonly record struct ExecutionDevice
         if (CudaLibraries.Problem() is { } problem) throw new DeviceUnavailableException($"{this}: {problem}.");
     }
 
-    /// <summary>Adds this device's execution provider to <paramref name="options"/> (nothing for the CPU, whose provider is always there).</summary>
-    public void AppendTo(SessionOptions options)
+    /// <summary>
+    /// Adds this device's execution provider to <paramref name="options"/> (nothing for the CPU, whose provider is always
+    /// there). <paramref name="tf32"/> sets the CUDA provider's <c>use_tf32</c> (null: ORT's default, on).
+    /// </summary>
+    public void AppendTo(SessionOptions options, bool? tf32 = null)
     {
         if (!IsCuda) return;
         EnsureAvailable();
-        try { options.AppendExecutionProvider_CUDA(Id); }
+        try
+        {
+            using var cuda = new OrtCUDAProviderOptions();
+            cuda.UpdateOptions(CudaOptions(tf32));
+            options.AppendExecutionProvider_CUDA(cuda);
+        }
         catch (OnnxRuntimeException e)
         {
             // The libraries loaded (EnsureAvailable), so this is the device itself: no GPU N, no driver, a CUDA error.
@@ -79,6 +87,14 @@ public readonly record struct ExecutionDevice
                 $"{this}: the CUDA execution provider could not be loaded: {e.Message.Trim()} " +
                 $"(is there a GPU {Id} with its driver, and cuDNN 9 on the library path?).", e);
         }
+    }
+
+    /// <summary>The CUDA provider options this device is appended with: its ordinal and, when given, <c>use_tf32</c>.</summary>
+    public Dictionary<string, string> CudaOptions(bool? tf32 = null)
+    {
+        var o = new Dictionary<string, string> { ["device_id"] = Id.ToString(CultureInfo.InvariantCulture) };
+        if (tf32 is { } t) o["use_tf32"] = t ? "1" : "0";
+        return o;
     }
 }
 

@@ -28,6 +28,12 @@ public sealed record SessionSettings
     /// <see cref="DeviceUnavailableException"/> when it cannot load.
     /// </summary>
     public ExecutionDevice Device { get; init; }
+    /// <summary>
+    /// Whether CUDA's float32 MatMul, Gemm and Conv may use TF32 tensor cores (ORT's CUDA provider option <c>use_tf32</c>,
+    /// which ORT turns on by default). Null (the default) keeps ORT's default; false is strict float32 (PyTorch's default for
+    /// matmul), which <c>--precision fp32</c> asks for and <c>tf32</c> does not. No effect on the CPU, which has no TF32.
+    /// </summary>
+    public bool? Tf32 { get; init; }
     /// <summary>When set, ORT's profiler writes a JSON trace with this path prefix.</summary>
     public string? ProfilePrefix { get; init; }
 
@@ -59,7 +65,7 @@ public sealed record SessionSettings
             o.ProfileOutputPathPrefix = ProfilePrefix;
             o.EnableProfiling = true;
         }
-        try { Device.AppendTo(o); }
+        try { Device.AppendTo(o, Tf32); }
         catch
         {
             o.Dispose();

@@ -38,6 +38,8 @@ public sealed record TrainerState
     public IReadOnlyList<string> Frozen { get; init; } = [];
     /// <summary>SHA-256 of the frozen weights (<see cref="Freezing.Checksum"/>); a resume against other base weights is refused. Null when nothing is frozen.</summary>
     public string? FrozenSha256 { get; init; }
+    /// <summary>The run's <see cref="TrainerOptions.Precision"/> (fp32 for checkpoints made before it existed); fp16 checkpoints hold the loss scaler's state.</summary>
+    public string Precision { get; init; } = "fp32";
     /// <summary>SHA-256 of every other file of the checkpoint, checked on load.</summary>
     public SortedDictionary<string, string> Files { get; init; } = new(StringComparer.Ordinal);
 }
@@ -67,7 +69,7 @@ public static class Checkpoints
     /// <paramref name="keep"/>; returns its folder. Every rank calls it: each writes its optimizer shard,
     /// rank 0 the parameters and the trainer state, then renames the temporary folder into place.
     /// </summary>
-    public static string Save(string root, ParameterStore store, Optimizer optimizer, TrainerState state, int keep, ICommunicator? comm = null, EmaWeights? ema = null)
+    public static string Save(string root, ParameterStore store, Optimizer optimizer, TrainerState state, int keep, ICommunicator? comm = null, EmaWeights? ema = null, LossScaler? scaler = null)
     {
         comm ??= new SingleProcess();
         var final = Path.Combine(root, $"{Prefix}{state.Step:D7}");
@@ -88,6 +90,8 @@ public static class Checkpoints
         if (comm.Rank == 0) HfWeights.Save(Path.Combine(tmp, ModelFolder.WeightsFile), store.Parameters, i => store.Param(i), frozen.Contains);
         if (comm.Rank == 0 && state.Ema is not null)
             (ema ?? throw new ArgumentException("The state names EMA settings but no EMA weights were given.", nameof(ema))).Save(Path.Combine(tmp, EmaWeights.File));
+        // Every rank holds the same scale (overflows are agreed on): rank 0 writes it.
+        if (comm.Rank == 0 && scaler is not null) scaler.Save(tmp);
         comm.Barrier();
         if (comm.Rank == 0)
         {
@@ -145,9 +149,11 @@ public static class Checkpoints
     /// tensor or a shape that differs is refused naming the file and the tensor. The frozen parameters the state lists are not
     /// read: the store must already hold the base weights they were frozen at, which is checked against the state's checksum.
     /// </summary>
-    public static TrainerState Load(string dir, ParameterStore store, Optimizer optimizer, EmaWeights? ema = null)
+    public static TrainerState Load(string dir, ParameterStore store, Optimizer optimizer, EmaWeights? ema = null, LossScaler? scaler = null)
     {
         var state = ReadState(dir);
+        if (scaler is not null && !state.Files.ContainsKey(LossScaler.FileName))
+            throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}' lists no {LossScaler.FileName}: the checkpoint was not made by an fp16 run, whose loss scale a resume continues.");
         foreach (var (file, hash) in state.Files)
         {
             var path = Path.Combine(dir, file);
@@ -174,6 +180,7 @@ public static class Checkpoints
         if (state.Ema is not null && !state.Files.ContainsKey(EmaWeights.File))
             throw new InvalidDataException($"'{Path.Combine(dir, StateFile)}' names EMA settings but its files do not list {EmaWeights.File}.");
         if (ema is not null && state.Files.ContainsKey(EmaWeights.File)) ema.Load(Path.Combine(dir, EmaWeights.File));
+        scaler?.Load(dir);
         // Optimizer state may come from any number of rank files: index every slice, then copy ours (re-sharding).
         var slices = new Dictionary<string, List<(string File, long Offset, long Length)>>(StringComparer.Ordinal);
         var optimizerFiles = state.Files.Keys.Where(f => f.StartsWith("optimizer", StringComparison.Ordinal)).ToArray();

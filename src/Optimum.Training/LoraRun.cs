@@ -19,8 +19,11 @@ public sealed class LoraRun
     public const string ModelFolderName = "lora-model";
     public const string AdapterFolderName = "adapter";
 
-    private LoraRun(string baseDir, string dir, LoraConfig config, IReadOnlyList<LoraModule> modules, IReadOnlyList<string> frozen) =>
-        (BaseDir, ModelDir, Config, Modules, Frozen) = (baseDir, dir, config, modules, frozen);
+    private LoraRun(string baseDir, string dir, LoraConfig config, IReadOnlyList<LoraModule> modules, IReadOnlyList<string> frozen, Func<GraphBuilder, bool, ModelOutputs> define) =>
+        (BaseDir, ModelDir, Config, Modules, Frozen, Define) = (baseDir, dir, config, modules, frozen, define);
+
+    /// <summary>The kind's definition with LoRA applied (what <see cref="ModelDir"/>'s graphs are built from; mixed precision rebuilds them from it).</summary>
+    public Func<GraphBuilder, bool, ModelOutputs> Define { get; }
 
     /// <summary>The base model folder (--model).</summary>
     public string BaseDir { get; }
@@ -59,7 +62,7 @@ public sealed class LoraRun
             // The LoRA settings beside the graphs, so a resume can tell whether it continues the same adapters.
             AtomicFile.Write(Path.Combine(dir, LoraAdapter.ConfigFile), Encoding.UTF8.GetBytes(LoraAdapter.ConfigJson(lora).ToJsonString() + "\n"));
         }
-        return new LoraRun(baseDir, dir, lora, LoraGraph.Modules(probe), LoraGraph.FrozenParameters(probe));
+        return new LoraRun(baseDir, dir, lora, LoraGraph.Modules(probe), LoraGraph.FrozenParameters(probe), adapted);
     }
 
     /// <summary>

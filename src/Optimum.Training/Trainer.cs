@@ -30,9 +30,24 @@ public sealed class Trainer : IDisposable
     private readonly ICommunicator _comm;
     private readonly float[]? _shardGrads;
     private readonly EmaWeights? _ema;
+    private readonly LossScaler? _scaler;
     private double _commSeconds;
 
+    /// <summary>The smallest loss scale an fp16 run goes on with: below it float16 gradients are lost at any scale.</summary>
+    public const double MinLossScale = 1.0 / (1 << 24);
+
+    /// <summary>
+    /// A trainer of <paramref name="options"/>' model folder on <paramref name="data"/> from <paramref name="initialWeights"/>
+    /// (one array per parameter, in the folder's order); ZeRO-1 over <paramref name="communicator"/>'s ranks. With
+    /// <see cref="TrainerOptions.Precision"/> bf16 or fp16 the graphs are rebuilt from the folder kind's definition.
+    /// </summary>
     public Trainer(TrainerOptions options, IBatchSource data, IReadOnlyList<float[]> initialWeights, ICommunicator? communicator = null)
+        : this(options, data, initialWeights, communicator, null)
+    {
+    }
+
+    /// <summary>As the public constructor; <paramref name="define"/> is the definition mixed-precision graphs are built from (a LoRA run's adapted one), null for the folder kind's.</summary>
+    internal Trainer(TrainerOptions options, IBatchSource data, IReadOnlyList<float[]> initialWeights, ICommunicator? communicator, Func<Optimum.Onnx.GraphBuilder, bool, Optimum.Onnx.ModelOutputs>? define)
     {
         options.Validate();
         if (options.Lora is not null)
@@ -48,10 +63,12 @@ public sealed class Trainer : IDisposable
             _store.Load(initialWeights);
             // Frozen weights never change: their checksum, taken once, goes into every checkpoint.
             _frozenSha256 = Frozen.Count > 0 ? Freezing.Checksum(_store, Frozen) : null;
-            _session = new TrainingSession(options.ModelDir, _store, options.Session);
+            // fp32 is strict float32 on CUDA (ORT's CUDA provider allows TF32 by default); tf32 allows it. Both are float32 on the CPU.
+            var settings = options.Session with { Tf32 = options.Precision == TrainingPrecision.Tf32 };
+            _session = new TrainingSession(options.ModelDir, _store, settings, MixedGraphs(options, define));
             var (begin, end) = _store.Shard(_comm.Rank);
             _opt = Optimizer.Create(_store, options.Optimizer, begin, end);
-            if (options.OptimizerGraph) _opt.UseGraph(options.Session);
+            if (options.OptimizerGraph) _opt.UseGraph(settings);
         }
         catch
         {
@@ -66,7 +83,29 @@ public sealed class Trainer : IDisposable
         if (_comm.Size > 1) _shardGrads = new float[_store.ShardLength];
         // Only rank 0 writes checkpoints and the export, so only it keeps the average (every rank has all weights after the all-gather).
         if (options.Ema is { } ema && Lead) _ema = new EmaWeights(_store, ema);
+        if (options.Precision == TrainingPrecision.Fp16) _scaler = new LossScaler(options.LossScaling, _comm);
     }
+
+    /// <summary>
+    /// The bf16/fp16 graphs of a mixed-precision run (null otherwise), built from <paramref name="define"/> or the folder kind's
+    /// definition.
+    /// </summary>
+    private static TrainingGraphs? MixedGraphs(TrainerOptions o, Func<Optimum.Onnx.GraphBuilder, bool, Optimum.Onnx.ModelOutputs>? define)
+    {
+        if (!o.Precision.IsMixed()) return null;
+        var name = EnumNames.Name(o.Precision);
+        var hf = ModelFolder.ReadConfig(o.ModelDir);
+        if (define is null)
+        {
+            var kind = Optimum.Models.ModelKinds.For(hf);
+            define = kind.Define(kind.ReadConfig(hf))
+                ?? throw new NotSupportedException($"--precision {name}: {hf.ModelType} models do not expose their graph definition, so their graphs cannot be rebuilt in {name}.");
+        }
+        return TrainingGraphs.Build(hf.ModelType ?? "model", define, o.Precision);
+    }
+
+    /// <summary>fp16's loss scaler (null for other precisions): its scale and skipped-step count.</summary>
+    public LossScaler? LossScaler => _scaler;
 
     public ICommunicator Communicator => _comm;
     /// <summary>Names of the frozen parameters (<see cref="TrainerOptions.Freeze"/>), in graph order.</summary>
@@ -94,7 +133,11 @@ public sealed class Trainer : IDisposable
     public event Action<EvalMetrics>? Evaluated;
     public event Action<string>? Log;
 
-    private static readonly JsonSerializerOptions MetricsJson = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+    private static readonly JsonSerializerOptions MetricsJson = new()
+    {
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,    // loss_scale: fp16 runs only
+    };
 
     /// <summary>Samples per update over all ranks.</summary>
     private long SamplesPerStep => (long)_o.BatchSize * _o.GradAccum * _comm.Size;
@@ -131,7 +174,7 @@ public sealed class Trainer : IDisposable
         {
             var dir = r.Resolve(CheckpointRoot);
             CheckCompatible(Checkpoints.ReadState(dir), dir);
-            var state = Checkpoints.Load(dir, _store, _opt, _ema);
+            var state = Checkpoints.Load(dir, _store, _opt, _ema, _scaler);
             (start, skipped) = (state.Step, state.SkippedSteps);
             if (Lead) Log?.Invoke($"resumed from {dir} at step {start} ({state.WorldSize} rank(s) then, {_comm.Size} now)");
         }
@@ -171,6 +214,7 @@ public sealed class Trainer : IDisposable
             _commSeconds = 0;
             // The forward pass moves buffers (BatchNorm running statistics); a skipped step must not keep that.
             var buffersBefore = _session.UpdatedBuffers.Select(b => _store.Param(b).ToArray()).ToArray();
+            if (_scaler is not null) _session.LossScale = _scaler.Scale;
             var (weightedLoss, weight, tokens) = ForwardBackward(index, step);
             // Buffers updated by the forward pass (BatchNorm running statistics) saw only this rank's samples: average them.
             if (_comm.Size > 1)
@@ -191,13 +235,26 @@ public sealed class Trainer : IDisposable
                 loss = total > 0 ? sum / total : 0;
                 tokens = (long)Timed(() => _comm.AllReduceSum(tokens));
             }
+            // fp16: the gradients are of loss x scale; the norm, clipping and the update see the true ones (GradScaler.unscale_).
+            if (_scaler is not null) VectorMath.Scale(shard, (float)(1.0 / _scaler.Scale));
             double local = VectorMath.SumSquares(shard);
             double norm = Math.Sqrt(_comm.Size > 1 ? Timed(() => _comm.AllReduceSum(local)) : local);
             // A step whose batches have no target to learn from (every future unobserved) is skipped, not an error.
             bool empty = total == 0;
             if (empty && Lead) Log?.Invoke($"step {step + 1}: the batch has no observed targets (loss weight 0); skipped");
             bool bad = empty || !double.IsFinite(loss) || !double.IsFinite(norm);
-            if (bad && !empty && !_o.SkipNonFinite)
+            // fp16 gradients that overflow under a finite loss are the loss scale's business: skip the step and lower the scale.
+            // The norm is summed over every rank, so all ranks agree. A non-finite loss is the forward pass's, which no scale fixes.
+            bool overflow = _scaler is not null && !empty && double.IsFinite(loss) && !double.IsFinite(norm);
+            double? scaleUsed = _scaler?.Scale;
+            if (_scaler is not null && !empty && double.IsFinite(loss))
+            {
+                _scaler.Update(foundInf: overflow);
+                if (overflow && Lead) Log?.Invoke($"step {step + 1}: fp16 gradients overflowed at loss scale {scaleUsed}; skipped, loss scale now {_scaler.Scale}");
+                if (_scaler.Scale < MinLossScale)
+                    throw new TrainingDivergedException($"Step {step + 1}: the fp16 loss scale fell to {_scaler.Scale} after {_scaler.Skipped} overflowed step(s): the gradients overflow float16 at any scale; train in fp32 (or bf16 on CUDA) or lower the learning rate.");
+            }
+            if (bad && !empty && !overflow && !_o.SkipNonFinite)
                 throw new TrainingDivergedException($"Step {step + 1}: the {(double.IsFinite(loss) ? "gradient norm" : "loss")} is {(double.IsFinite(loss) ? norm : loss)}; lower the learning rate or pass --skip-nonfinite.");
             double lr = _schedule.At(step), optSeconds = 0;
             if (bad)
@@ -215,9 +272,9 @@ public sealed class Trainer : IDisposable
                 _ema?.Update(step + 1 - skipped);
             }
             var dt = clock.Elapsed.TotalSeconds - t0;
-            var m = new StepMetrics(step + 1, _o.Steps, loss, lr, norm, tokens / dt, dt, optSeconds, bad, clock.Elapsed.TotalSeconds, _commSeconds);
+            var m = new StepMetrics(step + 1, _o.Steps, loss, lr, norm, tokens / dt, dt, optSeconds, bad, clock.Elapsed.TotalSeconds, _commSeconds, scaleUsed);
             history.Add(m);
-            metrics.WriteLine(JsonSerializer.Serialize(new { step = m.Step, loss = m.Loss, lr = m.Lr, grad_norm = m.GradNorm, tokens_per_s = m.TokensPerSecond, step_s = m.StepSeconds, optimizer_s = m.OptimizerSeconds, skipped = m.Skipped, comm_s = m.CommSeconds }, MetricsJson));
+            metrics.WriteLine(JsonSerializer.Serialize(new { step = m.Step, loss = m.Loss, lr = m.Lr, grad_norm = m.GradNorm, tokens_per_s = m.TokensPerSecond, step_s = m.StepSeconds, optimizer_s = m.OptimizerSeconds, skipped = m.Skipped, comm_s = m.CommSeconds, loss_scale = m.LossScale }, MetricsJson));
             StepCompleted?.Invoke(m);
             if ((_o.EvalEvery > 0 && (step + 1) % _o.EvalEvery == 0) || step + 1 == _o.Steps)
             {
@@ -300,8 +357,9 @@ public sealed class Trainer : IDisposable
             Step = step, SamplesSeen = step * SamplesPerStep, SkippedSteps = skipped, Seed = _o.Seed, TotalSteps = _o.Steps,
             BatchSize = _o.BatchSize, GradAccum = _o.GradAccum, Optimizer = EnumNames.Name(_o.Optimizer.Kind), Schedule = EnumNames.Name(_o.Schedule), Lr = _o.Lr, Warmup = _o.Warmup,
             WorldSize = _comm.Size, GlobalBatch = SamplesPerStep, Ema = _o.Ema, Frozen = Frozen, FrozenSha256 = _frozenSha256,
+            Precision = EnumNames.Name(_o.Precision),
         };
-        var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm, _ema);
+        var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm, _ema, _scaler);
         if (Lead) Log?.Invoke($"checkpoint {dir}");
         return dir;
     }
@@ -332,6 +390,7 @@ public sealed class Trainer : IDisposable
         Same("total_steps", s.TotalSteps, _o.Steps);
         Same("optimizer", s.Optimizer, EnumNames.Name(_o.Optimizer.Kind));
         Same("EMA settings (ema)", s.Ema?.ToString() ?? "none", _o.Ema?.ToString() ?? "none");
+        Same("precision", s.Precision, EnumNames.Name(_o.Precision));
         Same("frozen parameters (frozen)", s.Frozen.Count == 0 ? "none" : string.Join(", ", s.Frozen), Frozen.Count == 0 ? "none" : string.Join(", ", Frozen));
         if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{state}' is at step {s.Step}, past the run's {_o.Steps} steps.");
     }

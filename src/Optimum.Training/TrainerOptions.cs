@@ -63,6 +63,16 @@ public sealed record TrainerOptions
     /// end OutputDir/adapter/ gets the PEFT adapter and final/ and hf/ the merged model. Only through <see cref="TrainingJob"/>.
     /// </summary>
     public Optimum.Onnx.Lora.LoraConfig? Lora { get; init; }
+    /// <summary>
+    /// What the matrix products compute in (<c>--precision</c>): fp32 (the default; strict float32 on CUDA), tf32 (float32 graphs,
+    /// TF32 tensor cores allowed on CUDA; float32 on the CPU), bf16 or fp16 (the model's definition rebuilt with the graph
+    /// builder's autocast casts; softmax, norms and the loss stay float32; parameters, gradients and optimizer state are float32
+    /// master copies). fp16 scales the loss (<see cref="LossScaling"/>). ONNX Runtime's CPU provider has no bfloat16 MatMul, so
+    /// bf16 needs <c>--device cuda</c>.
+    /// </summary>
+    public TrainingPrecision Precision { get; init; }
+    /// <summary>fp16's dynamic loss scaling (torch.amp.GradScaler's defaults); its state is checkpointed so a resume scales as the straight run.</summary>
+    public LossScalerOptions LossScaling { get; init; } = new();
 
     public void Validate()
     {
@@ -79,12 +89,16 @@ public sealed record TrainerOptions
             if (Freeze.Count > 0) throw new ArgumentException("--freeze does not apply with --lora-r: a LoRA run freezes every base parameter.");
             if (Ema is not null) throw new ArgumentException("--ema is not supported with --lora-r yet.");
         }
+        if (!Enum.IsDefined(Precision)) throw new ArgumentException($"Precision {(int)Precision} is not one of {string.Join(", ", EnumNames.Names<TrainingPrecision>())}.");
+        LossScaling.Validate();
+        if (Precision == TrainingPrecision.Bf16 && !Session.Device.IsCuda)
+            throw new ArgumentException("--precision bf16 needs --device cuda: ONNX Runtime's CPU provider has no bfloat16 MatMul or Gemm kernel. On the CPU train in fp32 or fp16.");
         if (Overwrite && Resume is not null) throw new ArgumentException($"--overwrite starts over and --resume {Resume} continues a run: give one of them.");
     }
 }
 
 public sealed record StepMetrics(long Step, long TotalSteps, double Loss, double Lr, double GradNorm, double TokensPerSecond,
-    double StepSeconds, double OptimizerSeconds, bool Skipped, double ElapsedSeconds, double CommSeconds = 0);
+    double StepSeconds, double OptimizerSeconds, bool Skipped, double ElapsedSeconds, double CommSeconds = 0, double? LossScale = null);
 public sealed record EvalMetrics(long Step, double ValidationLoss);
 public sealed record TrainResult(long Steps, bool Interrupted, string? LastCheckpoint, IReadOnlyList<StepMetrics> History,
     IReadOnlyList<EvalMetrics> Evals, long SkippedSteps);

@@ -66,7 +66,8 @@ public sealed class TrainingJob : IDisposable
                 run = t with { ModelDir = Lora.ModelDir, Freeze = Lora.Frozen, Lora = null, Export = false };
                 _say($"LoRA: r {Lora.Config.R}, alpha {Lora.Config.LoraAlpha}, {Lora.Modules.Count} modules ({string.Join(", ", Lora.Modules.Take(3).Select(m => m.Name))}{(Lora.Modules.Count > 3 ? ", ..." : "")}); graphs in {Lora.ModelDir}");
             }
-            Trainer = new Trainer(run, Data, weights, comm) { OutputClaimed = true };
+            // Mixed precision rebuilds the graphs from the definition the run's folder was made from (LoRA's adapted one).
+            Trainer = new Trainer(run, Data, weights, comm, t.Precision.IsMixed() ? Lora?.Define ?? Kind.Define(config) : null) { OutputClaimed = true };
         }
         catch
         {
@@ -78,6 +79,13 @@ public sealed class TrainingJob : IDisposable
         _say($"model: {Trainer.Store.Parameters.Count} tensors, {Trainer.Store.Parameters.Sum(p => p.Count):N0} parameters; optimizer state {Trainer.Optimizer.StateBytes / 1e6:F1} MB per rank");
         if (Trainer.Frozen.Count > 0)
             _say($"frozen: {Trainer.Frozen.Count} tensors ({Trainer.Store.Parameters.Where(p => Trainer.Frozen.Contains(p.Name)).Sum(p => p.Count):N0} parameters); training {Trainer.Store.Used:N0} parameters");
+        if (t.Precision != TrainingPrecision.Fp32)
+            _say($"precision {EnumNames.Name(t.Precision)}: " + t.Precision switch
+            {
+                TrainingPrecision.Tf32 => t.Session.Device.IsCuda ? "float32 graphs, TF32 tensor cores allowed" : "float32 on the CPU (TF32 is a CUDA tensor-core mode)",
+                TrainingPrecision.Fp16 => $"MatMul/Gemm in float16, float32 master weights, dynamic loss scale from {t.LossScaling.InitScale}",
+                _ => "MatMul/Gemm in bfloat16, float32 master weights",
+            });
         if (comm.Size > 1) _say($"ZeRO-1 over {comm.Size} ranks ({comm.Backend}): global batch {t.BatchSize * t.GradAccum * comm.Size} samples");
     }
 

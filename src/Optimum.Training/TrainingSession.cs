@@ -31,8 +31,13 @@ public sealed class TrainingSession : IDisposable
     private readonly List<OrtValue> _owned = [];
     private readonly Dictionary<(bool, string), (Array Data, long[] Shape, OrtValue Value)> _bound = [];
 
-    public TrainingSession(string modelDir, ParameterStore store, SessionSettings? settings = null)
+    /// <param name="modelDir">The model folder: its parameter list, and its training.onnx and eval.onnx unless <paramref name="graphs"/> is given.</param>
+    /// <param name="store">The flat parameter and gradient buffers the graphs are bound to.</param>
+    /// <param name="settings">Session settings (threads, arena, device).</param>
+    /// <param name="graphs">Graphs to run instead of the folder's (mixed precision); their parameters must be the folder's.</param>
+    public TrainingSession(string modelDir, ParameterStore store, SessionSettings? settings = null, TrainingGraphs? graphs = null)
     {
+        _graphs = graphs;
         _store = store;
         settings ??= new SessionSettings();
         (_modelDir, _settings) = (modelDir, settings);
@@ -43,14 +48,15 @@ public sealed class TrainingSession : IDisposable
         if (declared.Zip(store.Parameters).FirstOrDefault(x => !x.First.Trainable && x.Second.Trainable) is { First: not null } buffer)
             throw new InvalidDataException($"'{modelDir}' declares '{buffer.First.Name}' a buffer (never trained), but the store trains it.");
         Frozen = declared.Zip(store.Parameters).Where(x => x.First.Trainable && !x.Second.Trainable).Select(x => x.First.Name).ToArray();
-        TrainInputs = ModelFolder.ReadInputs(modelDir, "training").Select(i => i.Name).ToArray();
-        EvalInputs = ModelFolder.ReadInputs(modelDir, "eval").Select(i => i.Name).ToArray();
+        graphs?.CheckParameters(declared, modelDir);
+        TrainInputs = graphs?.TrainInputs ?? ModelFolder.ReadInputs(modelDir, "training").Select(i => i.Name).ToArray();
+        EvalInputs = graphs?.EvalInputs ?? ModelFolder.ReadInputs(modelDir, "eval").Select(i => i.Name).ToArray();
         using var options = settings.CreateOptions(training: true);
         var evalPath = Path.Combine(modelDir, ModelFolder.EvalFile);
-        if (!File.Exists(evalPath)) throw new FileNotFoundException($"Graph '{evalPath}' does not exist.", evalPath);
-        _train = Open(Path.Combine(modelDir, ModelFolder.TrainingFile), options, Frozen);
+        if (graphs is null && !File.Exists(evalPath)) throw new FileNotFoundException($"Graph '{evalPath}' does not exist.", evalPath);
+        _train = graphs is null ? Open(Path.Combine(modelDir, ModelFolder.TrainingFile), options, Frozen) : Open(graphs.Training, options, Frozen);
         _trainBinding = _train.CreateIoBinding();
-        var trainOutputs = ReadOutputs(modelDir, "training");
+        var trainOutputs = graphs?.TrainOutputs ?? ReadOutputs(modelDir, "training");
         for (int i = 0; i < store.Parameters.Count; i++)
         {
             var p = store.Parameters[i];
@@ -69,9 +75,13 @@ public sealed class TrainingSession : IDisposable
         _evalSeed = Own(OrtValue.CreateTensorValueFromMemory(new long[1], []));
         if (TrainInputs.Contains(GraphInputs.DropoutSeed))
             _trainBinding.BindInput(GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
+        if (UsesLossScale)
+            _trainBinding.BindInput(GraphInputs.LossScale, Own(OrtValue.CreateTensorValueFromMemory(_lossScale, [])));
         UpdatedBuffers = _updates.Select(u => u.Index).ToArray();
     }
 
+    private readonly TrainingGraphs? _graphs;
+    private readonly float[] _lossScale = [1f];
     private readonly OrtValue _evalLossValue;
     private readonly OrtValue _evalSeed;
 
@@ -80,7 +90,7 @@ public sealed class TrainingSession : IDisposable
     {
         if (_eval is not null) return (_eval, _evalBinding!);
         using var options = _settings.CreateOptions(training: true);
-        var eval = Open(Path.Combine(_modelDir, ModelFolder.EvalFile), options);
+        var eval = _graphs is null ? Open(Path.Combine(_modelDir, ModelFolder.EvalFile), options) : Open(_graphs.Eval, options);
         var binding = eval.CreateIoBinding();
         for (int i = 0; i < _store.Parameters.Count; i++) binding.BindInput(_store.Parameters[i].Name, _store.ParamValue(i));
         binding.BindOutput("loss", _evalLossValue);
@@ -128,6 +138,9 @@ public sealed class TrainingSession : IDisposable
         return new InferenceSession(TrainingGraph.Freeze(File.ReadAllBytes(path), frozen), options);
     }
 
+    private static InferenceSession Open(byte[] model, SessionOptions options, IReadOnlyList<string>? frozen = null) =>
+        new(frozen is { Count: > 0 } ? TrainingGraph.Freeze(model, frozen) : model, options);
+
     private OrtValue Own(OrtValue v)
     {
         _owned.Add(v);
@@ -139,6 +152,14 @@ public sealed class TrainingSession : IDisposable
     public IReadOnlyList<string> EvalInputs { get; }
     /// <summary>True when the training graph takes a per-step dropout seed.</summary>
     public bool UsesDropoutSeed => TrainInputs.Contains(GraphInputs.DropoutSeed);
+    /// <summary>True when the training graph takes a loss scale (fp16 graphs, <see cref="GraphInputs.LossScale"/>): its gradients are scaled by <see cref="LossScale"/>.</summary>
+    public bool UsesLossScale => TrainInputs.Contains(GraphInputs.LossScale);
+    /// <summary>What the training graph's backward pass starts from (fp16 graphs; 1 by default): the gradients come out multiplied by it.</summary>
+    public float LossScale
+    {
+        get => _lossScale[0];
+        set => _lossScale[0] = UsesLossScale ? value : throw new InvalidOperationException("This training graph takes no loss scale (only fp16 graphs do).");
+    }
 
     /// <summary>
     /// One forward + backward: the gradients land in the store's gradient buffer. Returns the loss.
@@ -166,7 +187,7 @@ public sealed class TrainingSession : IDisposable
     {
         foreach (var name in inputs)
         {
-            if (name == GraphInputs.DropoutSeed) continue;
+            if (name is GraphInputs.DropoutSeed or GraphInputs.LossScale) continue;
             if (!batch.TryGetValue(name, out var t))
                 throw new ArgumentException($"The batch lacks '{name}', an input of the {(training ? "training" : "eval")} graph (it has: {string.Join(", ", batch.Keys)}).");
             var key = (training, name);

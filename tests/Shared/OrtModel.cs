@@ -14,9 +14,9 @@ public sealed class OrtModel : IDisposable
 
     public OrtModel(GraphBuilder graph) : this(ModelWriter.ToBytes(graph)) { }
 
-    public OrtModel(byte[] model)
+    public OrtModel(byte[] model, GraphOptimizationLevel level = GraphOptimizationLevel.ORT_ENABLE_ALL)
     {
-        using var options = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        using var options = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR, GraphOptimizationLevel = level };
         _session = new InferenceSession(model, options);
     }
 

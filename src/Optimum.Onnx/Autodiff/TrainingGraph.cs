@@ -28,11 +28,15 @@ public static class TrainingGraph
     /// <param name="name">Graph name.</param>
     /// <param name="define">The model definition, called once with <c>training = true</c>.</param>
     /// <param name="frozen">Names of trainable parameters to freeze (none when null); a name that is not one is refused.</param>
-    public static GraphBuilder BuildTraining(string name, Func<GraphBuilder, bool, ModelOutputs> define, IReadOnlyCollection<string>? frozen = null)
+    /// <param name="lossScale">
+    /// Add the float32 scalar input <see cref="Optimum.Core.GraphInputs.LossScale"/> and differentiate loss × scale (dynamic
+    /// loss scaling for float16 graphs): the <c>grad.</c> outputs are the gradients times the scale, <c>loss</c> is unscaled.
+    /// </param>
+    public static GraphBuilder BuildTraining(string name, Func<GraphBuilder, bool, ModelOutputs> define, IReadOnlyCollection<string>? frozen = null, bool lossScale = false)
     {
         var g = new GraphBuilder(name);
         var m = define(g, true);
-        AddGradientOutputs(g, m.Loss, frozen);
+        AddGradientOutputs(g, m.Loss, frozen, lossScale ? g.Input(Optimum.Core.GraphInputs.LossScale, DType.Float, Shape.Scalar) : null);
         foreach (var (buffer, v) in m.Updates ?? []) g.Output(v, UpdatePrefix + buffer);
         return g;
     }
@@ -49,9 +53,10 @@ public static class TrainingGraph
 
     /// <summary>
     /// Adds outputs <c>loss</c> and <c>grad.&lt;p&gt;</c> for every trainable parameter of the graph not in
-    /// <paramref name="frozen"/>, in declaration order.
+    /// <paramref name="frozen"/>, in declaration order; with <paramref name="scale"/> (a float32 scalar) the gradients are
+    /// those of loss × scale, and <c>loss</c> stays unscaled.
     /// </summary>
-    public static IReadOnlyList<Value> AddGradientOutputs(GraphBuilder g, Value loss, IReadOnlyCollection<string>? frozen = null)
+    public static IReadOnlyList<Value> AddGradientOutputs(GraphBuilder g, Value loss, IReadOnlyCollection<string>? frozen = null, Value? scale = null)
     {
         var ps = g.TrainableParameters;
         if (frozen is { Count: > 0 })
@@ -63,7 +68,9 @@ public static class TrainingGraph
             ps = ps.Where(p => !set.Contains(p.Name)).ToList();
         }
         if (ps.Count == 0) throw new GraphBuildException($"Graph '{g.Name}' has no parameters to differentiate.");
-        var grads = Autodiff.Gradients(loss, ps);
+        if (scale is not null && (scale.Type != DType.Float || scale.Rank != 0 || loss.Type != DType.Float))
+            throw new GraphBuildException($"Graph '{g.Name}': a loss scale must be a float32 scalar over a float32 loss, got {scale.Type.Name()}{scale.Shape} and {loss.Type.Name()}.");
+        var grads = Autodiff.Gradients(scale is null ? loss : g.Mul(loss, scale), ps);
         g.Output(loss, "loss");
         return ps.Select((p, i) => g.Output(grads[i], GradPrefix + p.Name)).ToArray();
     }
