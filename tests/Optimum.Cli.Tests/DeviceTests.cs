@@ -104,6 +104,50 @@ public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
         Assert.True(baseline[^1] < baseline[0], $"the loss did not fall: {string.Join(", ", baseline)}");
     }
 
+    /// <summary>
+    /// --precision: fp16 trains the digits MLP with its products in float16 and a loss scale in every metrics line, to fp32's losses
+    /// (on the CPU ONNX Runtime computes the products in float32, see AutocastTests); tf32 is fp32 on the CPU; bf16 and bad values
+    /// are one-line refusals before the output folder exists.
+    /// </summary>
+    [Fact]
+    public void Train_Precision_Fp16AndTf32Train_Bf16AndBadValuesAreRefused()
+    {
+        string Args(string outDir, string extra) => $"train --model {Repo.Path("models", "mlp-digits")} --data {Repo.Path("samples", "data", "digits.csv.gz")} --out {outDir} " +
+            $"--steps 6 --warmup 2 --batch-size 16 --eval-every 0 --eval-samples 32 --save-every 0 --threads 1 {extra}";
+        var fp32 = Path.Combine(_dir, "fp32");
+        var fp16 = Path.Combine(_dir, "fp16");
+        var tf32 = Path.Combine(_dir, "tf32");
+        Assert.Equal(0, CliProcess.Run(Args(fp32, ""), output).Code);
+        var (code, stdout, _) = CliProcess.RunWithOutput(Args(fp16, "--precision fp16 --loss-scale 256"), output);
+        Assert.Equal(0, code);
+        Assert.Contains("precision fp16: MatMul/Gemm in float16", stdout);
+        Assert.Equal(0, CliProcess.Run(Args(tf32, "--precision tf32"), output).Code);
+        var (a, b) = (Losses(fp32), Losses(fp16));
+        Assert.Equal(6, b.Length);
+        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-3 * Math.Abs(a[i]), $"step {i + 1}: fp16 loss {b[i]} vs fp32 {a[i]}");
+        Assert.Equal(a, Losses(tf32));
+        Assert.All(File.ReadLines(Path.Combine(fp16, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.TryGetProperty("loss", out _)),
+            e => Assert.Equal(256, e.GetProperty("loss_scale").GetDouble()));
+        Assert.Equal("fp16", JsonDocument.Parse(File.ReadAllText(Path.Combine(Checkpoints(fp16).Last(), "trainer_state.json"))).RootElement.GetProperty("precision").GetString());
+
+        foreach (var (extra, message) in new[]
+        {
+            ("--precision bf16", "--precision bf16 needs --device cuda"),
+            ("--precision fp8", "--precision 'fp8' is not one of fp32, tf32, bf16, fp16"),
+            ("--precision fp16 --loss-scale 0", "InitScale must be a positive number"),
+        })
+        {
+            var never = Never;
+            var (c, stderr) = CliProcess.Run(Args(never, extra), output);
+            Assert.Equal(1, c);
+            Assert.Contains(message, stderr);
+            Assert.Single(stderr.Trim().Split('\n'));
+            Assert.False(Directory.Exists(never));
+        }
+    }
+
+    private static string[] Checkpoints(string outDir) => Directory.GetDirectories(Path.Combine(outDir, "checkpoints")).Order(StringComparer.Ordinal).ToArray();
+
     private static double[] Losses(string outDir) => File.ReadLines(Path.Combine(outDir, "metrics.jsonl"))
         .Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.TryGetProperty("loss", out _)).Select(e => e.GetProperty("loss").GetDouble()).ToArray();
 }

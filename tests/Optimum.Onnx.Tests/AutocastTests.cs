@@ -99,12 +99,13 @@ public sealed class AutocastTests(ITestOutputHelper output)
     /// <summary>
     /// What the CPU makes of float16 products, as a closed form: 1 + 2^-12 is not a float16 (it rounds to 1), so a float16
     /// product of it and 1 is 1; ONNX Runtime 1.31's CPU provider gives 1 + 2^-12 at every optimisation level. It has no float16
-    /// MatMul kernel on this CPU, so it runs the node in float32 between casts of its own and then drops the float32 -> float16
-    /// -> float32 round trip those casts make with the graph's: a product's operands are not rounded on the CPU. Casts that do not
+    /// MatMul kernel on this CPU, so it runs the node in float32 between casts of its own and then drops the float32 -&gt; float16
+    /// -&gt; float32 round trip those casts make with the graph's: a product's operands are not rounded on the CPU. Casts that do not
     /// meet one of ORT's (a gradient cast down into a float16 chain) still round and saturate at 65504, which is why an fp16 run's
     /// scaled gradients overflow on the CPU too (MixedPrecisionTrainingTests). So CPU fp16 runs check the casts, the loss scaling
     /// and the checkpoints, not float16 numerics; the README and the closing note say so. If this starts failing, ORT rounds on the
     /// CPU and the fp16 parity tests can be tightened.
+    /// </summary>
     [Theory]
     [InlineData(Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_DISABLE_ALL)]
     [InlineData(Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL)]

@@ -7,7 +7,9 @@ public sealed class MlpKind : ModelKind<MlpConfig>
     public override string TrainingData => "digits files (.csv.gz: 64 pixels 0..16, then the label) or labelled image .safetensors files (input_size = channels × height × width)";
     public override string ThroughputUnit => "examples/s";
 
-    public override void Write(string dir, MlpConfig c) => Artifacts.Write(dir, "mlp", c.ToHf(), (g, training) => Mlp.Define(g, training, c));
+    public override void Write(string dir, MlpConfig c) => Artifacts.Write(dir, "mlp", c.ToHf(), Define(c));
+
+    public override Func<GraphBuilder, bool, ModelOutputs> Define(MlpConfig c) => (g, training) => Mlp.Define(g, training, c);
 
     public override float[][] Initialize(IReadOnlyList<ParameterInfo> parameters, MlpConfig config, int seed) => Mlp.Initialize(parameters, seed);
 

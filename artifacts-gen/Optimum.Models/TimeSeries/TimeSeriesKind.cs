@@ -20,9 +20,10 @@ public sealed class TimeSeriesKind : ModelKind<TimeSeriesConfig>
         TimeSeriesModel.DefineEncoder(encoder, c);
         var decoder = new GraphBuilder(c.ModelType + "_decoder");
         TimeSeriesModel.DefineDecoder(decoder, c);
-        Artifacts.Write(dir, c.ModelType, c.ToHf(), (g, training) => TimeSeriesModel.Define(g, training, c),
-            [(ModelFolder.EncoderFile, "encoder", encoder), (ModelFolder.DecoderFile, "decoder", decoder)]);
+        Artifacts.Write(dir, c.ModelType, c.ToHf(), Define(c), [(ModelFolder.EncoderFile, "encoder", encoder), (ModelFolder.DecoderFile, "decoder", decoder)]);
     }
+
+    public override Func<GraphBuilder, bool, ModelOutputs> Define(TimeSeriesConfig c) => (g, training) => TimeSeriesModel.Define(g, training, c);
 
     /// <summary>
     /// HF's _init_weights: Linear, Conv1d and Embedding weights ~ N(0, init_std), biases 0, LayerNorm and

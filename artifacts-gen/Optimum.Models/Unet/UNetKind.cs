@@ -48,9 +48,11 @@ public sealed class UNetKind : ModelKind<UNet2DConfig>
     {
         var denoiser = new GraphBuilder("unet_denoiser");
         UNet2D.DefineDenoiser(denoiser, c);
-        Artifacts.Write(dir, UNet2DConfig.ClassName, c.ToHf(), (g, training) => UNet2D.Define(g, training, c), [(ModelFolder.InferenceFile, "inference", denoiser)]);
+        Artifacts.Write(dir, UNet2DConfig.ClassName, c.ToHf(), Define(c), [(ModelFolder.InferenceFile, "inference", denoiser)]);
         if (!File.Exists(Path.Combine(dir, SchedulerConfig.FileName))) new SchedulerConfig().Save(dir);
     }
+
+    public override Func<GraphBuilder, bool, ModelOutputs> Define(UNet2DConfig c) => (g, training) => UNet2D.Define(g, training, c);
 
     /// <summary>
     /// The scheduler_config.json of a diffusers folder: beside its config.json, or in the pipeline's scheduler/ folder
