@@ -212,6 +212,23 @@ public sealed class DiffusionTrainingTests : IDisposable
         ModelKinds.For(ModelFolder.ReadConfig(Path.Combine(_dir, "unet"))).OpenTrainingData(new DataOptions(Path.Combine(_dir, "unet"), [file], ValidationFraction: 0.2, Seed: 4, LabelDropout: 0.1),
             Config(), _ => { });
 
+    /// <summary>--precision fp16 on the UNet: its attention and linear products in float16 (convolutions stay float32), losses tracking fp32's.</summary>
+    [Fact]
+    public void UNet_Fp16_TracksFp32()
+    {
+        var (_, init) = Model();
+        var file = PatternFile("fp16.safetensors", 48, 3);
+        TrainResult Run(TrainingPrecision p)
+        {
+            using var t = new Trainer(Options(EnumNames.Name(p), 4) with { Precision = p, LossScaling = new LossScalerOptions { InitScale = 1024 } }, Data(file), init);
+            return t.Run();
+        }
+        var (fp32, fp16) = (Run(TrainingPrecision.Fp32), Run(TrainingPrecision.Fp16));
+        Assert.Equal(0, fp16.SkippedSteps);
+        for (int i = 0; i < 4; i++)
+            Assert.True(Math.Abs(fp16.History[i].Loss - fp32.History[i].Loss) <= 1e-3 * Math.Abs(fp32.History[i].Loss), $"step {i + 1}: {fp16.History[i].Loss} vs {fp32.History[i].Loss}");
+    }
+
     [Fact]
     public void ClassConditionalUNet_Learns_ResumesExactlyWithItsEma_AndExportsTheEma()
     {

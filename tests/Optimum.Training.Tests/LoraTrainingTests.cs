@@ -79,6 +79,28 @@ public sealed class LoraTrainingTests : IDisposable
         Assert.True(File.Exists(Path.Combine(_dir, "lora", "hf", "model.safetensors")));
     }
 
+    /// <summary>
+    /// LoRA with --precision fp16: the graphs are rebuilt from the LoRA-adapted definition (the adapters' products in float16
+    /// too), so only A and B train and the losses track the fp32 LoRA run's.
+    /// </summary>
+    [Fact]
+    public void LoraRun_Fp16_RebuildsTheAdaptedGraphs_AndTracksFp32()
+    {
+        var fp32 = TrainingJob.Run(Options("lora32", 4, Lora));
+        var o = Options("lora16", 4, Lora);
+        using var job = TrainingJob.Open(o with { Trainer = o.Trainer with { Precision = TrainingPrecision.Fp16, LossScaling = new LossScalerOptions { InitScale = 256 } } });
+        Assert.True(job.Trainer.Session.UsesLossScale);
+        var store = job.Trainer.Store;
+        var before = store.Export();
+        var fp16 = job.Run();
+        Assert.Equal(0, fp16.SkippedSteps);
+        for (int i = 0; i < 4; i++)
+            Assert.True(Math.Abs(fp16.History[i].Loss - fp32.History[i].Loss) <= 1e-3 * fp32.History[i].Loss, $"step {i + 1}: {fp16.History[i].Loss} vs {fp32.History[i].Loss}");
+        var lora = job.Lora!.Modules.SelectMany(m => new[] { m.AName, m.BName }).ToHashSet();
+        for (int i = 0; i < store.Parameters.Count; i++)
+            Assert.Equal(lora.Contains(store.Parameters[i].Name), !before[i].AsSpan().SequenceEqual(store.Param(i)));
+    }
+
     [Fact]
     public void LoraOptions_AreValidated()
     {

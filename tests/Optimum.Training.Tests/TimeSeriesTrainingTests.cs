@@ -33,6 +33,25 @@ public sealed class TimeSeriesTrainingTests : IDisposable
         Session = new SessionSettings { IntraOpThreads = 1 },
     };
 
+    /// <summary>--precision fp16 rebuilds the informer's graphs with float16 products and a loss scale: the losses track fp32's (CPU: float32 products, see MixedPrecisionTrainingTests).</summary>
+    [Fact]
+    public void Informer_Fp16_TracksFp32()
+    {
+        var cfg = Config("informer");
+        ModelKinds.Write(Path.Combine(_dir, "informer"), cfg);
+        var init = ModelKinds.Initialize(ModelFolder.ReadParameters(Path.Combine(_dir, "informer")), cfg, 1);
+        TrainResult Run(TrainingPrecision p)
+        {
+            using var t = new Trainer(Options("informer", EnumNames.Name(p), 4) with { Precision = p, LossScaling = new LossScalerOptions { InitScale = 1024 } }, Data(cfg), init);
+            return t.Run();
+        }
+        var (fp32, fp16) = (Run(TrainingPrecision.Fp32), Run(TrainingPrecision.Fp16));
+        Assert.Equal(0, fp16.SkippedSteps);
+        for (int i = 0; i < 4; i++)
+            Assert.True(Math.Abs(fp16.History[i].Loss - fp32.History[i].Loss) <= 1e-3 * Math.Abs(fp32.History[i].Loss), $"step {i + 1}: {fp16.History[i].Loss} vs {fp32.History[i].Loss}");
+        Assert.True(Math.Abs(fp16.Evals[^1].ValidationLoss - fp32.Evals[^1].ValidationLoss) <= 1e-3 * Math.Abs(fp32.Evals[^1].ValidationLoss));
+    }
+
     [Fact]
     public void Informer_Learns_UpdatesBatchNormStatistics_LeavesPositionTables_AndResumesExactly()
     {

@@ -127,7 +127,9 @@ public static class LoraGraph
             {
                 var module = w.Name[..^".weight".Length];
                 if (!config.Matches(module)) continue;
-                var users = g.Nodes.Where(n => n.Inputs.Contains(w)).ToArray();
+                // A mixed-precision graph (GraphBuilder.Autocast) casts the weight first: the cast's users are the weight's.
+                Node[] Users(Value v) => g.Nodes.Where(n => n.Inputs.Contains(v)).ToArray();
+                var users = Users(w).SelectMany(n => n.OpType == "Cast" ? Users(n.Outputs[0]) : [n]).ToArray();
                 var other = users.FirstOrDefault(n => n.OpType is not ("MatMul" or "Gemm" or "Transpose"));
                 if (other is not null || (!_adapted.ContainsKey(module) && users.Length > 0))
                 {
