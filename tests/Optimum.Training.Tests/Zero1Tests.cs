@@ -101,6 +101,32 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    /// <summary>
+    /// fp16 under ZeRO-1: whether a step overflows depends on each micro-batch's backward pass, so the reference is one rank
+    /// accumulating the same two micro-batches of 3. A scale that overflows on the first steps makes both ranks skip them together
+    /// (the gradient norm they test is summed over the ranks), their scales halve alike, and the weights match the reference.
+    /// </summary>
+    [Fact]
+    public void Zero1_Fp16_SkipsOverflowedStepsOnEveryRank_AndMatchesOneRankAccumulating()
+    {
+        TrainerOptions Fp16(TrainerOptions o) => o with { Precision = TrainingPrecision.Fp16, LossScaling = new LossScalerOptions { InitScale = Math.Pow(2, 23) } };
+        var (single, one, _) = Train(1, "fp16-1", edit: o => Fp16(o) with { BatchSize = GlobalBatch / 2, GradAccum = 2 });
+        int k = one.History.TakeWhile(m => m.Skipped).Count();
+        Assert.InRange(k, 1, 6);
+        var world = new InProcessWorld(2);
+        var runs = world.Run(c =>
+        {
+            using var t = new Trainer(Fp16(Options(2, "fp16-2")), Data(), Init(), c);
+            var r = t.Run();
+            return (Weights: t.Store.Export(), Result: r, Scale: t.LossScaler!.Scale);
+        });
+        Assert.Equal(runs[0].Scale, runs[1].Scale);
+        Assert.All(runs, x => Assert.Equal(one.History.Select(m => (m.Skipped, m.LossScale)), x.Result.History.Select(m => (m.Skipped, m.LossScale))));
+        double elementwise = MaxRelativeDiff(single, runs[0].Weights);
+        output.WriteLine($"fp16 ZeRO-1 N=2 vs N=1 accumulating: {k} skipped steps, max elementwise relative difference {elementwise:E2}");
+        Assert.True(elementwise <= 1e-5, $"parameters differ by {elementwise:E2}");
+    }
+
     [Fact]
     public void Resume_OnTheSameNumberOfRanks_IsBitExact()
     {
