@@ -87,12 +87,13 @@ var tLoraTargets = new Option<string[]>("--lora-targets") { Description = "Modul
 var tDevice = DeviceOption.Create();
 var tOptGraph = new Option<bool>("--optimizer-graph") { Description = "Run the optimizer update as an ONNX graph on --device (for GPUs) instead of the fused C# update (faster on the CPU)." };
 var tPrecision = new Option<string>("--precision") { Description = "What matrix products compute in: fp32 (strict float32 on CUDA), tf32 (TF32 tensor cores allowed on CUDA; float32 on the CPU), bf16 (needs --device cuda) or fp16 (dynamic loss scaling); softmax, norms, loss and the master weights stay float32.", DefaultValueFactory = _ => "fp32" };
+var tStateOnDevice = new Option<string>("--state-on-device") { Description = "auto (the default: on for --device cuda, off on the CPU), on or off: keep parameters, gradients and optimizer state in the device's memory and step them there with ONNX graphs (only the loss and the gradient norm come to the host each step).", DefaultValueFactory = _ => "auto" };
 var tLossScale = new Option<double>("--loss-scale") { Description = "fp16: the initial loss scale (halved on each overflowed step, doubled after 2000 good ones; torch's GradScaler).", DefaultValueFactory = _ => 65536 };
 var tLoraDropout = new Option<double?>("--lora-dropout") { Description = "Dropout on the LoRA input (default 0)." };
 var train = new Command("train", "Train a model folder on text with AdamW/SGD, schedules, clipping, accumulation, checkpoints and exact resume.")
 {
     tModel, tData, tOut, tSteps, tBatch, tSeq, tLr, tWarm, tSched, tAccum, tClip, tEval, tEvalN, tSave, tKeep, tResume, tOverwrite, tSeed, tOpt, tWd, tThreads, tSkip, tRanks, tStop,
-    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice, tOptGraph, tBlend, tPrecision, tLossScale,
+    tEma, tEmaDecay, tLabelDrop, tFreeze, tLoraR, tLoraAlpha, tLoraTargets, tLoraDropout, tDevice, tOptGraph, tBlend, tPrecision, tLossScale, tStateOnDevice,
 };
 train.SetAction(r =>
 {
@@ -155,6 +156,11 @@ TrainerOptions TrainerOptionsFrom(ParseResult r, int threads) => new()
     Lora = LoraFrom(r),
     Precision = EnumNames.Parse<TrainingPrecision>(r.GetValue(tPrecision)!, "--precision"),
     LossScaling = new LossScalerOptions { InitScale = r.GetValue(tLossScale) },
+    StateOnDevice = r.GetValue(tStateOnDevice) switch
+    {
+        "auto" => null, "on" => true, "off" => false,
+        var v => throw new ArgumentException($"--state-on-device '{v}' is not one of auto, on, off."),
+    },
 };
 
 Optimum.Onnx.Lora.LoraConfig? LoraFrom(ParseResult r)

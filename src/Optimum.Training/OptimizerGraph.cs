@@ -26,8 +26,17 @@ public sealed unsafe class OptimizerGraph : IDisposable
     private readonly List<OrtValue> _values = [];
     private readonly float[] _lr = new float[1], _stepSize = new float[1], _invSqrtBc2 = new float[1];
 
-    /// <summary>Builds the graph for <paramref name="optimizer"/> and binds its buffers; the optimizer owns the buffers, this object its session.</summary>
-    internal OptimizerGraph(Optimizer optimizer, SessionSettings settings)
+    /// <summary>
+    /// Where the buffers an optimizer graph updates live: their memory (a device's, <see cref="DeviceState"/>) and the addresses of
+    /// the slice's parameters, gradients and state tensors.
+    /// </summary>
+    internal sealed record Placement(OrtMemoryInfo Memory, nint Params, nint Grads, IReadOnlyList<nint> State);
+
+    /// <summary>
+    /// Builds the graph for <paramref name="optimizer"/> and binds its buffers, or those of <paramref name="placement"/> (device
+    /// copies of them); the owner of the buffers disposes them after this object, which owns its session.
+    /// </summary>
+    internal OptimizerGraph(Optimizer optimizer, SessionSettings settings, Placement? placement = null)
     {
         _opt = optimizer;
         long n = optimizer.End - optimizer.Begin;
@@ -39,14 +48,15 @@ public sealed unsafe class OptimizerGraph : IDisposable
             // Inside the try: a session that fails to build still releases _runOptions.
             _session = new InferenceSession(ModelWriter.ToBytes(graph), options);
             _binding = _session.CreateIoBinding();
-            OrtValue View(float* p) => Keep(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, [n], (nint)p, n * sizeof(float)));
-            var param = View(optimizer.Store.ParamsPtr + optimizer.Begin);
+            var memory = placement?.Memory ?? OrtMemoryInfo.DefaultInstance;
+            OrtValue View(float* p) => Keep(OrtValue.CreateTensorValueWithData(memory, TensorElementType.Float, [n], (nint)p, n * sizeof(float)));
+            var param = View(placement is null ? optimizer.Store.ParamsPtr + optimizer.Begin : (float*)placement.Params);
             _binding.BindInput("param", param);
             _binding.BindOutput("param.out", param);
-            _binding.BindInput("grad", View(optimizer.Store.GradsPtr + optimizer.Begin));
+            _binding.BindInput("grad", View(placement is null ? optimizer.Store.GradsPtr + optimizer.Begin : (float*)placement.Grads));
             for (int k = 0; k < optimizer.StateNames.Count; k++)
             {
-                var state = View(optimizer.StatePtr(k));
+                var state = View(placement is null ? optimizer.StatePtr(k) : (float*)placement.State[k]);
                 _binding.BindInput(optimizer.StateNames[k], state);
                 _binding.BindOutput(optimizer.StateNames[k] + ".out", state);
             }

@@ -31,6 +31,7 @@ public sealed class Trainer : IDisposable
     private readonly float[]? _shardGrads;
     private readonly EmaWeights? _ema;
     private readonly LossScaler? _scaler;
+    private readonly DeviceState? _device;
     private double _commSeconds;
 
     /// <summary>The smallest loss scale an fp16 run goes on with: below it float16 gradients are lost at any scale.</summary>
@@ -65,21 +66,25 @@ public sealed class Trainer : IDisposable
             _frozenSha256 = Frozen.Count > 0 ? Freezing.Checksum(_store, Frozen) : null;
             // fp32 is strict float32 on CUDA (ORT's CUDA provider allows TF32 by default); tf32 allows it. Both are float32 on the CPU.
             var settings = options.Session with { Tf32 = options.Precision == TrainingPrecision.Tf32 };
-            _session = new TrainingSession(options.ModelDir, _store, settings, MixedGraphs(options, define));
+            var graphs = MixedGraphs(options, define);
             var (begin, end) = _store.Shard(_comm.Rank);
             _opt = Optimizer.Create(_store, options.Optimizer, begin, end);
-            if (options.OptimizerGraph) _opt.UseGraph(settings);
+            // On the device the optimizer always runs as a graph, over the device's copy of its state (the host's is the mirror).
+            if (options.KeepsStateOnDevice) _device = new DeviceState(_store, _opt, settings, accumulate: options.GradAccum > 1 || _comm.Size > 1);
+            else if (options.OptimizerGraph) _opt.UseGraph(settings);
+            _session = new TrainingSession(options.ModelDir, _store, settings, graphs, _device);
         }
         catch
         {
             // The session is bound to the store's memory: it goes first.
             _session?.Dispose();
+            _device?.Dispose();
             _opt?.Dispose();
             _store.Dispose();
             throw;
         }
         _schedule = new LrSchedule(options.Schedule, options.Lr, options.Warmup, options.Steps);
-        if (options.GradAccum > 1) _accum = new float[_store.Length];
+        if (options.GradAccum > 1 && _device is null) _accum = new float[_store.Length];        // the device state accumulates in its own memory
         if (_comm.Size > 1) _shardGrads = new float[_store.ShardLength];
         // Only rank 0 writes checkpoints and the export, so only it keeps the average (every rank has all weights after the all-gather).
         if (options.Ema is { } ema && Lead) _ema = new EmaWeights(_store, ema);
@@ -175,6 +180,7 @@ public sealed class Trainer : IDisposable
             var dir = r.Resolve(CheckpointRoot);
             CheckCompatible(Checkpoints.ReadState(dir), dir);
             var state = Checkpoints.Load(dir, _store, _opt, _ema, _scaler);
+            _device?.Upload();
             (start, skipped) = (state.Step, state.SkippedSteps);
             if (Lead) Log?.Invoke($"resumed from {dir} at step {start} ({state.WorldSize} rank(s) then, {_comm.Size} now)");
         }
@@ -219,7 +225,7 @@ public sealed class Trainer : IDisposable
             // Buffers updated by the forward pass (BatchNorm running statistics) saw only this rank's samples: average them.
             if (_comm.Size > 1)
                 foreach (var b in _session.UpdatedBuffers)
-                    Timed(() => { var v = _store.Param(b); _comm.AllReduceSum(v); VectorMath.Scale(v, 1f / _comm.Size); return 0; });
+                    Timed(() => { var v = _store.Param(b); _comm.AllReduceSum(v); VectorMath.Scale(v, 1f / _comm.Size); _device?.SetParam(b, v.ToArray()); return 0; });
             double total = weight;
             double loss = total > 0 ? weightedLoss / total : 0;
             var (sb, se) = _store.Shard(_comm.Rank);
@@ -227,17 +233,24 @@ public sealed class Trainer : IDisposable
             if (_shardGrads is not null)
             {
                 // ZeRO-1: sum the weighted gradients, leave each rank its shard, divide by the global weight.
+                // Device state: staged through host memory for the collectives (the whole gradient down, this rank's shard up).
+                _device?.DownloadGrads();
                 Timed(() => { _comm.ReduceScatterSum(_store.AllGrads, _shardGrads); return 0; });
                 total = Timed(() => _comm.AllReduceSum(weight));
                 _shardGrads.CopyTo(shard);
                 VectorMath.Scale(shard, total > 0 ? (float)(1 / total) : 0f);
+                _device?.UploadGrads(sb, se);
                 double sum = Timed(() => _comm.AllReduceSum(weightedLoss));
                 loss = total > 0 ? sum / total : 0;
                 tokens = (long)Timed(() => _comm.AllReduceSum(tokens));
             }
             // fp16: the gradients are of loss x scale; the norm, clipping and the update see the true ones (GradScaler.unscale_).
-            if (_scaler is not null) VectorMath.Scale(shard, (float)(1.0 / _scaler.Scale));
-            double local = VectorMath.SumSquares(shard);
+            if (_scaler is not null)
+            {
+                if (_device is not null) _device.ScaleGrads(sb, se, (float)(1.0 / _scaler.Scale));
+                else VectorMath.Scale(shard, (float)(1.0 / _scaler.Scale));
+            }
+            double local = _device?.SumSquares(sb, se) ?? VectorMath.SumSquares(shard);
             double norm = Math.Sqrt(_comm.Size > 1 ? Timed(() => _comm.AllReduceSum(local)) : local);
             // A step whose batches have no target to learn from (every future unobserved) is skipped, not an error.
             bool empty = total == 0;
@@ -260,15 +273,30 @@ public sealed class Trainer : IDisposable
             if (bad)
             {
                 skipped++;
-                for (int i = 0; i < buffersBefore.Length; i++) buffersBefore[i].CopyTo(_store.Param(_session.UpdatedBuffers[i]));
+                for (int i = 0; i < buffersBefore.Length; i++)
+                {
+                    buffersBefore[i].CopyTo(_store.Param(_session.UpdatedBuffers[i]));
+                    _device?.SetParam(_session.UpdatedBuffers[i], buffersBefore[i]);
+                }
             }
             else
             {
-                if (_o.ClipNorm > 0 && norm > _o.ClipNorm) VectorMath.Scale(shard, (float)(_o.ClipNorm / (norm + 1e-6)));
+                if (_o.ClipNorm > 0 && norm > _o.ClipNorm)
+                {
+                    float clip = (float)(_o.ClipNorm / (norm + 1e-6));
+                    if (_device is not null) _device.ScaleGrads(sb, se, clip);
+                    else VectorMath.Scale(shard, clip);
+                }
                 var o0 = clock.Elapsed.TotalSeconds;
-                _opt.Step(step + 1 - skipped, lr);
+                if (_device is not null) _device.Step(step + 1 - skipped, lr);
+                else _opt.Step(step + 1 - skipped, lr);
                 optSeconds = clock.Elapsed.TotalSeconds - o0;
-                if (_comm.Size > 1) Timed(() => { _comm.AllGather(_store.AllParams); return 0; });
+                if (_comm.Size > 1)
+                {
+                    _device?.DownloadParams(sb, se);
+                    Timed(() => { _comm.AllGather(_store.AllParams); return 0; });
+                    _device?.UploadParams(0, _store.Length);
+                }
                 _ema?.Update(step + 1 - skipped);
             }
             var dt = clock.Elapsed.TotalSeconds - t0;
@@ -287,6 +315,8 @@ public sealed class Trainer : IDisposable
             if (_o.SaveEvery > 0 && (step + 1) % _o.SaveEvery == 0 && step + 1 < _o.Steps) last = Save(step + 1, skipped);
         }
         if ((step > start || interrupted) && step != _lastSaved) last = Save(step, skipped);
+        // The host mirror holds the trained weights and state when Run returns (Store, Optimizer, the export).
+        _device?.Download();
         if (!interrupted && _o.Export && Lead) ExportFinal();
         _comm.Barrier();
         return new TrainResult(step, interrupted, last, history, evals, skipped);
@@ -304,7 +334,7 @@ public sealed class Trainer : IDisposable
         double loss = 0, weight = 0;
         long tokens = 0;
         var grads = _store.AllGrads;
-        bool weighted = _accum is not null || _comm.Size > 1;
+        bool weighted = _o.GradAccum > 1 || _comm.Size > 1;
         for (int micro = 0; micro < _o.GradAccum; micro++)
         {
             // Global samples of micro-batch (step, micro) are N consecutive batches; this rank takes its own.
@@ -315,10 +345,21 @@ public sealed class Trainer : IDisposable
             weight += w;
             tokens += _train.Tokens;
             if (!weighted) continue;
+            if (_device is not null)
+            {
+                _device.Accumulate((float)w, first: micro == 0);
+                continue;
+            }
             VectorMath.Scale(grads, (float)w);
             if (_accum is null) continue;
             if (micro == 0) grads.CopyTo(_accum);
             else VectorMath.Add(_accum, grads);
+        }
+        if (_device is not null)
+        {
+            // One rank: the weighted mean; ZeRO-1: the weighted sum, which the reduce-scatter adds up and divides.
+            if (weighted) _device.TakeAccumulated(_comm.Size == 1 ? (weight > 0 ? (float)(1 / weight) : 0f) : 1f);
+            return (loss, weight, tokens);
         }
         if (_accum is not null) _accum.CopyTo(grads);
         if (weighted && _comm.Size == 1) VectorMath.Scale(grads, weight > 0 ? (float)(1 / weight) : 0f);
@@ -359,6 +400,7 @@ public sealed class Trainer : IDisposable
             WorldSize = _comm.Size, GlobalBatch = SamplesPerStep, Ema = _o.Ema, Frozen = Frozen, FrozenSha256 = _frozenSha256,
             Precision = EnumNames.Name(_o.Precision),
         };
+        _device?.Download();
         var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm, _ema, _scaler);
         if (Lead) Log?.Invoke($"checkpoint {dir}");
         return dir;
@@ -417,6 +459,7 @@ public sealed class Trainer : IDisposable
     public void Dispose()
     {
         _session.Dispose();
+        _device?.Dispose();
         _opt.Dispose();
         _store.Dispose();
     }

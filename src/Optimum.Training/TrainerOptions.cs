@@ -71,6 +71,16 @@ public sealed record TrainerOptions
     /// bf16 needs <c>--device cuda</c>.
     /// </summary>
     public TrainingPrecision Precision { get; init; }
+    /// <summary>
+    /// Keep parameters, gradients and optimizer state in the memory of <see cref="SessionSettings.Device"/> and run the optimizer,
+    /// the gradient norm, clipping and accumulation there as ONNX graphs (<see cref="DeviceState"/>), so a step copies only the
+    /// loss and the squared gradient norm to the host (ZeRO-1 stages its collectives through host memory). Null (the default):
+    /// on for CUDA, off on the CPU, where the host path (fused C# optimizer) is faster; true on the CPU runs the device path in
+    /// host memory. Not with <see cref="Ema"/> (the average is kept on the host).
+    /// </summary>
+    public bool? StateOnDevice { get; init; }
+    /// <summary>Whether this run keeps its state on the device (<see cref="StateOnDevice"/>, or CUDA when it is null).</summary>
+    public bool KeepsStateOnDevice => StateOnDevice ?? Session.Device.IsCuda;
     /// <summary>fp16's dynamic loss scaling (torch.amp.GradScaler's defaults); its state is checkpointed so a resume scales as the straight run.</summary>
     public LossScalerOptions LossScaling { get; init; } = new();
 
@@ -93,6 +103,8 @@ public sealed record TrainerOptions
         LossScaling.Validate();
         if (Precision == TrainingPrecision.Bf16 && !Session.Device.IsCuda)
             throw new ArgumentException("--precision bf16 needs --device cuda: ONNX Runtime's CPU provider has no bfloat16 MatMul or Gemm kernel. On the CPU train in fp32 or fp16.");
+        if (KeepsStateOnDevice && Ema is not null)
+            throw new ArgumentException($"--ema keeps the weights' average in host memory, which a run with its training state on {Session.Device} would copy every step; give --state-on-device off to train with --ema.");
         if (Overwrite && Resume is not null) throw new ArgumentException($"--overwrite starts over and --resume {Resume} continues a run: give one of them.");
     }
 }

@@ -35,9 +35,11 @@ public sealed class TrainingSession : IDisposable
     /// <param name="store">The flat parameter and gradient buffers the graphs are bound to.</param>
     /// <param name="settings">Session settings (threads, arena, device).</param>
     /// <param name="graphs">Graphs to run instead of the folder's (mixed precision); their parameters must be the folder's.</param>
-    public TrainingSession(string modelDir, ParameterStore store, SessionSettings? settings = null, TrainingGraphs? graphs = null)
+    /// <param name="device">Training state in device memory: the sessions bind its views instead of the store's (the store is its host mirror).</param>
+    public TrainingSession(string modelDir, ParameterStore store, SessionSettings? settings = null, TrainingGraphs? graphs = null, DeviceState? device = null)
     {
         _graphs = graphs;
+        _device = device;
         _store = store;
         settings ??= new SessionSettings();
         (_modelDir, _settings) = (modelDir, settings);
@@ -60,8 +62,8 @@ public sealed class TrainingSession : IDisposable
         for (int i = 0; i < store.Parameters.Count; i++)
         {
             var p = store.Parameters[i];
-            _trainBinding.BindInput(p.Name, store.ParamValue(i));
-            if (p.Trainable) _trainBinding.BindOutput(TrainingGraph.GradPrefix + p.Name, store.GradValue(i));
+            _trainBinding.BindInput(p.Name, device?.ParamValue(i) ?? store.ParamValue(i));
+            if (p.Trainable) _trainBinding.BindOutput(TrainingGraph.GradPrefix + p.Name, device?.GradValue(i) ?? store.GradValue(i));
             else if (trainOutputs.Contains(TrainingGraph.UpdatePrefix + p.Name))
             {
                 // The buffer's new value lands beside the store and is copied in after the run (ORT must not write an input it reads).
@@ -81,6 +83,7 @@ public sealed class TrainingSession : IDisposable
     }
 
     private readonly TrainingGraphs? _graphs;
+    private readonly DeviceState? _device;
     private readonly float[] _lossScale = [1f];
     private readonly OrtValue _evalLossValue;
     private readonly OrtValue _evalSeed;
@@ -92,7 +95,7 @@ public sealed class TrainingSession : IDisposable
         using var options = _settings.CreateOptions(training: true);
         var eval = _graphs is null ? Open(Path.Combine(_modelDir, ModelFolder.EvalFile), options) : Open(_graphs.Eval, options);
         var binding = eval.CreateIoBinding();
-        for (int i = 0; i < _store.Parameters.Count; i++) binding.BindInput(_store.Parameters[i].Name, _store.ParamValue(i));
+        for (int i = 0; i < _store.Parameters.Count; i++) binding.BindInput(_store.Parameters[i].Name, _device?.ParamValue(i) ?? _store.ParamValue(i));
         binding.BindOutput("loss", _evalLossValue);
         // Graphs with random choices outside dropout (ProbSparse attention's key sampling) take a seed in eval too: a fixed one.
         if (EvalInputs.Contains(GraphInputs.DropoutSeed)) binding.BindInput(GraphInputs.DropoutSeed, _evalSeed);
@@ -170,7 +173,11 @@ public sealed class TrainingSession : IDisposable
         Bind(_trainBinding, training: true, TrainInputs, batch);
         _seed[0] = dropoutSeed;
         _train.RunWithBinding(_run, _trainBinding);
-        foreach (var (i, next) in _updates) next.CopyTo(_store.Param(i));
+        foreach (var (i, next) in _updates)
+        {
+            next.CopyTo(_store.Param(i));
+            _device?.SetParam(i, next);           // small buffers (BatchNorm statistics): through the host
+        }
         return _trainLoss[0];
     }
 

@@ -146,6 +146,36 @@ public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    /// <summary>
+    /// --state-on-device on: the digits MLP trains with its state in ORT-allocated memory, stepped by graphs, to the host path's
+    /// losses (SGD's and AdamW's rounding aside); a bad value is refused. bench train measures fp32 and fp16, host and device state.
+    /// </summary>
+    [Fact]
+    public void Train_StateOnDevice_GivesTheHostPathsLosses_AndBenchTrainMeasuresIt()
+    {
+        string Args(string outDir, string extra) => $"train --model {Repo.Path("models", "mlp-digits")} --data {Repo.Path("samples", "data", "digits.csv.gz")} --out {outDir} " +
+            $"--steps 6 --warmup 2 --batch-size 16 --grad-accum 2 --eval-every 0 --eval-samples 32 --save-every 0 --threads 1 {extra}";
+        var (host, device) = (Path.Combine(_dir, "host"), Path.Combine(_dir, "device"));
+        Assert.Equal(0, CliProcess.Run(Args(host, "--state-on-device off"), output).Code);
+        Assert.Equal(0, CliProcess.Run(Args(device, "--state-on-device on"), output).Code);
+        var (a, b) = (Losses(host), Losses(device));
+        Assert.Equal(6, b.Length);
+        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * Math.Abs(a[i]), $"step {i + 1}: device state {b[i]} vs host {a[i]}");
+        var never = Never;
+        var (code, stderr) = CliProcess.Run(Args(never, "--state-on-device yes"), output);
+        Assert.Equal(1, code);
+        Assert.Contains("--state-on-device 'yes' is not one of auto, on, off", stderr);
+        Assert.False(Directory.Exists(never));
+
+        var (c, stdout, _) = CliProcess.RunWithOutput("bench train --layers 1 --width 16 --heads 2 --seq 8 --vocab 50 --batch 2 --steps 2 --warmup 1 --precision fp32,fp16 --state-on-device --json", output);
+        Assert.Equal(0, c);
+        var rows = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(e => e.GetProperty("bench").GetString() == "train" && e.TryGetProperty("precision", out _)).ToArray();
+        Assert.Equal(["fp32", "fp16"], rows.Select(e => e.GetProperty("precision").GetString()));
+        Assert.All(rows, e => Assert.Equal("device (cpu)", e.GetProperty("state").GetString()));
+        Assert.All(rows, e => Assert.True(e.GetProperty("tokens_per_s").GetDouble() > 0 && e.GetProperty("peak_rss_mb").GetDouble() > 0));
+    }
+
     private static string[] Checkpoints(string outDir) => Directory.GetDirectories(Path.Combine(outDir, "checkpoints")).Order(StringComparer.Ordinal).ToArray();
 
     private static double[] Losses(string outDir) => File.ReadLines(Path.Combine(outDir, "metrics.jsonl"))

@@ -39,12 +39,15 @@ public static class BenchCommands
         var arena = new Option<Arena?>("--arena") { Description = "ORT's CPU arena for the training graph: Shared (the default: one for the process, grown by what is asked for), PerSession (ORT's own, per session) or Off." };
         var optimizerGraph = new Option<bool>("--optimizer-graph") { Description = "Step AdamW as an ONNX graph on --device instead of the fused C# update (optimizer_ms compares them)." };
         var pattern = new Option<bool?>("--memory-pattern") { Description = "ORT's memory pattern for the training graph (off by default for training: one block for the whole plan costs 2 GB on GPT-2 124M)." };
+        var trainPrecision = new Option<string>("--precision") { Description = "Training precisions to measure in turn, e.g. fp32,tf32,bf16,fp16 (bf16 needs --device cuda; on the CPU fp16 products run in float32, see README).", DefaultValueFactory = _ => "fp32" };
+        var stateOnDevice = new Option<bool>("--state-on-device") { Description = "Keep parameters, gradients and AdamW state in --device's memory, the update as an ONNX graph there (the default for train --device cuda)." };
         var loraR = new Option<int?>("--lora-r") { Description = "Also measure LoRA of this rank (first; then full fine-tuning of the same model): trainable parameters, optimizer state, step time, peak memory of each." };
         var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (scaling alpha / r; default r)." };
         var loraTargets = new Option<string[]>("--lora-targets") { Description = "Linear layers LoRA adapts (PEFT's target_modules; default c_attn).", AllowMultipleArgumentsPerToken = true };
         var train = new Command("train", "Training throughput and peak memory of a GPT-2 (default 6 layers, 384 wide, 6 heads, seq 256, vocab 50257, batch 8, 2 threads).")
         {
             json, threads, warmup, trainSteps, layers, width, heads, seq, vocab, batch, profile, torch, torchPath, arena, pattern, device, optimizerGraph, loraR, loraAlpha, loraTargets,
+            trainPrecision, stateOnDevice,
         };
         train.SetAction(r => ExpectedErrors.Report(() =>
         {
@@ -59,7 +62,9 @@ public static class BenchCommands
                 lora.Validate();
             }
             return BenchTrain.Run(Common(r, trainSteps, profiles: true) with { MemoryArena = r.GetValue(arena), MemoryPattern = r.GetValue(pattern) }, Gpt2(r),
-                r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out, r.GetValue(optimizerGraph), lora);
+                r.GetValue(torch) ? r.GetValue(torchPath) : null, Console.Out, r.GetValue(optimizerGraph), lora,
+                r.GetValue(trainPrecision)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(p => EnumNames.Parse<TrainingPrecision>(p, "--precision")).ToArray(),
+                r.GetValue(stateOnDevice));
         }));
 
         // bench zero: ZeRO-1 at one and two ranks.

@@ -18,8 +18,21 @@ namespace Optimum.Cli;
 /// </summary>
 public static class BenchTrain
 {
-    public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output, bool optimizerGraph = false, LoraConfig? lora = null)
+    /// <summary>
+    /// Measures <paramref name="size"/>'s GPT-2 on <paramref name="run"/>'s device at each precision (after LoRA of <paramref name="lora"/>
+    /// when given), with the optimizer as an ONNX graph when <paramref name="optimizerGraph"/>, and the TorchSharp reference at
+    /// <paramref name="torchRef"/> when given; writes the table or JSON lines to <paramref name="output"/>. Each of
+    /// <paramref name="precisions"/> is measured in turn (fp32 by default): bf16/fp16 rebuild the graphs with autocast casts (fp16 also
+    /// scales the loss). <paramref name="stateOnDevice"/> keeps parameters, gradients and AdamW state in the device's memory
+    /// (<see cref="DeviceState"/>; the optimizer as a graph there).
+    /// </summary>
+    public static int Run(BenchRun run, Gpt2Size size, string? torchRef, TextWriter output, bool optimizerGraph = false, LoraConfig? lora = null,
+        IReadOnlyList<TrainingPrecision>? precisions = null, bool stateOnDevice = false)
     {
+        precisions ??= [TrainingPrecision.Fp32];
+        if (precisions.Count == 0) throw new ArgumentException("--precision: give at least one of " + string.Join(", ", EnumNames.Names<TrainingPrecision>()) + ".");
+        foreach (var p in precisions)
+            new TrainerOptions { ModelDir = ".", OutputDir = ".", Precision = p, Session = new SessionSettings { Device = run.Device } }.Validate();   // bf16 needs CUDA
         var report = new BenchReport(run.Json, output);
         double peak = MatMulPeak.Measure(run.Threads, report, run.Device);
         var cfg = size.Config(size.Seq);
@@ -28,15 +41,23 @@ public static class BenchTrain
         double gflops = 0, rss = 0;
         // With LoRA, its model first and then full fine-tuning of the same base in the same run: the peak resident memory is
         // the process's, and full fine-tuning needs more, so each reading is that measurement's own peak.
-        if (lora is not null) Measure(run, size, dir, cfg, peak, report, optimizerGraph, lora);
-        (gflops, rss) = Measure(run, size, dir, cfg, peak, report, optimizerGraph, null);
+        foreach (var precision in precisions)
+        {
+            var mode = new Mode(optimizerGraph, precision, stateOnDevice);
+            if (lora is not null) Measure(run, size, dir, cfg, peak, report, mode, lora);
+            var (g, m) = Measure(run, size, dir, cfg, peak, report, mode, null);
+            if (precision == precisions[0]) (gflops, rss) = (g, m);
+        }
         if (torchRef is not null) RunTorch(torchRef, run, size, gflops, rss, report);
         report.Print();
         return 0;
     }
 
-    private static (double Gflops, double Rss) Measure(BenchRun run, Gpt2Size size, string dir, Gpt2Config cfg, double peak, BenchReport report, bool optimizerGraph, LoraConfig? lora)
+    private readonly record struct Mode(bool OptimizerGraph, TrainingPrecision Precision, bool StateOnDevice);
+
+    private static (double Gflops, double Rss) Measure(BenchRun run, Gpt2Size size, string dir, Gpt2Config cfg, double peak, BenchReport report, Mode mode, LoraConfig? lora)
     {
+        var define = ModelKinds.For(cfg).Define(cfg)!;
         var ps = ModelFolder.ReadParameters(dir);
         long parameters = ps.Sum(p => p.Count);
         var weights = ModelKinds.Initialize(ps, cfg, 0);
@@ -46,6 +67,7 @@ public static class BenchTrain
         {
             // The LoRA model folder beside the base one; every base parameter frozen, A by PEFT's init, B zero.
             var l = LoraRun.Create(dir, dir + $"-lora-r{lora.R}-{string.Join("-", lora.TargetModules)}", ModelKinds.For(cfg), cfg, "gpt2", lora);
+            define = l.Define;
             weights = l.InitialWeights(weights, 0);
             modelDir = l.ModelDir;
             ps = Freezing.Apply(ModelFolder.ReadParameters(modelDir), l.Frozen);
@@ -53,9 +75,13 @@ public static class BenchTrain
         }
         using var store = new ParameterStore(ps);
         store.Load(weights);
-        using var session = new TrainingSession(modelDir, store, run.Session("ort-profile"));
+        var settings = run.Session("ort-profile") with { Tf32 = mode.Precision == TrainingPrecision.Tf32 };
+        var graphs = mode.Precision.IsMixed() ? TrainingGraphs.Build("gpt2", define, mode.Precision) : null;
         using var adam = Optimizer.Create(store, new OptimizerConfig { WeightDecay = 0.01, DecayAll = true });
-        if (optimizerGraph) adam.UseGraph(run.Session());
+        using var device = mode.StateOnDevice ? new DeviceState(store, adam, run.Session() with { Tf32 = settings.Tf32 }, accumulate: false) : null;
+        if (mode.OptimizerGraph && device is null) adam.UseGraph(run.Session() with { Tf32 = settings.Tf32 });
+        using var session = new TrainingSession(modelDir, store, settings, graphs, device);
+        if (session.UsesLossScale) session.LossScale = 1024;
         var rng = new Random(0);
         var ids = Enumerable.Range(0, size.Batch * size.Seq).Select(_ => (long)rng.Next(size.Vocab)).ToArray();
         var batch = new Batch
@@ -64,7 +90,11 @@ public static class BenchTrain
             ["attention_mask"] = new(Enumerable.Repeat(1L, ids.Length).ToArray(), [size.Batch, size.Seq]),
         };
         float loss = 0;
-        var t = StepTimes.Measure(run.Warmup, run.Steps, _ => loss = session.TrainStep(batch), i => adam.Step(i + 1, 3e-4));
+        var t = StepTimes.Measure(run.Warmup, run.Steps, _ => loss = session.TrainStep(batch), i =>
+        {
+            if (device is not null) device.Step(i + 1, 3e-4);
+            else adam.Step(i + 1, 3e-4);
+        });
         double tokens = (double)size.Batch * size.Seq;
         // Full training: 2 FLOPs per weight and token forward, 4 backward (input and weight gradients). With the base frozen
         // its weights need no gradient (2 + 2), the adapters all 6.
@@ -75,7 +105,8 @@ public static class BenchTrain
         {
             ["engine"] = "optimum-net-ort", ["ort_version"] = OrtEnv.Instance().GetVersionString(),
             ["layers"] = size.Layers, ["width"] = size.Width, ["heads"] = size.Heads, ["seq"] = size.Seq, ["vocab"] = size.Vocab, ["batch"] = size.Batch,
-            ["threads"] = run.Threads, ["device"] = run.Device.ToString(), ["optimizer"] = optimizerGraph ? "onnx-graph" : "fused-csharp",
+            ["threads"] = run.Threads, ["device"] = run.Device.ToString(), ["optimizer"] = mode.OptimizerGraph || device is not null ? "onnx-graph" : "fused-csharp",
+            ["precision"] = EnumNames.Name(mode.Precision), ["state"] = device is null ? "host" : $"device ({run.Device})",
             ["training"] = lora is null ? "full" : $"lora r {lora.R} alpha {lora.LoraAlpha} on {string.Join(",", lora.TargetModules)}",
             ["parameters"] = parameters + adapterParameters, ["trainable_parameters"] = store.Used,
             ["optimizer_state_mb"] = adam.StateBytes / 1e6,

@@ -25,6 +25,8 @@ public sealed partial class GraphBuilder
     /// <summary>Sum over <paramref name="axes"/> (all axes when none are given).</summary>
     public Value ReduceSum(Value x, long[] axes, bool keepDims = true) => Reduce("ReduceSum", x, axes, keepDims);
     public Value ReduceMean(Value x, long[] axes, bool keepDims = true) => Reduce("ReduceMean", x, axes, keepDims);
+    /// <summary>Sum of squares over <paramref name="axes"/> (all axes when none are given), without the squares as a tensor.</summary>
+    public Value ReduceSumSquare(Value x, long[] axes, bool keepDims = true) => Reduce("ReduceSumSquare", x, axes, keepDims);
     public Value ReduceMax(Value x, long[] axes, bool keepDims = true) => Reduce("ReduceMax", x, axes, keepDims);
     public Value ReduceProd(Value x, long[] axes, bool keepDims = true) => Reduce("ReduceProd", x, axes, keepDims);
 
