@@ -119,6 +119,22 @@ public sealed class DeviceStateTests(ITestOutputHelper output) : IDisposable
         Assert.True(d <= 1e-3, $"{d:E2}");
     }
 
+    /// <summary>Frozen parameters with device state: they never move, the others train as on the host path.</summary>
+    [Fact]
+    public void FrozenParameters_WithDeviceState_MatchTheHostPath()
+    {
+        var init = Init();
+        string[] freeze = ["transformer.wte", "transformer.h.0"];
+        var (host, _, _) = Train(Options("host", false, OptimizerKind.Sgd) with { Freeze = freeze }, init);
+        var (device, _, _) = Train(Options("device", true, OptimizerKind.Sgd) with { Freeze = freeze }, init);
+        var ps = ModelFolder.ReadParameters(Gpt2());
+        var frozen = Freezing.Resolve(freeze, ps).ToHashSet();
+        for (int i = 0; i < ps.Count; i++)
+            if (frozen.Contains(ps[i].Name)) Assert.Equal(init[i], device[i]);
+            else Assert.False(init[i].AsSpan().SequenceEqual(device[i]), $"{ps[i].Name} did not train");
+        Assert.True(Diff.MaxRelative(host, device, floor: 1e-3) <= 1e-5);
+    }
+
     [Fact]
     public void Ema_IsRefusedWithDeviceState()
     {
