@@ -67,6 +67,25 @@ public sealed class CacheGraphTests : IClassFixture<CacheGraphTests.Fixture>
         Assert.False(new SessionSettings().EditsCacheWithGraphs);
         Assert.True(new SessionSettings { Device = ExecutionDevice.Cuda(1) }.EditsCacheWithGraphs);
         Assert.Same(OrtMemoryInfo.DefaultInstance, new DevicePlacement(ExecutionDevice.Cpu).Resident);
+        // CUDA's resident memory is the device allocator's on that GPU (a descriptor: no GPU is needed to make it); C# reads the host's.
+        var cuda = new DevicePlacement(ExecutionDevice.Cuda(1));
+        Assert.Equal(("Cuda", 1, OrtAllocatorType.DeviceAllocator, OrtMemType.Default),
+            (cuda.Resident.Name, cuda.Resident.Id, cuda.Resident.GetAllocatorType(), cuda.Resident.GetMemoryType()));
+        Assert.Same(cuda.Resident, new DevicePlacement(ExecutionDevice.Cuda(1)).Resident);
+        Assert.Same(OrtMemoryInfo.DefaultInstance, cuda.Host);
+        Assert.False(cuda.IsHost);
+    }
+
+    [Fact]
+    public void ToResident_OnTheCpu_IsAViewOfTheArray()
+    {
+        var data = new float[] { 1, -2, 3.5f, 4, 5, 6 };
+        OrtAllocator? allocator = null;
+        using var v = new DevicePlacement(ExecutionDevice.Cpu).ToResident(_f.Lm.Session, data, [2, 3], ref allocator);
+        Assert.Null(allocator);
+        Assert.Equal(new long[] { 2, 3 }, v.GetTensorTypeAndShape().Shape);
+        data[4] = 50;                                                                    // no copy: the value sees the array
+        Assert.Equal(data, v.GetTensorDataAsSpan<float>().ToArray());
     }
 
     [Fact]
