@@ -11,7 +11,8 @@ namespace Optimum.Inference;
 /// constants (pre-packed matrices, folded transposes: each token streams the weights once); models
 /// too large for one in-memory protobuf keep them as bound inputs. Each generation runs the prompt once, then one token per step,
 /// chaining the decoder's present key/value outputs (left in ORT-allocated memory) into the next
-/// step's past inputs with <see cref="OrtIoBinding"/>, so the cache never passes through managed arrays.
+/// step's past inputs with <see cref="OrtIoBinding"/>, so the cache never passes through managed arrays; on a GPU it stays in
+/// the GPU's memory (<see cref="DevicePlacement"/>), and only the logits are copied to the host each step.
 /// Thread-safe: concurrent generations each get their own binding. Owns its session; dispose it.
 /// </summary>
 public sealed class CausalLm : IGenerativeModel, IDisposable
