@@ -34,6 +34,16 @@ public sealed record SessionSettings
     /// matmul), which <c>--precision fp32</c> asks for and <c>tf32</c> does not. No effect on the CPU, which has no TF32.
     /// </summary>
     public bool? Tf32 { get; init; }
+    /// <summary>
+    /// Edits of cached state between decoding steps (beam search's reorder, continuous batching's joins and leaves, T5's
+    /// cross-attention rows) as small ONNX graphs run on <see cref="Device"/> with resident inputs and outputs
+    /// (<see cref="DevicePlacement"/>), instead of span copies in host memory. Always so on CUDA, whose cache is not in host
+    /// memory; on the CPU the span copies are the default (faster, no extra session) and this switch exists so that the
+    /// graph path is tested where CI runs: both give the same tokens and logits, bit for bit.
+    /// </summary>
+    public bool CacheEditsAsGraphs { get; init; }
+    /// <summary>True when cache edits run as graphs: on CUDA, or on the CPU with <see cref="CacheEditsAsGraphs"/>.</summary>
+    public bool EditsCacheWithGraphs => Device.IsCuda || CacheEditsAsGraphs;
     /// <summary>When set, ORT's profiler writes a JSON trace with this path prefix.</summary>
     public string? ProfilePrefix { get; init; }
 

@@ -106,7 +106,7 @@ internal sealed class Seq2SeqBatch : IBatchModel
         if (!lm.MasksDecoder)
             throw new NotSupportedException($"'{lm.ModelDir}': decoder.onnx has no decoder_attention_mask input (exported before T5 batching), so targets of different lengths cannot share a step; export the folder again.");
         _lm = lm;
-        _self = new KvBatch(lm.DecoderSession, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize, []);
+        _self = new KvBatch(lm.DecoderSession, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize, [], lm.Placement, lm.CacheOps);
     }
 
     public string Name => Path.GetFileName(_lm.ModelDir);
@@ -144,21 +144,19 @@ internal sealed class Seq2SeqBatch : IBatchModel
             _cross = [];
             return;
         }
-        int batch = next.Count, src = batch == 0 ? 0 : next.Max(e => e.Length), heads = _lm.Heads, d = _lm.HeadSize;
+        int batch = next.Count, src = next.Max(e => e.Length);
         var cross = new OrtValue[1 + 2 * _lm.Layers];
         var mask = new long[batch * src];
         for (int i = 0; i < batch; i++) mask.AsSpan(i * src, next[i].Length).Fill(1);                // right padding stays 0
         cross[0] = OrtValue.CreateTensorValueFromMemory(mask, [batch, src]);
-        for (int k = 1; k < cross.Length; k++)
+        try
         {
-            var data = new float[batch * heads * src * d];                                            // (B, H, S, D)
-            for (int i = 0; i < batch; i++)
-            {
-                int n = next[i].Length;
-                var from = next[i].Outputs[k].GetTensorDataAsSpan<float>();                          // (1, H, n, D)
-                for (int h = 0; h < heads; h++) from.Slice(h * n * d, n * d).CopyTo(data.AsSpan((i * heads + h) * src * d));
-            }
-            cross[k] = OrtValue.CreateTensorValueFromMemory(data, [batch, heads, src, d]);
+            for (int k = 1; k < cross.Length; k++) cross[k] = _lm.CacheOps is { } ops ? Spliced(ops, rows, next, k, src) : Copied(next, k, src);
+        }
+        catch
+        {
+            foreach (var v in cross) v?.Dispose();
+            throw;
         }
         _self.Bind("encoder_attention_mask", cross[0]);
         for (int l = 0; l < _lm.Layers; l++)
@@ -169,6 +167,27 @@ internal sealed class Seq2SeqBatch : IBatchModel
         foreach (var v in _cross) v.Dispose();
         _cross = cross;
     }
+
+    // Host memory: each row's (1, H, n, D) keys or values copied into a (B, H, S, D) array, right-padded with zeros.
+    private OrtValue Copied(List<Seq2SeqLm.Encoded> next, int k, int src)
+    {
+        int batch = next.Count, heads = _lm.Heads, d = _lm.HeadSize;
+        var data = new float[batch * heads * src * d];
+        for (int i = 0; i < batch; i++)
+        {
+            int n = next[i].Length;
+            var from = next[i].Outputs[k].GetTensorDataAsSpan<float>();
+            for (int h = 0; h < heads; h++) from.Slice(h * n * d, n * d).CopyTo(data.AsSpan((i * heads + h) * src * d));
+        }
+        return OrtValue.CreateTensorValueFromMemory(data, [batch, heads, src, d]);
+    }
+
+    // On the device: a surviving row comes from the batch's current tensor (one run for consecutive survivors), a joining
+    // row from its encoder's output; both unshifted, cut or zero-padded on the right to the longest source.
+    private OrtValue Spliced(CacheOps ops, IReadOnlyList<(IDisposable? Joining, int Row, int Cached)> rows, List<Seq2SeqLm.Encoded> next, int k, int src) =>
+        ops.Assemble([.. rows.Select((r, i) => r.Joining is null
+            ? (_cross[k], r.Row, 0, 0, next[i].Length)
+            : (next[i].Outputs[k], 0, 0, 0, next[i].Length))], _lm.Heads, src, _lm.HeadSize);
 
     public ReadOnlySpan<float> Step(long[] ids, long[] positions, long[] mask, int batch) =>
         _self.Step(batch, 1,

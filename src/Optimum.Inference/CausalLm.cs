@@ -11,22 +11,27 @@ namespace Optimum.Inference;
 /// constants (pre-packed matrices, folded transposes: each token streams the weights once); models
 /// too large for one in-memory protobuf keep them as bound inputs. Each generation runs the prompt once, then one token per step,
 /// chaining the decoder's present key/value outputs (left in ORT-allocated memory) into the next
-/// step's past inputs with <see cref="OrtIoBinding"/>, so the cache never passes through managed arrays.
+/// step's past inputs with <see cref="OrtIoBinding"/>, so the cache never passes through managed arrays; on a GPU it stays in
+/// the GPU's memory (<see cref="DevicePlacement"/>), and only the logits are copied to the host each step.
 /// Thread-safe: concurrent generations each get their own binding. Owns its session; dispose it.
 /// </summary>
 public sealed class CausalLm : IGenerativeModel, IDisposable
 {
     private readonly InferenceSession _session;
     private readonly (string Name, OrtValue Value)[] _params;
+    private readonly OrtAllocator? _paramsAllocator;           // CUDA: allocated the weights copied to the device
+    private readonly SessionSettings _settings;
+    private CacheOps? _ops;
 
     public CausalLm(string modelDir, IReadOnlyList<float[]>? weights = null, SessionSettings? settings = null)
     {
         ModelDir = modelDir;
+        _settings = settings ?? new SessionSettings();
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
         (Layers, Heads, HeadSize, VocabSize, MaxPositions, EosTokenId) = ReadShape(modelDir);
         var path = InferencePath(modelDir);
-        using var options = (settings ?? new SessionSettings()).CreateOptions();
+        using var options = _settings.CreateOptions();
         if (EmbeddedWeights.Fits(ps))
         {
             _session = EmbeddedWeights.Open(path, ps, weights, options);
@@ -35,7 +40,21 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
         else
         {
             _session = new InferenceSession(path, options);
-            _params = ps.Select((p, i) => (p.Name, OrtValue.CreateTensorValueFromMemory(weights[i], p.Shape))).ToArray();
+            // Bound inputs, copied to the device once (CUDA) rather than by every step; on the CPU views of the arrays.
+            var placement = DevicePlacement.Of(_settings);
+            var bound = new List<(string, OrtValue)>(ps.Count);
+            try
+            {
+                for (int i = 0; i < ps.Count; i++) bound.Add((ps[i].Name, placement.ToResident(_session, weights[i], ps[i].Shape, ref _paramsAllocator)));
+            }
+            catch
+            {
+                foreach (var (_, v) in bound) v.Dispose();
+                _paramsAllocator?.Dispose();
+                _session.Dispose();
+                throw;
+            }
+            _params = [.. bound];
         }
     }
 
@@ -43,9 +62,10 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
     /// A decoder over <paramref name="modelDir"/>'s shapes whose session <paramref name="open"/> makes (e.g. over weights shared
     /// with other sessions); <paramref name="release"/> runs after the session is disposed.
     /// </summary>
-    internal CausalLm(string modelDir, Func<InferenceSession> open, Action release, Lora.AdapterInfo? adapter)
+    internal CausalLm(string modelDir, Func<InferenceSession> open, Action release, Lora.AdapterInfo? adapter, SessionSettings settings)
     {
         ModelDir = modelDir;
+        _settings = settings;
         (Layers, Heads, HeadSize, VocabSize, MaxPositions, EosTokenId) = ReadShape(modelDir);
         _session = open();
         _params = [];
@@ -85,8 +105,14 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
     public int? EosTokenId { get; }
 
     /// <summary>A new decoding state (one sequence batch); dispose it.</summary>
-    public DecoderState Start() => new(this, _session, _params);
+    public DecoderState Start() => new(this, _session, _params, Placement, CacheOps);
     IDecodeState IGenerativeModel.Start() => Start();
+
+    /// <summary>Where the cache lives between steps (the settings' device).</summary>
+    internal DevicePlacement Placement => DevicePlacement.Of(_settings);
+
+    /// <summary>The cache-edit graphs when the settings ask for them (made on first use, owned here); null: span copies.</summary>
+    internal CacheOps? CacheOps => CacheOps.For(_settings, ref _ops);
 
     internal InferenceSession Session => _session;
     /// <summary>Weights bound as inputs (models too large to embed them); empty otherwise.</summary>
@@ -99,6 +125,8 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
     {
         _session.Dispose();
         foreach (var (_, v) in _params) v.Dispose();
+        _paramsAllocator?.Dispose();
+        _ops?.Dispose();
         Interlocked.Exchange(ref _release, null)?.Invoke();     // once, however often Dispose is called
     }
 }
@@ -124,8 +152,8 @@ public interface IDecodeState : IDisposable
 /// <summary>The decode state of a causal LM: input_ids, position_ids and attention_mask per step.</summary>
 public sealed class DecoderState : KvCacheState
 {
-    internal DecoderState(CausalLm lm, InferenceSession session, (string Name, OrtValue Value)[] parameters)
-        : base(session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize)
+    internal DecoderState(CausalLm lm, InferenceSession session, (string Name, OrtValue Value)[] parameters, DevicePlacement placement, CacheOps? ops)
+        : base(session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize, placement, ops)
     {
         foreach (var (name, value) in parameters) Binding.BindInput(name, value);
     }

@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using Optimum.Core;
 
 namespace Optimum.Inference;
 
@@ -11,7 +12,9 @@ namespace Optimum.Inference;
 /// <see cref="Rebuild"/> copies the surviving and joining rows' suffixes into a new, compacted cache
 /// (Length = the longest row), so padding never outlives the row that caused it.
 /// The ONNX graph concatenates past and present, so a fixed preallocated cache updated in place is not possible
-/// without a custom op; the copy happens only when a row joins or leaves. Owns its binding; dispose it.
+/// without a custom op; the copy happens only when a row joins or leaves: span copies in host memory, or, where the cache
+/// lives on a device (or <see cref="Optimum.Core.SessionSettings.CacheEditsAsGraphs"/> asks for it), <see cref="CacheOps"/>
+/// graphs run there. Presents are bound to resident memory, logits to the host. Owns its binding; dispose it.
 /// </summary>
 internal sealed class KvBatch : IDisposable
 {
@@ -21,27 +24,35 @@ internal sealed class KvBatch : IDisposable
     private readonly RunOptions _run = new();
     private readonly string[] _outputNames;
     private readonly List<OrtValue> _inputs = [];
-    private OrtValue[] _past = [];                            // 2 · layers values: key, value per layer
-    private IDisposable? _pastOwner;                           // the outputs collection, or the managed-backed values
+    private readonly DevicePlacement _placement;
+    private readonly CacheOps? _ops;
+    private OrtValue[] _past = [];                            // 2 · layers values, owned: key, value per layer
+    private OrtValue? _logits;
 
     /// <summary>A GPT-2 decoder's cache: its parameters are bound once.</summary>
-    public KvBatch(CausalLm lm) : this(lm.Session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize, lm.BoundParameters) { }
+    public KvBatch(CausalLm lm) : this(lm.Session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize, lm.BoundParameters, lm.Placement, lm.CacheOps) { }
 
-    /// <summary>A cache over any decoder with past_key_values.{l}.* inputs and present.{l}.* outputs; <paramref name="bound"/> (not owned) stays bound.</summary>
-    public KvBatch(InferenceSession session, int layers, int heads, int headSize, int vocab, IEnumerable<(string Name, OrtValue Value)> bound)
+    /// <summary>
+    /// A cache over any decoder with past_key_values.{l}.* inputs and present.{l}.* outputs; <paramref name="bound"/> (not owned)
+    /// stays bound. <paramref name="ops"/> (not owned): edits as graphs on the device; null: span copies (host memory only).
+    /// </summary>
+    public KvBatch(InferenceSession session, int layers, int heads, int headSize, int vocab, IEnumerable<(string Name, OrtValue Value)> bound,
+        DevicePlacement placement = default, CacheOps? ops = null)
     {
+        if (!placement.IsHost && ops is null) throw new ArgumentException($"A cache on {placement.Device} is edited with graphs: {nameof(ops)} is required.", nameof(ops));
         _session = session;
         (_layers, _heads, _headSize, _vocab) = (layers, heads, headSize, vocab);
+        (_placement, _ops) = (placement, ops);
         _binding = session.CreateIoBinding();
         foreach (var (name, value) in bound) _binding.BindInput(name, value);
-        _outputNames = ["logits", .. Enumerable.Range(0, layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
+        _outputNames = [.. Enumerable.Range(0, layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
     }
 
     /// <summary>Cached positions per row (with padding).</summary>
     public int Length { get; private set; }
     public int Batch { get; private set; }
 
-    /// <summary>Cache tensor <paramref name="k"/> (2·layer + 0 for key, 1 for value), (Batch, heads, Length, headSize).</summary>
+    /// <summary>Cache tensor <paramref name="k"/> (2·layer + 0 for key, 1 for value), (Batch, heads, Length, headSize); host memory only.</summary>
     public ReadOnlySpan<float> Past(int k) => _past[k].GetTensorDataAsSpan<float>();
 
     /// <summary>Binds an input that stays bound for the following steps (not owned: the caller disposes it after rebinding).</summary>
@@ -84,16 +95,18 @@ internal sealed class KvBatch : IDisposable
                 }
                 else _binding.BindInput(name, _past[2 * l + kv]);
             }
-        foreach (var n in _outputNames) _binding.BindOutputToDevice(n, OrtMemoryInfo.DefaultInstance);
+        _binding.BindOutputToDevice("logits", _placement.Host);
+        foreach (var n in _outputNames) _binding.BindOutputToDevice(n, _placement.Resident);
         _session.RunWithBinding(_run, _binding);
-        var outputs = _binding.GetOutputValues();
-        _pastOwner?.Dispose();                                 // consumed by this step
-        _pastOwner = outputs;
-        _past = outputs.Skip(1).ToArray();
+        var outputs = _binding.GetOutputValues();                  // the values are ours to dispose (not the list's)
+        _logits?.Dispose();
+        foreach (var v in _past) v.Dispose();                    // consumed by this step
+        _logits = outputs[0];
+        _past = [.. outputs.Skip(1)];
         Length += seq;
         Batch = batch;
         int vocab = _vocab;
-        var logits = outputs[0].GetTensorDataAsSpan<float>();
+        var logits = _logits.GetTensorDataAsSpan<float>();
         if (seq > 1)
         {
             var last = new float[batch * vocab];
@@ -113,7 +126,23 @@ internal sealed class KvBatch : IDisposable
     /// </summary>
     public void Rebuild(IReadOnlyList<(KvBatch Source, int Row, int Cached)> rows)
     {
-        int batch = rows.Count, length = rows.Count == 0 ? 0 : rows.Max(r => r.Cached), heads = _heads, d = _headSize;
+        int batch = rows.Count, length = rows.Count == 0 ? 0 : rows.Max(r => r.Cached);
+        foreach (var (src, row, n) in rows)
+            if (n > 0 && (src._past.Length == 0 || (uint)row >= (uint)src.Batch || n > src.Length))
+                throw new ArgumentException($"KvBatch.Rebuild: the last {n} positions of row {row} of a cache of batch {src.Batch}, length {src.Length} do not exist.");
+        var values = batch == 0 ? [] : length == 0 ? Empty(batch) : _ops is null ? Copied(rows, length) : Spliced(rows, length);
+        foreach (var v in _past) v.Dispose();
+        _past = values;
+        (Batch, Length) = (batch, length);
+    }
+
+    private OrtValue[] Empty(int batch) =>
+        [.. Enumerable.Range(0, 2 * _layers).Select(_ => OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _heads, 0, _headSize]))];
+
+    // Host memory: each row's suffix copied into managed arrays.
+    private OrtValue[] Copied(IReadOnlyList<(KvBatch Source, int Row, int Cached)> rows, int length)
+    {
+        int batch = rows.Count, heads = _heads, d = _headSize;
         var values = new OrtValue[2 * _layers];
         for (int k = 0; k < values.Length; k++)
         {
@@ -129,22 +158,37 @@ internal sealed class KvBatch : IDisposable
             }
             values[k] = OrtValue.CreateTensorValueFromMemory(data, [batch, heads, length, d]);
         }
-        _pastOwner?.Dispose();
-        _past = batch == 0 ? [] : values;
-        _pastOwner = new Owned(values);
-        (Batch, Length) = (batch, length);
+        return values;
+    }
+
+    // On the device: each row's suffix shifted right by length - its source's length; a row with nothing cached rides with
+    // its neighbour's source (one run of the splice), all of it zeroed.
+    private OrtValue[] Spliced(IReadOnlyList<(KvBatch Source, int Row, int Cached)> rows, int length)
+    {
+        var any = rows.First(r => r.Cached > 0).Source;
+        var sources = new KvBatch[rows.Count];
+        for (int i = 0; i < rows.Count; i++) sources[i] = rows[i].Cached > 0 ? rows[i].Source : i > 0 ? sources[i - 1] : any;
+        var values = new OrtValue[2 * _layers];
+        try
+        {
+            for (int k = 0; k < values.Length; k++)
+                values[k] = _ops!.Assemble([.. rows.Select((r, i) => (sources[i]._past[k], r.Cached > 0 ? r.Row : 0, length - sources[i].Length, length - r.Cached, length))],
+                    _heads, length, _headSize);
+        }
+        catch
+        {
+            foreach (var v in values) v?.Dispose();
+            throw;
+        }
+        return values;
     }
 
     public void Dispose()
     {
-        _pastOwner?.Dispose();
+        foreach (var v in _past) v.Dispose();
+        _logits?.Dispose();
         foreach (var v in _inputs) v.Dispose();
         _binding.Dispose();
         _run.Dispose();
-    }
-
-    private sealed class Owned(OrtValue[] values) : IDisposable
-    {
-        public void Dispose() { foreach (var v in values) v.Dispose(); }
     }
 }

@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using Optimum.Core;
 using Optimum.Data;
 
 namespace Optimum.Inference;
@@ -7,6 +8,8 @@ namespace Optimum.Inference;
 /// The decode loop shared by decoders with a self-attention cache: each step binds the new inputs and
 /// the previous step's present.{i}.key/value outputs (still in ORT-allocated memory) as
 /// past_key_values.{i}.key/value, runs, and keeps the new outputs. Subclasses bind their own inputs.
+/// The presents are bound to the device's resident memory (<see cref="DevicePlacement"/>: a GPU's, when the session runs
+/// on CUDA) and the logits to host memory, so only the logits cross to the host each step.
 /// The outputs stay in ORT's memory arena on purpose: binding them to buffers of our own that grow with the cache
 /// (tried for issue #15) moved the first touch of every new buffer's pages into the decoder's Concat, which then took
 /// 12.8% of a token instead of 4.4%, and a prefill allocated its logits anew each request.
@@ -18,14 +21,27 @@ public abstract class KvCacheState : IDecodeState
     private readonly List<OrtValue> _inputs = [];
     private readonly string[] _outputNames;
     private readonly int _layers, _heads, _headSize, _vocab;
-    private IDisposableReadOnlyCollection<OrtValue>? _outputs;
+    private readonly DevicePlacement _placement;
+    private readonly CacheOps? _ops;
+    private OrtValue? _logits;
+    private OrtValue[] _past = [];                               // 2 · layers values, owned: key, value per layer
 
+    /// <summary>A cache in host memory, edited with span copies.</summary>
     protected KvCacheState(InferenceSession session, int layers, int heads, int headSize, int vocab)
+        : this(session, layers, heads, headSize, vocab, default, null) { }
+
+    /// <summary>
+    /// A cache bound to <paramref name="placement"/>'s resident memory; <paramref name="ops"/> (not owned) edits it with graphs
+    /// on the session's device (<see cref="SessionSettings.CacheEditsAsGraphs"/>), null with span copies (host memory only).
+    /// </summary>
+    private protected KvCacheState(InferenceSession session, int layers, int heads, int headSize, int vocab, DevicePlacement placement, CacheOps? ops)
     {
         _session = session;
         (_layers, _heads, _headSize, _vocab) = (layers, heads, headSize, vocab);
+        (_placement, _ops) = (placement, ops);
+        if (!placement.IsHost && ops is null) throw new ArgumentException($"A cache on {placement.Device} is edited with graphs: {nameof(ops)} is required.", nameof(ops));
         Binding = session.CreateIoBinding();
-        _outputNames = ["logits", .. Enumerable.Range(0, layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
+        _outputNames = [.. Enumerable.Range(0, layers).SelectMany(l => new[] { $"present.{l}.key", $"present.{l}.value" })];
     }
 
     protected OrtIoBinding Binding { get; }
@@ -49,17 +65,20 @@ public abstract class KvCacheState : IDecodeState
             for (int kv = 0; kv < 2; kv++)
             {
                 var name = $"past_key_values.{l}.{(kv == 0 ? "key" : "value")}";
-                if (_outputs is null) Bind(name, OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _heads, 0, _headSize]));
-                else Binding.BindInput(name, _outputs[1 + 2 * l + kv]);
+                if (_past.Length == 0) Bind(name, OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, _heads, 0, _headSize]));
+                else Binding.BindInput(name, _past[2 * l + kv]);
             }
-        foreach (var n in _outputNames) Binding.BindOutputToDevice(n, OrtMemoryInfo.DefaultInstance);
+        Binding.BindOutputToDevice("logits", _placement.Host);
+        foreach (var n in _outputNames) Binding.BindOutputToDevice(n, _placement.Resident);
         _session.RunWithBinding(_run, Binding);
-        var previous = _outputs;
-        _outputs = Binding.GetOutputValues();
-        previous?.Dispose();                        // the old cache was consumed by this step
+        var outputs = Binding.GetOutputValues();                  // the values are ours to dispose (not the list's)
+        _logits?.Dispose();
+        foreach (var v in _past) v.Dispose();                   // the old cache was consumed by this step
+        _logits = outputs[0];
+        _past = [.. outputs.Skip(1)];
         Length += seq;
         Batch = batch;
-        var logits = _outputs[0].GetTensorDataAsSpan<float>();
+        var logits = _logits.GetTensorDataAsSpan<float>();
         if (seq == 1) return RequireFinite(logits);
         var last = new float[batch * _vocab];
         for (int b = 0; b < batch; b++) logits.Slice(((b + 1) * seq - 1) * _vocab, _vocab).CopyTo(last.AsSpan(b * _vocab));
@@ -78,13 +97,28 @@ public abstract class KvCacheState : IDecodeState
         return logits;
     }
 
-    /// <summary>Reorders the cache rows: row i becomes old row <paramref name="rows"/>[i] (beam search); in place, in native memory.</summary>
+    /// <summary>
+    /// Reorders the cache rows: row i becomes old row <paramref name="rows"/>[i] (beam search). In place in host memory, or
+    /// with a Gather graph on the cache's device (<see cref="SessionSettings.CacheEditsAsGraphs"/>).
+    /// </summary>
     public void Reorder(int[] rows)
     {
-        if (_outputs is null) return;
-        for (int k = 1; k < _outputs.Count; k++)
+        if (_past.Length == 0) return;
+        if (rows.Length != Batch || rows.Any(r => (uint)r >= (uint)Batch))
+            throw new ArgumentException($"Reorder: rows [{string.Join(", ", rows)}] must be {Batch} rows of the cache's {Batch}.", nameof(rows));
+        if (_ops is not null)
         {
-            var data = _outputs[k].GetTensorMutableDataAsSpan<float>();
+            for (int k = 0; k < _past.Length; k++)
+            {
+                var moved = _ops.Gather(_past[k], rows);
+                _past[k].Dispose();
+                _past[k] = moved;
+            }
+            return;
+        }
+        for (int k = 0; k < _past.Length; k++)
+        {
+            var data = _past[k].GetTensorMutableDataAsSpan<float>();
             int rowLen = data.Length / Batch;
             var copy = data.ToArray();
             for (int i = 0; i < rows.Length; i++) copy.AsSpan(rows[i] * rowLen, rowLen).CopyTo(data.Slice(i * rowLen, rowLen));
@@ -93,7 +127,8 @@ public abstract class KvCacheState : IDecodeState
 
     public virtual void Dispose()
     {
-        _outputs?.Dispose();
+        _logits?.Dispose();
+        foreach (var v in _past) v.Dispose();
         foreach (var v in _inputs) v.Dispose();
         Binding.Dispose();
         _run.Dispose();

@@ -13,16 +13,19 @@ namespace Optimum.Inference;
 public sealed class Seq2SeqLm : IDisposable
 {
     private readonly InferenceSession _encoder, _decoder;
+    private readonly SessionSettings _settings;
+    private CacheOps? _ops;
 
     public Seq2SeqLm(string modelDir, IReadOnlyList<float[]>? weights = null, SessionSettings? settings = null)
     {
         ModelDir = modelDir;
+        _settings = settings ?? new SessionSettings();
         var ps = ModelFolder.ReadParameters(modelDir);
         weights ??= HfWeights.Load(Path.Combine(modelDir, ModelFolder.WeightsFile), ps, out _);
         var c = T5Config.FromHf(ModelFolder.ReadConfig(modelDir));
         (VocabSize, Layers, Heads, HeadSize) = (c.VocabSize, c.NumDecoderLayers, c.NumHeads, c.DKv);
         (DecoderStartTokenId, PadTokenId, EosTokenId, MaxPositions) = (c.DecoderStartTokenId, c.PadTokenId, c.EosTokenId, c.MaxLength);
-        using var options = (settings ?? new SessionSettings()).CreateOptions();
+        using var options = _settings.CreateOptions();
         if (!EmbeddedWeights.Fits(ps)) throw new NotSupportedException($"'{modelDir}': T5 models over {EmbeddedWeights.MaxBytes / 1e9:F1} GB are not supported for generation yet.");
         _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.EncoderFile), ps, weights, options);
         try { _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.DecoderFile), ps, weights, options); }
@@ -48,6 +51,10 @@ public sealed class Seq2SeqLm : IDisposable
     /// rows of different target lengths can then share a decoder step. Older folders generate one request at a time.
     /// </summary>
     public bool MasksDecoder { get; }
+    /// <summary>Where decoder caches and encoder outputs live between steps (the settings' device).</summary>
+    internal DevicePlacement Placement => DevicePlacement.Of(_settings);
+    /// <summary>The cache-edit graphs when the settings ask for them (made on first use, owned here); null: span copies.</summary>
+    internal CacheOps? CacheOps => CacheOps.For(_settings, ref _ops);
     internal InferenceSession EncoderSession => _encoder;
     internal InferenceSession DecoderSession => _decoder;
 
@@ -71,7 +78,16 @@ public sealed class Seq2SeqLm : IDisposable
         using var idsV = OrtValue.CreateTensorValueFromMemory(ids, [rows, len]);
         using var maskV = OrtValue.CreateTensorValueFromMemory(mask, [rows, len]);
         using var run = new RunOptions();
-        var outputs = _encoder.Run(run, ["input_ids", "attention_mask"], [idsV, maskV], _encoder.OutputNames);
+        // The hidden state is read from C# (Hidden): host memory; the cross keys/values only feed the decoder, every step:
+        // resident memory, so a GPU keeps them.
+        using var binding = _encoder.CreateIoBinding();
+        binding.BindInput("input_ids", idsV);
+        binding.BindInput("attention_mask", maskV);
+        var placement = Placement;
+        foreach (var name in _encoder.OutputNames)
+            binding.BindOutputToDevice(name, name == "encoder_last_hidden_state" ? placement.Host : placement.Resident);
+        _encoder.RunWithBinding(run, binding);
+        var outputs = binding.GetOutputValues();
         return new Encoded(this, _decoder, outputs, mask, rows, len);
     }
 
@@ -79,6 +95,7 @@ public sealed class Seq2SeqLm : IDisposable
     {
         _encoder.Dispose();
         _decoder.Dispose();
+        _ops?.Dispose();
     }
 
     /// <summary>Encoded sources: the encoder output and cross-attention caches; a generative model for the decoder. Dispose it.</summary>
@@ -109,7 +126,7 @@ public sealed class Seq2SeqLm : IDisposable
         private readonly bool _masksDecoder;
 
         public State(Seq2SeqLm lm, InferenceSession session, IDisposableReadOnlyCollection<OrtValue> encoded, long[] mask, int rows, int length)
-            : base(session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize)
+            : base(session, lm.Layers, lm.Heads, lm.HeadSize, lm.VocabSize, lm.Placement, lm.CacheOps)
         {
             _rows = rows;
             _masksDecoder = lm.MasksDecoder;

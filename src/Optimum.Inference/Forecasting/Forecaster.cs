@@ -60,6 +60,7 @@ public sealed class Forecaster : IDisposable
     private readonly InferenceSession _encoder, _decoder;
     private readonly int[] _lags;
     private readonly int[] _cardinality;
+    private readonly DevicePlacement _placement;
 
     public Forecaster(string modelDir, IReadOnlyList<float[]>? weights = null, SessionSettings? settings = null)
     {
@@ -74,7 +75,9 @@ public sealed class Forecaster : IDisposable
         StaticFeatureCount = c.StaticFeatureCount;
         UsesSeed = ModelFolder.ReadInputs(modelDir, "decoder").Any(i => i.Name == GraphInputs.DropoutSeed);
         SeriesNames = SeriesIds.Load(modelDir);
-        using var options = (settings ?? new SessionSettings()).CreateOptions();
+        settings ??= new SessionSettings();
+        _placement = DevicePlacement.Of(settings);
+        using var options = settings.CreateOptions();
         _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.EncoderFile), ps, weights, options);
         try { _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.DecoderFile), ps, weights, options); }
         catch
@@ -252,7 +255,12 @@ public sealed class Forecaster : IDisposable
             rngs[r] = new Xoshiro256StarStar(Seed(options.Seed, (first + i) * 1_000_003L + r % sCount + 1));
         }
         var samples = new float[rows * horizon];
-        using var encValue = OrtValue.CreateTensorValueFromMemory(encRows, [rows, le, d]);
+        // Every decoder step reads the same encoder output: on a device it is copied there once, not by every step. The
+        // step's other input (the lagged samples) and its outputs (the distribution's parameters, sampled from here) are
+        // host arithmetic each step, so they cross.
+        OrtAllocator? deviceAllocator = null;
+        using var allocatorScope = new Disposer(() => deviceAllocator?.Dispose());
+        using var encValue = _placement.ToResident(_decoder, encRows, [rows, le, d], ref deviceAllocator);
         for (int k = 0; k < horizon; k++)
         {
             cancel.ThrowIfCancellationRequested();
@@ -344,6 +352,11 @@ public sealed class Forecaster : IDisposable
         if (s.TimeFeatures is { } tf) return (tf, 0);
         if (TimeFeatureCount == 0) return ([], 0);
         return (TimeFeatures.Monthly(s.Start!.Value, -pad, pad + s.Values.Length + horizon), pad);
+    }
+
+    private sealed class Disposer(Action dispose) : IDisposable
+    {
+        public void Dispose() => dispose();
     }
 
     private static int Seed(long seed, long salt) => (int)((ulong)(seed * 6364136223846793005L + salt * 1442695040888963407L + 1) >> 33);

@@ -82,7 +82,7 @@ public sealed class AdapterHost : IDisposable
     private CausalLm Open(ModelProto model, AdapterInfo? info)
     {
         using var options = _settings.CreateOptions();
-        return new CausalLm(BaseDir, () => _weights.Open(model, options), _weights.Release, info);
+        return new CausalLm(BaseDir, () => _weights.Open(model, options), _weights.Release, info, _settings);
     }
 
     private static ModelProto Parse(byte[] bytes, string path)
