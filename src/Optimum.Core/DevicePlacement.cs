@@ -37,17 +37,21 @@ public readonly record struct DevicePlacement(ExecutionDevice Device)
     /// once: on the CPU a view of the array itself (no copy; the array must outlive the value), on CUDA a tensor allocated by
     /// <paramref name="session"/>'s device allocator. The caller disposes the value, then <paramref name="keepAlive"/>
     /// (the allocator on CUDA, null on the CPU) after every value made with it.
+    /// On CUDA <paramref name="copy"/> copies a host tensor into a device tensor of the same shape (e.g.
+    /// <c>Optimum.Onnx.DeviceCopy.Copy</c>, an Identity session on the device: the classic CUDA provider registers no data
+    /// transfer for <c>OrtEnv.CopyTensors</c>).
     /// </summary>
-    public OrtValue ToResident(InferenceSession session, float[] host, long[] shape, ref OrtAllocator? keepAlive)
+    public OrtValue ToResident(InferenceSession session, float[] host, long[] shape, ref OrtAllocator? keepAlive, Action<OrtValue, OrtValue>? copy)
     {
         var view = OrtValue.CreateTensorValueFromMemory(host, shape);
         if (IsHost) return view;
         using (view)
         {
             // CUDA-only: not run in CI (no GPU). The allocator must outlive the tensors it allocated.
+            if (copy is null) throw new ArgumentNullException(nameof(copy), $"A copy to {Device} memory needs a copier.");
             keepAlive ??= new OrtAllocator(session, Resident);
             var device = OrtValue.CreateAllocatedTensorValue(keepAlive, TensorElementType.Float, shape);
-            try { OrtEnv.Instance().CopyTensors([view], [device], null); }
+            try { copy(view, device); }
             catch
             {
                 device.Dispose();

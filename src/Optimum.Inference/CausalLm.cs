@@ -45,7 +45,8 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
             var bound = new List<(string, OrtValue)>(ps.Count);
             try
             {
-                for (int i = 0; i < ps.Count; i++) bound.Add((ps[i].Name, placement.ToResident(_session, weights[i], ps[i].Shape, ref _paramsAllocator)));
+                using var copier = placement.IsHost ? null : new Optimum.Onnx.DeviceCopy(_settings);
+                for (int i = 0; i < ps.Count; i++) bound.Add((ps[i].Name, placement.ToResident(_session, weights[i], ps[i].Shape, ref _paramsAllocator, copier is null ? null : copier.Copy)));
             }
             catch
             {

@@ -30,7 +30,7 @@ public sealed unsafe class DeviceState : IDisposable
     private readonly OrtValue?[] _gradViews;
     private readonly OptimizerGraph _step;
     private readonly OrtAllocator? _allocator;
-    private readonly List<OrtMemoryAllocation> _allocations = [];
+    private readonly List<OrtValue> _tensors = [];
 
     /// <param name="store">The host mirror (its layout, and the weights <see cref="Upload"/> starts from).</param>
     /// <param name="optimizer">The host optimizer: its configuration and slice, and the mirror of its state.</param>
@@ -39,12 +39,10 @@ public sealed unsafe class DeviceState : IDisposable
     public DeviceState(ParameterStore store, Optimizer optimizer, SessionSettings settings, bool accumulate)
     {
         (_store, _opt) = (store, optimizer);
-        Memory = settings.Device.IsCuda
-            ? new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, settings.Device.Id, OrtMemType.Default)
-            : OrtMemoryInfo.DefaultInstance;
+        Memory = DevicePlacement.Of(settings).Resident;            // process-wide, not disposed
         try
         {
-            _ops = new FlatOps(settings, Memory);
+            _ops = new FlatOps(settings);
             // CUDA memory comes from the device's allocator of a session on it; the CPU's from ORT's default allocator.
             _allocator = settings.Device.IsCuda ? new OrtAllocator(_ops.AnySession, Memory) : null;
             _params = Allocate(store.Total, "parameters");
@@ -95,12 +93,13 @@ public sealed unsafe class DeviceState : IDisposable
             _host.Add((nint)p);
             return new((nint)p, floats);
         }
-        // ORT's C# allocator takes a 32-bit size.
-        if (bytes > uint.MaxValue)
-            throw new NotSupportedException($"{what}: {bytes:N0} bytes on {Memory.Name} is more than one allocation of ORT's C# API takes (4 GiB); train with --state-on-device off.");
-        var a = _allocator.Allocate((uint)bytes);
-        _allocations.Add(a);
-        return new(a.DangerousGetHandle(), floats);       // the SafeHandle is the device pointer (Pointer is internal)
+        // A tensor allocated by the device's allocator (a 64-bit size, unlike OrtAllocator.Allocate); its address is read through
+        // a span that is never dereferenced, whose length limits a buffer to 2^31 - 1 floats.
+        if (floats > int.MaxValue)
+            throw new NotSupportedException($"{what}: {floats:N0} floats on {Memory.Name} is more than one buffer holds here (2^31 - 1); train with --state-on-device off.");
+        var value = OrtValue.CreateAllocatedTensorValue(_allocator, TensorElementType.Float, [Math.Max(1, floats)]);
+        _tensors.Add(value);
+        return new((nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(value.GetTensorMutableDataAsSpan<float>())), floats);
     }
 
     private readonly List<nint> _host = [];
@@ -170,8 +169,8 @@ public sealed unsafe class DeviceState : IDisposable
         _step?.Dispose();
         foreach (var v in _paramViews ?? []) v?.Dispose();
         foreach (var v in _gradViews ?? []) v?.Dispose();
-        foreach (var a in _allocations) a.Dispose();
-        _allocations.Clear();
+        foreach (var t in _tensors) t.Dispose();
+        _tensors.Clear();
         foreach (var p in _host) NativeMemory.AlignedFree((void*)p);
         _host.Clear();
         _allocator?.Dispose();
@@ -181,7 +180,7 @@ public sealed unsafe class DeviceState : IDisposable
 
 /// <summary>
 /// Elementwise operations over flat float32 buffers of any length as ONNX graphs (a symbolic length), each in one session on a
-/// device, bound with IoBinding to views of the buffers: a copy (also between host and device memory: ORT moves the data),
+/// device, bound with IoBinding to views of the buffers: a copy (<see cref="DeviceCopy"/>, also between host and device memory),
 /// y = s·x (in place when y is x), y += a·x, and the sum of squares (into a host float).
 /// </summary>
 internal sealed unsafe class FlatOps : IDisposable
@@ -189,24 +188,34 @@ internal sealed unsafe class FlatOps : IDisposable
     /// <summary>A region of a flat float buffer in <paramref name="Memory"/>.</summary>
     public readonly record struct Region(OrtMemoryInfo Memory, nint Pointer, long Length);
 
-    private readonly Op _copy, _scale, _axpy, _sumsq;
+    private readonly DeviceCopy _copy;
+    private readonly Op _scale, _axpy, _sumsq;
     private readonly float[] _scalar = new float[1], _sum = new float[1];
     private readonly OrtValue _scalarValue, _sumValue;
     private readonly RunOptions _run = new();
 
-    public FlatOps(SessionSettings settings, OrtMemoryInfo memory)
+    public FlatOps(SessionSettings settings)
     {
         _scalarValue = OrtValue.CreateTensorValueFromMemory(_scalar, []);
         _sumValue = OrtValue.CreateTensorValueFromMemory(_sum, []);
-        using var options = settings.CreateOptions();
-        _copy = new Op(Graph("copy", (g, x, _) => g.Identity(x)), options);
-        _scale = new Op(Graph("scale", (g, x, s) => g.Mul(x, s!)), options);
-        _axpy = new Op(Graph("axpy", (g, x, a) => g.Add(g.Mul(x, a!), g.Input("y", DType.Float, Shape.Of(Dim.Sym("n"))))), options);
-        _sumsq = new Op(Graph("sumsq", (g, x, _) => g.ReduceSumSquare(x, [], keepDims: false)), options);
+        try
+        {
+            using var options = settings.CreateOptions();
+            _copy = new DeviceCopy(settings);
+            _scale = new Op(Graph("scale", (g, x, s) => g.Mul(x, s!)), options);
+            _axpy = new Op(Graph("axpy", (g, x, a) => g.Add(g.Mul(x, a!), g.Input("y", DType.Float, Shape.Of(Dim.Sym("n"))))), options);
+            _sumsq = new Op(Graph("sumsq", (g, x, _) => g.ReduceSumSquare(x, [], keepDims: false)), options);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>A session on the device (for its allocator).</summary>
     public InferenceSession AnySession => _copy.Session;
+
 
     private static byte[] Graph(string name, Func<GraphBuilder, Value, Value?, Value> body)
     {
@@ -254,7 +263,7 @@ internal sealed unsafe class FlatOps : IDisposable
     public void Copy(Region from, Region to)
     {
         if (from.Length != to.Length) throw new ArgumentException($"Copy of {from.Length} floats into {to.Length}.");
-        if (from.Length > 0) Run(_copy, from, null, to);
+        _copy.Copy(from.Memory, from.Pointer, to.Memory, to.Pointer, from.Length);
     }
 
     /// <summary>y = s · x (y may be x).</summary>

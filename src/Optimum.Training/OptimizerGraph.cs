@@ -42,6 +42,7 @@ public sealed unsafe class OptimizerGraph : IDisposable
         long n = optimizer.End - optimizer.Begin;
         if (n == 0) throw new ArgumentException("The optimizer's slice is empty: there is nothing for an optimizer graph to update.");
         var graph = Build(optimizer.Config, optimizer.StateNames, Runs(optimizer), n);
+        _rebinds = settings.Device.IsCuda;
         using var options = settings.CreateOptions();
         try
         {
@@ -51,20 +52,20 @@ public sealed unsafe class OptimizerGraph : IDisposable
             var memory = placement?.Memory ?? OrtMemoryInfo.DefaultInstance;
             OrtValue View(float* p) => Keep(OrtValue.CreateTensorValueWithData(memory, TensorElementType.Float, [n], (nint)p, n * sizeof(float)));
             var param = View(placement is null ? optimizer.Store.ParamsPtr + optimizer.Begin : (float*)placement.Params);
-            _binding.BindInput("param", param);
+            Bind("param", param);
             _binding.BindOutput("param.out", param);
-            _binding.BindInput("grad", View(placement is null ? optimizer.Store.GradsPtr + optimizer.Begin : (float*)placement.Grads));
+            Bind("grad", View(placement is null ? optimizer.Store.GradsPtr + optimizer.Begin : (float*)placement.Grads));
             for (int k = 0; k < optimizer.StateNames.Count; k++)
             {
                 var state = View(placement is null ? optimizer.StatePtr(k) : (float*)placement.State[k]);
-                _binding.BindInput(optimizer.StateNames[k], state);
+                Bind(optimizer.StateNames[k], state);
                 _binding.BindOutput(optimizer.StateNames[k] + ".out", state);
             }
-            _binding.BindInput("lr", Keep(OrtValue.CreateTensorValueFromMemory(_lr, [])));
+            Bind("lr", Keep(OrtValue.CreateTensorValueFromMemory(_lr, [])));
             if (optimizer.Config.Kind == OptimizerKind.AdamW)
             {
-                _binding.BindInput("step_size", Keep(OrtValue.CreateTensorValueFromMemory(_stepSize, [])));
-                _binding.BindInput("inv_sqrt_bc2", Keep(OrtValue.CreateTensorValueFromMemory(_invSqrtBc2, [])));
+                Bind("step_size", Keep(OrtValue.CreateTensorValueFromMemory(_stepSize, [])));
+                Bind("inv_sqrt_bc2", Keep(OrtValue.CreateTensorValueFromMemory(_invSqrtBc2, [])));
             }
         }
         catch
@@ -72,6 +73,15 @@ public sealed unsafe class OptimizerGraph : IDisposable
             Dispose();
             throw;
         }
+    }
+
+    private readonly List<(string Name, OrtValue Value)> _inputs = [];
+    private bool _rebinds;
+
+    private void Bind(string name, OrtValue value)
+    {
+        _binding.BindInput(name, value);
+        _inputs.Add((name, value));
     }
 
     private OrtValue Keep(OrtValue v)
@@ -86,6 +96,8 @@ public sealed unsafe class OptimizerGraph : IDisposable
         _lr[0] = (float)lr;
         _stepSize[0] = (float)(lr / (1 - Math.Pow(_opt.Config.Beta1, t)));
         _invSqrtBc2[0] = (float)(1 / Math.Sqrt(1 - Math.Pow(_opt.Config.Beta2, t)));
+        // On a device ORT copies host inputs when they are bound, not when the graph runs: the scalars (and host buffers) again.
+        if (_rebinds) foreach (var (name, value) in _inputs) _binding.BindInput(name, value);
         _session.RunWithBinding(_runOptions, _binding);
     }
 

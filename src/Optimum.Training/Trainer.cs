@@ -65,7 +65,7 @@ public sealed class Trainer : IDisposable
             // Frozen weights never change: their checksum, taken once, goes into every checkpoint.
             _frozenSha256 = Frozen.Count > 0 ? Freezing.Checksum(_store, Frozen) : null;
             // fp32 is strict float32 on CUDA (ORT's CUDA provider allows TF32 by default); tf32 allows it. Both are float32 on the CPU.
-            var settings = options.Session with { Tf32 = options.Precision == TrainingPrecision.Tf32 };
+            var settings = options.Session with { Tf32 = options.Session.Tf32 ?? options.Precision == TrainingPrecision.Tf32 };
             var graphs = MixedGraphs(options, define);
             var (begin, end) = _store.Shard(_comm.Rank);
             _opt = Optimizer.Create(_store, options.Optimizer, begin, end);
@@ -432,7 +432,8 @@ public sealed class Trainer : IDisposable
         Same("total_steps", s.TotalSteps, _o.Steps);
         Same("optimizer", s.Optimizer, EnumNames.Name(_o.Optimizer.Kind));
         Same("EMA settings (ema)", s.Ema?.ToString() ?? "none", _o.Ema?.ToString() ?? "none");
-        Same("precision", s.Precision, EnumNames.Name(_o.Precision));
+        // fp32, tf32 and bf16 keep the same state; fp16 adds the loss scaler's, so only a change to or from fp16 is refused.
+        if ((s.Precision == "fp16") != (_o.Precision == TrainingPrecision.Fp16)) Same("precision", s.Precision, EnumNames.Name(_o.Precision));
         Same("frozen parameters (frozen)", s.Frozen.Count == 0 ? "none" : string.Join(", ", s.Frozen), Frozen.Count == 0 ? "none" : string.Join(", ", Frozen));
         if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{state}' is at step {s.Step}, past the run's {_o.Steps} steps.");
     }

@@ -75,12 +75,12 @@ public sealed record TrainerOptions
     /// Keep parameters, gradients and optimizer state in the memory of <see cref="SessionSettings.Device"/> and run the optimizer,
     /// the gradient norm, clipping and accumulation there as ONNX graphs (<see cref="DeviceState"/>), so a step copies only the
     /// loss and the squared gradient norm to the host (ZeRO-1 stages its collectives through host memory). Null (the default):
-    /// on for CUDA, off on the CPU, where the host path (fused C# optimizer) is faster; true on the CPU runs the device path in
-    /// host memory. Not with <see cref="Ema"/> (the average is kept on the host).
+    /// on for CUDA (unless <see cref="Ema"/>, whose average is kept on the host), off on the CPU, where the host path (fused
+    /// C# optimizer) is faster; true on the CPU runs the device path in host memory. True with <see cref="Ema"/> is refused.
     /// </summary>
     public bool? StateOnDevice { get; init; }
-    /// <summary>Whether this run keeps its state on the device (<see cref="StateOnDevice"/>, or CUDA when it is null).</summary>
-    public bool KeepsStateOnDevice => StateOnDevice ?? Session.Device.IsCuda;
+    /// <summary>Whether this run keeps its state on the device (<see cref="StateOnDevice"/>, or CUDA without EMA when it is null).</summary>
+    public bool KeepsStateOnDevice => StateOnDevice ?? (Session.Device.IsCuda && Ema is null);
     /// <summary>fp16's dynamic loss scaling (torch.amp.GradScaler's defaults); its state is checkpointed so a resume scales as the straight run.</summary>
     public LossScalerOptions LossScaling { get; init; } = new();
 
@@ -100,11 +100,16 @@ public sealed record TrainerOptions
             if (Ema is not null) throw new ArgumentException("--ema is not supported with --lora-r yet.");
         }
         if (!Enum.IsDefined(Precision)) throw new ArgumentException($"Precision {(int)Precision} is not one of {string.Join(", ", EnumNames.Names<TrainingPrecision>())}.");
-        LossScaling.Validate();
+        if (Precision == TrainingPrecision.Fp16)
+        {
+            if (!(LossScaling.InitScale > 0 && double.IsFinite(LossScaling.InitScale)))
+                throw new ArgumentException($"--loss-scale must be a positive number, got {LossScaling.InitScale}.");
+            LossScaling.Validate();
+        }
         if (Precision == TrainingPrecision.Bf16 && !Session.Device.IsCuda)
             throw new ArgumentException("--precision bf16 needs --device cuda: ONNX Runtime's CPU provider has no bfloat16 MatMul or Gemm kernel. On the CPU train in fp32 or fp16.");
         if (KeepsStateOnDevice && Ema is not null)
-            throw new ArgumentException($"--ema keeps the weights' average in host memory, which a run with its training state on {Session.Device} would copy every step; give --state-on-device off to train with --ema.");
+            throw new ArgumentException($"--ema keeps the weights' average in host memory, which a run with its training state on {Session.Device} would copy every step; leave out --state-on-device on to train with --ema.");
         if (Overwrite && Resume is not null) throw new ArgumentException($"--overwrite starts over and --resume {Resume} continues a run: give one of them.");
     }
 }

@@ -62,7 +62,7 @@ public sealed class TrainingSession : IDisposable
         for (int i = 0; i < store.Parameters.Count; i++)
         {
             var p = store.Parameters[i];
-            _trainBinding.BindInput(p.Name, device?.ParamValue(i) ?? store.ParamValue(i));
+            BindKept(_trainBinding, _trainKept, p.Name, device?.ParamValue(i) ?? store.ParamValue(i));
             if (p.Trainable) _trainBinding.BindOutput(TrainingGraph.GradPrefix + p.Name, device?.GradValue(i) ?? store.GradValue(i));
             else if (trainOutputs.Contains(TrainingGraph.UpdatePrefix + p.Name))
             {
@@ -76,14 +76,34 @@ public sealed class TrainingSession : IDisposable
         _evalLossValue = Own(OrtValue.CreateTensorValueFromMemory(_evalLoss, []));
         _evalSeed = Own(OrtValue.CreateTensorValueFromMemory(new long[1], []));
         if (TrainInputs.Contains(GraphInputs.DropoutSeed))
-            _trainBinding.BindInput(GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
+            BindKept(_trainBinding, _trainKept, GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
         if (UsesLossScale)
-            _trainBinding.BindInput(GraphInputs.LossScale, Own(OrtValue.CreateTensorValueFromMemory(_lossScale, [])));
+            BindKept(_trainBinding, _trainKept, GraphInputs.LossScale, Own(OrtValue.CreateTensorValueFromMemory(_lossScale, [])));
         UpdatedBuffers = _updates.Select(u => u.Index).ToArray();
     }
 
     private readonly TrainingGraphs? _graphs;
     private readonly DeviceState? _device;
+    private readonly List<(string Name, OrtValue Value)> _trainKept = [], _evalKept = [];
+
+    /// <summary>
+    /// True on a device: ONNX Runtime copies a host input to the device when it is bound (IoBinding.BindInput), not when the
+    /// graph runs, so inputs whose host memory changes between runs (the batch, the seed, the loss scale, parameters kept on
+    /// the host) are bound again before every run. On the CPU a bound input is read where it is, and binding once is enough.
+    /// </summary>
+    private bool Rebinds => _settings.Device.IsCuda;
+
+    private static void BindKept(OrtIoBinding binding, List<(string, OrtValue)> kept, string name, OrtValue value)
+    {
+        binding.BindInput(name, value);
+        kept.Add((name, value));
+    }
+
+    private void Refresh(OrtIoBinding binding, List<(string Name, OrtValue Value)> kept)
+    {
+        if (!Rebinds) return;
+        foreach (var (name, value) in kept) binding.BindInput(name, value);
+    }
     private readonly float[] _lossScale = [1f];
     private readonly OrtValue _evalLossValue;
     private readonly OrtValue _evalSeed;
@@ -95,10 +115,11 @@ public sealed class TrainingSession : IDisposable
         using var options = _settings.CreateOptions(training: true);
         var eval = _graphs is null ? Open(Path.Combine(_modelDir, ModelFolder.EvalFile), options) : Open(_graphs.Eval, options);
         var binding = eval.CreateIoBinding();
-        for (int i = 0; i < _store.Parameters.Count; i++) binding.BindInput(_store.Parameters[i].Name, _device?.ParamValue(i) ?? _store.ParamValue(i));
+        _evalKept.Clear();
+        for (int i = 0; i < _store.Parameters.Count; i++) BindKept(binding, _evalKept, _store.Parameters[i].Name, _device?.ParamValue(i) ?? _store.ParamValue(i));
         binding.BindOutput("loss", _evalLossValue);
         // Graphs with random choices outside dropout (ProbSparse attention's key sampling) take a seed in eval too: a fixed one.
-        if (EvalInputs.Contains(GraphInputs.DropoutSeed)) binding.BindInput(GraphInputs.DropoutSeed, _evalSeed);
+        if (EvalInputs.Contains(GraphInputs.DropoutSeed)) BindKept(binding, _evalKept, GraphInputs.DropoutSeed, _evalSeed);
         (_eval, _evalBinding) = (eval, binding);
         return (eval, binding);
     }
@@ -172,6 +193,7 @@ public sealed class TrainingSession : IDisposable
     {
         Bind(_trainBinding, training: true, TrainInputs, batch);
         _seed[0] = dropoutSeed;
+        Refresh(_trainBinding, _trainKept);
         _train.RunWithBinding(_run, _trainBinding);
         foreach (var (i, next) in _updates)
         {
@@ -186,6 +208,7 @@ public sealed class TrainingSession : IDisposable
     {
         var (eval, binding) = OpenEval();
         Bind(binding, training: false, EvalInputs, batch);
+        Refresh(binding, _evalKept);
         eval.RunWithBinding(_run, binding);
         return _evalLoss[0];
     }
@@ -198,7 +221,12 @@ public sealed class TrainingSession : IDisposable
             if (!batch.TryGetValue(name, out var t))
                 throw new ArgumentException($"The batch lacks '{name}', an input of the {(training ? "training" : "eval")} graph (it has: {string.Join(", ", batch.Keys)}).");
             var key = (training, name);
-            if (_bound.TryGetValue(key, out var b) && ReferenceEquals(b.Data, t.Data) && b.Shape.AsSpan().SequenceEqual(t.Shape)) continue;
+            if (_bound.TryGetValue(key, out var b) && ReferenceEquals(b.Data, t.Data) && b.Shape.AsSpan().SequenceEqual(t.Shape))
+            {
+                // The same array, refilled: on a device its new contents must be copied over again (see Rebinds).
+                if (Rebinds) binding.BindInput(name, b.Value);
+                continue;
+            }
             if (b.Value is not null) b.Value.Dispose();
             var value = t.Data switch
             {

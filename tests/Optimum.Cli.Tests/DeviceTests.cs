@@ -134,7 +134,7 @@ public sealed class DeviceTests(ITestOutputHelper output) : IDisposable
         {
             ("--precision bf16", "--precision bf16 needs --device cuda"),
             ("--precision fp8", "--precision 'fp8' is not one of fp32, tf32, bf16, fp16"),
-            ("--precision fp16 --loss-scale 0", "InitScale must be a positive number"),
+            ("--precision fp16 --loss-scale 0", "--loss-scale must be a positive number, got 0"),
         })
         {
             var never = Never;

@@ -81,7 +81,7 @@ public sealed class CacheGraphTests : IClassFixture<CacheGraphTests.Fixture>
     {
         var data = new float[] { 1, -2, 3.5f, 4, 5, 6 };
         OrtAllocator? allocator = null;
-        using var v = new DevicePlacement(ExecutionDevice.Cpu).ToResident(_f.Lm.Session, data, [2, 3], ref allocator);
+        using var v = new DevicePlacement(ExecutionDevice.Cpu).ToResident(_f.Lm.Session, data, [2, 3], ref allocator, null);
         Assert.Null(allocator);
         Assert.Equal(new long[] { 2, 3 }, v.GetTensorTypeAndShape().Shape);
         data[4] = 50;                                                                    // no copy: the value sees the array

@@ -135,12 +135,19 @@ public sealed class MixedPrecisionTrainingTests(ITestOutputHelper output) : IDis
     }
 
     [Fact]
-    public void Tf32_OnTheCpu_IsFp32Exactly_AndBf16IsRefusedOnTheCpu()
+    public void Tf32_OnTheCpu_IsFp32Exactly_ResumesFp32Checkpoints_AndBf16IsRefusedOnTheCpu()
     {
         var init = Init();
         var (fp32, _, _, _) = Train(Options("a", TrainingPrecision.Fp32, steps: 3), init);
         var (tf32, _, _, _) = Train(Options("b", TrainingPrecision.Tf32, steps: 3), init);
         for (int i = 0; i < init.Length; i++) Assert.Equal(fp32[i], tf32[i]);
+        // fp32 and tf32 keep the same state: a tf32 run continues an fp32 checkpoint (here to the same numbers).
+        Train(Options("c32", TrainingPrecision.Fp32, steps: 3) with { StopAfter = 2 }, init);
+        var (continued, _, _, _) = Train(Options("c32", TrainingPrecision.Tf32, steps: 3) with { Resume = CheckpointRef.Latest }, init);
+        for (int i = 0; i < init.Length; i++) Assert.Equal(fp32[i], continued[i]);
+        // A precision's --loss-scale is only read (and checked) by fp16.
+        (Options("d", TrainingPrecision.Fp32) with { LossScaling = new LossScalerOptions { InitScale = 0 } }).Validate();
+        Assert.Contains("--loss-scale must be a positive number", Assert.Throws<ArgumentException>(() => (Options("d", TrainingPrecision.Fp16) with { LossScaling = new LossScalerOptions { InitScale = 0 } }).Validate()).Message);
         var e = Assert.Throws<ArgumentException>(() => Options("c", TrainingPrecision.Bf16).Validate());
         Assert.Contains("--precision bf16 needs --device cuda", e.Message);
         Assert.False(Directory.Exists(Path.Combine(_dir, "c")));

@@ -61,6 +61,11 @@ public sealed class Forecaster : IDisposable
     private readonly int[] _lags;
     private readonly int[] _cardinality;
     private readonly DevicePlacement _placement;
+    private readonly SessionSettings _settings;
+    private Optimum.Onnx.DeviceCopy? _copier;
+
+    /// <summary>The host-to-device copier (CUDA only), made at the first forecast and kept: a session per forecast would cost more than the copy.</summary>
+    private Optimum.Onnx.DeviceCopy Copier() => _copier ??= new Optimum.Onnx.DeviceCopy(_settings);
 
     public Forecaster(string modelDir, IReadOnlyList<float[]>? weights = null, SessionSettings? settings = null)
     {
@@ -77,6 +82,7 @@ public sealed class Forecaster : IDisposable
         SeriesNames = SeriesIds.Load(modelDir);
         settings ??= new SessionSettings();
         _placement = DevicePlacement.Of(settings);
+        _settings = settings;
         using var options = settings.CreateOptions();
         _encoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.EncoderFile), ps, weights, options);
         try { _decoder = EmbeddedWeights.Open(Path.Combine(modelDir, ModelFolder.DecoderFile), ps, weights, options); }
@@ -260,7 +266,7 @@ public sealed class Forecaster : IDisposable
         // host arithmetic each step, so they cross.
         OrtAllocator? deviceAllocator = null;
         using var allocatorScope = new Disposer(() => deviceAllocator?.Dispose());
-        using var encValue = _placement.ToResident(_decoder, encRows, [rows, le, d], ref deviceAllocator);
+        using var encValue = _placement.ToResident(_decoder, encRows, [rows, le, d], ref deviceAllocator, _placement.IsHost ? null : Copier().Copy);
         for (int k = 0; k < horizon; k++)
         {
             cancel.ThrowIfCancellationRequested();
@@ -365,5 +371,6 @@ public sealed class Forecaster : IDisposable
     {
         _encoder.Dispose();
         _decoder.Dispose();
+        _copier?.Dispose();
     }
 }
