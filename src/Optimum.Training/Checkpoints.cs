@@ -299,6 +299,8 @@ public static class Checkpoints
         Check(s.Frozen is not null && s.Frozen.All(f => !string.IsNullOrEmpty(f)), "frozen", "null or holds an empty name", "a list of parameter names (empty when nothing is frozen)");
         Check(s.Frozen!.Count == 0 ? s.FrozenSha256 is null : s.FrozenSha256 is { Length: 64 } h && h.All(Uri.IsHexDigit), "frozen_sha256", s.FrozenSha256 is null ? "null" : $"'{s.FrozenSha256}'",
             s.Frozen.Count == 0 ? "null when nothing is frozen" : "the SHA-256 hex digest of the frozen weights");
+        Check(EnumNames.Names<TrainingPrecision>().Contains(s.Precision), "precision", s.Precision is null ? "null" : $"'{s.Precision}'",
+            $"one of {string.Join(", ", EnumNames.Names<TrainingPrecision>())} (fp32 when absent: checkpoints made before it existed)");
         Check(s.Files.Count > 0, "files", "empty", "the checksums of the checkpoint's other files");
         foreach (var (file, hash) in s.Files)
             Check(file.Length > 0 && Path.GetFileName(file) == file && hash is { Length: 64 } && hash.All(Uri.IsHexDigit), "files", $"'{file}': {(hash is null ? "null" : $"'{hash}'")}",

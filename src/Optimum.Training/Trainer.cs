@@ -109,6 +109,9 @@ public sealed class Trainer : IDisposable
         return TrainingGraphs.Build(hf.ModelType ?? "model", define, o.Precision);
     }
 
+    /// <summary>The training state in device memory (<see cref="TrainerOptions.StateOnDevice"/>), or null when it is the host's.</summary>
+    public DeviceState? DeviceState => _device;
+
     /// <summary>fp16's loss scaler (null for other precisions): its scale and skipped-step count.</summary>
     public LossScaler? LossScaler => _scaler;
 

@@ -86,6 +86,8 @@ public sealed class TrainingJob : IDisposable
                 TrainingPrecision.Fp16 => $"MatMul/Gemm in float16, float32 master weights, dynamic loss scale from {t.LossScaling.InitScale}",
                 _ => "MatMul/Gemm in bfloat16, float32 master weights",
             });
+        if (Trainer.DeviceState is { } device)
+            _say($"training state in {t.Session.Device} memory: {device.Bytes / 1e6:F1} MB (parameters, gradients{(t.GradAccum > 1 || comm.Size > 1 ? ", accumulator" : "")}, optimizer state); the optimizer, norm and clipping run there as graphs");
         if (comm.Size > 1) _say($"ZeRO-1 over {comm.Size} ranks ({comm.Backend}): global batch {t.BatchSize * t.GradAccum * comm.Size} samples");
     }
 

@@ -24,6 +24,18 @@ public sealed class AutocastTests(ITestOutputHelper output)
 
     private static GraphBuilder Training(DType? autocast) => TrainingGraph.BuildTraining("mlp", (g, _) => Mlp(g, autocast));
 
+    /// <summary>The MLP's inputs and weights, N(0, 0.25) from <paramref name="seed"/>, with <paramref name="labels"/>.</summary>
+    private static Dictionary<string, HostTensor> MlpFeeds(int seed, double[] labels)
+    {
+        var rng = new Random(seed);
+        HostTensor Randn(params long[] dims) => new(Enumerable.Range(0, (int)dims.Aggregate(1L, (a, b) => a * b)).Select(_ => Rand.Normal(rng) * 0.5).ToArray(), dims, DType.Float);
+        return new()
+        {
+            ["x"] = Randn(4, 6), ["labels"] = new(labels, [4], DType.Int64),
+            ["fc1.weight"] = Randn(6, 5), ["fc1.bias"] = Randn(5), ["fc2.weight"] = Randn(3, 5), ["fc2.bias"] = Randn(3),
+        };
+    }
+
     [Theory]
     [InlineData(DType.Float16)]
     [InlineData(DType.BFloat16)]
@@ -65,13 +77,7 @@ public sealed class AutocastTests(ITestOutputHelper output)
     [InlineData(DType.BFloat16)]
     public void OnTheCpu_LowPrecisionTrainingGraph_MatchesFloat32OrIsAMissingKernel(DType low)
     {
-        var rng = new Random(11);
-        HostTensor Randn(params long[] dims) => new(Enumerable.Range(0, (int)dims.Aggregate(1L, (a, b) => a * b)).Select(_ => Rand.Normal(rng) * 0.5).ToArray(), dims, DType.Float);
-        var feeds = new Dictionary<string, HostTensor>
-        {
-            ["x"] = Randn(4, 6), ["labels"] = new([0, 2, 1, 2], [4], DType.Int64),
-            ["fc1.weight"] = Randn(6, 5), ["fc1.bias"] = Randn(5), ["fc2.weight"] = Randn(3, 5), ["fc2.bias"] = Randn(3),
-        };
+        var feeds = MlpFeeds(11, [0, 2, 1, 2]);
         using var reference = new OrtModel(Training(null));
         var want = reference.Run(feeds);
         OrtModel model;
@@ -130,13 +136,7 @@ public sealed class AutocastTests(ITestOutputHelper output)
     [Fact]
     public void LossScale_MultipliesTheGradients_NotTheLoss()
     {
-        var rng = new Random(5);
-        HostTensor Randn(params long[] dims) => new(Enumerable.Range(0, (int)dims.Aggregate(1L, (a, b) => a * b)).Select(_ => Rand.Normal(rng) * 0.5).ToArray(), dims, DType.Float);
-        var feeds = new Dictionary<string, HostTensor>
-        {
-            ["x"] = Randn(4, 6), ["labels"] = new([1, 0, 2, 2], [4], DType.Int64),
-            ["fc1.weight"] = Randn(6, 5), ["fc1.bias"] = Randn(5), ["fc2.weight"] = Randn(3, 5), ["fc2.bias"] = Randn(3),
-        };
+        var feeds = MlpFeeds(5, [1, 0, 2, 2]);
         using var plain = new OrtModel(Training(null));
         var scaledGraph = TrainingGraph.BuildTraining("mlp", (g, _) => Mlp(g, null), lossScale: true);
         Assert.Contains(scaledGraph.Inputs, i => i.Name == Optimum.Core.GraphInputs.LossScale && i.Type == DType.Float && i.Rank == 0);

@@ -140,6 +140,10 @@ public sealed class CheckpointFuzzTests(ITestOutputHelper output) : IDisposable
             // Nothing frozen in this run: another frozen set is refused (resume needs the run's), as is a checksum without one.
             ConfigRules.List("frozen", a => a.Count == 0, [new JsonArray(), new JsonArray("transformer.wte.weight"), new JsonArray(5), new JsonArray("")], absentOk: true, nullOk: false),
             new("frozen_sha256", _ => false, true, true, [[new string('a', 64), "x", 5, new JsonArray()]]),
+            // This run is fp32: fp32, tf32 and bf16 checkpoints continue it (the same state), an fp16 one is refused (its loss
+            // scaler's state), as is anything that is not a precision's name; absent is fp32 (checkpoints made before it existed).
+            new("precision", n => n is JsonValue j && j.GetValueKind() == JsonValueKind.String && j.GetValue<string>() is "fp32" or "tf32" or "bf16", true, false,
+                [["fp32", "tf32", "bf16", "fp16", "FP32", "fp8", "", 5, new JsonArray()]]),
             new("files", n => JsonNode.DeepEquals(n, files), false, false,
                 [[new JsonObject(), new JsonArray(), "x", new JsonObject { [ModelFolder.WeightsFile] = 5 }, new JsonObject { [ModelFolder.WeightsFile] = null }]]),
         ];

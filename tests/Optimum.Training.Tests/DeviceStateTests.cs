@@ -19,23 +19,11 @@ public sealed class DeviceStateTests(ITestOutputHelper output) : IDisposable
     private readonly string _dir = Repo.TempDir();
     public void Dispose() => Directory.Delete(_dir, true);
 
-    private static readonly Gpt2Config Tiny = new()
-    {
-        VocabSize = 61, NPositions = 16, NEmbd = 16, NLayer = 2, NHead = 2, EmbdPdrop = 0.1, AttnPdrop = 0, ResidPdrop = 0.1,
-    };
+    private static readonly Gpt2Config Tiny = TinyLm.Config(dropout: 0.1);
 
-    private string Gpt2()
-    {
-        var dir = Path.Combine(_dir, "gpt2");
-        if (!Directory.Exists(dir)) ModelKinds.Write(dir, Tiny);
-        return dir;
-    }
+    private string Gpt2() => TinyLm.Folder(_dir, Tiny);
 
-    private static LmData LmData()
-    {
-        var rng = new Random(2);
-        return new LmData(Enumerable.Range(0, 3000).Select(i => rng.NextDouble() < 0.2 ? rng.Next(61) : (i * 5) % 61).ToArray(), 12, 0.1);
-    }
+    private static LmData LmData() => TinyLm.Data();
 
     private float[][] Init() => ModelKinds.Initialize(ModelFolder.ReadParameters(Gpt2()), Tiny, 1);
 

@@ -23,25 +23,13 @@ public sealed class FreezeTests(ITestOutputHelper output) : IDisposable
     /// <summary>Trainable parameters of a frozen run against the zero-lr run: relative, elementwise, floor 1e-3.</summary>
     private const double Tolerance = 1e-6;
 
-    private static readonly Gpt2Config Tiny = new()
-    {
-        VocabSize = 61, NPositions = 16, NEmbd = 16, NLayer = 2, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
-    };
+    private static readonly Gpt2Config Tiny = TinyLm.Config();
     /// <summary>Everything but the last block and the final LayerNorm.</summary>
     private static readonly string[] AllButLastBlock = ["transformer.wte", "transformer.wpe", "transformer.h.0"];
 
-    private string Gpt2()
-    {
-        var dir = Path.Combine(_dir, "gpt2");
-        if (!Directory.Exists(dir)) ModelKinds.Write(dir, Tiny);
-        return dir;
-    }
+    private string Gpt2() => TinyLm.Folder(_dir, Tiny);
 
-    private static LmData LmData()
-    {
-        var rng = new Random(2);
-        return new LmData(Enumerable.Range(0, 3000).Select(i => rng.NextDouble() < 0.2 ? rng.Next(61) : (i * 5) % 61).ToArray(), 12, 0.1);
-    }
+    private static LmData LmData() => TinyLm.Data();
 
     private TrainerOptions Options(string model, string outDir, long steps, OptimizerKind optimizer) => new()
     {

@@ -15,24 +15,12 @@ public sealed class Zero1Tests(ITestOutputHelper output) : IDisposable
     private readonly string _dir = Repo.TempDir();
     public void Dispose() => Directory.Delete(_dir, true);
 
-    private static readonly Gpt2Config Tiny = new()
-    {
-        VocabSize = 61, NPositions = 16, NEmbd = 16, NLayer = 2, NHead = 2, EmbdPdrop = 0, AttnPdrop = 0, ResidPdrop = 0,
-    };
+    private static readonly Gpt2Config Tiny = TinyLm.Config();
     private const int GlobalBatch = 6;
 
-    private string Model()
-    {
-        var dir = Path.Combine(_dir, "model");
-        if (!Directory.Exists(dir)) ModelKinds.Write(dir, Tiny);
-        return dir;
-    }
+    private string Model() => TinyLm.Folder(_dir, Tiny, "model");
 
-    private static LmData Data()
-    {
-        var rng = new Random(2);
-        return new LmData(Enumerable.Range(0, 3000).Select(i => rng.NextDouble() < 0.2 ? rng.Next(61) : (i * 5) % 61).ToArray(), 12, 0.1);
-    }
+    private static LmData Data() => TinyLm.Data();
 
     private TrainerOptions Options(int ranks, string outDir, long steps = 8) => new()
     {
