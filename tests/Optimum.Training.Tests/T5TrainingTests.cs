@@ -39,6 +39,27 @@ public sealed class T5TrainingTests : IDisposable
         Optimizer = new OptimizerConfig { Kind = EnumNames.Parse<OptimizerKind>(optimizer, "optimizer"), Momentum = 0.9 }, Session = new SessionSettings { IntraOpThreads = 1 },
     };
 
+    /// <summary>--precision fp16 on T5 (encoder, decoder and cross attention in float16): the losses track fp32's, with device state too.</summary>
+    [Fact]
+    public void T5_Fp16_TracksFp32_WithAndWithoutDeviceState()
+    {
+        ModelKinds.Write(Path.Combine(_dir, "model"), Tiny);
+        var init = ModelKinds.Initialize(ModelFolder.ReadParameters(Path.Combine(_dir, "model")), Tiny, 3);
+        TrainResult Run(string name, TrainingPrecision p, bool device)
+        {
+            using var t = new Trainer(Options(name, 8, 4, "adamw") with { Warmup = 1, Precision = p, LossScaling = new LossScalerOptions { InitScale = 1024 }, StateOnDevice = device }, Data(), init);
+            return t.Run();
+        }
+        var fp32 = Run("fp32", TrainingPrecision.Fp32, false);
+        foreach (var device in new[] { false, true })
+        {
+            var fp16 = Run(device ? "fp16-device" : "fp16", TrainingPrecision.Fp16, device);
+            Assert.Equal(0, fp16.SkippedSteps);
+            for (int i = 0; i < 4; i++)
+                Assert.True(Math.Abs(fp16.History[i].Loss - fp32.History[i].Loss) <= 1e-3 * fp32.History[i].Loss, $"step {i + 1}: {fp16.History[i].Loss} vs {fp32.History[i].Loss}");
+        }
+    }
+
     [Fact]
     public void T5_LearnsAToyMapping_AndZero1MatchesOneRank()
     {
