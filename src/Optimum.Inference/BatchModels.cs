@@ -171,6 +171,7 @@ internal sealed class Seq2SeqBatch : IBatchModel
     // Host memory: each row's (1, H, n, D) keys or values copied into a (B, H, S, D) array, right-padded with zeros.
     private OrtValue Copied(List<Seq2SeqLm.Encoded> next, int k, int src)
     {
+        if (!_lm.Placement.IsHost) throw new InvalidOperationException($"A cache in {_lm.Placement.Device} memory is rebuilt with graphs, not host copies.");
         int batch = next.Count, heads = _lm.Heads, d = _lm.HeadSize;
         var data = new float[batch * heads * src * d];
         for (int i = 0; i < batch; i++)

@@ -158,10 +158,14 @@ internal sealed class CacheOps : IDisposable
     public static OrtValue Empty(int heads, long length, int headSize) =>
         OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [0, heads, length, headSize]);
 
+    /// <summary>Gather and Splice runs so far, process-wide: tests check that the graph path was taken.</summary>
+    internal static long Gathers, Splices;
+
     private OrtValue RunOne(InferenceSession session, OrtIoBinding binding)
     {
         binding.BindOutputToDevice("y", Placement.Resident);
         session.RunWithBinding(_run, binding);
+        Interlocked.Increment(ref session == _gather ? ref Gathers : ref Splices);
         // The list's only value is the caller's now: disposing the list would dispose it.
         return binding.GetOutputValues()[0];
     }

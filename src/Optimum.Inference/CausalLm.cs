@@ -124,9 +124,10 @@ public sealed class CausalLm : IGenerativeModel, IDisposable
 
     public void Dispose()
     {
-        _session.Dispose();
+        // As the constructor's error path: the bound values, the allocator they came from, then its session.
         foreach (var (_, v) in _params) v.Dispose();
         _paramsAllocator?.Dispose();
+        _session.Dispose();
         _ops?.Dispose();
         Interlocked.Exchange(ref _release, null)?.Invoke();     // once, however often Dispose is called
     }

@@ -53,7 +53,8 @@ internal sealed class KvBatch : IDisposable
     public int Batch { get; private set; }
 
     /// <summary>Cache tensor <paramref name="k"/> (2·layer + 0 for key, 1 for value), (Batch, heads, Length, headSize); host memory only.</summary>
-    public ReadOnlySpan<float> Past(int k) => _past[k].GetTensorDataAsSpan<float>();
+    public ReadOnlySpan<float> Past(int k) => _placement.IsHost ? _past[k].GetTensorDataAsSpan<float>()
+        : throw new InvalidOperationException($"The cache is in {_placement.Device} memory: it cannot be read as a host span.");
 
     /// <summary>Binds an input that stays bound for the following steps (not owned: the caller disposes it after rebinding).</summary>
     public void Bind(string name, OrtValue value) => _binding.BindInput(name, value);
@@ -142,6 +143,7 @@ internal sealed class KvBatch : IDisposable
     // Host memory: each row's suffix copied into managed arrays.
     private OrtValue[] Copied(IReadOnlyList<(KvBatch Source, int Row, int Cached)> rows, int length)
     {
+        if (!_placement.IsHost) throw new InvalidOperationException($"A cache in {_placement.Device} memory is rebuilt with graphs, not host copies.");
         int batch = rows.Count, heads = _heads, d = _headSize;
         var values = new OrtValue[2 * _layers];
         for (int k = 0; k < values.Length; k++)

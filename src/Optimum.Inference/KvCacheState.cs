@@ -108,11 +108,21 @@ public abstract class KvCacheState : IDecodeState
             throw new ArgumentException($"Reorder: rows [{string.Join(", ", rows)}] must be {Batch} rows of the cache's {Batch}.", nameof(rows));
         if (_ops is not null)
         {
+            // All layers gathered first, then swapped in: a failure part way leaves the cache as it was, not half reordered.
+            var moved = new List<OrtValue>(_past.Length);
+            try
+            {
+                foreach (var p in _past) moved.Add(_ops.Gather(p, rows));
+            }
+            catch
+            {
+                foreach (var m in moved) m.Dispose();
+                throw;
+            }
             for (int k = 0; k < _past.Length; k++)
             {
-                var moved = _ops.Gather(_past[k], rows);
                 _past[k].Dispose();
-                _past[k] = moved;
+                _past[k] = moved[k];
             }
             return;
         }

@@ -44,10 +44,20 @@ public sealed class DeviceCopy : IDisposable
     /// <summary>Copies <paramref name="from"/> into <paramref name="to"/> (float32 tensors of the same shape, anywhere ORT can bind them).</summary>
     public void Copy(OrtValue from, OrtValue to)
     {
-        _binding.BindInput("x", from);
-        _binding.BindOutput("y", to);
-        _session.RunWithBinding(_run, _binding);
-        _binding.SynchronizeBoundOutputs();
+        try
+        {
+            _binding.BindInput("x", from);
+            _binding.BindOutput("y", to);
+            _session.RunWithBinding(_run, _binding);
+            _binding.SynchronizeBoundOutputs();
+        }
+        finally
+        {
+            // A binding holds its own reference to what it was given: cleared, so that a tensor the caller disposes (and the
+            // allocator it came from) is not kept, and later released, by this copier.
+            _binding.ClearBoundInputs();
+            _binding.ClearBoundOutputs();
+        }
     }
 
     /// <summary>Copies <paramref name="count"/> floats from <paramref name="from"/> (in <paramref name="fromMemory"/>) to <paramref name="to"/> (in <paramref name="toMemory"/>).</summary>

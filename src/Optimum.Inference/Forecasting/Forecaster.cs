@@ -63,6 +63,8 @@ public sealed class Forecaster : IDisposable
     private readonly DevicePlacement _placement;
     private readonly SessionSettings _settings;
     private Optimum.Onnx.DeviceCopy? _copier;
+    /// <summary>The decoder's device allocator (CUDA), kept for the forecaster's lifetime and disposed after every tensor it made.</summary>
+    private OrtAllocator? _deviceAllocator;
 
     /// <summary>The host-to-device copier (CUDA only), made at the first forecast and kept: a session per forecast would cost more than the copy.</summary>
     private Optimum.Onnx.DeviceCopy Copier() => _copier ??= new Optimum.Onnx.DeviceCopy(_settings);
@@ -264,9 +266,7 @@ public sealed class Forecaster : IDisposable
         // Every decoder step reads the same encoder output: on a device it is copied there once, not by every step. The
         // step's other input (the lagged samples) and its outputs (the distribution's parameters, sampled from here) are
         // host arithmetic each step, so they cross.
-        OrtAllocator? deviceAllocator = null;
-        using var allocatorScope = new Disposer(() => deviceAllocator?.Dispose());
-        using var encValue = _placement.ToResident(_decoder, encRows, [rows, le, d], ref deviceAllocator, _placement.IsHost ? null : Copier().Copy);
+        using var encValue = _placement.ToResident(_decoder, encRows, [rows, le, d], ref _deviceAllocator, _placement.IsHost ? null : Copier().Copy);
         for (int k = 0; k < horizon; k++)
         {
             cancel.ThrowIfCancellationRequested();
@@ -360,17 +360,13 @@ public sealed class Forecaster : IDisposable
         return (TimeFeatures.Monthly(s.Start!.Value, -pad, pad + s.Values.Length + horizon), pad);
     }
 
-    private sealed class Disposer(Action dispose) : IDisposable
-    {
-        public void Dispose() => dispose();
-    }
-
     private static int Seed(long seed, long salt) => (int)((ulong)(seed * 6364136223846793005L + salt * 1442695040888963407L + 1) >> 33);
 
     public void Dispose()
     {
         _encoder.Dispose();
-        _decoder.Dispose();
         _copier?.Dispose();
+        _deviceAllocator?.Dispose();
+        _decoder.Dispose();
     }
 }
