@@ -79,22 +79,19 @@ public sealed class IndexedDatasetWriter : IDisposable
             f.Write(new byte[IndexedDataset.HeaderBytes]);
             var body = new XxHash3();
             var chunk = new byte[1 << 16];
-            for (int i = 0; i < _offsets.Count;)
+            void Stream<T>(List<T> values, int size, Action<Span<byte>, T> put)
             {
-                int n = Math.Min(chunk.Length / 8, _offsets.Count - i);
-                for (int j = 0; j < n; j++) BinaryPrimitives.WriteInt64LittleEndian(chunk.AsSpan(8 * j), _offsets[i + j]);
-                f.Write(chunk, 0, 8 * n);
-                body.Append(chunk.AsSpan(0, 8 * n));
-                i += n;
+                for (int i = 0; i < values.Count;)
+                {
+                    int n = Math.Min(chunk.Length / size, values.Count - i);
+                    for (int j = 0; j < n; j++) put(chunk.AsSpan(size * j), values[i + j]);
+                    f.Write(chunk, 0, size * n);
+                    body.Append(chunk.AsSpan(0, size * n));
+                    i += n;
+                }
             }
-            for (int i = 0; i < _lengths.Count;)
-            {
-                int n = Math.Min(chunk.Length / 4, _lengths.Count - i);
-                for (int j = 0; j < n; j++) BinaryPrimitives.WriteInt32LittleEndian(chunk.AsSpan(4 * j), _lengths[i + j]);
-                f.Write(chunk, 0, 4 * n);
-                body.Append(chunk.AsSpan(0, 4 * n));
-                i += n;
-            }
+            Stream(_offsets, sizeof(long), BinaryPrimitives.WriteInt64LittleEndian);
+            Stream(_lengths, sizeof(int), BinaryPrimitives.WriteInt32LittleEndian);
             var header = IndexedDataset.WriteHeader(new IndexedDataset.Header(BytesPerId, Documents, Tokens, Tokenizer, _hash.GetCurrentHashAsUInt64(), body.GetCurrentHashAsUInt64()));
             f.Position = 0;
             f.Write(header);
