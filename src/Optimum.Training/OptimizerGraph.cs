@@ -21,7 +21,7 @@ public sealed unsafe class OptimizerGraph : IDisposable
 
     private readonly Optimizer _opt;
     private readonly InferenceSession _session;
-    private readonly OrtIoBinding _binding;
+    private readonly RunBinding _binding;
     private readonly RunOptions _runOptions = new();
     private readonly List<OrtValue> _values = [];
     private readonly float[] _lr = new float[1], _stepSize = new float[1], _invSqrtBc2 = new float[1];
@@ -42,30 +42,29 @@ public sealed unsafe class OptimizerGraph : IDisposable
         long n = optimizer.End - optimizer.Begin;
         if (n == 0) throw new ArgumentException("The optimizer's slice is empty: there is nothing for an optimizer graph to update.");
         var graph = Build(optimizer.Config, optimizer.StateNames, Runs(optimizer), n);
-        _rebinds = settings.Device.IsCuda;
         using var options = settings.CreateOptions();
         try
         {
             // Inside the try: a session that fails to build still releases _runOptions.
             _session = new InferenceSession(ModelWriter.ToBytes(graph), options);
-            _binding = _session.CreateIoBinding();
+            _binding = new RunBinding(_session, settings.Device.IsCuda);
             var memory = placement?.Memory ?? OrtMemoryInfo.DefaultInstance;
             OrtValue View(float* p) => Keep(OrtValue.CreateTensorValueWithData(memory, TensorElementType.Float, [n], (nint)p, n * sizeof(float)));
             var param = View(placement is null ? optimizer.Store.ParamsPtr + optimizer.Begin : (float*)placement.Params);
-            Bind("param", param);
+            _binding.BindInput("param", param);
             _binding.BindOutput("param.out", param);
-            Bind("grad", View(placement is null ? optimizer.Store.GradsPtr + optimizer.Begin : (float*)placement.Grads));
+            _binding.BindInput("grad", View(placement is null ? optimizer.Store.GradsPtr + optimizer.Begin : (float*)placement.Grads));
             for (int k = 0; k < optimizer.StateNames.Count; k++)
             {
                 var state = View(placement is null ? optimizer.StatePtr(k) : (float*)placement.State[k]);
-                Bind(optimizer.StateNames[k], state);
+                _binding.BindInput(optimizer.StateNames[k], state);
                 _binding.BindOutput(optimizer.StateNames[k] + ".out", state);
             }
-            Bind("lr", Keep(OrtValue.CreateTensorValueFromMemory(_lr, [])));
+            _binding.BindInput("lr", Keep(OrtValue.CreateTensorValueFromMemory(_lr, [])));
             if (optimizer.Config.Kind == OptimizerKind.AdamW)
             {
-                Bind("step_size", Keep(OrtValue.CreateTensorValueFromMemory(_stepSize, [])));
-                Bind("inv_sqrt_bc2", Keep(OrtValue.CreateTensorValueFromMemory(_invSqrtBc2, [])));
+                _binding.BindInput("step_size", Keep(OrtValue.CreateTensorValueFromMemory(_stepSize, [])));
+                _binding.BindInput("inv_sqrt_bc2", Keep(OrtValue.CreateTensorValueFromMemory(_invSqrtBc2, [])));
             }
         }
         catch
@@ -73,15 +72,6 @@ public sealed unsafe class OptimizerGraph : IDisposable
             Dispose();
             throw;
         }
-    }
-
-    private readonly List<(string Name, OrtValue Value)> _inputs = [];
-    private bool _rebinds;
-
-    private void Bind(string name, OrtValue value)
-    {
-        _binding.BindInput(name, value);
-        _inputs.Add((name, value));
     }
 
     private OrtValue Keep(OrtValue v)
@@ -96,9 +86,8 @@ public sealed unsafe class OptimizerGraph : IDisposable
         _lr[0] = (float)lr;
         _stepSize[0] = (float)(lr / (1 - Math.Pow(_opt.Config.Beta1, t)));
         _invSqrtBc2[0] = (float)(1 / Math.Sqrt(1 - Math.Pow(_opt.Config.Beta2, t)));
-        // On a device ORT copies host inputs when they are bound, not when the graph runs: the scalars (and host buffers) again.
-        if (_rebinds) foreach (var (name, value) in _inputs) _binding.BindInput(name, value);
-        _session.RunWithBinding(_runOptions, _binding);
+        // On a device the scalars (and buffers kept on the host) are bound again: ORT copies host inputs when they are bound.
+        _binding.Run(_runOptions);
     }
 
     /// <summary>

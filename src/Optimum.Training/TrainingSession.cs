@@ -19,8 +19,8 @@ public sealed class TrainingSession : IDisposable
     private readonly ParameterStore _store;
     private readonly InferenceSession _train;
     private InferenceSession? _eval;
-    private readonly OrtIoBinding _trainBinding;
-    private OrtIoBinding? _evalBinding;
+    private readonly RunBinding _trainBinding;
+    private RunBinding? _evalBinding;
     private readonly string _modelDir;
     private readonly SessionSettings _settings;
     private readonly List<string> _evalProfiles = [];
@@ -57,12 +57,12 @@ public sealed class TrainingSession : IDisposable
         var evalPath = Path.Combine(modelDir, ModelFolder.EvalFile);
         if (graphs is null && !File.Exists(evalPath)) throw new FileNotFoundException($"Graph '{evalPath}' does not exist.", evalPath);
         _train = graphs is null ? Open(Path.Combine(modelDir, ModelFolder.TrainingFile), options, Frozen) : Open(graphs.Training, options, Frozen);
-        _trainBinding = _train.CreateIoBinding();
+        _trainBinding = new RunBinding(_train, settings.Device.IsCuda);
         var trainOutputs = graphs?.TrainOutputs ?? ReadOutputs(modelDir, "training");
         for (int i = 0; i < store.Parameters.Count; i++)
         {
             var p = store.Parameters[i];
-            BindKept(_trainBinding, _trainKept, p.Name, device?.ParamValue(i) ?? store.ParamValue(i));
+            _trainBinding.BindInput(p.Name, device?.ParamValue(i) ?? store.ParamValue(i));
             if (p.Trainable) _trainBinding.BindOutput(TrainingGraph.GradPrefix + p.Name, device?.GradValue(i) ?? store.GradValue(i));
             else if (trainOutputs.Contains(TrainingGraph.UpdatePrefix + p.Name))
             {
@@ -76,52 +76,31 @@ public sealed class TrainingSession : IDisposable
         _evalLossValue = Own(OrtValue.CreateTensorValueFromMemory(_evalLoss, []));
         _evalSeed = Own(OrtValue.CreateTensorValueFromMemory(new long[1], []));
         if (TrainInputs.Contains(GraphInputs.DropoutSeed))
-            BindKept(_trainBinding, _trainKept, GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
+            _trainBinding.BindInput(GraphInputs.DropoutSeed, Own(OrtValue.CreateTensorValueFromMemory(_seed, [])));
         if (UsesLossScale)
-            BindKept(_trainBinding, _trainKept, GraphInputs.LossScale, Own(OrtValue.CreateTensorValueFromMemory(_lossScale, [])));
+            _trainBinding.BindInput(GraphInputs.LossScale, Own(OrtValue.CreateTensorValueFromMemory(_lossScale, [])));
         UpdatedBuffers = _updates.Select(u => u.Index).ToArray();
     }
 
     private readonly TrainingGraphs? _graphs;
     private readonly DeviceState? _device;
-    private readonly List<(string Name, OrtValue Value)> _trainKept = [], _evalKept = [];
-
-    /// <summary>
-    /// True on a device: ONNX Runtime copies a host input to the device when it is bound (IoBinding.BindInput), not when the
-    /// graph runs, so inputs whose host memory changes between runs (the batch, the seed, the loss scale, parameters kept on
-    /// the host) are bound again before every run. On the CPU a bound input is read where it is, and binding once is enough.
-    /// </summary>
-    private bool Rebinds => _settings.Device.IsCuda;
-
-    private static void BindKept(OrtIoBinding binding, List<(string, OrtValue)> kept, string name, OrtValue value)
-    {
-        binding.BindInput(name, value);
-        kept.Add((name, value));
-    }
-
-    private void Refresh(OrtIoBinding binding, List<(string Name, OrtValue Value)> kept)
-    {
-        if (!Rebinds) return;
-        foreach (var (name, value) in kept) binding.BindInput(name, value);
-    }
     private readonly float[] _lossScale = [1f];
     private readonly OrtValue _evalLossValue;
     private readonly OrtValue _evalSeed;
 
     /// <summary>The eval session with the parameters bound (opened now if it is not open).</summary>
-    private (InferenceSession Session, OrtIoBinding Binding) OpenEval()
+    private RunBinding OpenEval()
     {
-        if (_eval is not null) return (_eval, _evalBinding!);
+        if (_eval is not null) return _evalBinding!;
         using var options = _settings.CreateOptions(training: true);
         var eval = _graphs is null ? Open(Path.Combine(_modelDir, ModelFolder.EvalFile), options) : Open(_graphs.Eval, options);
-        var binding = eval.CreateIoBinding();
-        _evalKept.Clear();
-        for (int i = 0; i < _store.Parameters.Count; i++) BindKept(binding, _evalKept, _store.Parameters[i].Name, _device?.ParamValue(i) ?? _store.ParamValue(i));
+        var binding = new RunBinding(eval, _settings.Device.IsCuda);
+        for (int i = 0; i < _store.Parameters.Count; i++) binding.BindInput(_store.Parameters[i].Name, _device?.ParamValue(i) ?? _store.ParamValue(i));
         binding.BindOutput("loss", _evalLossValue);
         // Graphs with random choices outside dropout (ProbSparse attention's key sampling) take a seed in eval too: a fixed one.
-        if (EvalInputs.Contains(GraphInputs.DropoutSeed)) BindKept(binding, _evalKept, GraphInputs.DropoutSeed, _evalSeed);
+        if (EvalInputs.Contains(GraphInputs.DropoutSeed)) binding.BindInput(GraphInputs.DropoutSeed, _evalSeed);
         (_eval, _evalBinding) = (eval, binding);
-        return (eval, binding);
+        return binding;
     }
 
     /// <summary>
@@ -193,8 +172,7 @@ public sealed class TrainingSession : IDisposable
     {
         Bind(_trainBinding, training: true, TrainInputs, batch);
         _seed[0] = dropoutSeed;
-        Refresh(_trainBinding, _trainKept);
-        _train.RunWithBinding(_run, _trainBinding);
+        _trainBinding.Run(_run);
         foreach (var (i, next) in _updates)
         {
             next.CopyTo(_store.Param(i));
@@ -206,14 +184,13 @@ public sealed class TrainingSession : IDisposable
     /// <summary>The eval graph's loss on <paramref name="batch"/> (no gradients).</summary>
     public float EvalLoss(Batch batch)
     {
-        var (eval, binding) = OpenEval();
+        var binding = OpenEval();
         Bind(binding, training: false, EvalInputs, batch);
-        Refresh(binding, _evalKept);
-        eval.RunWithBinding(_run, binding);
+        binding.Run(_run);
         return _evalLoss[0];
     }
 
-    private void Bind(OrtIoBinding binding, bool training, IReadOnlyList<string> inputs, Batch batch)
+    private void Bind(RunBinding binding, bool training, IReadOnlyList<string> inputs, Batch batch)
     {
         foreach (var name in inputs)
         {
@@ -221,12 +198,8 @@ public sealed class TrainingSession : IDisposable
             if (!batch.TryGetValue(name, out var t))
                 throw new ArgumentException($"The batch lacks '{name}', an input of the {(training ? "training" : "eval")} graph (it has: {string.Join(", ", batch.Keys)}).");
             var key = (training, name);
-            if (_bound.TryGetValue(key, out var b) && ReferenceEquals(b.Data, t.Data) && b.Shape.AsSpan().SequenceEqual(t.Shape))
-            {
-                // The same array, refilled: on a device its new contents must be copied over again (see Rebinds).
-                if (Rebinds) binding.BindInput(name, b.Value);
-                continue;
-            }
+            // The same array, refilled, stays bound (on a device RunBinding.Run copies its new contents).
+            if (_bound.TryGetValue(key, out var b) && ReferenceEquals(b.Data, t.Data) && b.Shape.AsSpan().SequenceEqual(t.Shape)) continue;
             if (b.Value is not null) b.Value.Dispose();
             var value = t.Data switch
             {
