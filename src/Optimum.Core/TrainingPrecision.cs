@@ -20,4 +20,11 @@ public static class TrainingPrecisions
 {
     /// <summary>True for the precisions whose graphs compute in a 16-bit type (built with autocast casts).</summary>
     public static bool IsMixed(this TrainingPrecision p) => p is TrainingPrecision.Bf16 or TrainingPrecision.Fp16;
+
+    /// <summary>Refuses a precision <paramref name="device"/> cannot train in: bf16 on the CPU, whose ONNX Runtime provider has no bfloat16 MatMul or Gemm.</summary>
+    public static void CheckDevice(this TrainingPrecision p, ExecutionDevice device)
+    {
+        if (p == TrainingPrecision.Bf16 && !device.IsCuda)
+            throw new ArgumentException("--precision bf16 needs --device cuda: ONNX Runtime's CPU provider has no bfloat16 MatMul or Gemm kernel. On the CPU train in fp32 or fp16.");
+    }
 }

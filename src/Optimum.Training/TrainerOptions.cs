@@ -106,8 +106,7 @@ public sealed record TrainerOptions
                 throw new ArgumentException($"--loss-scale must be a positive number, got {LossScaling.InitScale}.");
             LossScaling.Validate();
         }
-        if (Precision == TrainingPrecision.Bf16 && !Session.Device.IsCuda)
-            throw new ArgumentException("--precision bf16 needs --device cuda: ONNX Runtime's CPU provider has no bfloat16 MatMul or Gemm kernel. On the CPU train in fp32 or fp16.");
+        Precision.CheckDevice(Session.Device);
         if (KeepsStateOnDevice && Ema is not null)
             throw new ArgumentException($"--ema keeps the weights' average in host memory, which a run with its training state on {Session.Device} would copy every step; leave out --state-on-device on to train with --ema.");
         if (Overwrite && Resume is not null) throw new ArgumentException($"--overwrite starts over and --resume {Resume} continues a run: give one of them.");
