@@ -16,7 +16,7 @@ namespace Optimum.Training;
 /// updates only its shard with only its shard's optimizer state, and an all-gather reassembles the
 /// parameters. Owns its store, session and optimizer (not the communicator).
 /// </summary>
-public sealed class Trainer : IDisposable
+public sealed partial class Trainer : IDisposable
 {
     private readonly TrainerOptions _o;
     private readonly IBatchSource _data;
@@ -229,31 +229,11 @@ public sealed class Trainer : IDisposable
             if (_comm.Size > 1)
                 foreach (var b in _session.UpdatedBuffers)
                     Timed(() => { var v = _store.Param(b); _comm.AllReduceSum(v); VectorMath.Scale(v, 1f / _comm.Size); _device?.SetParam(b, v.ToArray()); return 0; });
-            double total = weight;
-            double loss = total > 0 ? weightedLoss / total : 0;
-            var (sb, se) = _store.Shard(_comm.Rank);
-            var shard = _store.AllGrads[(int)sb..(int)se];
-            if (_shardGrads is not null)
-            {
-                // ZeRO-1: sum the weighted gradients, leave each rank its shard, divide by the global weight.
-                // Device state: staged through host memory for the collectives (the whole gradient down, this rank's shard up).
-                _device?.DownloadGrads();
-                Timed(() => { _comm.ReduceScatterSum(_store.AllGrads, _shardGrads); return 0; });
-                total = Timed(() => _comm.AllReduceSum(weight));
-                _shardGrads.CopyTo(shard);
-                VectorMath.Scale(shard, total > 0 ? (float)(1 / total) : 0f);
-                _device?.UploadGrads(sb, se);
-                double sum = Timed(() => _comm.AllReduceSum(weightedLoss));
-                loss = total > 0 ? sum / total : 0;
-                tokens = (long)Timed(() => _comm.AllReduceSum(tokens));
-            }
+            var (loss, total) = (weight > 0 ? weightedLoss / weight : 0, weight);
+            if (_shardGrads is not null) (loss, total, tokens) = ReduceShard(weightedLoss, weight, tokens);
             // fp16: the gradients are of loss x scale; the norm, clipping and the update see the true ones (GradScaler.unscale_).
-            if (_scaler is not null)
-            {
-                if (_device is not null) _device.ScaleGrads(sb, se, (float)(1.0 / _scaler.Scale));
-                else VectorMath.Scale(shard, (float)(1.0 / _scaler.Scale));
-            }
-            double local = _device?.SumSquares(sb, se) ?? VectorMath.SumSquares(shard);
+            if (_scaler is not null) ScaleShard((float)(1.0 / _scaler.Scale));
+            double local = ShardSumSquares();
             double norm = Math.Sqrt(_comm.Size > 1 ? Timed(() => _comm.AllReduceSum(local)) : local);
             // A step whose batches have no target to learn from (every future unobserved) is skipped, not an error.
             bool empty = total == 0;
@@ -276,30 +256,16 @@ public sealed class Trainer : IDisposable
             if (bad)
             {
                 skipped++;
-                for (int i = 0; i < buffersBefore.Length; i++)
-                {
-                    buffersBefore[i].CopyTo(_store.Param(_session.UpdatedBuffers[i]));
-                    _device?.SetParam(_session.UpdatedBuffers[i], buffersBefore[i]);
-                }
+                for (int i = 0; i < buffersBefore.Length; i++) SetBuffer(_session.UpdatedBuffers[i], buffersBefore[i]);
             }
             else
             {
-                if (_o.ClipNorm > 0 && norm > _o.ClipNorm)
-                {
-                    float clip = (float)(_o.ClipNorm / (norm + 1e-6));
-                    if (_device is not null) _device.ScaleGrads(sb, se, clip);
-                    else VectorMath.Scale(shard, clip);
-                }
+                if (_o.ClipNorm > 0 && norm > _o.ClipNorm) ScaleShard((float)(_o.ClipNorm / (norm + 1e-6)));
                 var o0 = clock.Elapsed.TotalSeconds;
                 if (_device is not null) _device.Step(step + 1 - skipped, lr);
                 else _opt.Step(step + 1 - skipped, lr);
                 optSeconds = clock.Elapsed.TotalSeconds - o0;
-                if (_comm.Size > 1)
-                {
-                    _device?.DownloadParams(sb, se);
-                    Timed(() => { _comm.AllGather(_store.AllParams); return 0; });
-                    _device?.UploadParams(0, _store.Length);
-                }
+                if (_comm.Size > 1) GatherParams();
                 _ema?.Update(step + 1 - skipped);
             }
             var dt = clock.Elapsed.TotalSeconds - t0;
@@ -325,50 +291,6 @@ public sealed class Trainer : IDisposable
         return new TrainResult(step, interrupted, last, history, evals, skipped);
     }
 
-    /// <summary>
-    /// Forward + backward over this rank's micro-batches. Each micro-batch's loss is a mean over its
-    /// counted tokens, so gradients are combined weighted by those counts (Batch.LossWeight): the
-    /// result is the mean over every counted token of the step, whatever the split into micro-batches
-    /// and ranks. Returns this rank's weighted gradient sum in the gradient buffer (divided by the
-    /// weight when there is one rank), the weighted loss sum, the weight and the tokens.
-    /// </summary>
-    private (double WeightedLoss, double Weight, long Tokens) ForwardBackward(SampleIndex index, long step)
-    {
-        double loss = 0, weight = 0;
-        long tokens = 0;
-        var grads = _store.AllGrads;
-        bool weighted = _o.GradAccum > 1 || _comm.Size > 1;
-        for (int micro = 0; micro < _o.GradAccum; micro++)
-        {
-            // Global samples of micro-batch (step, micro) are N consecutive batches; this rank takes its own.
-            long first = ((step * _o.GradAccum + micro) * _comm.Size + _comm.Rank) * _o.BatchSize;
-            _data.FillTrain(index.Slice(first, _o.BatchSize), first, _train);
-            double w = _train.LossWeight ?? _train.Tokens;
-            loss += _session.TrainStep(_train, Seeds.Derive(_o.Seed, step, micro, _comm.Rank)) * w;
-            weight += w;
-            tokens += _train.Tokens;
-            if (!weighted) continue;
-            if (_device is not null)
-            {
-                _device.Accumulate((float)w, first: micro == 0);
-                continue;
-            }
-            VectorMath.Scale(grads, (float)w);
-            if (_accum is null) continue;
-            if (micro == 0) grads.CopyTo(_accum);
-            else VectorMath.Add(_accum, grads);
-        }
-        if (_device is not null)
-        {
-            // One rank: the weighted mean; ZeRO-1: the weighted sum, which the reduce-scatter adds up and divides.
-            if (weighted) _device.TakeAccumulated(_comm.Size == 1 ? (weight > 0 ? (float)(1 / weight) : 0f) : 1f);
-            return (loss, weight, tokens);
-        }
-        if (_accum is not null) _accum.CopyTo(grads);
-        if (weighted && _comm.Size == 1) VectorMath.Scale(grads, weight > 0 ? (float)(1 / weight) : 0f);
-        return (loss, weight, tokens);
-    }
-
     /// <summary>Mean validation loss over the first EvalSamples validation samples (all when 0); ranks share the batches.</summary>
     public double Evaluate()
     {
@@ -389,75 +311,6 @@ public sealed class Trainer : IDisposable
         // Training does not need the eval session's memory: given back until the next evaluation.
         _session.ReleaseEval();
         return _comm.AllReduceSum(sum) / _comm.AllReduceSum(weight);
-    }
-
-    private long _lastSaved = -1;
-
-    private string Save(long step, long skipped)
-    {
-        _lastSaved = step;
-        var state = new TrainerState
-        {
-            Step = step, SamplesSeen = step * SamplesPerStep, SkippedSteps = skipped, Seed = _o.Seed, TotalSteps = _o.Steps,
-            BatchSize = _o.BatchSize, GradAccum = _o.GradAccum, Optimizer = EnumNames.Name(_o.Optimizer.Kind), Schedule = EnumNames.Name(_o.Schedule), Lr = _o.Lr, Warmup = _o.Warmup,
-            WorldSize = _comm.Size, GlobalBatch = SamplesPerStep, Ema = _o.Ema, Frozen = Frozen, FrozenSha256 = _frozenSha256,
-            Precision = EnumNames.Name(_o.Precision),
-        };
-        _device?.Download();
-        var dir = Checkpoints.Save(CheckpointRoot, _store, _opt, state, _o.KeepCheckpoints, _comm, _ema, _scaler);
-        if (Lead) Log?.Invoke($"checkpoint {dir}");
-        return dir;
-    }
-
-    /// <summary>The step of one metrics.jsonl line, or null when it is not a JSON object with an integer step.</summary>
-    private static long? MetricsStep(string line)
-    {
-        try
-        {
-            using var doc = JsonDocument.Parse(line);
-            return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("step", out var s)
-                && s.ValueKind == JsonValueKind.Number && s.TryGetInt64(out var step) ? step : null;
-        }
-        catch (JsonException) { return null; }
-    }
-
-    private void CheckCompatible(TrainerState s, string dir)
-    {
-        var state = Path.Combine(dir, Checkpoints.StateFile);
-        void Same<T>(string what, T saved, T now)
-        {
-            if (!EqualityComparer<T>.Default.Equals(saved, now))
-                throw new InvalidDataException($"Checkpoint '{state}' was made with {what} {saved}; this run has {now}. Resuming needs the same value.");
-        }
-        Same("seed", s.Seed, _o.Seed);
-        // The data position depends on the global batch only, so a run may resume on another number of ranks.
-        Same("global batch (batch size x grad accum x ranks)", s.GlobalBatch, SamplesPerStep);
-        Same("total_steps", s.TotalSteps, _o.Steps);
-        Same("optimizer", s.Optimizer, EnumNames.Name(_o.Optimizer.Kind));
-        Same("EMA settings (ema)", s.Ema?.ToString() ?? "none", _o.Ema?.ToString() ?? "none");
-        // fp32, tf32 and bf16 keep the same state; fp16 adds the loss scaler's, so only a change to or from fp16 is refused.
-        if ((s.Precision == "fp16") != (_o.Precision == TrainingPrecision.Fp16)) Same("precision", s.Precision, EnumNames.Name(_o.Precision));
-        Same("frozen parameters (frozen)", s.Frozen.Count == 0 ? "none" : string.Join(", ", s.Frozen), Frozen.Count == 0 ? "none" : string.Join(", ", Frozen));
-        if (s.Step > _o.Steps) throw new InvalidDataException($"Checkpoint '{state}' is at step {s.Step}, past the run's {_o.Steps} steps.");
-    }
-
-    /// <summary>final/: the model folder with the trained weights (graphs copied); hf/: config.json + model.safetensors for transformers.</summary>
-    private void ExportFinal()
-    {
-        var final = Path.Combine(_o.OutputDir, "final");
-        // The kind (when the registry has one) adds its files to hf/ (a UNet's scheduler_config.json); resolved before anything is written.
-        var config = ModelFolder.ReadConfig(_o.ModelDir);
-        var kind = Optimum.Models.ModelKinds.All.FirstOrDefault(k => k.ModelTypes.Contains(config.ModelType ?? ""));
-        Directory.CreateDirectory(final);
-        // Everything of the model folder (graphs, config, tokenizer files) but its old weights.
-        foreach (var src in Directory.GetFiles(_o.ModelDir).Where(f => Path.GetFileName(f) != ModelFolder.WeightsFile && !Path.GetFileName(f).StartsWith('.')))
-            Optimum.Core.AtomicFile.Write(Path.Combine(final, Path.GetFileName(src)), File.ReadAllBytes(src));
-        // Streamed from the flat buffers: no copy of the weights is held while writing.
-        Func<int, ReadOnlySpan<float>> weights = _ema is { } ema ? ema.Values : i => _store.Param(i);
-        HfWeights.Save(Path.Combine(final, ModelFolder.WeightsFile), _store.Parameters, weights);
-        HfWeights.SaveFolder(Path.Combine(_o.OutputDir, "hf"), config.Json, _store.Parameters, weights);
-        kind?.ExportFiles(_o.ModelDir, Path.Combine(_o.OutputDir, "hf"));
-        Log?.Invoke($"exported {final} and {Path.Combine(_o.OutputDir, "hf")}" + (_ema is null ? "" : " with the EMA weights (the last checkpoint's model.safetensors has the raw ones)"));
     }
 
     public void Dispose()
