@@ -3,7 +3,6 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Optimum.Core;
-using Optimum.Distributed;
 
 namespace Optimum.Training;
 
@@ -27,8 +26,8 @@ public sealed record LossScalerOptions
 
 /// <summary>
 /// fp16 training's dynamic loss scaling, as torch.amp.GradScaler does it: the loss is multiplied by <see cref="Scale"/> before the
-/// backward pass; <see cref="Unscale"/> divides the gradients by it and says whether any is inf or NaN; such a step is skipped
-/// and <see cref="Update"/> multiplies the scale by the backoff factor, while <see cref="LossScalerOptions.GrowthInterval"/>
+/// backward pass; the trainer divides the gradients by it and, when any is inf or NaN (their norm, summed over every rank, is
+/// not finite), skips the step; <see cref="Update"/> then multiplies the scale by the backoff factor, while <see cref="LossScalerOptions.GrowthInterval"/>
 /// good steps in a row multiply it by the growth factor. The scale is float32, as torch keeps it. Its state (scale and the
 /// good-step count) goes into checkpoints (<see cref="Save"/>, <see cref="Load"/>) so that a resumed run scales as the
 /// uninterrupted one would.
@@ -39,20 +38,12 @@ public sealed class LossScaler
     public const string FileName = "loss_scaler.json";
 
     /// <param name="options">The settings (torch's defaults when null).</param>
-    /// <param name="communicator">
-    /// Under ZeRO each rank unscales only its shard of the gradients: with a communicator of more than one rank,
-    /// <see cref="Unscale"/> sums the ranks' found-inf flags so that every rank skips (and backs off) together.
-    /// Not owned: the caller disposes it.
-    /// </param>
-    public LossScaler(LossScalerOptions? options = null, ICommunicator? communicator = null)
+    public LossScaler(LossScalerOptions? options = null)
     {
-        _comm = communicator;
         Options = options ?? new();
         Options.Validate();
         Scale = (float)Options.InitScale;
     }
-
-    private readonly ICommunicator? _comm;
 
     public LossScalerOptions Options { get; }
     /// <summary>What the loss is multiplied by.</summary>
@@ -61,25 +52,6 @@ public sealed class LossScaler
     public int GrowthTracker { get; private set; }
     /// <summary>Steps skipped for inf/NaN gradients so far.</summary>
     public long Skipped { get; private set; }
-
-    /// <summary>
-    /// Multiplies <paramref name="grads"/> by 1 / <see cref="Scale"/> (computed in double, then float32, as torch does) and returns
-    /// true when every result is finite, on every rank when the scaler has a communicator (a collective call then: every rank
-    /// must make it): the step may be taken. When false the caller skips the optimizer step.
-    /// </summary>
-    public bool Unscale(Span<float> grads)
-    {
-        float inv = (float)(1.0 / Scale);
-        bool finite = true;
-        for (int i = 0; i < grads.Length; i++)
-        {
-            grads[i] *= inv;
-            if (!float.IsFinite(grads[i])) finite = false;
-        }
-        // torch's found_inf all-reduce: one rank's overflowing shard makes every rank skip the step.
-        if (_comm is { Size: > 1 }) finite = _comm.AllReduceSum(finite ? 0.0 : 1.0) == 0;
-        return finite;
-    }
 
     /// <summary>After a step: lowers the scale when <paramref name="foundInf"/> (the step was skipped), else counts a good step and grows the scale every GrowthInterval of them.</summary>
     public void Update(bool foundInf)
@@ -98,20 +70,6 @@ public sealed class LossScaler
             if (float.IsFinite(grown)) Scale = grown;
             GrowthTracker = 0;
         }
-    }
-
-    /// <summary>
-    /// GradScaler.step then update over <paramref name="optimizer"/>'s slice of the gradient buffer: unscales it, steps when every
-    /// gradient is finite, adjusts the scale. Returns whether the step was taken; <paramref name="t"/> counts taken steps only
-    /// (a skipped one does not advance AdamW's bias correction, as in torch).
-    /// </summary>
-    public unsafe bool Step(Optimizer optimizer, long t, double lr)
-    {
-        var grads = new Span<float>(optimizer.Store.GradsPtr + optimizer.Begin, checked((int)(optimizer.End - optimizer.Begin)));
-        bool finite = Unscale(grads);
-        if (finite) optimizer.Step(t, lr);
-        Update(foundInf: !finite);
-        return finite;
     }
 
     /// <summary>Writes the state to <paramref name="dir"/>/<see cref="FileName"/> (through a temp file and a rename).</summary>

@@ -88,7 +88,7 @@ public sealed partial class Trainer : IDisposable
         if (_comm.Size > 1) _shardGrads = new float[_store.ShardLength];
         // Only rank 0 writes checkpoints and the export, so only it keeps the average (every rank has all weights after the all-gather).
         if (options.Ema is { } ema && Lead) _ema = new EmaWeights(_store, ema);
-        if (options.Precision == TrainingPrecision.Fp16) _scaler = new LossScaler(options.LossScaling, _comm);
+        if (options.Precision == TrainingPrecision.Fp16) _scaler = new LossScaler(options.LossScaling);
     }
 
     /// <summary>

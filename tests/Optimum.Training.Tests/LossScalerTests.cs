@@ -1,5 +1,4 @@
 using Optimum.Core;
-using Optimum.Distributed;
 using Xunit;
 
 namespace Optimum.Training.Tests;
@@ -24,40 +23,6 @@ public sealed class LossScalerTests : IDisposable
             Assert.Equal(scales[i], s.Scale);
         }
         Assert.Equal((1, 3L), (s.GrowthTracker, s.Skipped));
-    }
-
-    [Fact]
-    public void Unscale_DividesByTheScale_AndReportsInfAndNaN()
-    {
-        var s = new LossScaler();
-        float[] g = [65536, -131072, 3, 0];
-        Assert.True(s.Unscale(g));
-        Assert.Equal([1f, -2f, 3f / 65536, 0f], g);
-        Assert.False(s.Unscale(new[] { 1f, float.PositiveInfinity }));
-        Assert.False(s.Unscale(new[] { float.NaN, 1f }));
-    }
-
-    /// <summary>ZeRO: only rank 1's shard overflows; both ranks must skip and back off alike, and agree on a clean step after.</summary>
-    [Fact]
-    public void Unscale_UnderTwoRanks_AgreesWhenOnlyOneShardOverflows()
-    {
-        var results = new InProcessWorld(2).Run(c =>
-        {
-            var scaler = new LossScaler(new LossScalerOptions { InitScale = 1024 }, c);
-            float[] shard = c.Rank == 1 ? [2048, float.PositiveInfinity] : [2048, 512];
-            bool first = scaler.Unscale(shard);
-            scaler.Update(foundInf: !first);
-            float[] clean = [1024, 256];
-            bool second = scaler.Unscale(clean);
-            scaler.Update(foundInf: !second);
-            return (first, second, scaler.Scale, scaler.Skipped, shard[0], clean[0]);
-        });
-        foreach (var r in results)
-        {
-            Assert.Equal((false, true, 512f, 1L), (r.first, r.second, r.Scale, r.Skipped));
-            Assert.Equal(2f, r.Item5);          // 2048 / 1024
-            Assert.Equal(2f, r.Item6);          // 1024 / 512 after the back-off
-        }
     }
 
     [Fact]
@@ -102,47 +67,5 @@ public sealed class LossScalerTests : IDisposable
         File.WriteAllText(Path.Combine(_dir, LossScaler.FileName), "{\"scale\": \"-1\", \"growth_tracker\": 0, \"skipped\": 0}");
         Assert.Contains("out of range", Assert.Throws<InvalidDataException>(() => s.Load(_dir)).Message);
         Assert.Equal(65536f, s.Scale);                  // nothing half-loaded
-    }
-
-    /// <summary>An overflowed step leaves the weights and AdamW's state alone and halves the scale; a good one equals AdamW on the unscaled gradients.</summary>
-    [Fact]
-    public void Step_SkipsOverflowedSteps_AndOtherwiseStepsOnUnscaledGradients()
-    {
-        ParameterInfo[] ps = [new("w", [4, 3]), new("b", [3])];
-        using var scaled = new ParameterStore(ps);
-        using var plain = new ParameterStore(ps);
-        float[][] init = [Enumerable.Range(0, 12).Select(i => i * 0.1f - 0.5f).ToArray(), [0.1f, -0.2f, 0.3f]];
-        scaled.Load(init);
-        plain.Load(init);
-        var config = new OptimizerConfig { Kind = OptimizerKind.AdamW };
-        using var a = Optimizer.Create(scaled, config);
-        using var b = Optimizer.Create(plain, config);
-        var scaler = new LossScaler(new LossScalerOptions { InitScale = 1024 });
-        var rng = new Random(5);
-        long taken = 0;
-        for (int step = 0; step < 6; step++)
-        {
-            bool overflow = step is 2 or 3;
-            for (int i = 0; i < ps.Length; i++)
-            {
-                var g = plain.Grad(i);
-                for (int k = 0; k < g.Length; k++) g[k] = (float)(rng.NextDouble() - 0.5);
-                var sg = scaled.Grad(i);
-                for (int k = 0; k < g.Length; k++) sg[k] = g[k] * scaler.Scale;       // what backward of the scaled loss gives (powers of 2: exact)
-                if (overflow) sg[1] = float.PositiveInfinity;
-            }
-            var before = scaled.Export();
-            var scaleBefore = scaler.Scale;
-            Assert.Equal(!overflow, scaler.Step(a, taken + 1, 1e-2));
-            if (overflow)
-            {
-                Assert.Equal(before, scaled.Export());
-                Assert.Equal(scaleBefore / 2, scaler.Scale);
-                continue;
-            }
-            b.Step(++taken, 1e-2);
-            Assert.Equal(plain.Export(), scaled.Export());
-        }
-        Assert.Equal(4, taken);
     }
 }
