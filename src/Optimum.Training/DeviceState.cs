@@ -202,9 +202,9 @@ internal sealed unsafe class FlatOps : IDisposable
         {
             using var options = settings.CreateOptions();
             _copy = new DeviceCopy(settings);
-            _scale = new Op(Graph("scale", (g, x, s) => g.Mul(x, s!)), options);
-            _axpy = new Op(Graph("axpy", (g, x, a) => g.Add(g.Mul(x, a!), g.Input("y", DType.Float, Shape.Of(Dim.Sym("n"))))), options);
-            _sumsq = new Op(Graph("sumsq", (g, x, _) => g.ReduceSumSquare(x, [], keepDims: false)), options);
+            _scale = new Op(Graph("scale", (g, x, s) => g.Mul(x, s)), options);
+            _axpy = new Op(Graph("axpy", (g, x, a) => g.Add(g.Mul(x, a), g.Input("y", DType.Float, Shape.Of(Dim.Sym("n"))))), options);
+            _sumsq = new Op(Graph("sumsq", (g, x) => g.ReduceSumSquare(x, [], keepDims: false)), options);
         }
         catch
         {
@@ -216,15 +216,17 @@ internal sealed unsafe class FlatOps : IDisposable
     /// <summary>A session on the device (for its allocator).</summary>
     public InferenceSession AnySession => _copy.Session;
 
-
-    private static byte[] Graph(string name, Func<GraphBuilder, Value, Value?, Value> body)
+    /// <summary>A graph of input x (length n) and output "out" = <paramref name="body"/>.</summary>
+    private static byte[] Graph(string name, Func<GraphBuilder, Value, Value> body)
     {
         var g = new GraphBuilder("flat_" + name);
-        var x = g.Input("x", DType.Float, Shape.Of(Dim.Sym("n")));
-        Value? s = name is "scale" or "axpy" ? g.Input("s", DType.Float, Shape.Scalar) : null;
-        g.Output(body(g, x, s), "out");
+        g.Output(body(g, g.Input("x", DType.Float, Shape.Of(Dim.Sym("n")))), "out");
         return ModelWriter.ToBytes(g);
     }
+
+    /// <summary>As <see cref="Graph(string, Func{GraphBuilder, Value, Value})"/> with a float scalar input s as well.</summary>
+    private static byte[] Graph(string name, Func<GraphBuilder, Value, Value, Value> body) =>
+        Graph(name, (g, x) => body(g, x, g.Input("s", DType.Float, Shape.Scalar)));
 
     private sealed class Op(byte[] model, SessionOptions options) : IDisposable
     {
